@@ -1,0 +1,80 @@
+//! The command line: `switchboard run | chat | demo | check`. Parses arguments, loads configuration and
+//! dispatches; every fatal error becomes a clear message and its exit code ([`crate::exit`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::daemon::LogFormat;
+use crate::exit::Fatal;
+
+/// switchboard: large language models in Discord, Telegram and your terminal, free tier first.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about, long_about = None)]
+pub struct Cli {
+    /// The config file (default: /etc/switchboard/switchboard.toml, else ./switchboard.toml).
+    #[arg(long, global = true, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: text (one event per line) or json.
+    #[arg(long, global = true, value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: every configured adapter (Telegram, Discord) over one core, router and store.
+    Run,
+    /// Talk to the bot from this terminal (reads one message per line when stdin is not a terminal).
+    Chat,
+    /// The offline demo: the terminal chat against simulated OpenRouter and Ollama servers on 127.0.0.1.
+    Demo,
+    /// Check the configuration and credentials against the providers and platforms.
+    Check,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("unknown log format `{other}` (use text or json)")),
+    }
+}
+
+/// Parses the process arguments and runs the chosen command; returns the process exit code.
+pub fn main() -> ExitCode {
+    // Development convenience: a .env file next to the working directory fills unset variables.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the async runtime: {e}");
+            return ExitCode::from(crate::exit::EXIT_UNEXPECTED);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => {
+            eprintln!("switchboard: {fatal}");
+            tracing::error!("{fatal}");
+            fatal.to_exit_code()
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Fatal> {
+    match cli.command {
+        Command::Run => crate::daemon::run(cli.config, cli.log_format).await,
+        Command::Chat => crate::platforms::terminal::chat_command(cli.config, cli.log_format).await,
+        Command::Demo => crate::platforms::terminal::demo_command(cli.log_format).await,
+        Command::Check => crate::router::check::check_command(cli.config).await,
+    }
+}

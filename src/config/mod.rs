@@ -1,0 +1,315 @@
+//! The configuration model: one TOML file, overridden by `SWITCHBOARD__SECTION__KEY` environment variables,
+//! validated once at start-up into typed sections. Secrets are never part of it: they come from the
+//! environment, `*_FILE` variables or `$CREDENTIALS_DIRECTORY` ([`secrets`]), so the config itself may be
+//! logged. Every error names the key, what is wrong and how to fix it; the process then exits 78.
+
+pub mod access;
+pub mod daemon;
+pub mod discord;
+pub mod env;
+pub mod providers;
+pub mod secrets;
+pub mod telegram;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use self::env::Env;
+pub use self::secrets::Secrets;
+
+/// The default config path under systemd (`ConfigurationDirectory=switchboard`).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/switchboard/switchboard.toml";
+/// The fallback config path for development.
+pub const LOCAL_CONFIG_PATH: &str = "./switchboard.toml";
+/// Prefix of environment variables that override config keys: `SWITCHBOARD__TELEGRAM__API_URL`.
+pub const ENV_PREFIX: &str = "SWITCHBOARD__";
+
+/// A configuration problem, phrased for the operator.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error at `{key}`: {problem}. Fix: {fix}")]
+pub struct ConfigError {
+    /// The key (`telegram.api_url`), variable (`TELEGRAM_BOT_TOKEN`) or file at fault.
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl ConfigError {
+    /// A config error for `key`.
+    pub fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// The whole configuration. Every section has defaults, so an empty file is valid.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where and how history is kept.
+    pub store: StoreConfig,
+    /// Conversation behaviour.
+    pub core: CoreConfig,
+    /// Who may talk to the bot, and limits.
+    pub access: access::AccessConfig,
+    /// Tiers and routing policy.
+    pub router: providers::RouterConfig,
+    /// OpenRouter (the free tier).
+    pub openrouter: providers::OpenRouterConfig,
+    /// Ollama Cloud (the paid tier).
+    pub ollama: providers::OllamaConfig,
+    /// Extra tiers after the default ones (local Ollama, any OpenAI-compatible server).
+    pub tiers: Vec<providers::ExtraTierConfig>,
+    /// The Telegram adapter.
+    pub telegram: telegram::TelegramConfig,
+    /// The Discord adapter.
+    pub discord: discord::DiscordConfig,
+    /// Service behaviour: shutdown, watchdog, logs.
+    pub daemon: daemon::DaemonConfig,
+}
+
+/// `[store]`: the sled database and retention.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The state directory; the database lives in `<dir>/db`. Default: `$STATE_DIRECTORY` under systemd,
+    /// else `./state`.
+    pub dir: Option<PathBuf>,
+    /// sled's page cache in MiB. 16 MiB keeps a small server's RSS low; hot conversations stay cached.
+    pub cache_mb: u64,
+    /// Keep at most this many turns per conversation (0 = unlimited).
+    pub max_turns: usize,
+    /// Forget turns older than this many days (0 = never).
+    pub max_age_days: u64,
+    /// How many recent turns are loaded as candidate context for a reply (then trimmed to the model's
+    /// window). 200 covers any realistic window while keeping a load under a millisecond.
+    pub load_turns: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            cache_mb: 16,
+            max_turns: 1000,
+            max_age_days: 90,
+            load_turns: 200,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The state directory in force: the configured one, else `$STATE_DIRECTORY`, else `./state`.
+    pub fn state_dir(&self, env: &Env) -> PathBuf {
+        if let Some(dir) = &self.dir {
+            return dir.clone();
+        }
+        // systemd may pass several colon-separated directories; the first is ours.
+        env.get("STATE_DIRECTORY")
+            .and_then(|v| v.split(':').next().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("./state"))
+    }
+}
+
+/// How conversations are scoped in group chats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// One conversation per chat (everyone shares the history).
+    #[default]
+    Chat,
+    /// One conversation per person within each chat.
+    User,
+}
+
+/// `[core]`: conversation behaviour.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoreConfig {
+    /// The system prompt for every chat without its own (`/system`).
+    pub system_prompt: String,
+    /// Conversation scope in group chats (direct chats are always per person).
+    pub scope: Scope,
+    /// At most this many replies are generated at once across all conversations; more wait their turn.
+    /// 64 keeps a 2-core server responsive while providers stream.
+    pub max_concurrent_turns: usize,
+    /// Longer messages are refused politely: bounded work per message (reliability row 19).
+    pub max_input_chars: usize,
+    /// Seconds an answer may take from first request to last token before it is cut.
+    pub turn_deadline_secs: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt:
+                "You are switchboard, a helpful assistant in a chat. Answer clearly and concisely; \
+                            use Markdown where it helps."
+                    .into(),
+            scope: Scope::Chat,
+            max_concurrent_turns: 64,
+            max_input_chars: 16_000,
+            turn_deadline_secs: 300,
+        }
+    }
+}
+
+/// Where the config file is: `--config`, else `/etc/switchboard/switchboard.toml` if it exists, else
+/// `./switchboard.toml` if it exists, else none (all defaults).
+pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    [DEFAULT_CONFIG_PATH, LOCAL_CONFIG_PATH]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Reads, overrides and validates the configuration. `path` is `None` for an all-defaults config.
+pub fn load(path: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| {
+            ConfigError::new(
+                p.display().to_string(),
+                format!("cannot read the config file ({e})"),
+                "check the path given with --config and its permissions",
+            )
+        })?,
+        None => String::new(),
+    };
+    let source = path.map_or_else(|| "<defaults>".to_string(), |p| p.display().to_string());
+    parse(&text, &source, env)
+}
+
+/// Parses config text, applies environment overrides and validates.
+pub fn parse(text: &str, source: &str, env: &Env) -> Result<Config, ConfigError> {
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+        ConfigError::new(
+            source,
+            format!("not valid TOML: {}", e.message()),
+            "compare with config/switchboard.example.toml",
+        )
+    })?;
+    env::apply_overrides(&mut value, env)?;
+    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let fix = if inner.contains("unknown field") {
+            "remove or correct the key (see config/switchboard.example.toml for every key)"
+                .to_string()
+        } else {
+            "give a value of the documented type (see config/switchboard.example.toml)".to_string()
+        };
+        ConfigError::new(
+            if key == "." { source.to_string() } else { key },
+            inner,
+            fix,
+        )
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+impl Config {
+    /// Checks values that types alone cannot (ranges, URLs, cross-section rules).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.core.max_concurrent_turns == 0 {
+            return Err(ConfigError::new(
+                "core.max_concurrent_turns",
+                "must be at least 1",
+                "set it to 64, or the number of replies to generate at once",
+            ));
+        }
+        if self.core.max_input_chars == 0 {
+            return Err(ConfigError::new(
+                "core.max_input_chars",
+                "must be at least 1",
+                "set it to 16000",
+            ));
+        }
+        if self.store.load_turns == 0 {
+            return Err(ConfigError::new(
+                "store.load_turns",
+                "must be at least 1",
+                "set it to 200",
+            ));
+        }
+        self.access.validate()?;
+        self.router.validate()?;
+        self.openrouter.validate()?;
+        self.ollama.validate()?;
+        for (i, tier) in self.tiers.iter().enumerate() {
+            tier.validate(i)?;
+        }
+        self.telegram.validate()?;
+        self.discord.validate()?;
+        self.daemon.validate()?;
+        Ok(())
+    }
+}
+
+/// Checks that `value` at `key` is an absolute http(s) URL.
+pub fn validate_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = (value.starts_with("http://") || value.starts_with("https://"))
+        && value.len() > "https://".len();
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("`{value}` is not an http(s) URL"),
+            "give a full URL such as https://example.org/api",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_valid() {
+        let config = parse("", "<test>", &Env::default()).unwrap();
+        assert_eq!(config.core.max_concurrent_turns, 64);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key() {
+        let err = parse("[core]\nsytem_prompt = \"x\"\n", "<test>", &Env::default()).unwrap_err();
+        assert!(
+            err.key.contains("sytem_prompt") || err.problem.contains("sytem_prompt"),
+            "{err}"
+        );
+        assert!(err.problem.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = parse(
+            "[core]\nmax_concurrent_turns = \"many\"\n",
+            "<test>",
+            &Env::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "core.max_concurrent_turns");
+    }
+
+    #[test]
+    fn range_check_names_the_key() {
+        let err = parse(
+            "[core]\nmax_concurrent_turns = 0\n",
+            "<test>",
+            &Env::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "core.max_concurrent_turns");
+        assert!(err.to_string().contains("Fix:"));
+    }
+}

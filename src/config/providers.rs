@@ -1,0 +1,213 @@
+//! `[router]`, `[openrouter]`, `[ollama]` and `[[tiers]]`: the routing policy and the provider endpoints.
+//! Keys are not here: they are secrets (see [`super::secrets`]); this only says which account a key is on.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{validate_url, ConfigError};
+
+/// `[router]`: the policy switches.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Answer only from free tiers, never the paid one.
+    pub free_only: bool,
+    /// Whether the paid tier may be used at all.
+    pub paid_enabled: bool,
+    /// Paid-tier requests per UTC day across all users (0 = unlimited).
+    pub paid_daily_cap: u64,
+    /// Log a warning once a day when the estimated paid spend passes this many US dollars (0 = off).
+    pub paid_spend_alert_usd: f64,
+    /// Keep answering a conversation with the model that answered it while that model is healthy.
+    pub sticky: bool,
+    /// Connect timeout for every provider request, in seconds.
+    pub connect_timeout_secs: u64,
+    /// A stream that sends nothing (not even a keep-alive) for this long is stalled.
+    pub idle_timeout_secs: u64,
+    /// The whole request, from send to last byte, may take at most this long.
+    pub deadline_secs: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            free_only: false,
+            paid_enabled: true,
+            paid_daily_cap: 2000,
+            paid_spend_alert_usd: 5.0,
+            sticky: true,
+            connect_timeout_secs: 5,
+            idle_timeout_secs: 60,
+            deadline_secs: 300,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Checks timeouts are sensible.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("router.connect_timeout_secs", self.connect_timeout_secs),
+            ("router.idle_timeout_secs", self.idle_timeout_secs),
+            ("router.deadline_secs", self.deadline_secs),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(
+                    key,
+                    "must be at least 1 second",
+                    "use the default from config/switchboard.example.toml",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[openrouter]`: the free tier.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenRouterConfig {
+    /// API base URL (tests point it at a simulator on 127.0.0.1).
+    pub base_url: String,
+    /// Sent as `HTTP-Referer` (app attribution).
+    pub referer: String,
+    /// Sent as `X-Title` (app attribution).
+    pub title: String,
+    /// Free models to try in order; `openrouter/free` lets OpenRouter pick one.
+    pub free_models: Vec<String>,
+    /// Which account each key belongs to, by variable name: `{ OPENROUTER_API_KEY_2 = "team" }`.
+    /// A key not listed is its own account. Quota is counted per account.
+    pub accounts: BTreeMap<String, String>,
+    /// Requests per minute per account on `:free` models (OpenRouter: 20).
+    pub requests_per_minute: u32,
+    /// Free requests per account per UTC day; 0 = learn it from `GET /key` (50 or 1000).
+    pub free_requests_per_day: u32,
+    /// Context window assumed for a free model when `GET /models` does not say.
+    pub default_context_window: usize,
+}
+
+impl Default for OpenRouterConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://openrouter.ai/api/v1".into(),
+            referer: "https://github.com/switchboard-bot/switchboard".into(),
+            title: "switchboard".into(),
+            free_models: vec![
+                "deepseek/deepseek-chat-v3-0324:free".into(),
+                "meta-llama/llama-3.3-70b-instruct:free".into(),
+                "openrouter/free".into(),
+            ],
+            accounts: BTreeMap::new(),
+            requests_per_minute: 20,
+            free_requests_per_day: 0,
+            default_context_window: 32_768,
+        }
+    }
+}
+
+impl OpenRouterConfig {
+    /// Checks the URL and model list.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_url("openrouter.base_url", &self.base_url)
+    }
+}
+
+/// `[ollama]`: the paid tier (the RC2 models on Ollama Cloud).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OllamaConfig {
+    /// Base URL without `/api` (tests point it at a simulator on 127.0.0.1).
+    pub base_url: String,
+    /// Models in order of preference, sent exactly as written.
+    pub models: Vec<String>,
+    /// Context window per model in tokens; models not listed get `default_context_window`.
+    pub context_windows: BTreeMap<String, usize>,
+    /// Context window for models not in `context_windows`.
+    pub default_context_window: usize,
+    /// Estimated price per million tokens, `{ "gpt-oss:120b" = { prompt = 0.1, completion = 0.5 } }`.
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// A price in US dollars per million tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Dollars per million prompt tokens.
+    pub prompt: f64,
+    /// Dollars per million completion tokens.
+    pub completion: f64,
+}
+
+impl Default for OllamaConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://ollama.com".into(),
+            models: vec![
+                "gpt-oss:120b".into(),
+                "kimi-k2.5".into(),
+                "deepseek-v3.1:671b".into(),
+                "qwen3-next:80b".into(),
+            ],
+            context_windows: BTreeMap::new(),
+            default_context_window: 131_072,
+            prices: BTreeMap::new(),
+        }
+    }
+}
+
+impl OllamaConfig {
+    /// Checks the URL.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_url("ollama.base_url", &self.base_url)
+    }
+}
+
+/// The wire format an extra tier speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI-compatible (`/chat/completions`, SSE).
+    Openai,
+    /// Ollama native (`/api/chat`, NDJSON).
+    Ollama,
+}
+
+/// `[[tiers]]`: an extra tier after the default ones (e.g. a local Ollama).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraTierConfig {
+    /// The tier's name (`local` counts as free).
+    pub name: String,
+    /// The wire format.
+    pub kind: ProviderKind,
+    /// Base URL.
+    pub base_url: String,
+    /// Models in order.
+    pub models: Vec<String>,
+    /// Environment variable holding its key, if it needs one.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Context window of its models.
+    #[serde(default = "default_extra_window")]
+    pub context_window: usize,
+}
+
+fn default_extra_window() -> usize {
+    8192
+}
+
+impl ExtraTierConfig {
+    /// Checks the entry at position `index`.
+    pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        validate_url(&format!("tiers[{index}].base_url"), &self.base_url)?;
+        if self.models.is_empty() {
+            return Err(ConfigError::new(
+                format!("tiers[{index}].models"),
+                "is empty",
+                "list at least one model",
+            ));
+        }
+        Ok(())
+    }
+}

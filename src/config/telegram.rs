@@ -1,0 +1,71 @@
+//! `[telegram]`: the Telegram adapter's settings (the token is a secret: `TELEGRAM_BOT_TOKEN`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{validate_url, ConfigError};
+
+/// When the bot answers in a group chat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupPolicy {
+    /// When mentioned, replied to, or given a command.
+    #[default]
+    Mention,
+    /// Only when replied to, or given a command.
+    Reply,
+    /// Every message.
+    All,
+}
+
+/// Telegram settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// Run the adapter when a token is present.
+    pub enabled: bool,
+    /// Bot API base URL (a self-hosted Bot API server, or a fake in tests).
+    pub api_url: String,
+    /// Default policy in groups.
+    pub group_policy: GroupPolicy,
+    /// Minimum milliseconds between edits of a streamed reply in private chats (Telegram: ~1 msg/s per chat).
+    pub edit_interval_private_ms: u64,
+    /// Minimum milliseconds between edits in groups (Telegram: 20 messages a minute per group).
+    pub edit_interval_group_ms: u64,
+    /// Stream replies by editing a message; off sends the answer once, complete.
+    pub streaming: bool,
+    /// Per-chat overrides by chat id.
+    pub chats: BTreeMap<String, TelegramChatConfig>,
+}
+
+/// Per-chat overrides.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelegramChatConfig {
+    /// This chat's group policy.
+    pub policy: Option<GroupPolicy>,
+    /// Whether to stream in this chat.
+    pub streaming: Option<bool>,
+}
+
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            api_url: "https://api.telegram.org".into(),
+            group_policy: GroupPolicy::Mention,
+            edit_interval_private_ms: 1000,
+            edit_interval_group_ms: 3000,
+            streaming: true,
+            chats: BTreeMap::new(),
+        }
+    }
+}
+
+impl TelegramConfig {
+    /// Checks the URL.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_url("telegram.api_url", &self.api_url)
+    }
+}

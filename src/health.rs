@@ -1,0 +1,138 @@
+//! Liveness and status of switchboard's own loops: each loop beats, the watchdog pings systemd only while
+//! every registered loop is beating, and the status line (`STATUS=` for systemd, `/status` for users) is
+//! assembled from what each component last reported. Upstream outages do not stop a loop's beat.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[derive(Debug)]
+struct Component {
+    status: String,
+    last_beat: Instant,
+    /// Components that only report status (no loop of their own) are never stale.
+    beats: bool,
+}
+
+/// The registry of components; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    components: Arc<Mutex<BTreeMap<String, Component>>>,
+}
+
+/// One component's handle for beating and reporting status.
+#[derive(Clone, Debug)]
+pub struct ComponentHandle {
+    name: String,
+    health: Health,
+}
+
+impl Health {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or re-registers) a component with a loop that must keep beating.
+    pub fn component(&self, name: &str) -> ComponentHandle {
+        self.register(name, true)
+    }
+
+    /// Registers a component that only reports status and is never considered stale.
+    pub fn status_only(&self, name: &str) -> ComponentHandle {
+        self.register(name, false)
+    }
+
+    fn register(&self, name: &str, beats: bool) -> ComponentHandle {
+        let mut map = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(
+            name.to_owned(),
+            Component {
+                status: "starting".into(),
+                last_beat: Instant::now(),
+                beats,
+            },
+        );
+        ComponentHandle {
+            name: name.to_owned(),
+            health: self.clone(),
+        }
+    }
+
+    /// Removes a component (its loop ended on purpose).
+    pub fn remove(&self, name: &str) {
+        self.components
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// Names of beating components whose last beat is older than `max_age`.
+    pub fn stale(&self, max_age: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let map = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter(|(_, c)| c.beats && now.saturating_duration_since(c.last_beat) > max_age)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// `name: status` pairs joined by `, `, in name order.
+    pub fn summary(&self) -> String {
+        let map = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|(n, c)| format!("{n}: {}", c.status))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl ComponentHandle {
+    /// Records that the component's loop is alive.
+    pub fn beat(&self) {
+        self.with(|c| c.last_beat = Instant::now());
+    }
+
+    /// Sets the component's one-phrase status (e.g. `polling`, `connected`) and counts as a beat.
+    pub fn set_status(&self, status: impl Into<String>) {
+        let status = status.into();
+        self.with(|c| {
+            c.status = status;
+            c.last_beat = Instant::now();
+        });
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Component)) {
+        let mut map = self
+            .health
+            .components
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get_mut(&self.name) {
+            f(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_loop_goes_stale_and_status_only_never_does() {
+        let health = Health::new();
+        let poller = health.component("telegram");
+        let _router = health.status_only("router");
+        poller.set_status("polling");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            health.stale(Duration::from_secs(5)),
+            vec!["telegram".to_string()]
+        );
+        poller.beat();
+        assert!(health.stale(Duration::from_secs(5)).is_empty());
+        assert_eq!(health.summary(), "router: starting, telegram: polling");
+    }
+}

@@ -1,0 +1,42 @@
+//! switchboard: large language models in Discord, Telegram and a terminal, answered free tier first.
+//!
+//! One message, one way through (arrows point inward; adapters at the edge):
+//!
+//! ```text
+//!  Telegram ─┐                                            ┌─ OpenRouter (free tier, N accounts)
+//!  Discord  ─┼─► platforms ─► core ─► router ─► providers ─┼─ Ollama Cloud (paid tier, RC2)
+//!  terminal ─┘                 │        │                  └─ local / any OpenAI-compatible
+//!                              ▼        ▼
+//!                           store (history, quota state: one sled Db)
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`domain`] | the shared vocabulary: `Inbound`, `ReplyEvent`, identifiers |
+//! | [`config`] | TOML + environment + credentials, validated once at start-up |
+//! | [`core`] | inbound → command or turn; access, limits, ordering, context |
+//! | [`context`] | fitting history into a model's window |
+//! | [`router`] | tiers, accounts, quotas, cooldowns, fallback (the [`router::LlmRouter`] seam) |
+//! | [`providers`] | OpenRouter/OpenAI-compatible and Ollama wire clients and stream parsers |
+//! | [`store`] | the [`store::Store`] seam: sled and in-memory |
+//! | [`platforms`] | Telegram, Discord and terminal adapters; shared rendering |
+//! | [`sim`] | simulated OpenRouter and Ollama servers for the demo, tests and benchmarks |
+//! | [`daemon`] | wiring, signals, systemd notify/watchdog, reload |
+//! | [`cli`] | the command line |
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod context;
+pub mod core;
+pub mod daemon;
+pub mod domain;
+pub mod exit;
+pub mod health;
+pub mod logging;
+pub mod platforms;
+pub mod providers;
+pub mod router;
+pub mod secrets;
+pub mod sim;
+pub mod store;

@@ -1,0 +1,207 @@
+//! The history and state store: the [`Store`] trait, its value types, and two implementations — sled for
+//! the daemon ([`sled_store::SledStore`]) and in-memory for tests ([`memory::MemoryStore`]).
+//! Conversation history, per-chat settings, router quota state, usage counters and adapters' dedupe
+//! records all live here, in one database per process. No conversation logic lives here.
+
+pub mod memory;
+pub mod sled_store;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{AnswerSource, ConversationKey, Role};
+
+/// Whether a stored turn is a complete answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnStatus {
+    /// A user's message, or an assistant answer that finished.
+    Complete,
+    /// An assistant answer that was cut short (provider failure, cancel, shutdown).
+    Incomplete,
+}
+
+/// One stored message of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// User or assistant.
+    pub role: Role,
+    /// In shared chats, the sender's display name, so the model knows who said what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// The text.
+    pub text: String,
+    /// When it was stored, in ms since the epoch.
+    pub at_ms: i64,
+    /// Complete or cut short.
+    pub status: TurnStatus,
+    /// For assistant turns, who answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<AnswerSource>,
+}
+
+/// Per-conversation metadata, kept apart from the turns so listing conversations never reads messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationMeta {
+    /// Incremented by `/reset`; turns are stored and loaded per epoch.
+    pub epoch: u32,
+    /// When the conversation was first seen (ms since the epoch).
+    pub created_ms: i64,
+    /// When a turn was last appended (ms since the epoch).
+    pub updated_ms: i64,
+    /// Turns appended in the current epoch.
+    pub turns: u64,
+}
+
+/// How long history is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Keep at most this many turns per conversation (oldest go first); 0 = unlimited.
+    pub max_turns: usize,
+    /// Drop turns older than this many ms; 0 = unlimited.
+    pub max_age_ms: i64,
+}
+
+/// What a retention sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Conversations looked at.
+    pub conversations: u64,
+    /// Turns deleted.
+    pub turns_deleted: u64,
+}
+
+/// Store failures callers can tell apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database lock.
+    #[error("the state directory {path} is locked by another switchboard process")]
+    Locked {
+        /// The database directory.
+        path: String,
+    },
+    /// The database was written by a newer switchboard.
+    #[error("the store at {path} has schema version {found}, newer than this binary's {supported}; upgrade switchboard")]
+    NewerSchema {
+        /// The database directory.
+        path: String,
+        /// The version found on disk.
+        found: u32,
+        /// The newest version this binary reads.
+        supported: u32,
+    },
+    /// A stored value could not be decoded.
+    #[error("a stored value could not be decoded: {0}")]
+    Decode(String),
+    /// The storage engine failed (I/O, corruption discovered while running).
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+/// A read-modify-write step for [`Store::kv_update`]: old value in, new value (or `None` to delete) out.
+pub type ValueUpdate<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
+
+/// The storage seam. Methods are synchronous (sled answers in microseconds); only `flush` waits for disk.
+/// Keys and namespaces are UTF-8 and never contain the byte 0xFF.
+pub trait Store: Send + Sync + 'static {
+    /// The metadata of a conversation, if it was ever stored.
+    fn conversation(&self, key: &ConversationKey) -> Result<Option<ConversationMeta>, StoreError>;
+
+    /// Replaces a conversation's metadata.
+    fn put_conversation(
+        &self,
+        key: &ConversationKey,
+        meta: &ConversationMeta,
+    ) -> Result<(), StoreError>;
+
+    /// Every conversation with its metadata, without reading any turn.
+    fn list_conversations(&self) -> Result<Vec<(ConversationKey, ConversationMeta)>, StoreError>;
+
+    /// Appends a turn to `key`'s history in `epoch` (creating the conversation if needed, and bumping its
+    /// `turns` and `updated_ms`). Cost does not depend on how much history exists.
+    fn append_turn(&self, key: &ConversationKey, epoch: u32, turn: &Turn)
+        -> Result<(), StoreError>;
+
+    /// The last `limit` turns of `key` in `epoch`, oldest first. Costs O(limit) whatever the history size.
+    fn recent_turns(
+        &self,
+        key: &ConversationKey,
+        epoch: u32,
+        limit: usize,
+    ) -> Result<Vec<Turn>, StoreError>;
+
+    /// Starts a new epoch for `key` (for `/reset`): deletes the conversation's stored turns and returns the
+    /// new epoch number. Turns of an answer still in flight for the old epoch are discarded when appended.
+    fn reset_conversation(&self, key: &ConversationKey, now_ms: i64) -> Result<u32, StoreError>;
+
+    /// Applies the retention policy to every conversation.
+    fn prune(&self, policy: RetentionPolicy, now_ms: i64) -> Result<PruneReport, StoreError>;
+
+    /// Reads a value from namespace `ns` (router state, usage counters, dedupe records, chat settings…).
+    fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Writes a value into namespace `ns`.
+    fn kv_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Removes a value from namespace `ns`.
+    fn kv_remove(&self, ns: &str, key: &str) -> Result<(), StoreError>;
+
+    /// Atomically replaces a value with `f(old)`; `None` from `f` deletes it. Returns the new value.
+    /// `f` may run more than once under contention.
+    fn kv_update(
+        &self,
+        ns: &str,
+        key: &str,
+        f: &mut ValueUpdate<'_>,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// All entries of namespace `ns` whose key starts with `prefix`, in key order.
+    fn kv_scan(&self, ns: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Makes everything written so far durable. Called after each completed turn and at shutdown.
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+/// Reads a JSON value from the store's namespace `ns`.
+pub fn get_json<T: DeserializeOwned>(
+    store: &dyn Store,
+    ns: &str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    store
+        .kv_get(ns, key)?
+        .map(|bytes| decode(&bytes))
+        .transpose()
+}
+
+/// Writes a JSON value into the store's namespace `ns`.
+pub fn put_json<T: Serialize>(
+    store: &dyn Store,
+    ns: &str,
+    key: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    store.kv_put(ns, key, &encode(value)?)
+}
+
+/// The current value format: one version byte, then JSON. Bump it and migrate when the format changes.
+pub const VALUE_FORMAT: u8 = 1;
+
+/// Encodes a value in the versioned value format.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![VALUE_FORMAT];
+    serde_json::to_writer(&mut out, value).map_err(|e| StoreError::Decode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes a value written by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&VALUE_FORMAT, json)) => {
+            serde_json::from_slice(json).map_err(|e| StoreError::Decode(e.to_string()))
+        }
+        Some((v, _)) => Err(StoreError::Decode(format!("unknown value format {v}"))),
+        None => Err(StoreError::Decode("empty value".into())),
+    }
+}
