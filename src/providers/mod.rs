@@ -1,1 +1,114 @@
-//! Provider wire clients: OpenRouter / OpenAI-compatible (SSE) and Ollama (NDJSON), with pure stream parsers.
+//! Provider wire clients: OpenRouter / OpenAI-compatible (`POST /chat/completions`, SSE) and Ollama
+//! (`POST /api/chat`, NDJSON), with pure stream parsers. A client makes exactly one HTTP attempt per call:
+//! the router is the only retry loop. This file is the seam the router uses ([`ChatProvider`]).
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use secrecy::SecretString;
+
+use crate::domain::{ChatMessage, Usage};
+
+/// One chat request to one model on one provider.
+#[derive(Clone, Debug)]
+pub struct ProviderRequest {
+    /// The model name, sent exactly as configured (never rewritten).
+    pub model: String,
+    /// The full context (system prompt, history, newest user turn), already fitted to the window.
+    pub messages: Vec<ChatMessage>,
+}
+
+/// One step of a provider's streamed answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProviderEvent {
+    /// The provider named the model that is answering (`openrouter/free` resolves to a real model).
+    Model(String),
+    /// The next piece of text.
+    Delta(String),
+    /// The answer is complete (`[DONE]` / `finish_reason` / `"done": true` seen).
+    Done {
+        /// Token usage, if reported.
+        usage: Usage,
+        /// Why the model stopped (`stop`, `length`, …), if reported.
+        finish_reason: Option<String>,
+    },
+}
+
+/// Why a provider call failed. Each variant has its own reaction in the router's error taxonomy.
+/// Messages here are already sanitized: no URL, no key, at most a short excerpt of the provider's message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// HTTP 429. `daily` is true when the provider says the daily quota is spent (the router then keeps the
+    /// account out until the UTC reset); otherwise it is a per-minute limit.
+    #[error("rate limited (daily quota: {daily})")]
+    RateLimited {
+        /// `Retry-After`, if sent.
+        retry_after: Option<Duration>,
+        /// `X-RateLimit-Reset` (epoch ms), if sent.
+        reset_at_ms: Option<i64>,
+        /// Whether the daily quota is exhausted.
+        daily: bool,
+    },
+    /// HTTP 402: no credits / negative balance.
+    #[error("payment required")]
+    PaymentRequired,
+    /// HTTP 401/403: the key is wrong or lacks permission.
+    #[error("unauthorized (HTTP {status})")]
+    Unauthorized {
+        /// 401 or 403.
+        status: u16,
+    },
+    /// The prompt does not fit the model's context window.
+    #[error("context length exceeded")]
+    ContextTooLong,
+    /// The model does not exist on this provider (HTTP 404 or an equivalent error).
+    #[error("model not found")]
+    ModelNotFound,
+    /// HTTP 5xx or another unexpected status.
+    #[error("upstream error (HTTP {status})")]
+    Upstream {
+        /// The status code.
+        status: u16,
+    },
+    /// The connection could not be made (refused, DNS, TLS).
+    #[error("connection failed")]
+    Connect,
+    /// The connect timeout, or the overall deadline, passed.
+    #[error("timed out")]
+    Timeout,
+    /// The stream sent nothing for longer than the idle timeout.
+    #[error("stream stalled")]
+    Stalled,
+    /// The stream ended without its end marker.
+    #[error("stream truncated")]
+    Truncated,
+    /// The provider reported an error inside the stream (an `error` field in an SSE/NDJSON event).
+    #[error("provider error mid-stream: {message}")]
+    MidStream {
+        /// The provider's message, shortened and free of URLs.
+        message: String,
+    },
+    /// The response could not be understood.
+    #[error("malformed response: {0}")]
+    Malformed(String),
+}
+
+/// The stream of one answer: events until `Done`, or an error. A stream that ends without `Done` has
+/// already yielded `Err(Truncated)` as its last item.
+pub type ProviderStream = BoxStream<'static, Result<ProviderEvent, ProviderError>>;
+
+/// A provider client. Implementations hold a base URL, timeouts and a `reqwest::Client`; keys are passed
+/// per call so one client serves every key of a provider.
+pub trait ChatProvider: Send + Sync + 'static {
+    /// The provider's configured name (`openrouter`, `ollama-cloud`, a `[[tiers]]` name).
+    fn name(&self) -> &str;
+
+    /// Starts a streamed chat. The future resolves once the response head arrived (status checked), so
+    /// HTTP-level errors (429, 402, 401, 5xx, connect, timeout) come back here, before any event.
+    fn chat_stream(
+        &self,
+        key: Option<&SecretString>,
+        request: ProviderRequest,
+    ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>>;
+}
