@@ -29,10 +29,14 @@
 //!
 //! # Start-up faults
 //!
-//! A database sled cannot open because its files are damaged is moved aside to `<dir>.corrupt-<UTC
-//! timestamp>`, logged at error level, and replaced by an empty one; [`OpenedStore::quarantined`] says so. A
-//! database locked by another process is [`StoreError::Locked`] and is never touched. A database written by
-//! a newer switchboard is [`StoreError::NewerSchema`].
+//! A database whose files are damaged is moved aside to `<dir>.corrupt-<UTC timestamp>` (`<dir>` being
+//! `<state dir>/db`), logged at error level, and replaced by an empty one; [`OpenedStore::quarantined`]
+//! says so. Damage shows in two ways: sled refuses to open (a `Corruption`/`Unsupported` error, an
+//! unreadable file, or a panic while recovering), or — for a garbled or truncated data file — sled
+//! "recovers" it silently as an empty log, which shows as an existing data file without a schema version
+//! (the version is written and flushed the moment a database is created). A database locked by another
+//! process is [`StoreError::Locked`] and is never touched. A database written by a newer switchboard is
+//! [`StoreError::NewerSchema`] and is left as it is.
 
 use std::fmt;
 use std::io;
