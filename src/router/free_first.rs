@@ -20,7 +20,7 @@ use super::usage::{self, PaidDay, PAID_DAY_KEY};
 use super::{AccountStatus, CompletionRequest, LlmRouter, ModelInfo, RouterStatus, TierStatus};
 use crate::clock::{next_utc_midnight, utc_day, SharedClock};
 use crate::config::providers::{ExtraTierConfig, Price};
-use crate::config::{Config, ConfigError, Secrets};
+use crate::config::{Config, ConfigError, Env, Secrets};
 use crate::context::{fit_context, message_tokens, prompt_budget};
 use crate::domain::{
     AnswerSource, Completion, ConversationKey, FailureKind, ReplyEvent, ReplyStream, TierName,
@@ -184,7 +184,7 @@ impl FreeFirstRouter {
         store: Arc<dyn Store>,
         clock: SharedClock,
     ) -> Result<Arc<Self>, ConfigError> {
-        let providers = super::clients::build(config)?;
+        let providers = super::clients::build(config, &Env::from_process(), clock.clone())?;
         Self::with_providers(config, secrets, providers, store, clock)
     }
 
