@@ -354,7 +354,7 @@ impl FreeFirstRouter {
         tracing::info!("router configuration reloaded");
     }
 
-    /// The routing decision alone, for the benchmark: picks and reserves an account in the first tier
+    /// The routing decision alone, for the benchmark and diagnostics: picks and reserves an account in the first tier
     /// with one ready, without sending anything. Returns (tier, key fingerprint).
     pub fn decide(&self) -> Option<(TierName, Option<String>)> {
         let policy = self.shared.policy();

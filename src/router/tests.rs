@@ -610,3 +610,56 @@ async fn models_in_policy_order_and_usage_is_recorded() {
     let st = rig.router.status();
     assert_eq!(st.tiers[0].estimated_cost_usd, Some(10.0));
 }
+
+#[tokio::test]
+async fn daily_429_keeps_the_account_out_until_midnight() {
+    let rig = rig_with(config(0), &["k1", "k2"], &[]);
+    rig.free.on_key(
+        "k1",
+        Act::Fail(ProviderError::RateLimited {
+            retry_after: None,
+            reset_at_ms: None,
+            daily: true,
+        }),
+    );
+    for _ in 0..3 {
+        assert!(finished(&ask(&rig.router, request("c", "hi")).await));
+    }
+    assert_eq!(rig.free.keys(), ["k1", "k2", "k2", "k2"]);
+    assert_eq!(
+        rig.router.status().tiers[0].accounts[0].state,
+        "exhausted until 00:00 UTC"
+    );
+    rig.clock.advance(DAY_MS / 2);
+    ask(&rig.router, request("c", "hi")).await;
+    assert_eq!(rig.free.keys().last().unwrap(), "k1");
+}
+
+#[tokio::test]
+async fn per_minute_429_without_a_wait_backs_off_exponentially() {
+    let rig = rig_with(config(0), &["k1", "k2"], &[]);
+    let limited = || {
+        Act::Fail(ProviderError::RateLimited {
+            retry_after: None,
+            reset_at_ms: None,
+            daily: false,
+        })
+    };
+    rig.free.on_key("k1", limited());
+    ask(&rig.router, request("c", "hi")).await;
+    // First backoff: 1–2 s (2 s base, equal jitter).
+    rig.clock.advance(999);
+    ask(&rig.router, request("c", "hi")).await;
+    assert_eq!(rig.free.keys(), ["k1", "k2", "k2"]);
+    rig.clock.advance(1_001);
+    rig.free.on_key("k1", limited());
+    ask(&rig.router, request("c", "hi")).await;
+    assert_eq!(rig.free.keys()[3..], ["k1", "k2"]);
+    // Second backoff: 2–4 s.
+    rig.clock.advance(1_999);
+    ask(&rig.router, request("c", "hi")).await;
+    assert_eq!(rig.free.keys().last().unwrap(), "k2");
+    rig.clock.advance(2_001);
+    ask(&rig.router, request("c", "hi")).await;
+    assert_eq!(rig.free.keys().last().unwrap(), "k1");
+}
