@@ -82,6 +82,11 @@ fn wanted_adapters(config: &Config, secrets: &Secrets) -> Result<Vec<Wanted>, Fa
     Ok(wanted)
 }
 
+#[cfg(test)]
+pub(crate) fn wanted_adapters_for_test(config: &Config, secrets: &Secrets) -> Result<usize, Fatal> {
+    wanted_adapters(config, secrets).map(|w| w.len())
+}
+
 /// A store error at start-up as the fatal error it is for the operator.
 pub(crate) fn store_fatal(e: StoreError) -> Fatal {
     match e {
