@@ -3,6 +3,7 @@
 //! each other; what they share (splitting long replies, Markdown handling) lives in [`render`].
 
 pub mod render;
+pub mod telegram;
 pub mod terminal;
 
 use std::sync::Arc;
