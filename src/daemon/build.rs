@@ -28,7 +28,7 @@ pub async fn build_parts(
     let config = Arc::new(config);
     let clock: SharedClock = Arc::new(SystemClock);
     let health = Health::new();
-    let real = real::components(&config, secrets, env, clock.clone(), &wanted).await?;
+    let real = real::components(&config, secrets, env, clock.clone(), wanted).await?;
     // SIGHUP re-reads the same file with the same environment overrides.
     let reload: ConfigLoader =
         Box::new(move || config::load(config_path.as_deref(), &Env::from_process()));
@@ -98,11 +98,15 @@ pub(crate) fn store_fatal(e: StoreError) -> Fatal {
     }
 }
 
-/// The real constructors, kept in one place: they come from the store, router and adapter branches.
+/// The real constructors, kept in one place.
 mod real {
     use super::*;
     use crate::daemon::RouterControl;
+    use crate::platforms::discord::DiscordAdapter;
+    use crate::platforms::telegram::TelegramAdapter;
+    use crate::router::free_first::FreeFirstRouter;
     use crate::router::LlmRouter;
+    use crate::store::sled_store::SledStore;
     use crate::store::Store;
 
     pub(super) struct Components {
@@ -112,16 +116,56 @@ mod real {
         pub adapters: Vec<Box<dyn PlatformAdapter>>,
     }
 
+    /// The router's control handle, holding the `Arc` its background task needs.
+    struct ArcRouter(Arc<FreeFirstRouter>);
+
+    impl RouterControl for ArcRouter {
+        fn reload(&self, config: &Config) -> Result<(), config::ConfigError> {
+            self.0.reload(config);
+            Ok(())
+        }
+
+        fn spawn_background(&self, stop: tokio_util::sync::CancellationToken) {
+            FreeFirstRouter::spawn_background(&self.0, stop);
+        }
+    }
+
     pub(super) async fn components(
-        _config: &Arc<Config>,
-        _secrets: &Secrets,
-        _env: &Env,
-        _clock: SharedClock,
-        _wanted: &[Wanted],
+        config: &Arc<Config>,
+        secrets: &Secrets,
+        env: &Env,
+        clock: SharedClock,
+        wanted: Vec<Wanted>,
     ) -> Result<Components, Fatal> {
-        let _ = store_fatal;
-        Err(Fatal::Other(anyhow::anyhow!(
-            "this build lacks the sled store, router and adapters (branches not merged yet)"
-        )))
+        let dir = config.store.state_dir(env);
+        let cache_mb = config.store.cache_mb;
+        let now_ms = clock.now_ms();
+        // sled's open does blocking file I/O and may wait briefly for a lock: off the async workers.
+        let opened = tokio::task::spawn_blocking(move || SledStore::open(&dir, cache_mb, now_ms))
+            .await
+            .map_err(|e| Fatal::Other(anyhow::anyhow!("opening the store panicked: {e}")))?
+            .map_err(store_fatal)?;
+        if let Some(q) = &opened.quarantined {
+            tracing::error!(moved_to = %q.moved_to.display(), "started with an empty store after moving a corrupt one aside");
+        }
+        info!(path = %opened.store.path().display(), "store open");
+        let store: Arc<dyn Store> = Arc::new(opened.store);
+        let router = FreeFirstRouter::from_config(config, secrets, store.clone(), clock)
+            .map_err(|e| config_fatal(&e))?;
+        let adapters = wanted
+            .into_iter()
+            .map(|w| -> Box<dyn PlatformAdapter> {
+                match w {
+                    Wanted::Telegram(token) => Box::new(TelegramAdapter::new(token)),
+                    Wanted::Discord(token) => Box::new(DiscordAdapter::new(token)),
+                }
+            })
+            .collect();
+        Ok(Components {
+            store,
+            router: router.clone(),
+            router_control: Some(Arc::new(ArcRouter(router))),
+            adapters,
+        })
     }
 }
