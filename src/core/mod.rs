@@ -1,67 +1,359 @@
 //! The conversation core: turns an [`Inbound`] into a command reply or an LLM turn, enforcing access and
-//! limits, keeping one conversation's turns in order while different conversations run concurrently, and
-//! writing history. Knows no platform, provider or storage crate: it talks to [`LlmRouter`] and [`Store`].
+//! limits, keeping one conversation's turns in order while different conversations run concurrently
+//! (under a global bound), writing history, and containing panics to the message that caused them.
+//! Knows no platform, provider or storage crate: it talks to [`LlmRouter`] and [`Store`] only.
 
-use std::sync::Arc;
+mod access;
+mod commands;
+mod turn;
+mod usage;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use futures_util::future::{FutureExt, Shared};
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use self::access::Access;
+pub use self::commands::{CommandInfo, COMMANDS};
+pub use self::usage::UsageCounter;
 use crate::clock::SharedClock;
-use crate::config::Config;
-use crate::domain::{Inbound, ReplyStream};
+use crate::config::{Config, Scope};
+use crate::domain::{
+    ChatKind, Completion, ConversationKey, FailureKind, Inbound, Platform, ReplyEvent, ReplyStream,
+    Usage, UserFacingError,
+};
 use crate::router::LlmRouter;
 use crate::store::Store;
 
-/// A command every platform offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CommandInfo {
-    /// The name without the slash (`reset`).
-    pub name: &'static str,
-    /// Argument synopsis (`[name]`), empty if none.
-    pub args: &'static str,
-    /// One line for `/help`, `setMyCommands` and Discord slash commands.
-    pub description: &'static str,
-}
+/// Reply events buffered between a turn and its adapter. Small: adapters consume as fast as deltas come,
+/// and a full buffer only slows the model stream down (backpressure), never drops text.
+const EVENT_BUFFER: usize = 64;
+/// After the shutdown grace, cut turns get this long to write their "restarting" note and history.
+const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// The message a user gets when something broke on our side (a contained panic).
+pub const INTERNAL_ERROR_MESSAGE: &str =
+    "Sorry — something went wrong on our side while answering. Please try again.";
+/// The note a reply in flight gets when the daemon stops before it finishes.
+pub const RESTARTING_MESSAGE: &str =
+    "switchboard is restarting; this reply was cut short. Please ask again in a minute.";
+
+/// The turn that must finish before the next one of the same conversation starts.
+type Tail = Shared<oneshot::Receiver<()>>;
 
 /// The conversation core, shared by every adapter.
 pub struct Core {
-    _private: (),
+    config: RwLock<Arc<Config>>,
+    store: Arc<dyn Store>,
+    router: Arc<dyn LlmRouter>,
+    clock: SharedClock,
+    access: Access,
+    /// Per conversation, the last queued turn's completion signal (and its id, to clean up after itself).
+    queues: Mutex<HashMap<ConversationKey, (u64, Tail)>>,
+    /// Per conversation, the cancel switch of the turn being answered (for `/cancel`).
+    running: Mutex<HashMap<ConversationKey, (u64, CancellationToken)>>,
+    permits: RwLock<Arc<Semaphore>>,
+    tracker: TaskTracker,
+    shutting_down: AtomicBool,
+    /// Cancelled when the shutdown grace has passed: turns still running end with [`RESTARTING_MESSAGE`].
+    cut: CancellationToken,
+    next_turn: AtomicU64,
+    started_ms: i64,
 }
 
 impl Core {
     /// A core over `store` and `router` with `config`.
     pub fn new(
-        _config: Arc<Config>,
-        _store: Arc<dyn Store>,
-        _router: Arc<dyn LlmRouter>,
-        _clock: SharedClock,
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        router: Arc<dyn LlmRouter>,
+        clock: SharedClock,
     ) -> Arc<Self> {
-        todo!("landing shortly")
+        let started_ms = clock.now_ms();
+        Arc::new(Self {
+            access: Access::new(&config.access),
+            permits: RwLock::new(Arc::new(Semaphore::new(config.core.max_concurrent_turns))),
+            config: RwLock::new(config),
+            store,
+            router,
+            clock,
+            queues: Mutex::default(),
+            running: Mutex::default(),
+            tracker: TaskTracker::new(),
+            shutting_down: AtomicBool::new(false),
+            cut: CancellationToken::new(),
+            next_turn: AtomicU64::new(1),
+            started_ms,
+        })
     }
 
     /// Handles one inbound message. `None`: the message is ignored (unaddressed in a group, or from a
     /// refused user who was already told once). Otherwise the stream ends with `Finished` or `Failed`.
     /// Turns of one conversation are answered in the order `handle` was called.
-    pub fn handle(self: &Arc<Self>, _inbound: Inbound) -> Option<ReplyStream> {
-        todo!()
+    pub fn handle(self: &Arc<Self>, inbound: Inbound) -> Option<ReplyStream> {
+        if !inbound.addressed && inbound.chat_kind == ChatKind::Group {
+            return None;
+        }
+        let config = self.config();
+        if let Err(refusal) = self.access.admit(&config.access, &inbound) {
+            return self.refuse_once(&inbound, &refusal);
+        }
+        let text = inbound.text.trim();
+        if text.chars().count() > config.core.max_input_chars {
+            return Some(failed(FailureKind::Refused, format!(
+                "That message is too long for me ({} characters; the limit is {}). Please shorten it or split it up.",
+                text.chars().count(),
+                config.core.max_input_chars
+            )));
+        }
+        let key = self.conversation_key(&config, &inbound);
+        let prompt = match commands::parse(text) {
+            commands::Parsed::Command(command, args) => {
+                return Some(self.run_command(&config, &inbound, &key, command, args))
+            }
+            commands::Parsed::Unknown(name) => {
+                return Some(reply_text(format!(
+                    "I don't know the command /{name}. Try /help."
+                )));
+            }
+            commands::Parsed::Prompt(prompt) => prompt.to_owned(),
+        };
+        if prompt.is_empty() {
+            return Some(reply_text(
+                "Yes? Send me a message and I'll answer.".to_owned(),
+            ));
+        }
+        if !self.access.within_rate(&inbound.sender.user) {
+            return Some(failed(FailureKind::Refused, "You're sending messages faster than I can answer. Please wait a moment and try again."));
+        }
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Some(failed(
+                FailureKind::ShuttingDown,
+                "switchboard is restarting. Please send that again in a minute.",
+            ));
+        }
+        Some(self.start_turn(config, inbound, key, prompt))
     }
 
     /// The commands, for `/help`, Telegram's `setMyCommands` and Discord slash commands.
     pub fn commands() -> &'static [CommandInfo] {
-        &[]
+        COMMANDS
     }
 
     /// Applies a reloaded configuration (allow lists, admins, prompts, limits).
-    pub fn reload(&self, _config: Arc<Config>) {}
-
-    /// Stops taking new turns: new messages get a "restarting" reply.
-    pub fn begin_shutdown(&self) {}
-
-    /// Waits for in-flight turns; after `grace` the rest end with a "restarting" note. Returns at once
-    /// if nothing is in flight.
-    pub async fn drain(&self, _grace: Duration) {}
-
-    /// Turns in flight right now.
-    pub fn in_flight(&self) -> usize {
-        0
+    pub fn reload(&self, config: Arc<Config>) {
+        self.access.reload(&config.access);
+        let old_bound = self.config().core.max_concurrent_turns;
+        if config.core.max_concurrent_turns != old_bound {
+            // Turns holding permits of the old semaphore finish under it; new turns use the new bound.
+            *self.permits.write().unwrap_or_else(|e| e.into_inner()) =
+                Arc::new(Semaphore::new(config.core.max_concurrent_turns));
+        }
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
+
+    /// Stops taking new turns: new messages get a "restarting" reply. Commands still work.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.tracker.close();
+    }
+
+    /// Waits for in-flight turns; after `grace` the rest end with a "restarting" note (stored as
+    /// incomplete). Returns at once if nothing is in flight.
+    pub async fn drain(&self, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.tracker.len(),
+                "shutdown grace passed; cutting replies in flight"
+            );
+            self.cut.cancel();
+            let _ = tokio::time::timeout(CUT_GRACE, self.tracker.wait()).await;
+        }
+    }
+
+    /// Turns in flight (queued or answering) right now.
+    pub fn in_flight(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// The router this core answers with.
+    pub fn router(&self) -> &Arc<dyn LlmRouter> {
+        &self.router
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The conversation an inbound message belongs to: an adapter's thread if given; else per chat
+    /// (direct chats are one person already), or per person within a group when `core.scope = "user"`.
+    pub fn conversation_key(&self, config: &Config, inbound: &Inbound) -> ConversationKey {
+        let base = inbound.chat.to_string();
+        ConversationKey(
+            match (&inbound.thread, inbound.chat_kind, config.core.scope) {
+                (Some(thread), _, _) => format!("{base}/t:{thread}"),
+                (None, ChatKind::Group, Scope::User) => {
+                    format!("{base}/u:{}", inbound.sender.user.id)
+                }
+                _ => base,
+            },
+        )
+    }
+
+    fn refuse_once(&self, inbound: &Inbound, refusal: &str) -> Option<ReplyStream> {
+        const NS: &str = "core.refused";
+        let user = inbound.sender.user.to_string();
+        match self.store.kv_get(NS, &user) {
+            Ok(Some(_)) => None,
+            Ok(None) => {
+                if let Err(e) = self.store.kv_put(NS, &user, b"1") {
+                    tracing::warn!(error = %e, "could not record a refusal");
+                }
+                tracing::info!(user = %user, chat = %inbound.chat, "refused a message (not on the allow list)");
+                Some(failed(FailureKind::Refused, refusal.to_owned()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read refusal records");
+                Some(failed(FailureKind::Refused, refusal.to_owned()))
+            }
+        }
+    }
+
+    fn start_turn(
+        self: &Arc<Self>,
+        config: Arc<Config>,
+        inbound: Inbound,
+        key: ConversationKey,
+        prompt: String,
+    ) -> ReplyStream {
+        let turn_id = self.next_turn.fetch_add(1, Ordering::Relaxed);
+        // Take our place in the conversation's queue now, synchronously, so order = arrival order.
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let previous = {
+            let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            queues
+                .insert(key.clone(), (turn_id, done_rx.shared()))
+                .map(|(_, tail)| tail)
+        };
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let core = Arc::clone(self);
+        let panic_tx = tx.clone();
+        let work = async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let permits = core
+                .permits
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let _permit = permits.acquire_owned().await;
+            let cancel = core.cut.child_token();
+            core.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone(), (turn_id, cancel.clone()));
+            let spec = turn::TurnSpec {
+                config,
+                inbound,
+                key: key.clone(),
+                prompt,
+                cancel,
+            };
+            turn::run(&core, spec, &tx).await;
+            core.finish_turn(&key, turn_id);
+        };
+        let core = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let key_for_cleanup = core.clone();
+            let outcome = std::panic::AssertUnwindSafe(work).catch_unwind().await;
+            drop(done_tx);
+            if outcome.is_err() {
+                tracing::error!(
+                    "a panic while answering a message was contained; the user got an error reply"
+                );
+                let _ = panic_tx
+                    .send(ReplyEvent::Failed(UserFacingError::new(
+                        FailureKind::Internal,
+                        INTERNAL_ERROR_MESSAGE,
+                    )))
+                    .await;
+                key_for_cleanup.cleanup_after_panic(turn_id);
+            }
+        });
+        tokio_stream_from(rx)
+    }
+
+    fn finish_turn(&self, key: &ConversationKey, turn_id: u64) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.get(key).is_some_and(|(id, _)| *id == turn_id) {
+            running.remove(key);
+        }
+        drop(running);
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if queues.get(key).is_some_and(|(id, _)| *id == turn_id) {
+            queues.remove(key);
+        }
+    }
+
+    fn cleanup_after_panic(&self, turn_id: u64) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (id, _)| *id != turn_id);
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (id, _)| *id != turn_id);
+    }
+
+    /// Cancels the reply being answered in `key`; false if none is.
+    fn cancel_running(&self, key: &ConversationKey) -> bool {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.get(key).map(|(_, token)| token.cancel()).is_some()
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<ReplyEvent>) -> ReplyStream {
+    stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// A reply the core writes itself: the text, then `Finished` with no model source.
+pub(crate) fn reply_text(text: String) -> ReplyStream {
+    stream::iter([
+        ReplyEvent::Delta(text),
+        ReplyEvent::Finished(Completion {
+            source: None,
+            usage: Usage::default(),
+        }),
+    ])
+    .boxed()
+}
+
+/// A reply that is only a failure with a friendly message.
+pub(crate) fn failed(kind: FailureKind, message: impl Into<String>) -> ReplyStream {
+    stream::iter([ReplyEvent::Failed(UserFacingError::new(kind, message))]).boxed()
+}
+
+/// Whether `platform` is the local terminal, whose user is the operator (always allowed, always admin).
+pub(crate) fn is_local(platform: Platform) -> bool {
+    platform == Platform::Terminal
 }

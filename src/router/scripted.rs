@@ -39,7 +39,7 @@ pub struct ScriptedRouter {
     /// Benchmarks skip recording: it costs a clone per request and grows without bound.
     unrecorded: bool,
     /// Whether answers are reported as coming from the paid tier.
-    pub paid: bool,
+    paid: bool,
 }
 
 impl ScriptedRouter {
@@ -52,6 +52,14 @@ impl ScriptedRouter {
     pub fn bench() -> Arc<Self> {
         Arc::new(Self {
             unrecorded: true,
+            ..Self::default()
+        })
+    }
+
+    /// A router that echoes every prompt and reports answers as coming from the paid tier.
+    pub fn paid() -> Arc<Self> {
+        Arc::new(Self {
+            paid: true,
             ..Self::default()
         })
     }

@@ -1,0 +1,383 @@
+//! The commands every platform offers (`/help`, `/reset`, `/model`, `/system`, `/usage`, `/status`,
+//! `/cancel`, `/ask`): parsing and answers. Per-chat settings set by commands live in the store.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{failed, reply_text, usage, Access, Core};
+use crate::config::Config;
+use crate::domain::{ChatRef, ConversationKey, FailureKind, Inbound, ReplyStream};
+use crate::store::{get_json, put_json, Store, StoreError};
+
+/// A command every platform offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandInfo {
+    /// The name without the slash (`reset`).
+    pub name: &'static str,
+    /// Argument synopsis (`[name]`), empty if none.
+    pub args: &'static str,
+    /// One line for `/help`, `setMyCommands` and Discord slash commands.
+    pub description: &'static str,
+}
+
+/// The commands, in the order `/help` lists them.
+pub const COMMANDS: &[CommandInfo] = &[
+    CommandInfo {
+        name: "help",
+        args: "",
+        description: "What I can do and how to talk to me",
+    },
+    CommandInfo {
+        name: "ask",
+        args: "<question>",
+        description: "Ask a question (in groups, without mentioning me)",
+    },
+    CommandInfo {
+        name: "reset",
+        args: "",
+        description: "Start a new conversation; I forget this one",
+    },
+    CommandInfo {
+        name: "model",
+        args: "[name|auto]",
+        description: "Show or choose the model for this chat",
+    },
+    CommandInfo {
+        name: "system",
+        args: "[prompt|reset]",
+        description: "Show or set this chat's system prompt",
+    },
+    CommandInfo {
+        name: "usage",
+        args: "",
+        description: "Your and this chat's usage today, and free quota left",
+    },
+    CommandInfo {
+        name: "status",
+        args: "",
+        description: "Whether I'm healthy and which tiers are answering",
+    },
+    CommandInfo {
+        name: "cancel",
+        args: "",
+        description: "Stop the reply in progress",
+    },
+];
+
+/// Per-chat settings chosen with commands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatSettings {
+    /// `/system`: this chat's system prompt.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// `/model`: this chat's model.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+const SETTINGS_NS: &str = "core.chat";
+/// A system prompt longer than this is refused: it would crowd out the conversation in small windows.
+const MAX_SYSTEM_PROMPT_CHARS: usize = 4000;
+
+/// This chat's settings.
+pub(super) fn chat_settings(store: &dyn Store, chat: &ChatRef) -> Result<ChatSettings, StoreError> {
+    Ok(get_json(store, SETTINGS_NS, &chat.to_string())?.unwrap_or_default())
+}
+
+fn save_settings(
+    store: &dyn Store,
+    chat: &ChatRef,
+    settings: &ChatSettings,
+) -> Result<(), StoreError> {
+    put_json(store, SETTINGS_NS, &chat.to_string(), settings)
+}
+
+/// A message parsed as a command or a prompt.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Parsed<'a> {
+    /// A known command (by its entry) with its arguments.
+    Command(&'static CommandInfo, &'a str),
+    /// `/something` we do not know.
+    Unknown(&'a str),
+    /// Text for the model (`/ask`'s argument, or a plain message).
+    Prompt(&'a str),
+}
+
+/// Parses `text`: `/name[@bot] args` is a command; `/ask q` and plain text are prompts.
+pub(super) fn parse(text: &str) -> Parsed<'_> {
+    let Some(rest) = text.strip_prefix('/') else {
+        return Parsed::Prompt(text);
+    };
+    let (word, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let name = word.split('@').next().unwrap_or(word);
+    let args = args.trim();
+    match name.to_ascii_lowercase().as_str() {
+        "ask" => Parsed::Prompt(args),
+        "start" => Parsed::Command(&COMMANDS[0], ""),
+        lower => match COMMANDS.iter().find(|c| c.name == lower) {
+            Some(command) => Parsed::Command(command, args),
+            // A lone "/" or a path-like message ("/etc/hosts?") is a prompt, not a command.
+            None if name.is_empty()
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                Parsed::Prompt(text)
+            }
+            None => Parsed::Unknown(name),
+        },
+    }
+}
+
+impl Core {
+    pub(super) fn run_command(
+        self: &Arc<Self>,
+        config: &Config,
+        inbound: &Inbound,
+        key: &ConversationKey,
+        command: &CommandInfo,
+        args: &str,
+    ) -> ReplyStream {
+        let result = match command.name {
+            "help" => Ok(help_text()),
+            "reset" => self.store.reset_conversation(key, self.now_ms()).map(|_| {
+                self.cancel_running(key);
+                "Started a new conversation — I've forgotten the earlier messages.".to_owned()
+            }),
+            "model" => return self.model_command(config, inbound, args),
+            "system" => return self.system_command(config, inbound, args),
+            "usage" => Ok(self.usage_text(inbound)),
+            "status" => Ok(self.status_text()),
+            "cancel" => Ok(if self.cancel_running(key) {
+                "Stopping the reply in progress."
+            } else {
+                "Nothing to cancel."
+            }
+            .to_owned()),
+            other => Ok(format!("/{other} is not available here.")),
+        };
+        match result {
+            Ok(text) => reply_text(text),
+            Err(e) => {
+                tracing::error!(error = %e, command = command.name, "store failure in a command");
+                failed(
+                    FailureKind::Internal,
+                    "Sorry — I couldn't do that just now. Please try again.",
+                )
+            }
+        }
+    }
+
+    fn model_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {
+        let models = self.router.models();
+        let mut settings = match chat_settings(self.store.as_ref(), &inbound.chat) {
+            Ok(s) => s,
+            Err(_) => {
+                return failed(
+                    FailureKind::Internal,
+                    "Sorry — I couldn't read this chat's settings. Please try again.",
+                )
+            }
+        };
+        if args.is_empty() {
+            let mut text = match &settings.model {
+                Some(m) => format!("This chat uses **{m}**.\n"),
+                None => {
+                    "This chat uses automatic routing: free models first, then the paid tier.\n"
+                        .to_owned()
+                }
+            };
+            text.push_str("Available models:\n");
+            for m in &models {
+                let _ = writeln!(text, "• {} ({} tier, {})", m.name, m.tier, m.provider);
+            }
+            text.push_str("Choose one with /model <name>, or /model auto.");
+            return reply_text(text);
+        }
+        if config.access.model_admin_only && !Access::is_admin(&config.access, &inbound.sender.user)
+        {
+            return failed(
+                FailureKind::Refused,
+                "Only the bot's admins can change the model here.",
+            );
+        }
+        let reply = if args.eq_ignore_ascii_case("auto") {
+            settings.model = None;
+            "Back to automatic routing: free models first, then the paid tier.".to_owned()
+        } else if let Some(model) = models.iter().find(|m| m.name == args) {
+            settings.model = Some(model.name.clone());
+            format!(
+                "This chat now uses **{}** ({} tier).",
+                model.name, model.tier
+            )
+        } else {
+            let names: Vec<_> = models.iter().map(|m| m.name.as_str()).collect();
+            return reply_text(format!(
+                "I don't know the model `{args}`. Available: {}.",
+                names.join(", ")
+            ));
+        };
+        match save_settings(self.store.as_ref(), &inbound.chat, &settings) {
+            Ok(()) => reply_text(reply),
+            Err(_) => failed(
+                FailureKind::Internal,
+                "Sorry — I couldn't save that. Please try again.",
+            ),
+        }
+    }
+
+    fn system_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {
+        let mut settings = match chat_settings(self.store.as_ref(), &inbound.chat) {
+            Ok(s) => s,
+            Err(_) => {
+                return failed(
+                    FailureKind::Internal,
+                    "Sorry — I couldn't read this chat's settings. Please try again.",
+                )
+            }
+        };
+        if args.is_empty() {
+            let (prompt, whose) = match &settings.system_prompt {
+                Some(p) => (p.as_str(), "this chat's own"),
+                None => (config.core.system_prompt.as_str(), "the default"),
+            };
+            return reply_text(format!("The system prompt here is {whose}:\n\n{prompt}"));
+        }
+        if !Access::is_admin(&config.access, &inbound.sender.user) {
+            return failed(
+                FailureKind::Refused,
+                "Only the bot's admins can change the system prompt.",
+            );
+        }
+        let reply = if args.eq_ignore_ascii_case("reset") {
+            settings.system_prompt = None;
+            "This chat uses the default system prompt again.".to_owned()
+        } else if args.chars().count() > MAX_SYSTEM_PROMPT_CHARS {
+            return reply_text(format!("That system prompt is too long (the limit is {MAX_SYSTEM_PROMPT_CHARS} characters)."));
+        } else {
+            settings.system_prompt = Some(args.to_owned());
+            "Saved. New replies in this chat follow that system prompt.".to_owned()
+        };
+        match save_settings(self.store.as_ref(), &inbound.chat, &settings) {
+            Ok(()) => reply_text(reply),
+            Err(_) => failed(
+                FailureKind::Internal,
+                "Sorry — I couldn't save that. Please try again.",
+            ),
+        }
+    }
+
+    fn usage_text(&self, inbound: &Inbound) -> String {
+        let mine = usage::user_today(self, &inbound.sender.user);
+        let chat = usage::chat_today(self, &inbound.chat);
+        let mut text = format!(
+            "Today (UTC):\n• you: {} requests ({} paid), {} tokens\n• this chat: {} requests, {} tokens\n",
+            mine.requests,
+            mine.paid_requests,
+            mine.prompt_tokens + mine.completion_tokens,
+            chat.requests,
+            chat.prompt_tokens + chat.completion_tokens,
+        );
+        let cap = self.config().access.user_paid_requests_per_day;
+        if cap > 0 {
+            let _ = writeln!(
+                text,
+                "• your paid-tier allowance: {} of {cap} left",
+                u64::from(cap).saturating_sub(mine.paid_requests)
+            );
+        }
+        text.push_str(&tier_lines(&self.router.status()));
+        text
+    }
+
+    fn status_text(&self) -> String {
+        let up = (self.now_ms() - self.started_ms).max(0) / 1000;
+        let mut text = format!(
+            "switchboard {} — up {}h {:02}m; {} repl{} in progress.\n",
+            env!("CARGO_PKG_VERSION"),
+            up / 3600,
+            (up % 3600) / 60,
+            self.in_flight(),
+            if self.in_flight() == 1 { "y" } else { "ies" },
+        );
+        text.push_str(&tier_lines(&self.router.status()));
+        text
+    }
+}
+
+fn tier_lines(status: &crate::router::RouterStatus) -> String {
+    let mut text = String::new();
+    for tier in &status.tiers {
+        let _ = write!(
+            text,
+            "\n**{} tier**{}",
+            tier.name,
+            if tier.enabled { "" } else { " (off)" }
+        );
+        if tier.requests_today > 0 || tier.daily_cap.is_some() {
+            let cap = tier
+                .daily_cap
+                .map(|c| format!(" of {c}"))
+                .unwrap_or_default();
+            let _ = write!(text, " — {} requests today{cap}", tier.requests_today);
+        }
+        if let Some(cost) = tier.estimated_cost_usd {
+            let _ = write!(text, ", about ${cost:.2}");
+        }
+        text.push('\n');
+        for account in &tier.accounts {
+            let left = match (account.requests_left_today, account.daily_limit) {
+                (Some(left), Some(limit)) => format!("{left}/{limit} free requests left"),
+                (Some(left), None) => format!("{left} requests left"),
+                _ => "quota unknown".to_owned(),
+            };
+            let _ = writeln!(
+                text,
+                "• {} {}: {left}, {}",
+                account.provider, account.account, account.state
+            );
+        }
+    }
+    text
+}
+
+fn help_text() -> String {
+    let mut text = "I'm switchboard: I answer with large language models — free models first, paid ones only when \
+                    the free quota is used up. Talk to me directly; in groups, mention me or reply to me.\n\nCommands:\n"
+        .to_owned();
+    for c in COMMANDS {
+        let args = if c.args.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", c.args)
+        };
+        let _ = writeln!(text, "/{}{args} — {}", c.name, c.description);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_prompts_and_bot_suffixes() {
+        assert_eq!(parse("hello"), Parsed::Prompt("hello"));
+        assert!(
+            matches!(parse("/reset@switchboard_bot"), Parsed::Command(c, "") if c.name == "reset")
+        );
+        assert!(
+            matches!(parse("/model  gpt-oss:120b "), Parsed::Command(c, "gpt-oss:120b") if c.name == "model")
+        );
+        assert_eq!(
+            parse("/ask why is the sky blue?"),
+            Parsed::Prompt("why is the sky blue?")
+        );
+        assert!(matches!(parse("/start"), Parsed::Command(c, _) if c.name == "help"));
+        assert_eq!(parse("/frobnicate"), Parsed::Unknown("frobnicate"));
+        assert_eq!(
+            parse("/etc/hosts is what?"),
+            Parsed::Prompt("/etc/hosts is what?")
+        );
+    }
+}
