@@ -29,7 +29,11 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn conv_key(i: u64) -> ConversationKey {
     match i % 3 {
         0 => ConversationKey(format!("telegram:{}", 100_000_000 + i * 7919)),
-        1 => ConversationKey(format!("discord:{}:{}", 900_000_000_000 + i * 104_729, i % 97)),
+        1 => ConversationKey(format!(
+            "discord:{}:{}",
+            900_000_000_000 + i * 104_729,
+            i % 97
+        )),
         _ => ConversationKey(format!("terminal:user{i}")),
     }
 }
@@ -37,8 +41,25 @@ fn conv_key(i: u64) -> ConversationKey {
 /// Deterministic filler text of `len` bytes (words, so JSON sizes are realistic).
 fn text(rng: &mut fastrand::Rng, len: usize) -> String {
     const WORDS: &[&str] = &[
-        "the", "model", "answer", "switchboard", "history", "conversation", "quota", "free", "tier",
-        "please", "explain", "rust", "async", "stream", "token", "context", "window", "why", "how",
+        "the",
+        "model",
+        "answer",
+        "switchboard",
+        "history",
+        "conversation",
+        "quota",
+        "free",
+        "tier",
+        "please",
+        "explain",
+        "rust",
+        "async",
+        "stream",
+        "token",
+        "context",
+        "window",
+        "why",
+        "how",
     ];
     let mut s = String::with_capacity(len + 16);
     while s.len() < len {

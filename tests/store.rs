@@ -69,7 +69,9 @@ fn check_append_and_recent(store: &dyn Store) {
     assert_eq!(all[0].text, "m0");
     assert!(store.recent_turns(&k, 0, 0).unwrap().is_empty());
     // Other conversations, including one whose key is a prefix of this one, are separate.
-    store.append_turn(&key("telegram:"), 0, &user("x", 5)).unwrap();
+    store
+        .append_turn(&key("telegram:"), 0, &user("x", 5))
+        .unwrap();
     store
         .append_turn(&key("telegram:10"), 0, &user("y", 6))
         .unwrap();
@@ -110,7 +112,10 @@ fn check_reset_and_stale_appends(store: &dyn Store) {
     assert_eq!(store.conversation(&k).unwrap().unwrap().turns, 0);
 
     store.append_turn(&k, 1, &user("after", 102)).unwrap();
-    assert_eq!(texts(&store.recent_turns(&k, 1, 10).unwrap()), vec!["after"]);
+    assert_eq!(
+        texts(&store.recent_turns(&k, 1, 10).unwrap()),
+        vec!["after"]
+    );
     let meta = store.conversation(&k).unwrap().unwrap();
     assert_eq!((meta.epoch, meta.turns, meta.updated_ms), (1, 1, 102));
 
@@ -185,10 +190,7 @@ fn check_kv(store: &dyn Store) {
         store.kv_update("usage", "u1", &mut incr).unwrap().unwrap(),
         4u64.to_be_bytes().to_vec()
     );
-    assert_eq!(
-        store.kv_update("usage", "u1", &mut |_| None).unwrap(),
-        None
-    );
+    assert_eq!(store.kv_update("usage", "u1", &mut |_| None).unwrap(), None);
     assert_eq!(store.kv_get("usage", "u1").unwrap(), None);
 
     store.kv_remove("quota", "k1").unwrap();
@@ -197,7 +199,13 @@ fn check_kv(store: &dyn Store) {
     assert_eq!(store.kv_scan("quota", "k").unwrap().len(), 1);
 
     // JSON helpers in the versioned value format.
-    put_json(store, "settings", "chat:1", &vec!["a".to_owned(), "b".to_owned()]).unwrap();
+    put_json(
+        store,
+        "settings",
+        "chat:1",
+        &vec!["a".to_owned(), "b".to_owned()],
+    )
+    .unwrap();
     let back: Option<Vec<String>> = get_json(store, "settings", "chat:1").unwrap();
     assert_eq!(back.unwrap(), vec!["a", "b"]);
 }
@@ -209,10 +217,14 @@ fn check_prune(store: &dyn Store) {
     };
     let (a, b) = (key("a"), key("b"));
     for i in 0..10 {
-        store.append_turn(&a, 0, &user(&format!("a{i}"), i * 100)).unwrap();
+        store
+            .append_turn(&a, 0, &user(&format!("a{i}"), i * 100))
+            .unwrap();
     }
     for i in 0..3 {
-        store.append_turn(&b, 0, &user(&format!("b{i}"), 800 + i)).unwrap();
+        store
+            .append_turn(&b, 0, &user(&format!("b{i}"), 800 + i))
+            .unwrap();
     }
     assert_eq!(
         store.prune(none, 10_000).unwrap(),
@@ -256,15 +268,16 @@ fn check_prune(store: &dyn Store) {
     assert!(store.recent_turns(&b, 0, 100).unwrap().is_empty());
     // The age limit is inclusive: exactly max_age old stays.
     assert_eq!(
-        store.prune(
-            RetentionPolicy {
-                max_turns: 0,
-                max_age_ms: 600
-            },
-            1_500
-        )
-        .unwrap()
-        .turns_deleted,
+        store
+            .prune(
+                RetentionPolicy {
+                    max_turns: 0,
+                    max_age_ms: 600
+                },
+                1_500
+            )
+            .unwrap()
+            .turns_deleted,
         0
     );
     // Appending still works after pruning and keeps order.
@@ -277,7 +290,9 @@ fn check_prune(store: &dyn Store) {
     // Both limits at once.
     let c = key("c");
     for i in 0..6 {
-        store.append_turn(&c, 0, &user(&format!("c{i}"), i)).unwrap();
+        store
+            .append_turn(&c, 0, &user(&format!("c{i}"), i))
+            .unwrap();
     }
     let both = RetentionPolicy {
         max_turns: 3,
@@ -466,7 +481,11 @@ fn garbage_data_file_is_quarantined() {
         // Snapshots would let sled rebuild from them; damage them too.
         for entry in std::fs::read_dir(db).unwrap() {
             let p = entry.unwrap().path();
-            if p.file_name().unwrap().to_string_lossy().starts_with("snap.") {
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snap.")
+            {
                 overwrite(&p, &[0x3c; 100]);
             }
         }
@@ -483,7 +502,11 @@ fn truncated_data_file_is_quarantined() {
         f.set_len(10).unwrap();
         for entry in std::fs::read_dir(db).unwrap() {
             let p = entry.unwrap().path();
-            if p.file_name().unwrap().to_string_lossy().starts_with("snap.") {
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snap.")
+            {
                 std::fs::remove_file(p).unwrap();
             }
         }
@@ -556,7 +579,11 @@ fn a_newer_schema_is_refused_and_left_alone() {
         Err(other) => panic!("expected NewerSchema, got {other}"),
         Ok(_) => panic!("a newer schema was accepted"),
     }
-    assert_eq!(dir.path().read_dir().unwrap().count(), 1, "nothing moved aside");
+    assert_eq!(
+        dir.path().read_dir().unwrap().count(),
+        1,
+        "nothing moved aside"
+    );
 }
 
 #[test]
@@ -602,9 +629,19 @@ fn concurrent_appends_to_one_conversation_all_land() {
 #[derive(Clone, Debug)]
 enum Op {
     /// Append to conversation `conv` in its current epoch, or (stale) in the one before.
-    Append { conv: usize, stale: bool, at: i64 },
-    Reset { conv: usize },
-    Prune { max_turns: usize, max_age_ms: i64, now: i64 },
+    Append {
+        conv: usize,
+        stale: bool,
+        at: i64,
+    },
+    Reset {
+        conv: usize,
+    },
+    Prune {
+        max_turns: usize,
+        max_age_ms: i64,
+        now: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -682,7 +719,9 @@ fn child_process() {
         return;
     };
     let (mode, dir) = spec.split_once(':').unwrap();
-    let store = SledStore::open(Path::new(dir), CACHE_MB, NOW_MS).unwrap().store;
+    let store = SledStore::open(Path::new(dir), CACHE_MB, NOW_MS)
+        .unwrap()
+        .store;
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -701,7 +740,9 @@ fn child_process() {
     for i in 0.. {
         let c = i % CRASH_CONVERSATIONS;
         let text = format!("{}", next[c]);
-        store.append_turn(&keys[c], 0, &user(&text, i as i64)).unwrap();
+        store
+            .append_turn(&keys[c], 0, &user(&text, i as i64))
+            .unwrap();
         next[c] += 1;
         if (i + 1) % FLUSH_EVERY == 0 {
             rt.block_on(store.flush()).unwrap();
@@ -713,7 +754,12 @@ fn child_process() {
 
 fn spawn_child(mode: &str, dir: &Path) -> std::process::Child {
     std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, format!("{mode}:{}", dir.display()))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -772,7 +818,10 @@ fn sigkill_under_load_leaves_a_consistent_prefix_with_every_flushed_turn() {
         child.wait().unwrap();
 
         let opened = SledStore::open(dir.path(), CACHE_MB, NOW_MS).unwrap();
-        assert!(opened.quarantined.is_none(), "round {round}: a crash is not corruption");
+        assert!(
+            opened.quarantined.is_none(),
+            "round {round}: a crash is not corruption"
+        );
         let store = opened.store;
         for (c, k) in keys.iter().enumerate() {
             let meta = store.conversation(k).unwrap().unwrap();
@@ -780,7 +829,11 @@ fn sigkill_under_load_leaves_a_consistent_prefix_with_every_flushed_turn() {
             // A prefix: 0, 1, 2, … with no gap, and the metadata agrees with it.
             let expected: Vec<String> = (0..turns.len()).map(|n| n.to_string()).collect();
             assert_eq!(texts(&turns), expected, "round {round}, conversation {c}");
-            assert_eq!(meta.turns, turns.len() as u64, "round {round}, conversation {c}");
+            assert_eq!(
+                meta.turns,
+                turns.len() as u64,
+                "round {round}, conversation {c}"
+            );
             // Everything acknowledged after a flush survived.
             assert!(
                 turns.len() as u64 >= flushed[c],

@@ -467,7 +467,11 @@ async fn liveness(
 ) -> Result<(), String> {
     let stale = health.stale(stale_after);
     if !stale.is_empty() {
-        return Err(format!("no beat for {}s from {}", stale_after.as_secs(), stale.join(", ")));
+        return Err(format!(
+            "no beat for {}s from {}",
+            stale_after.as_secs(),
+            stale.join(", ")
+        ));
     }
     match tokio::time::timeout(probe_timeout, tokio::spawn(async {})).await {
         Ok(Ok(())) => {}

@@ -70,10 +70,7 @@ impl RecordingNotifier {
 
     /// Every notice so far, in order.
     pub fn notices(&self) -> Vec<Notice> {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// How many notices equal to `notice` were sent.

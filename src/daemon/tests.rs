@@ -208,7 +208,11 @@ async fn ready_waits_for_the_adapter_and_terminate_stops_cleanly() {
         None,
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(h.notifier.count(&Notice::Ready), 0, "READY before the adapter was up");
+    assert_eq!(
+        h.notifier.count(&Notice::Ready),
+        0,
+        "READY before the adapter was up"
+    );
     until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
     let line = statuses(&h.notifier).last().cloned().unwrap();
     assert!(line.contains("telegram: polling"), "{line}");
@@ -271,7 +275,11 @@ async fn a_reply_longer_than_the_grace_is_cut_with_a_restarting_note() {
     let result = h.serve.await.unwrap();
     assert!(result.is_ok(), "{result:?}");
     // Grace (3 s) plus the core's cut grace; far below TimeoutStopSec.
-    assert!(stop_at.elapsed() < Duration::from_secs(10), "{:?}", stop_at.elapsed());
+    assert!(
+        stop_at.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stop_at.elapsed()
+    );
     let replies = h.shared.replies.lock().unwrap().clone();
     assert_eq!(replies.len(), 1);
     assert!(replies[0].contains(RESTARTING_MESSAGE), "{replies:?}");
@@ -320,7 +328,11 @@ async fn the_watchdog_pings_while_loops_beat_and_stops_when_one_hangs() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after_hang = h.notifier.count(&Notice::Watchdog);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(h.notifier.count(&Notice::Watchdog), after_hang, "pinged while hung");
+    assert_eq!(
+        h.notifier.count(&Notice::Watchdog),
+        after_hang,
+        "pinged while hung"
+    );
 
     // It recovers: pings resume.
     h.beats.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -341,10 +353,16 @@ async fn sighup_applies_a_valid_config_and_rejects_an_invalid_one() {
     *h.reload_with.lock().unwrap() = Ok(new);
     h.signals.send(Signal::Reload).unwrap();
     until("the reload", || h.notifier.count(&Notice::Reloading) == 1).await;
-    until("READY after reload", || h.notifier.count(&Notice::Ready) == 2).await;
+    until("READY after reload", || {
+        h.notifier.count(&Notice::Ready) == 2
+    })
+    .await;
     assert_eq!(ctx.core.config().core.system_prompt, "Answer in haiku.");
     assert_eq!(ctx.config.borrow().core.system_prompt, "Answer in haiku.");
-    assert!(statuses(&h.notifier).last().unwrap().starts_with("reloaded"));
+    assert!(statuses(&h.notifier)
+        .last()
+        .unwrap()
+        .starts_with("reloaded"));
     h.inbox.send(inbound("hello")).unwrap();
     until("the turn", || h.router.request_count() == 1).await;
     assert_eq!(h.router.requests()[0].system_prompt, "Answer in haiku.");
@@ -355,9 +373,15 @@ async fn sighup_applies_a_valid_config_and_rejects_an_invalid_one() {
         "set it to 64",
     ));
     h.signals.send(Signal::Reload).unwrap();
-    until("READY after rejected reload", || h.notifier.count(&Notice::Ready) == 3).await;
+    until("READY after rejected reload", || {
+        h.notifier.count(&Notice::Ready) == 3
+    })
+    .await;
     let line = statuses(&h.notifier).last().cloned().unwrap();
-    assert!(line.contains("reload rejected (core.max_concurrent_turns)"), "{line}");
+    assert!(
+        line.contains("reload rejected (core.max_concurrent_turns)"),
+        "{line}"
+    );
     assert_eq!(ctx.core.config().core.system_prompt, "Answer in haiku.");
     assert_eq!(ctx.config.borrow().core.system_prompt, "Answer in haiku.");
 
@@ -387,5 +411,8 @@ fn no_token_is_a_config_error_naming_both_variables() {
     };
     assert_eq!(err.exit_code(), crate::exit::EXIT_CONFIG);
     let text = err.to_string();
-    assert!(text.contains("TELEGRAM_BOT_TOKEN") && text.contains("DISCORD_BOT_TOKEN"), "{text}");
+    assert!(
+        text.contains("TELEGRAM_BOT_TOKEN") && text.contains("DISCORD_BOT_TOKEN"),
+        "{text}"
+    );
 }

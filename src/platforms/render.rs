@@ -178,12 +178,20 @@ mod tests {
 
     #[test]
     fn prefers_paragraphs_then_lines() {
-        let text = format!("{}\n\n{}\n{}", "a".repeat(60), "b".repeat(30), "c".repeat(30));
+        let text = format!(
+            "{}\n\n{}\n{}",
+            "a".repeat(60),
+            "b".repeat(30),
+            "c".repeat(30)
+        );
         let chunks = split_message(&text, 80);
         assert_eq!(chunks[0], format!("{}\n\n", "a".repeat(60)));
         let text = format!("{} {}. {}", "a".repeat(40), "b".repeat(20), "c".repeat(40));
         let chunks = split_message(&text, 80);
-        assert_eq!(chunks[0], format!("{} {}. ", "a".repeat(40), "b".repeat(20)));
+        assert_eq!(
+            chunks[0],
+            format!("{} {}. ", "a".repeat(40), "b".repeat(20))
+        );
     }
 
     #[test]

@@ -137,7 +137,10 @@ impl SledStore {
     pub fn open(dir: &Path, cache_mb: u64, now_ms: i64) -> Result<OpenedStore, StoreError> {
         let path = dir.join("db");
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Backend(format!("cannot create state directory {}: {e}", dir.display()))
+            StoreError::Backend(format!(
+                "cannot create state directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let cache_bytes = cache_mb.saturating_mul(1024 * 1024).max(MIN_CACHE_BYTES);
 
@@ -211,13 +214,11 @@ impl SledStore {
         epoch: u32,
         turns: &[Turn],
     ) -> Result<(), StoreError> {
-        let mut meta = self
-            .conversation(key)?
-            .unwrap_or_else(|| ConversationMeta {
-                epoch,
-                created_ms: turns.first().map_or(0, |t| t.at_ms),
-                ..ConversationMeta::default()
-            });
+        let mut meta = self.conversation(key)?.unwrap_or_else(|| ConversationMeta {
+            epoch,
+            created_ms: turns.first().map_or(0, |t| t.at_ms),
+            ..ConversationMeta::default()
+        });
         if meta.epoch != epoch {
             return Err(StoreError::Backend(format!(
                 "bulk append to epoch {epoch} of a conversation at epoch {}",
@@ -281,7 +282,9 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<Db, OpenFailure> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "sled panicked".to_owned());
-            Err(OpenFailure::Corrupt(format!("sled panicked while opening: {what}")))
+            Err(OpenFailure::Corrupt(format!(
+                "sled panicked while opening: {what}"
+            )))
         }
     }
 }
@@ -291,7 +294,8 @@ fn classify(e: sled::Error) -> OpenFailure {
     match e {
         sled::Error::Io(io) => {
             // sled reports a held flock as an `Other` io error with this text (config.rs `try_lock`).
-            if io.to_string().contains("could not acquire lock") || io.kind() == io::ErrorKind::WouldBlock
+            if io.to_string().contains("could not acquire lock")
+                || io.kind() == io::ErrorKind::WouldBlock
             {
                 return OpenFailure::Locked;
             }
@@ -300,14 +304,18 @@ fn classify(e: sled::Error) -> OpenFailure {
                 io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
                     OpenFailure::Corrupt(format!("unreadable files: {io}"))
                 }
-                _ => OpenFailure::Other(StoreError::Backend(format!("cannot open the store: {io}"))),
+                _ => {
+                    OpenFailure::Other(StoreError::Backend(format!("cannot open the store: {io}")))
+                }
             }
         }
         sled::Error::Corruption { at, .. } => {
             OpenFailure::Corrupt(format!("sled found corruption at {at:?}"))
         }
         // Unparsable config files and internal inconsistencies found while recovering.
-        sled::Error::Unsupported(what) => OpenFailure::Corrupt(format!("unsupported files: {what}")),
+        sled::Error::Unsupported(what) => {
+            OpenFailure::Corrupt(format!("unsupported files: {what}"))
+        }
         sled::Error::ReportableBug(what) => {
             OpenFailure::Corrupt(format!("sled failed while recovering: {what}"))
         }
@@ -525,7 +533,12 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<Turn>, StoreError> {
         let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in self.turns.scan_prefix(epoch_prefix(key, epoch)).rev().take(limit) {
+        for entry in self
+            .turns
+            .scan_prefix(epoch_prefix(key, epoch))
+            .rev()
+            .take(limit)
+        {
             let (_, v) = entry.map_err(backend)?;
             out.push(decode(&v)?);
         }

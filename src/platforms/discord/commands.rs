@@ -73,7 +73,10 @@ pub(super) async fn register(rest: &Rest, ctx: &AdapterContext, application_id: 
     };
     for guild in guilds {
         for attempt in 1..=REGISTER_ATTEMPTS {
-            match rest.register_commands(application_id, guild, &payload).await {
+            match rest
+                .register_commands(application_id, guild, &payload)
+                .await
+            {
                 Ok(()) => {
                     tracing::info!(guild = ?guild.map(|g| g.get()), "discord: slash commands registered");
                     break;

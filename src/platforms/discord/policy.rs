@@ -35,11 +35,15 @@ pub enum Skip {
 /// The policy in force for a channel: the channel's own, else its parent's (threads), else the guild's,
 /// else the default `guild_policy`.
 pub fn policy_for(config: &DiscordConfig, facts: &GuildMessageFacts<'_>) -> GroupPolicy {
-    [Some(facts.channel_id), facts.parent_id, Some(facts.guild_id)]
-        .into_iter()
-        .flatten()
-        .find_map(|id| config.policies.get(id).copied())
-        .unwrap_or(config.guild_policy)
+    [
+        Some(facts.channel_id),
+        facts.parent_id,
+        Some(facts.guild_id),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|id| config.policies.get(id).copied())
+    .unwrap_or(config.guild_policy)
 }
 
 /// Decides whether a guild message is answered. `Ok(())`: hand it to the core.
@@ -243,6 +247,9 @@ mod tests {
             guild_scope(false, "c1", "m3", None, false, true),
             Scope::Thread("chain-m3".into())
         );
-        assert_eq!(guild_scope(false, "c1", "m4", None, false, false), Scope::Chat);
+        assert_eq!(
+            guild_scope(false, "c1", "m4", None, false, false),
+            Scope::Chat
+        );
     }
 }

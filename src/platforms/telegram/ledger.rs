@@ -74,7 +74,8 @@ impl Ledger {
 
     /// Saves the next update offset.
     pub fn save_offset(&self, offset: i32) {
-        let result = store::encode(&offset).and_then(|v| self.store.kv_put(STATE_NS, OFFSET_KEY, &v));
+        let result =
+            store::encode(&offset).and_then(|v| self.store.kv_put(STATE_NS, OFFSET_KEY, &v));
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not save the update offset");
         }
@@ -124,9 +125,15 @@ mod tests {
         assert!(!ledger.answered(-5, 4));
         assert_eq!(ledger.offset(), None);
         ledger.save_offset(77);
-        assert_eq!(Ledger::new(store, Arc::new(TokioClock::starting_at(0))).offset(), Some(77));
+        assert_eq!(
+            Ledger::new(store, Arc::new(TokioClock::starting_at(0))).offset(),
+            Some(77)
+        );
         assert_eq!(ledger.prune(), 0);
-        tokio::time::advance(std::time::Duration::from_millis(ANSWERED_RETENTION_MS as u64 + 1)).await;
+        tokio::time::advance(std::time::Duration::from_millis(
+            ANSWERED_RETENTION_MS as u64 + 1,
+        ))
+        .await;
         ledger.record(-5, 9);
         assert_eq!(ledger.prune(), 1);
         assert!(!ledger.answered(-5, 3) && ledger.answered(-5, 9));
