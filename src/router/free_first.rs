@@ -20,7 +20,7 @@ use super::usage::{self, PaidDay, PAID_DAY_KEY};
 use super::{AccountStatus, CompletionRequest, LlmRouter, ModelInfo, RouterStatus, TierStatus};
 use crate::clock::{next_utc_midnight, utc_day, SharedClock};
 use crate::config::providers::{ExtraTierConfig, Price};
-use crate::config::{Config, ConfigError, Secrets};
+use crate::config::{Config, ConfigError, Env, Secrets};
 use crate::context::{fit_context, message_tokens, prompt_budget};
 use crate::domain::{
     AnswerSource, Completion, ConversationKey, FailureKind, ReplyEvent, ReplyStream, TierName,
@@ -184,7 +184,7 @@ impl FreeFirstRouter {
         store: Arc<dyn Store>,
         clock: SharedClock,
     ) -> Result<Arc<Self>, ConfigError> {
-        let providers = super::clients::build(config)?;
+        let providers = super::clients::build(config, &Env::from_process(), clock.clone())?;
         Self::with_providers(config, secrets, providers, store, clock)
     }
 
@@ -354,7 +354,7 @@ impl FreeFirstRouter {
         tracing::info!("router configuration reloaded");
     }
 
-    /// The routing decision alone, for the benchmark: picks and reserves an account in the first tier
+    /// The routing decision alone, for the benchmark and diagnostics: picks and reserves an account in the first tier
     /// with one ready, without sending anything. Returns (tier, key fingerprint).
     pub fn decide(&self) -> Option<(TierName, Option<String>)> {
         let policy = self.shared.policy();

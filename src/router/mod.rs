@@ -10,6 +10,9 @@ pub mod quota;
 pub mod scripted;
 pub mod usage;
 
+#[cfg(test)]
+mod tests;
+
 pub use free_first::{FreeFirstRouter, KeyQuota, ProviderSet, QuotaProbe};
 
 use serde::{Deserialize, Serialize};

@@ -333,8 +333,13 @@ impl AccountBook {
 
     /// The account's daily quota is spent: out until the next 00:00 UTC.
     pub fn hold_daily(&mut self, account: usize, now_ms: i64) -> Persist {
+        let limit = self.daily_limit(account);
         let rec = &mut self.accounts[account].record;
         roll_day(rec, now_ms);
+        // The provider's word wins over our count: nothing is left today.
+        if let Some(limit) = limit {
+            rec.used_today = rec.used_today.max(limit);
+        }
         rec.hold = Some(Hold::DailyExhausted);
         rec.hold_until_ms = next_utc_midnight(now_ms);
         self.persist(account)
