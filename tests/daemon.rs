@@ -484,9 +484,11 @@ async fn ready_after_start_up_then_sigterm_mid_stream_finishes_the_reply_and_exi
     })
     .await;
     d.signal(libc::SIGTERM);
-    let (code, _) = d.exit().await;
+    let (code, took) = d.exit().await;
     assert_eq!(code, 0, "logs:\n{}", d.logs());
     assert!(d.count("STOPPING=1") == 1, "{:?}", d.notices());
+    // Within the unit's TimeoutStopSec=45s.
+    assert!(took < Duration::from_secs(45), "stopping took {took:?}");
 
     // The reply was finished within the grace and delivered in full.
     let full: String = (0..8).map(|i| format!("part{i} ")).collect();
@@ -512,7 +514,48 @@ async fn ready_after_start_up_then_sigterm_mid_stream_finishes_the_reply_and_exi
     assert_eq!(turns[1].text.trim(), full.trim());
     assert_eq!(turns[1].status, TurnStatus::Complete);
     d.assert_no_secret_in_logs();
+
+    // After a restart on the same state nothing is answered twice.
+    let sent_before = world.tg.lock().unwrap().messages.len();
+    let mut again = world.start(&[]).await;
+    again.ready().await;
+    let polls = world.tg.lock().unwrap().offsets.len();
+    again
+        .wait_for("two more polls", |_| {
+            world.tg.lock().unwrap().offsets.len() >= polls + 2
+        })
+        .await;
+    again.signal(libc::SIGTERM);
+    assert_eq!(again.exit().await.0, 0);
+    assert_eq!(world.llm.lock().unwrap().requests.len(), 1);
+    assert_eq!(world.tg.lock().unwrap().messages.len(), sent_before);
+    assert_eq!(history(&world.state_dir()).len(), 2);
     assert_fakes_clean(&world);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let world = World::new().await;
+    world.write_config("");
+    let mut d = world
+        .start(&[("SWITCHBOARD__DAEMON__LOG_FORMAT", "json")])
+        .await;
+    d.ready().await;
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.exit().await.0, 0);
+    let logs = d.logs();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(lines.len() >= 3, "{logs}");
+    for line in lines {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{line}"
+        );
+    }
+    assert!(logs.contains("\"ready\""), "{logs}");
+    d.assert_no_secret_in_logs();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
