@@ -10,12 +10,23 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::daemon::LogFormat;
+use crate::config::{self, Config, Env, Secrets};
 use crate::core::Core;
 use crate::domain::{
     AnswerSource, ChatKind, ChatRef, Inbound, Platform, ReplyEvent, Sender, UserRef,
 };
 use crate::exit::Fatal;
+use crate::logging;
+use crate::router::free_first::FreeFirstRouter;
+use crate::store::open::open_store;
+use crate::store::Store;
+
+/// When input ends, a reply still streaming gets this long to finish (it is then stored as incomplete).
+const SESSION_END_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How the terminal output looks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,15 +189,45 @@ async fn render_reply<W: Write>(
     out.flush()
 }
 
-/// `switchboard chat`: the terminal chat over the configured router and store.
+/// `switchboard chat`: the terminal chat over the configured router and store, with history in sled
+/// like any other platform (the conversation is `terminal:local`).
 pub async fn chat_command(
-    config: Option<PathBuf>,
+    config_path: Option<PathBuf>,
     log_format: Option<LogFormat>,
 ) -> Result<(), Fatal> {
-    let _ = (config, log_format);
-    Err(Fatal::Other(anyhow::anyhow!(
-        "wiring lands with the router"
-    )))
+    let env = Env::from_process();
+    let path = config::resolve_path(config_path.as_deref());
+    let config = config::load(path.as_deref(), &env).map_err(|e| Fatal::Config(e.to_string()))?;
+    logging::init(log_format.unwrap_or(config.daemon.log_format));
+    let secrets = Secrets::load(&env).map_err(|e| Fatal::Config(e.to_string()))?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let store = open_store(&config, &env, &clock).await?;
+    let router = FreeFirstRouter::from_config(&config, &secrets, store.clone(), clock.clone())
+        .map_err(|e| Fatal::Config(e.to_string()))?;
+    chat_over(Arc::new(config), store, router, clock).await
+}
+
+/// Runs a terminal session over `router` until stdin ends, then drains and flushes.
+async fn chat_over(
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    router: Arc<FreeFirstRouter>,
+    clock: SharedClock,
+) -> Result<(), Fatal> {
+    let background = CancellationToken::new();
+    router.spawn_background(background.clone());
+    let core = Core::new(config, store.clone(), router, clock);
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut out = std::io::stdout();
+    let session = run_session(&core, stdin, &mut out, Style::detect()).await;
+    background.cancel();
+    core.begin_shutdown();
+    core.drain(SESSION_END_GRACE).await;
+    store
+        .flush()
+        .await
+        .map_err(|e| Fatal::Other(anyhow::anyhow!("flushing the store: {e}")))?;
+    session.map_err(|e| Fatal::Other(anyhow::anyhow!("terminal I/O failed: {e}")))
 }
 
 /// `switchboard demo`: the terminal chat against simulated providers on 127.0.0.1.
