@@ -39,6 +39,10 @@ pub const DEFAULT_PER_MINUTE: u32 = 20;
 /// The per-minute window.
 const MINUTE_MS: i64 = 60_000;
 
+/// While "thinking" (first-byte latency) with keep-alives on, a `: OPENROUTER PROCESSING` comment is
+/// sent this often, as OpenRouter does, so a client's idle timeout sees activity.
+pub const KEEP_ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A key the simulator accepts.
 #[derive(Clone, Debug)]
 pub struct SimKey {
@@ -248,7 +252,7 @@ impl Shared {
         headers: &HeaderMap,
         method: &str,
         path: &str,
-    ) -> Result<Caller, Response> {
+    ) -> Result<Caller, Box<Response>> {
         let key = bearer(headers);
         let options = lock(&self.options);
         let found = key.as_deref().and_then(|k| {
@@ -281,10 +285,10 @@ impl Shared {
                 status: 401,
                 fault: None,
             });
-            json(
+            Box::new(json(
                 StatusCode::UNAUTHORIZED,
                 json!({"error": {"message": "simulator: unknown or missing API key", "code": 401}}),
-            )
+            ))
         })
     }
 }
@@ -293,7 +297,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     let path = format!("{API_PREFIX}/chat/completions");
     let caller = match shared.authenticate(&headers, "POST", &path) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut log = SimRequest {
         method: "POST".into(),
@@ -578,7 +582,15 @@ fn sse_script(
     let mut steps = Vec::new();
     if shape.keep_alive {
         steps.push(keep_alive());
-        steps.push(Step::Sleep(shape.first_byte_latency));
+        let mut left = shape.first_byte_latency;
+        while !left.is_zero() {
+            let step = left.min(KEEP_ALIVE_EVERY);
+            steps.push(Step::Sleep(step));
+            left -= step;
+            if !left.is_zero() {
+                steps.push(keep_alive());
+            }
+        }
     }
     let cut_after = match &fault {
         Some(Fault::StallAfter(n) | Fault::TruncateAfter(n)) => Some(*n),
@@ -632,7 +644,7 @@ async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     let account = match &key {
         Some(_) => match shared.authenticate(&headers, "GET", &format!("{API_PREFIX}/models")) {
             Ok(c) => Some(c.account),
-            Err(r) => return r,
+            Err(r) => return *r,
         },
         None => None,
     };
@@ -663,7 +675,7 @@ async fn key_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     let path = format!("{API_PREFIX}/key");
     let caller = match shared.authenticate(&headers, "GET", &path) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (key_endpoint, now) = {
         let o = lock(&shared.options);
