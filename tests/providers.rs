@@ -445,13 +445,36 @@ async fn a_stalled_stream_is_stalled_and_a_hang_hits_the_deadline() {
         .iter()
         .any(|e| matches!(e, ProviderEvent::Done { .. })));
 
+    // No response head within the idle timeout: stalled, long before the deadline.
     sim.push_fault(Fault::Hang);
     let started = tokio::time::Instant::now();
     assert_eq!(
         stream_err(&client, Some(&k), OR_MODEL).await,
-        ProviderError::Timeout
+        ProviderError::Stalled
+    );
+    assert!(started.elapsed() >= TIMEOUTS.idle && started.elapsed() < TIMEOUTS.deadline);
+
+    // The non-streaming call waits for the head until the deadline.
+    sim.push_fault(Fault::Hang);
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        client.complete(Some(&k), request(OR_MODEL, "x")).await,
+        Err(ProviderError::Timeout)
     );
     assert!(started.elapsed() >= TIMEOUTS.deadline);
+
+    // A stream that trickles forever (a chunk every 8 s, under the idle timeout) meets the deadline.
+    sim.set_reply_shape(ReplyShape {
+        chunk_delay: Duration::from_secs(8),
+        words_per_chunk: 1,
+        ..ReplyShape::default()
+    });
+    let s = client
+        .chat_stream(Some(&k), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, Some(ProviderError::Timeout));
+    sim.set_reply_shape(ReplyShape::default());
 
     let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
     let oc = ollama(&osim);
@@ -592,7 +615,7 @@ async fn no_error_shows_the_key_or_the_base_url() {
             "401",
             "5xx",
             "context",
-            "timeout",
+            "stalled",
             "stalled",
             "truncated",
             "midstream",

@@ -73,7 +73,7 @@ impl State {
             Err(e) => {
                 self.fail(
                     out,
-                    ProviderError::Malformed(format!("bad NDJSON line: {e}")),
+                    ProviderError::Malformed(sanitize_message(&format!("bad NDJSON line: {e}"))),
                 );
                 return;
             }

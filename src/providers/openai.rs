@@ -154,7 +154,7 @@ impl OpenAiClient {
         let builder = self
             .request(reqwest::Method::POST, "/chat/completions", key)
             .json(&body);
-        let response = http::send(builder, deadline, &self.inner.clock).await?;
+        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
         let answer: CompletionBody = http::read_json(response, deadline).await?;
         if let Some(error) = answer.error {
             return Err(ProviderError::MidStream {
@@ -185,7 +185,7 @@ impl OpenAiClient {
     ) -> Result<Vec<RemoteModel>, ProviderError> {
         let deadline = self.deadline();
         let builder = self.request(reqwest::Method::GET, "/models", key);
-        let response = http::send(builder, deadline, &self.inner.clock).await?;
+        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
         let list: ModelList = http::read_json(response, deadline).await?;
         Ok(list
             .data
@@ -212,7 +212,7 @@ impl OpenAiClient {
     ) -> Result<Option<KeyInfo>, ProviderError> {
         let deadline = self.deadline();
         let builder = self.request(reqwest::Method::GET, "/key", key);
-        let response = match http::send(builder, deadline, &self.inner.clock).await {
+        let response = match http::send(builder, deadline, deadline, &self.inner.clock).await {
             Ok(r) => r,
             Err(ProviderError::ModelNotFound) => return Ok(None),
             Err(e) => return Err(e),
@@ -265,7 +265,8 @@ impl ChatProvider for OpenAiClient {
         let clock = self.inner.clock.clone();
         let idle = self.inner.timeouts.idle;
         Box::pin(async move {
-            let response = http::send(builder, deadline, &clock).await?;
+            let head_by = Instant::now() + idle;
+            let response = http::send(builder, head_by, deadline, &clock).await?;
             Ok(http::event_stream(
                 response,
                 SseParser::new(),

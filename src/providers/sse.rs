@@ -129,7 +129,7 @@ impl State {
             Err(e) => {
                 self.fail(
                     out,
-                    ProviderError::Malformed(format!("bad event JSON: {e}")),
+                    ProviderError::Malformed(sanitize_message(&format!("bad event JSON: {e}"))),
                 );
                 return;
             }
