@@ -717,3 +717,65 @@ async fn the_daily_quota_resets_at_utc_midnight_on_tokio_time() {
     assert_eq!(sim.daily_used("day"), 1);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn clients_built_from_config_send_attribution_and_keep_model_names() {
+    use switchboard::config::providers::{
+        ExtraTierConfig, OpenRouterConfig, ProviderKind, RouterConfig,
+    };
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let config = OpenRouterConfig {
+        base_url: sim.base_url(),
+        referer: "https://example.invalid/bot".into(),
+        title: "my bot".into(),
+        ..OpenRouterConfig::default()
+    };
+    let client = OpenAiClient::openrouter(&config, &RouterConfig::default()).unwrap();
+    assert_eq!(client.name(), "openrouter");
+    let s = client
+        .chat_stream(Some(&key("sk-or-sim-1")), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    let logged = &sim.requests()[0];
+    assert_eq!(
+        logged.referer.as_deref(),
+        Some("https://example.invalid/bot")
+    );
+    assert_eq!(logged.title.as_deref(), Some("my bot"));
+
+    let local = SimOllama::start(SimOllamaOptions {
+        keys: vec![],
+        models: vec!["llama3.2:3b-instruct-q4_K_M".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tier = ExtraTierConfig {
+        name: "local".into(),
+        kind: ProviderKind::Ollama,
+        base_url: local.base_url(),
+        models: vec!["llama3.2:3b-instruct-q4_K_M".into()],
+        key_env: None,
+        context_window: 8192,
+    };
+    let provider = switchboard::providers::client_for_tier(
+        &tier,
+        Timeouts::from_config(&RouterConfig::default()),
+    )
+    .unwrap();
+    assert_eq!(provider.name(), "local");
+    let s = provider
+        .chat_stream(None, request("llama3.2:3b-instruct-q4_K_M", "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    assert_eq!(
+        local.requests()[0].model.as_deref(),
+        Some("llama3.2:3b-instruct-q4_K_M"),
+        "model names are sent exactly as configured"
+    );
+    assert!(sim.unexpected().is_empty() && local.unexpected().is_empty());
+}

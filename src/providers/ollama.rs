@@ -58,6 +58,18 @@ impl OllamaClient {
         })
     }
 
+    /// The Ollama Cloud client from `[ollama]` and the `[router]` timeouts, named `ollama-cloud`.
+    pub fn cloud(
+        config: &crate::config::providers::OllamaConfig,
+        router: &crate::config::providers::RouterConfig,
+    ) -> Result<Self, ClientBuildError> {
+        Self::new(
+            "ollama-cloud",
+            &config.base_url,
+            Timeouts::from_config(router),
+        )
+    }
+
     /// The same client reading "now" from `clock` (used to judge whether a 429's reset is far away).
     pub fn with_clock(self, clock: SharedClock) -> Self {
         let inner = &self.inner;

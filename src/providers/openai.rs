@@ -103,6 +103,24 @@ impl OpenAiClient {
         })
     }
 
+    /// The OpenRouter client from `[openrouter]` (base URL, `HTTP-Referer`, `X-Title`) and the
+    /// `[router]` timeouts, named `openrouter`.
+    pub fn openrouter(
+        config: &crate::config::providers::OpenRouterConfig,
+        router: &crate::config::providers::RouterConfig,
+    ) -> Result<Self, ClientBuildError> {
+        let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.to_owned());
+        Self::new(
+            "openrouter",
+            &config.base_url,
+            Timeouts::from_config(router),
+            Attribution {
+                referer: non_empty(&config.referer),
+                title: non_empty(&config.title),
+            },
+        )
+    }
+
     /// The same client reading "now" from `clock` (used to judge whether a 429's reset is daily).
     pub fn with_clock(self, clock: SharedClock) -> Self {
         let inner = &self.inner;

@@ -174,6 +174,8 @@ impl Shared {
             stream: false,
             status: 401,
             fault: None,
+            referer: None,
+            title: None,
         });
         Err(Box::new(error(StatusCode::UNAUTHORIZED, "unauthorized")))
     }
@@ -193,6 +195,8 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         stream: true,
         status: 200,
         fault: None,
+        referer: None,
+        title: None,
     };
     let request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -364,6 +368,8 @@ async fn tags(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
         stream: false,
         status: 200,
         fault: None,
+        referer: None,
+        title: None,
     });
     let models: Vec<serde_json::Value> = lock(&shared.options)
         .models
@@ -385,6 +391,8 @@ async fn fallback(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -
         stream: false,
         status: 404,
         fault: None,
+        referer: None,
+        title: None,
     });
     error(StatusCode::NOT_FOUND, &format!("simulator: {what}"))
 }

@@ -284,6 +284,8 @@ impl Shared {
                 stream: false,
                 status: 401,
                 fault: None,
+                referer: None,
+                title: None,
             });
             Box::new(json(
                 StatusCode::UNAUTHORIZED,
@@ -308,6 +310,8 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         stream: false,
         status: 200,
         fault: None,
+        referer: header(&headers, "http-referer"),
+        title: header(&headers, "x-title"),
     };
     let request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -557,6 +561,13 @@ fn answer(
     (Answer::After(delay, response), 200)
 }
 
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 fn set_header(response: &mut Response, name: &'static str, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().insert(name, v);
@@ -667,6 +678,8 @@ async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         stream: false,
         status: 200,
         fault: None,
+        referer: None,
+        title: None,
     });
     json(StatusCode::OK, json!({ "data": data }))
 }
@@ -691,6 +704,8 @@ async fn key_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
         stream: false,
         status,
         fault: None,
+        referer: None,
+        title: None,
     });
     if !key_endpoint {
         return error(StatusCode::NOT_FOUND, "Not Found");
@@ -733,6 +748,8 @@ async fn fallback(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -
         stream: false,
         status: 404,
         fault: None,
+        referer: None,
+        title: None,
     });
     error(StatusCode::NOT_FOUND, &format!("simulator: {what}"))
 }
