@@ -265,12 +265,15 @@ fn a_canary_key_never_reaches_logs_or_replies() {
 fn the_example_config_is_valid_and_documents_every_key() {
     use switchboard::config::{self, Config, Env};
     let example = include_str!("../config/switchboard.example.toml");
-    config::parse(example, "config/switchboard.example.toml", &Env::default()).expect("the example config is valid");
+    config::parse(example, "config/switchboard.example.toml", &Env::default())
+        .expect("the example config is valid");
     // Every key of the model (with its defaults) appears in its section, set or commented out.
     let defaults = toml::Value::try_from(Config::default()).unwrap();
     let mut missing = Vec::new();
     for (section, table) in defaults.as_table().unwrap() {
-        let Some(table) = table.as_table() else { continue };
+        let Some(table) = table.as_table() else {
+            continue;
+        };
         let header = format!("[{section}]");
         let Some(start) = example.find(&format!("\n{header}\n")) else {
             missing.push(header);
@@ -281,12 +284,16 @@ fn the_example_config_is_valid_and_documents_every_key() {
         for key in table.keys() {
             let documented = body.lines().any(|line| {
                 let line = line.trim_start_matches('#').trim_start();
-                line.strip_prefix(key.as_str()).is_some_and(|rest| rest.trim_start().starts_with('=') || rest.starts_with('.'))
+                line.strip_prefix(key.as_str())
+                    .is_some_and(|rest| rest.trim_start().starts_with('=') || rest.starts_with('.'))
             });
             if !documented {
                 missing.push(format!("{section}.{key}"));
             }
         }
     }
-    assert!(missing.is_empty(), "undocumented in config/switchboard.example.toml: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "undocumented in config/switchboard.example.toml: {missing:?}"
+    );
 }
