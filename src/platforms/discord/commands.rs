@@ -73,7 +73,10 @@ pub(super) async fn register(rest: &Rest, ctx: &AdapterContext, application_id: 
     };
     for guild in guilds {
         for attempt in 1..=REGISTER_ATTEMPTS {
-            match rest.register_commands(application_id, guild, &payload).await {
+            match rest
+                .register_commands(application_id, guild, &payload)
+                .await
+            {
                 Ok(()) => {
                     tracing::info!(guild = ?guild.map(|g| g.get()), "discord: slash commands registered");
                     break;
@@ -132,6 +135,7 @@ pub(super) async fn handle(
             // A slash command is addressed to the bot by construction.
             mentions_bot: true,
             replies_to_bot: true,
+            is_command: true,
         };
         if policy::admit_guild_message(&config.discord, &facts).is_err() {
             return;

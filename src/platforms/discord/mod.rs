@@ -19,8 +19,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 use serenity::all::{
-    ClientBuilder, ConnectionStage, Context, EventHandler, GatewayError, GatewayIntents, Interaction,
-    Message, Ready, ResumedEvent, ShardStageUpdateEvent,
+    ClientBuilder, ConnectionStage, Context, EventHandler, GatewayError, GatewayIntents,
+    Interaction, Message, Ready, ResumedEvent, ShardStageUpdateEvent,
 };
 use serenity::model::id::{ApplicationId, ChannelId, UserId};
 use tokio_util::task::TaskTracker;
@@ -100,8 +100,9 @@ struct Handler(Arc<Shared>);
 
 async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
     let config = ctx.config.borrow().clone();
-    let (http, reqwest_client, mode) = rest::build_http(&token, config.discord.proxy_url.as_deref())
-        .map_err(|e| Fatal::Other(anyhow::anyhow!("discord: {e}")))?;
+    let (http, reqwest_client, mode) =
+        rest::build_http(&token, config.discord.proxy_url.as_deref())
+            .map_err(|e| Fatal::Other(anyhow::anyhow!("discord: {e}")))?;
     drop(token);
     let status = ctx.health.status_only(COMPONENT);
     status.set_status("connecting");
@@ -138,12 +139,17 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         shared.tasks.close();
         shared.status.set_status("stopped");
         return Err(match result {
-            Ok(Ok(())) => Fatal::Other(anyhow::anyhow!("discord: the gateway stopped unexpectedly")),
+            Ok(Ok(())) => {
+                Fatal::Other(anyhow::anyhow!("discord: the gateway stopped unexpectedly"))
+            }
             Ok(Err(e)) => map_gateway_error(&e),
             Err(join) => Fatal::Other(anyhow::anyhow!("discord: the gateway task failed: {join}")),
         });
     }
-    tracing::info!(in_flight = shared.tasks.len(), "discord: stopping intake, finishing replies");
+    tracing::info!(
+        in_flight = shared.tasks.len(),
+        "discord: stopping intake, finishing replies"
+    );
     shared.tasks.close();
     shared.tasks.wait().await;
     shard_manager.shutdown_all().await;
@@ -165,7 +171,9 @@ fn map_gateway_error(error: &serenity::Error) -> Fatal {
         serenity::Error::Gateway(e) => {
             Fatal::Other(anyhow::anyhow!("discord: the gateway failed: {e}"))
         }
-        _ => Fatal::Other(anyhow::anyhow!("discord: the gateway client stopped with an error")),
+        _ => Fatal::Other(anyhow::anyhow!(
+            "discord: the gateway client stopped with an error"
+        )),
     }
 }
 
@@ -181,7 +189,10 @@ impl EventHandler for Handler {
         tracing::info!(bot_user = %identity.user_id, "discord: connected");
         if !self.0.commands_registered.swap(true, Ordering::SeqCst) {
             let shared = self.0.clone();
-            tokio::spawn(async move { commands::register(&shared_rest(&shared), &shared.ctx, identity.application_id).await });
+            tokio::spawn(async move {
+                commands::register(&shared_rest(&shared), &shared.ctx, identity.application_id)
+                    .await
+            });
         }
     }
 
@@ -207,8 +218,12 @@ impl EventHandler for Handler {
             if shared.ctx.intake.is_cancelled() {
                 return;
             }
-            let Some(rest) = shared.rest.get().cloned() else { return };
-            let Some(bot) = shared.bot.get().copied() else { return };
+            let Some(rest) = shared.rest.get().cloned() else {
+                return;
+            };
+            let Some(bot) = shared.bot.get().copied() else {
+                return;
+            };
             commands::handle(&shared, &rest, bot.application_id, command).await;
         }
     }
@@ -251,11 +266,12 @@ impl Shared {
             let mentions_bot = message.mentions.iter().any(|u| u.id == bot.user_id)
                 || policy::mentions(&message.content, &bot_id);
             let replied_scope = match reply_to {
-                Some(id) => chain::lookup(self.ctx.store.as_ref(), &id.to_string())
-                    .unwrap_or_else(|e| {
+                Some(id) => {
+                    chain::lookup(self.ctx.store.as_ref(), &id.to_string()).unwrap_or_else(|e| {
                         tracing::warn!(error = %e, "discord: reply-chain lookup failed");
                         None
-                    }),
+                    })
+                }
                 None => None,
             };
             let replies_to_bot = message
@@ -278,6 +294,10 @@ impl Shared {
                 roles: &roles,
                 mentions_bot,
                 replies_to_bot,
+                is_command: policy::is_command(
+                    &policy::strip_bot_mention(&message.content, &bot_id),
+                    crate::core::Core::commands(),
+                ),
             };
             if let Err(why) = policy::admit_guild_message(&config.discord, &facts) {
                 tracing::trace!(?why, "discord: message not answered");

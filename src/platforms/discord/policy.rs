@@ -19,6 +19,8 @@ pub struct GuildMessageFacts<'a> {
     pub mentions_bot: bool,
     /// Whether the message replies to one of the bot's messages.
     pub replies_to_bot: bool,
+    /// Whether the text is one of the core's commands (`/ask …`): addressed like a mention.
+    pub is_command: bool,
 }
 
 /// Why a guild message is not answered (for debug logs only).
@@ -35,11 +37,15 @@ pub enum Skip {
 /// The policy in force for a channel: the channel's own, else its parent's (threads), else the guild's,
 /// else the default `guild_policy`.
 pub fn policy_for(config: &DiscordConfig, facts: &GuildMessageFacts<'_>) -> GroupPolicy {
-    [Some(facts.channel_id), facts.parent_id, Some(facts.guild_id)]
-        .into_iter()
-        .flatten()
-        .find_map(|id| config.policies.get(id).copied())
-        .unwrap_or(config.guild_policy)
+    [
+        Some(facts.channel_id),
+        facts.parent_id,
+        Some(facts.guild_id),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|id| config.policies.get(id).copied())
+    .unwrap_or(config.guild_policy)
 }
 
 /// Decides whether a guild message is answered. `Ok(())`: hand it to the core.
@@ -61,8 +67,8 @@ pub fn admit_guild_message(
         return Err(Skip::RoleNotAllowed);
     }
     let addressed = match policy_for(config, facts) {
-        GroupPolicy::Mention => facts.mentions_bot || facts.replies_to_bot,
-        GroupPolicy::Reply => facts.replies_to_bot,
+        GroupPolicy::Mention => facts.mentions_bot || facts.replies_to_bot || facts.is_command,
+        GroupPolicy::Reply => facts.replies_to_bot || facts.is_command,
         GroupPolicy::All => true,
     };
     if addressed {
@@ -84,6 +90,15 @@ pub fn admit_direct_message(
     config.allowed_roles.is_empty()
         || allowed_users.iter().any(|u| u == user)
         || admins.iter().any(|u| u == user)
+}
+
+/// Whether `text` starts with one of `commands` (`/name` or `/name args`), the form the core parses.
+pub fn is_command(text: &str, commands: &[crate::core::CommandInfo]) -> bool {
+    let Some(rest) = text.trim_start().strip_prefix('/') else {
+        return false;
+    };
+    let name = rest.split_whitespace().next().unwrap_or("");
+    commands.iter().any(|c| c.name.eq_ignore_ascii_case(name))
 }
 
 /// Whether `content` mentions the bot (`<@id>` or the legacy nickname form `<@!id>`).
@@ -158,6 +173,7 @@ mod tests {
             roles: &[],
             mentions_bot,
             replies_to_bot,
+            is_command: false,
         }
     }
 
@@ -219,6 +235,18 @@ mod tests {
     }
 
     #[test]
+    fn known_commands_count_as_addressed() {
+        let commands = crate::core::Core::commands();
+        assert!(is_command("/ask what is rust", commands));
+        assert!(is_command("/RESET", commands));
+        assert!(!is_command("/etc/hosts", commands));
+        assert!(!is_command("ask", commands));
+        let mut f = facts(false, false);
+        f.is_command = true;
+        assert_eq!(admit_guild_message(&DiscordConfig::default(), &f), Ok(()));
+    }
+
+    #[test]
     fn mention_is_detected_and_stripped() {
         assert!(mentions("hey <@42> there", "42"));
         assert!(mentions("<@!42> hi", "42"));
@@ -243,6 +271,9 @@ mod tests {
             guild_scope(false, "c1", "m3", None, false, true),
             Scope::Thread("chain-m3".into())
         );
-        assert_eq!(guild_scope(false, "c1", "m4", None, false, false), Scope::Chat);
+        assert_eq!(
+            guild_scope(false, "c1", "m4", None, false, false),
+            Scope::Chat
+        );
     }
 }

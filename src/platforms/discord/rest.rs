@@ -75,8 +75,7 @@ pub fn build_http(
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| RestError::Transport(e.without_url().to_string()))?;
-    let builder =
-        serenity::http::HttpBuilder::new(token.expose_secret()).client(client.clone());
+    let builder = serenity::http::HttpBuilder::new(token.expose_secret()).client(client.clone());
     Ok(match proxy_url {
         Some(url) => (
             builder.proxy(url).ratelimiter_disabled(true).build(),
@@ -207,7 +206,10 @@ impl Rest {
     /// Whether a channel is a thread (and its parent).
     pub async fn channel_kind(&self, channel_id: ChannelId) -> Result<ChannelKind, RestError> {
         let value = self
-            .call(Request::new(Route::Channel { channel_id }, LightMethod::Get))
+            .call(Request::new(
+                Route::Channel { channel_id },
+                LightMethod::Get,
+            ))
             .await?;
         let info: ChannelInfo =
             serde_json::from_value(value).map_err(|e| RestError::Decode(e.to_string()))?;

@@ -1,0 +1,1196 @@
+//! End-to-end tests of the Discord adapter: the real adapter, core and (scripted) router against a fake
+//! Discord — REST on 127.0.0.1 plus a `ws://` gateway — built by one helper, [`fake_discord`], which
+//! records and refuses any route it does not expect. Time is paused: waits are exact and instant.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post, put};
+use axum::{Json, Router};
+use futures_util::stream::{self, StreamExt};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use switchboard::clock::SystemClock;
+use switchboard::config::Config;
+use switchboard::core::Core;
+use switchboard::domain::{AnswerSource, Completion, ReplyEvent, ReplyStream, TierName, Usage};
+use switchboard::exit::{Fatal, EXIT_CONFIG};
+use switchboard::health::Health;
+use switchboard::platforms::discord::DiscordAdapter;
+use switchboard::platforms::{AdapterContext, PlatformAdapter};
+use switchboard::router::scripted::{Script, ScriptedRouter};
+use switchboard::router::{CompletionRequest, LlmRouter, ModelInfo, RouterStatus};
+use switchboard::store::memory::MemoryStore;
+
+/// The canary token: it must never appear in any log line of any test.
+const TOKEN: &str = "MTAxNTk0NzQ0.canary-discord-token.Zx9QpL";
+const BOT_ID: &str = "900000000000000001";
+const APP_ID: &str = "900000000000000002";
+const ALICE: &str = "100000000000000011";
+const BOB: &str = "100000000000000012";
+const DM_CHANNEL: &str = "300000000000000001";
+const GUILD: &str = "400000000000000001";
+const GUILD_CHANNEL: &str = "400000000000000002";
+const THREAD_CHANNEL: &str = "400000000000000003";
+
+// ---------------------------------------------------------------------------------------------------
+// Captured logs (every test's, at TRACE for every crate, serenity and reqwest included).
+
+#[derive(Clone)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = LogSink(buffer.clone());
+        // The fake gateway's own websocket library (axum's tungstenite 0.29) logs what it receives —
+        // the IDENTIFY with the token — at TRACE. That is the fake, not switchboard: drop exactly that
+        // crate version; serenity's tungstenite 0.21 (the client side) stays captured.
+        let not_the_fake = tracing_subscriber::filter::filter_fn(|meta| {
+            !meta.file().is_some_and(|f| f.contains("tungstenite-0.29"))
+        });
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || sink.clone())
+                    .with_filter(tracing_subscriber::filter::LevelFilter::TRACE)
+                    .with_filter(not_the_fake),
+            )
+            .init();
+        buffer
+    })
+}
+
+fn assert_token_not_logged() {
+    let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(!text.is_empty(), "logs were captured");
+    let leaks: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("canary-discord-token"))
+        .map(|l| l.replace(TOKEN, "<TOKEN>").chars().take(400).collect())
+        .take(3)
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "the bot token leaked into the logs: {leaks:#?}"
+    );
+    assert!(
+        !text.contains("canary-discord-token"),
+        "part of the bot token leaked into the logs"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The fake Discord.
+
+/// One REST call the fake received.
+#[derive(Clone, Debug)]
+struct Call {
+    method: Method,
+    path: String,
+    body: Value,
+    at: Instant,
+}
+
+/// What the test tells the gateway to do.
+enum GatewayCommand {
+    Dispatch(&'static str, Value),
+}
+
+#[derive(Default)]
+struct FakeState {
+    calls: Mutex<Vec<Call>>,
+    unexpected: Mutex<Vec<String>>,
+    next_id: AtomicU64,
+    /// Edits to answer with 429 before accepting them, and the `retry_after` (s) to send.
+    edits_to_refuse: Mutex<u32>,
+    retry_after: Mutex<f64>,
+    /// When the 429s were sent.
+    refused_at: Mutex<Vec<Instant>>,
+    /// Close the gateway with this code right after IDENTIFY.
+    close_on_identify: Mutex<Option<u16>>,
+    identify: Mutex<Option<Value>>,
+    heartbeats: AtomicU64,
+    threads: Mutex<HashSet<String>>,
+    gateway: Mutex<Option<mpsc::UnboundedSender<GatewayCommand>>>,
+    /// Messages the bot created, by id.
+    created: Mutex<Vec<Value>>,
+    addr: OnceLock<SocketAddr>,
+}
+
+/// A running fake Discord.
+#[derive(Clone)]
+struct FakeDiscord {
+    state: Arc<FakeState>,
+}
+
+/// Builds and starts the fake Discord: REST under `/api/v10` and the gateway at `/ws`, both on
+/// 127.0.0.1. Any other route is recorded in `unexpected` and answered 404 (asserted empty by every test).
+async fn fake_discord() -> FakeDiscord {
+    let state = Arc::new(FakeState {
+        next_id: AtomicU64::new(700_000_000_000_000_000),
+        retry_after: Mutex::new(1.0),
+        ..FakeState::default()
+    });
+    let app = Router::new()
+        .route("/api/v10/gateway", get(gateway_info))
+        .route("/api/v10/channels/{channel}", get(channel_info))
+        .route("/api/v10/channels/{channel}/messages", post(create_message))
+        .route(
+            "/api/v10/channels/{channel}/messages/{message}",
+            patch(edit_message),
+        )
+        .route("/api/v10/channels/{channel}/typing", post(typing))
+        .route(
+            "/api/v10/applications/{app}/commands",
+            put(register_commands),
+        )
+        .route(
+            "/api/v10/interactions/{id}/{token}/callback",
+            post(interaction_callback),
+        )
+        .route(
+            "/api/v10/webhooks/{app}/{token}/messages/{message}",
+            patch(edit_webhook_message),
+        )
+        .route("/api/v10/webhooks/{app}/{token}", post(followup))
+        .route("/ws", get(gateway_socket))
+        .fallback(unexpected)
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    state.addr.set(listener.local_addr().unwrap()).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    FakeDiscord { state }
+}
+
+fn record(state: &FakeState, method: Method, uri: &Uri, body: Value) {
+    state.calls.lock().unwrap().push(Call {
+        method,
+        path: uri.path().to_owned(),
+        body,
+        at: Instant::now(),
+    });
+}
+
+fn message_json(id: &str, channel: &str, author: Value, content: &str) -> Value {
+    json!({
+        "id": id, "channel_id": channel, "author": author, "content": content,
+        "timestamp": "2026-11-22T02:00:00.000000+00:00", "edited_timestamp": null,
+        "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
+        "attachments": [], "embeds": [], "pinned": false, "type": 0,
+    })
+}
+
+fn bot_user() -> Value {
+    json!({"id": BOT_ID, "username": "switchboard", "discriminator": "0", "global_name": null, "bot": true})
+}
+
+fn user(id: &str, name: &str) -> Value {
+    json!({"id": id, "username": name.to_lowercase(), "discriminator": "0", "global_name": name, "bot": false})
+}
+
+async fn gateway_info(State(s): State<Arc<FakeState>>, uri: Uri) -> Json<Value> {
+    record(&s, Method::GET, &uri, Value::Null);
+    Json(json!({ "url": format!("ws://{}/ws", s.addr.get().unwrap()) }))
+}
+
+async fn channel_info(
+    State(s): State<Arc<FakeState>>,
+    Path(channel): Path<String>,
+    uri: Uri,
+) -> Json<Value> {
+    record(&s, Method::GET, &uri, Value::Null);
+    let is_thread = s.threads.lock().unwrap().contains(&channel);
+    Json(if is_thread {
+        json!({"id": channel, "type": 11, "guild_id": GUILD, "parent_id": GUILD_CHANNEL})
+    } else {
+        json!({"id": channel, "type": 0, "guild_id": GUILD})
+    })
+}
+
+async fn create_message(
+    State(s): State<Arc<FakeState>>,
+    Path(channel): Path<String>,
+    uri: Uri,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    record(&s, Method::POST, &uri, body.clone());
+    let id = s.next_id.fetch_add(1, Ordering::SeqCst).to_string();
+    let content = body["content"].as_str().unwrap_or_default();
+    let message = message_json(&id, &channel, bot_user(), content);
+    s.created.lock().unwrap().push(message.clone());
+    Json(message)
+}
+
+async fn edit_message(
+    State(s): State<Arc<FakeState>>,
+    Path((channel, message)): Path<(String, String)>,
+    uri: Uri,
+    Json(body): Json<Value>,
+) -> Response {
+    {
+        let mut refuse = s.edits_to_refuse.lock().unwrap();
+        if *refuse > 0 {
+            *refuse -= 1;
+            s.refused_at.lock().unwrap().push(Instant::now());
+            let retry_after = *s.retry_after.lock().unwrap();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", format!("{}", retry_after.ceil()))],
+                Json(json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": false})),
+            )
+                .into_response();
+        }
+    }
+    record(&s, Method::PATCH, &uri, body.clone());
+    let content = body["content"].as_str().unwrap_or_default();
+    Json(message_json(&message, &channel, bot_user(), content)).into_response()
+}
+
+async fn typing(State(s): State<Arc<FakeState>>, uri: Uri) -> StatusCode {
+    record(&s, Method::POST, &uri, Value::Null);
+    StatusCode::NO_CONTENT
+}
+
+async fn register_commands(
+    State(s): State<Arc<FakeState>>,
+    uri: Uri,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    record(&s, Method::PUT, &uri, body.clone());
+    Json(body)
+}
+
+async fn interaction_callback(
+    State(s): State<Arc<FakeState>>,
+    uri: Uri,
+    Json(body): Json<Value>,
+) -> StatusCode {
+    record(&s, Method::POST, &uri, body);
+    StatusCode::NO_CONTENT
+}
+
+async fn edit_webhook_message(
+    State(s): State<Arc<FakeState>>,
+    Path((_app, _token, message)): Path<(String, String, String)>,
+    uri: Uri,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    record(&s, Method::PATCH, &uri, body.clone());
+    let id = if message == "@original" {
+        "800000000000000001".to_owned()
+    } else {
+        message
+    };
+    let content = body["content"].as_str().unwrap_or_default();
+    Json(message_json(&id, GUILD_CHANNEL, bot_user(), content))
+}
+
+async fn followup(
+    State(s): State<Arc<FakeState>>,
+    uri: Uri,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    record(&s, Method::POST, &uri, body.clone());
+    let id = s.next_id.fetch_add(1, Ordering::SeqCst).to_string();
+    let content = body["content"].as_str().unwrap_or_default();
+    Json(message_json(&id, GUILD_CHANNEL, bot_user(), content))
+}
+
+async fn unexpected(State(s): State<Arc<FakeState>>, method: Method, uri: Uri) -> Response {
+    s.unexpected.lock().unwrap().push(format!("{method} {uri}"));
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"message": "unexpected route in the fake Discord", "code": 0})),
+    )
+        .into_response()
+}
+
+async fn gateway_socket(State(s): State<Arc<FakeState>>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| run_gateway(s, socket))
+}
+
+async fn send_json(socket: &mut WebSocket, value: Value) -> bool {
+    socket
+        .send(WsMessage::Text(value.to_string().into()))
+        .await
+        .is_ok()
+}
+
+/// The gateway: HELLO, wait for IDENTIFY, READY (or the configured close), then dispatches on command
+/// and heartbeat ACKs.
+async fn run_gateway(s: Arc<FakeState>, mut socket: WebSocket) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    *s.gateway.lock().unwrap() = Some(tx);
+    if !send_json(
+        &mut socket,
+        json!({"op": 10, "d": {"heartbeat_interval": 41_250}}),
+    )
+    .await
+    {
+        return;
+    }
+    let mut seq = 0_u64;
+    loop {
+        tokio::select! {
+            frame = socket.recv() => {
+                let Some(Ok(frame)) = frame else { return };
+                let WsMessage::Text(text) = frame else { continue };
+                let payload: Value = serde_json::from_str(text.as_str()).unwrap();
+                match payload["op"].as_u64() {
+                    Some(1) => {
+                        s.heartbeats.fetch_add(1, Ordering::SeqCst);
+                        if !send_json(&mut socket, json!({"op": 11})).await { return; }
+                    }
+                    Some(2) => {
+                        *s.identify.lock().unwrap() = Some(payload.clone());
+                        let close = *s.close_on_identify.lock().unwrap();
+                        if let Some(code) = close {
+                            let _ = socket.send(WsMessage::Close(Some(CloseFrame {
+                                code,
+                                reason: "Disallowed intent(s).".into(),
+                            }))).await;
+                            return;
+                        }
+                        seq += 1;
+                        let ready = json!({"op": 0, "s": seq, "t": "READY", "d": {
+                            "v": 10, "user": {"id": BOT_ID, "username": "switchboard", "discriminator": "0",
+                                "bot": true, "verified": true, "mfa_enabled": false, "flags": 0,
+                                "global_name": null, "avatar": null},
+                            "guilds": [], "session_id": "fake-session",
+                            "resume_gateway_url": format!("ws://{}/ws", s.addr.get().unwrap()),
+                            "shard": [0, 1], "application": {"id": APP_ID, "flags": 0}}});
+                        if !send_json(&mut socket, ready).await { return; }
+                    }
+                    _ => {}
+                }
+            }
+            command = rx.recv() => match command {
+                Some(GatewayCommand::Dispatch(kind, data)) => {
+                    seq += 1;
+                    if !send_json(&mut socket, json!({"op": 0, "s": seq, "t": kind, "d": data})).await { return; }
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+impl FakeDiscord {
+    fn url(&self) -> String {
+        format!("http://{}", self.state.addr.get().unwrap())
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    fn dispatch(&self, kind: &'static str, data: Value) {
+        let gateway = self.state.gateway.lock().unwrap();
+        gateway
+            .as_ref()
+            .expect("the gateway is connected")
+            .send(GatewayCommand::Dispatch(kind, data))
+            .unwrap();
+    }
+
+    /// Messages created in `channel` and edits to them: (message id, final content), in creation order.
+    fn messages_in(&self, channel: &str) -> Vec<(String, String)> {
+        let created: Vec<(String, String)> = self
+            .state
+            .created
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m["channel_id"] == channel)
+            .map(|m| {
+                (
+                    m["id"].as_str().unwrap().to_owned(),
+                    m["content"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let calls = self.calls();
+        created
+            .into_iter()
+            .map(|(id, first)| {
+                let last = calls
+                    .iter()
+                    .filter(|c| {
+                        c.method == Method::PATCH
+                            && c.path == format!("/api/v10/channels/{channel}/messages/{id}")
+                    })
+                    .last()
+                    .map_or(first, |c| c.body["content"].as_str().unwrap().to_owned());
+                (id, last)
+            })
+            .collect()
+    }
+
+    fn created(&self, id: &str) -> Value {
+        self.state
+            .created
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .unwrap()
+    }
+
+    /// Waits (in paused time) until `done` holds; panics after five virtual minutes.
+    async fn wait_until(&self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !done(self) {
+            if Instant::now() >= deadline {
+                let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+                if let Ok(path) = std::env::var("SB_DISCORD_TEST_LOG") {
+                    let _ = std::fs::write(path, &text);
+                }
+                let problems: Vec<&str> = text
+                    .lines()
+                    .filter(|l| {
+                        l.contains(" WARN ")
+                            || l.contains(" ERROR ")
+                            || (l.contains("serenity") && l.contains("rror"))
+                    })
+                    .collect();
+                panic!("timed out waiting for {what}; warnings: {problems:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn assert_no_unexpected_routes(&self) {
+        let unexpected = self.state.unexpected.lock().unwrap().clone();
+        assert!(unexpected.is_empty(), "unexpected routes: {unexpected:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A router that drips deltas (for streaming edits); everything else goes to the scripted router.
+
+struct DripRouter {
+    scripted: Arc<ScriptedRouter>,
+    /// Prompts containing "drip" are answered with these deltas, `DRIP_GAP` apart.
+    drip: Vec<String>,
+}
+
+const DRIP_GAP: Duration = Duration::from_millis(400);
+
+impl LlmRouter for DripRouter {
+    fn complete(&self, request: CompletionRequest) -> ReplyStream {
+        if !request.prompt.content.contains("drip") {
+            return self.scripted.complete(request);
+        }
+        let source = AnswerSource {
+            tier: TierName::free(),
+            provider: "drip".into(),
+            model: "drip-1".into(),
+            key_fingerprint: None,
+        };
+        let deltas = self.drip.clone();
+        let started = stream::iter(vec![ReplyEvent::Started(source.clone())]);
+        let body = stream::iter(deltas).then(|d| async move {
+            tokio::time::sleep(DRIP_GAP).await;
+            ReplyEvent::Delta(d)
+        });
+        let done = stream::iter(vec![ReplyEvent::Finished(Completion {
+            source: Some(source),
+            usage: Usage::default(),
+        })]);
+        started.chain(body).chain(done).boxed()
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        self.scripted.models()
+    }
+
+    fn status(&self) -> RouterStatus {
+        self.scripted.status()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The harness: fake Discord + real adapter + real core + scripted router + memory store.
+
+struct Harness {
+    fake: FakeDiscord,
+    scripted: Arc<ScriptedRouter>,
+    intake: CancellationToken,
+    adapter: tokio::task::JoinHandle<Result<(), Fatal>>,
+    health: Health,
+    _config: watch::Sender<Arc<Config>>,
+    next_message: AtomicU64,
+}
+
+struct Options {
+    edit_interval_ms: u64,
+    drip: Vec<String>,
+    close_on_identify: Option<u16>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            edit_interval_ms: 1000,
+            drip: Vec::new(),
+            close_on_identify: None,
+        }
+    }
+}
+
+async fn start(options: Options) -> Harness {
+    logs();
+    let fake = fake_discord().await;
+    *fake.state.close_on_identify.lock().unwrap() = options.close_on_identify;
+    let mut config = Config::default();
+    config.discord.proxy_url = Some(fake.url());
+    config.discord.edit_interval_ms = options.edit_interval_ms;
+    config.access.user_messages_per_minute = 0;
+    config.validate().unwrap();
+    let config = Arc::new(config);
+    let scripted = ScriptedRouter::new();
+    let router = Arc::new(DripRouter {
+        scripted: scripted.clone(),
+        drip: options.drip,
+    });
+    let store = Arc::new(MemoryStore::new());
+    let core = Core::new(config.clone(), store.clone(), router, Arc::new(SystemClock));
+    let (config_tx, config_rx) = watch::channel(config);
+    let health = Health::new();
+    let intake = CancellationToken::new();
+    let ctx = AdapterContext {
+        core,
+        store,
+        health: health.clone(),
+        config: config_rx,
+        intake: intake.clone(),
+    };
+    let adapter = tokio::spawn(Box::new(DiscordAdapter::new(SecretString::from(TOKEN))).run(ctx));
+    let harness = Harness {
+        fake,
+        scripted,
+        intake,
+        adapter,
+        health,
+        _config: config_tx,
+        next_message: AtomicU64::new(500_000_000_000_000_000),
+    };
+    if options.close_on_identify.is_none() {
+        harness
+            .fake
+            .wait_until("READY", |f| {
+                f.state.identify.lock().unwrap().is_some()
+                    && f.state.gateway.lock().unwrap().is_some()
+            })
+            .await;
+        let health = harness.health.clone();
+        harness
+            .fake
+            .wait_until("connected status", move |_| {
+                health.summary().contains("discord: connected")
+            })
+            .await;
+    }
+    harness
+}
+
+impl Harness {
+    /// Sends a MESSAGE_CREATE; returns the message id.
+    fn say(
+        &self,
+        from: (&str, &str),
+        channel: &str,
+        guild: bool,
+        content: &str,
+        reply_to: Option<&str>,
+    ) -> String {
+        let id = self.next_message.fetch_add(1, Ordering::SeqCst).to_string();
+        let mut message = message_json(&id, channel, user(from.0, from.1), content);
+        if guild {
+            message["guild_id"] = json!(GUILD);
+            message["member"] = json!({"roles": [], "deaf": false, "mute": false,
+                "joined_at": "2026-01-01T00:00:00.000000+00:00", "nick": null});
+        }
+        if content.contains(&format!("<@{BOT_ID}>")) {
+            message["mentions"] = json!([bot_user()]);
+        }
+        if let Some(replied) = reply_to {
+            message["message_reference"] = json!({"message_id": replied, "channel_id": channel});
+            message["referenced_message"] = self.fake.created(replied);
+            message["type"] = json!(19);
+        }
+        self.fake.dispatch("MESSAGE_CREATE", message);
+        id
+    }
+
+    /// Stops the adapter the way the daemon does and checks it ends cleanly.
+    async fn stop(self) {
+        self.intake.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(60), self.adapter)
+            .await
+            .expect("the adapter stops")
+            .expect("the adapter task does not panic");
+        assert!(
+            result.is_ok(),
+            "clean stop: {:?}",
+            result.err().map(|e| e.to_string())
+        );
+        self.fake.assert_no_unexpected_routes();
+        assert_token_not_logged();
+    }
+}
+
+fn requests_for(scripted: &ScriptedRouter, needle: &str) -> CompletionRequest {
+    scripted
+        .requests()
+        .into_iter()
+        .find(|r| r.prompt.content.contains(needle))
+        .unwrap_or_else(|| panic!("no request for {needle}"))
+}
+
+fn history_text(request: &CompletionRequest) -> String {
+    request
+        .history
+        .iter()
+        .map(|m| m.content.clone())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test(start_paused = true)]
+async fn a_dm_is_answered_with_typing_then_paced_edits_and_the_final_text() {
+    let drip: Vec<String> = (0..8).map(|i| format!("part{i} ")).collect();
+    let expected: String = drip.concat();
+    let h = start(Options {
+        drip,
+        ..Options::default()
+    })
+    .await;
+    // Serenity identified with the bot token (over the fake gateway only).
+    let identify = h.fake.state.identify.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        identify["d"]["token"].as_str().unwrap(),
+        format!("Bot {TOKEN}")
+    );
+    let intents = identify["d"]["intents"].as_u64().unwrap();
+    assert_eq!(
+        intents & (1 << 9 | 1 << 12 | 1 << 15),
+        1 << 9 | 1 << 12 | 1 << 15
+    );
+
+    h.say(
+        (ALICE, "Alice"),
+        DM_CHANNEL,
+        false,
+        "please drip an answer",
+        None,
+    );
+    let want = expected.trim_end().to_owned();
+    h.fake
+        .wait_until("the final text", |f| {
+            f.messages_in(DM_CHANNEL)
+                .first()
+                .is_some_and(|(_, t)| *t == want)
+        })
+        .await;
+
+    let calls: Vec<Call> = h
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.contains(DM_CHANNEL))
+        .collect();
+    assert!(
+        calls[0].path.ends_with("/typing"),
+        "typing first: {:?}",
+        calls[0].path
+    );
+    let posts: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == Method::POST && c.path.ends_with("/messages"))
+        .collect();
+    assert_eq!(posts.len(), 1, "one message, then edits");
+    assert_eq!(posts[0].body["allowed_mentions"], json!({"parse": []}));
+    let edits: Vec<&Call> = calls.iter().filter(|c| c.method == Method::PATCH).collect();
+    assert!(
+        edits.len() >= 2,
+        "the growing text is edited in: {}",
+        edits.len()
+    );
+    // Edits are paced: at least edit_interval apart (1 s), so 8 deltas 400 ms apart need few edits.
+    let mut writes: Vec<Instant> = vec![posts[0].at];
+    writes.extend(edits.iter().map(|c| c.at));
+    for pair in writes.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(1000),
+            "edits too close: {:?}",
+            pair[1] - pair[0]
+        );
+    }
+    assert!(edits.len() < 8, "edits are coalesced, not one per delta");
+    assert_eq!(edits.last().unwrap().body["content"], json!(want));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn typing_repeats_while_the_model_is_slow() {
+    let h = start(Options::default()).await;
+    h.scripted
+        .on("slowly", Script::Slow(Duration::from_secs(20)));
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "answer slowly", None);
+    h.fake
+        .wait_until("the answer", |f| !f.messages_in(DM_CHANNEL).is_empty())
+        .await;
+    let typings = h
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.path.ends_with("/typing"))
+        .count();
+    assert!(
+        typings >= 3,
+        "typing repeated every 8 s over 20 s: {typings}"
+    );
+    assert_eq!(h.fake.messages_in(DM_CHANNEL)[0].1, "echo: answer slowly");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn guild_policy_and_reply_chains_keep_separate_histories() {
+    let h = start(Options::default()).await;
+    let mention = format!("<@{BOT_ID}>");
+    h.say(
+        (BOB, "Bob"),
+        GUILD_CHANNEL,
+        true,
+        "hello everyone, unaddressed",
+        None,
+    );
+    h.say(
+        (ALICE, "Alice"),
+        GUILD_CHANNEL,
+        true,
+        &format!("{mention} alpha one"),
+        None,
+    );
+    h.fake
+        .wait_until("alice's answer", |f| {
+            f.messages_in(GUILD_CHANNEL).len() == 1
+        })
+        .await;
+    h.say(
+        (BOB, "Bob"),
+        GUILD_CHANNEL,
+        true,
+        &format!("{mention} beta one"),
+        None,
+    );
+    h.fake
+        .wait_until("bob's answer", |f| f.messages_in(GUILD_CHANNEL).len() == 2)
+        .await;
+    let answers = h.fake.messages_in(GUILD_CHANNEL);
+    // The core prefixes group prompts with the sender's name; the mention itself is stripped.
+    assert_eq!(answers[0].1, "echo: Alice: alpha one");
+    assert_eq!(answers[1].1, "echo: Bob: beta one");
+    // Replies to the bot, without a mention, continue each person's own chain.
+    h.say(
+        (ALICE, "Alice"),
+        GUILD_CHANNEL,
+        true,
+        "alpha two",
+        Some(&answers[0].0),
+    );
+    h.say(
+        (BOB, "Bob"),
+        GUILD_CHANNEL,
+        true,
+        "beta two",
+        Some(&answers[1].0),
+    );
+    h.fake
+        .wait_until("both replies answered", |f| {
+            f.messages_in(GUILD_CHANNEL).len() == 4
+        })
+        .await;
+
+    let requests = h.scripted.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.prompt.content.contains("unaddressed")),
+        "an unaddressed guild message is ignored"
+    );
+    assert_eq!(requests.len(), 4);
+    let alpha_two = history_text(&requests_for(&h.scripted, "alpha two"));
+    assert!(alpha_two.contains("alpha one"), "{alpha_two}");
+    assert!(!alpha_two.contains("beta"), "chains are apart: {alpha_two}");
+    let beta_two = history_text(&requests_for(&h.scripted, "beta two"));
+    assert!(beta_two.contains("beta one"), "{beta_two}");
+    assert!(!beta_two.contains("alpha"), "chains are apart: {beta_two}");
+    assert_ne!(
+        requests_for(&h.scripted, "alpha two").conversation,
+        requests_for(&h.scripted, "beta two").conversation
+    );
+    // The first message of a reply references the user's message and pings nobody.
+    let posts: Vec<Call> = h
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == Method::POST && c.path.ends_with("/messages"))
+        .collect();
+    assert!(posts
+        .iter()
+        .all(|c| c.body["allowed_mentions"] == json!({"parse": []})));
+    assert!(posts
+        .iter()
+        .all(|c| c.body["message_reference"]["message_id"].is_string()
+            || c.body["message_reference"]["message_id"].is_u64()));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thread_is_one_conversation_and_text_commands_work_after_a_mention() {
+    let h = start(Options::default()).await;
+    h.fake
+        .state
+        .threads
+        .lock()
+        .unwrap()
+        .insert(THREAD_CHANNEL.to_owned());
+    let mention = format!("<@{BOT_ID}>");
+    h.say(
+        (ALICE, "Alice"),
+        THREAD_CHANNEL,
+        true,
+        &format!("{mention} gamma one"),
+        None,
+    );
+    h.fake
+        .wait_until("first answer", |f| f.messages_in(THREAD_CHANNEL).len() == 1)
+        .await;
+    // A fresh mention in a thread continues the thread's conversation.
+    h.say(
+        (BOB, "Bob"),
+        THREAD_CHANNEL,
+        true,
+        &format!("{mention} gamma two"),
+        None,
+    );
+    h.fake
+        .wait_until("second answer", |f| {
+            f.messages_in(THREAD_CHANNEL).len() == 2
+        })
+        .await;
+    let history = history_text(&requests_for(&h.scripted, "gamma two"));
+    assert!(history.contains("gamma one"), "{history}");
+    // `/reset` after a mention reaches the core as a command (the model is not asked).
+    h.say(
+        (ALICE, "Alice"),
+        THREAD_CHANNEL,
+        true,
+        &format!("{mention} /reset"),
+        None,
+    );
+    h.fake
+        .wait_until("reset answered", |f| {
+            f.messages_in(THREAD_CHANNEL).len() == 3
+        })
+        .await;
+    assert_eq!(h.scripted.request_count(), 2);
+    h.say(
+        (ALICE, "Alice"),
+        THREAD_CHANNEL,
+        true,
+        &format!("{mention} gamma three"),
+        None,
+    );
+    h.fake
+        .wait_until("after reset", |f| f.messages_in(THREAD_CHANNEL).len() == 4)
+        .await;
+    let history = history_text(&requests_for(&h.scripted, "gamma three"));
+    assert!(
+        !history.contains("gamma"),
+        "reset forgot the thread: {history}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_5000_character_reply_arrives_as_three_messages_with_fences_intact() {
+    let h = start(Options::default()).await;
+    let mut long = String::from("Here is the plan, @everyone and <@&123> and <@456>.\n\n");
+    while long.len() < 2300 {
+        long.push_str("This sentence is part of a long explanation that goes on. ");
+    }
+    long.push_str("\n\n```rust\n");
+    let mut line = 0;
+    while long.len() < 4400 {
+        long.push_str(&format!("let value_{line} = compute({line});\n"));
+        line += 1;
+    }
+    long.push_str("```\n\n");
+    while long.len() < 5000 {
+        long.push_str("Closing words. ");
+    }
+    assert!(long.chars().count() >= 5000);
+    h.scripted
+        .on("long one", Script::Deltas(vec![long.clone()]));
+    h.say(
+        (ALICE, "Alice"),
+        DM_CHANNEL,
+        false,
+        "the long one please",
+        None,
+    );
+    h.fake
+        .wait_until("three messages", |f| {
+            let m = f.messages_in(DM_CHANNEL);
+            m.len() == 3 && m[2].1.contains("Closing words")
+        })
+        .await;
+    let messages = h.fake.messages_in(DM_CHANNEL);
+    for (_, text) in &messages {
+        assert!(
+            text.encode_utf16().count() <= 2000,
+            "{} units",
+            text.encode_utf16().count()
+        );
+        assert_eq!(
+            text.matches("```").count() % 2,
+            0,
+            "fence balanced in: {text}"
+        );
+    }
+    assert!(
+        messages[1].1.contains("```rust"),
+        "the code block opens with its language"
+    );
+    assert!(
+        messages[2].1.starts_with("```rust\n"),
+        "the split code block is reopened with its language"
+    );
+    // Every write carries empty allowed_mentions.
+    for call in h
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.method != Method::GET && c.body.is_object())
+    {
+        assert_eq!(
+            call.body["allowed_mentions"],
+            json!({"parse": []}),
+            "{}",
+            call.path
+        );
+    }
+    // Nothing is lost: every code line arrives once.
+    let joined: String = messages.iter().map(|(_, t)| t.as_str()).collect();
+    for i in 0..line {
+        assert_eq!(
+            joined.matches(&format!("let value_{i} = ")).count(),
+            1,
+            "line {i}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_on_an_edit_is_waited_out_exactly_and_the_final_text_arrives() {
+    let drip: Vec<String> = (0..6).map(|i| format!("chunk{i} ")).collect();
+    let want = drip.concat().trim_end().to_owned();
+    let h = start(Options {
+        drip,
+        ..Options::default()
+    })
+    .await;
+    *h.fake.state.edits_to_refuse.lock().unwrap() = 1;
+    *h.fake.state.retry_after.lock().unwrap() = 2.5;
+    h.say(
+        (ALICE, "Alice"),
+        DM_CHANNEL,
+        false,
+        "drip with a limit",
+        None,
+    );
+    h.fake
+        .wait_until("the final text", |f| {
+            f.messages_in(DM_CHANNEL)
+                .first()
+                .is_some_and(|(_, t)| *t == want)
+        })
+        .await;
+    let refused = h.fake.state.refused_at.lock().unwrap().clone();
+    assert_eq!(refused.len(), 1);
+    let edits: Vec<Call> = h
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == Method::PATCH)
+        .collect();
+    let after: Vec<&Call> = edits.iter().filter(|c| c.at >= refused[0]).collect();
+    assert!(!after.is_empty());
+    let gap = after[0].at - refused[0];
+    assert!(
+        gap >= Duration::from_millis(2500) && gap < Duration::from_millis(2600),
+        "waited exactly retry_after: {gap:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn slash_commands_are_registered_and_answered_through_the_core() {
+    let h = start(Options::default()).await;
+    h.fake
+        .wait_until("registration", |f| {
+            f.calls().iter().any(|c| c.method == Method::PUT)
+        })
+        .await;
+    let registration = h
+        .fake
+        .calls()
+        .into_iter()
+        .find(|c| c.method == Method::PUT)
+        .unwrap();
+    assert_eq!(
+        registration.path,
+        format!("/api/v10/applications/{APP_ID}/commands")
+    );
+    let names: Vec<&str> = registration
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"reset") && names.contains(&"help") && names.contains(&"ask"),
+        "{names:?}"
+    );
+
+    h.fake.dispatch(
+        "INTERACTION_CREATE",
+        json!({
+            "id": "810000000000000001", "application_id": APP_ID, "type": 2, "token": "interaction-token-1",
+            "version": 1, "channel_id": DM_CHANNEL, "user": user(ALICE, "Alice"),
+            "locale": "en-US", "entitlements": [], "authorizing_integration_owners": {}, "attachment_size_limit": 8388608,
+            "data": {"id": "820000000000000001", "name": "ask", "type": 1,
+                     "options": [{"name": "args", "type": 3, "value": "what is a slash command"}]},
+        }),
+    );
+    h.fake
+        .wait_until("the deferred answer", |f| {
+            f.calls()
+                .iter()
+                .any(|c| c.path.ends_with("/messages/@original"))
+        })
+        .await;
+    let calls = h.fake.calls();
+    let callback = calls
+        .iter()
+        .find(|c| c.path.ends_with("/callback"))
+        .unwrap();
+    assert_eq!(callback.body, json!({"type": 5}));
+    let original = calls
+        .iter()
+        .filter(|c| c.path.ends_with("/messages/@original"))
+        .last()
+        .unwrap();
+    assert_eq!(original.body["content"], "echo: what is a slash command");
+    assert_eq!(original.body["allowed_mentions"], json!({"parse": []}));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_finishes_replies_in_flight_then_returns_ok() {
+    let h = start(Options::default()).await;
+    h.scripted.on("slow", Script::Slow(Duration::from_secs(5)));
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "slow one", None);
+    h.fake
+        .wait_until("typing", |f| {
+            f.calls().iter().any(|c| c.path.ends_with("/typing"))
+        })
+        .await;
+    let fake = h.fake.clone();
+    h.stop().await;
+    assert_eq!(fake.messages_in(DM_CHANNEL)[0].1, "echo: slow one");
+}
+
+#[tokio::test(start_paused = true)]
+async fn gateway_close_4014_is_a_config_error_with_the_intent_hint() {
+    let h = start(Options {
+        close_on_identify: Some(4014),
+        ..Options::default()
+    })
+    .await;
+    let result = tokio::time::timeout(Duration::from_secs(120), h.adapter)
+        .await
+        .expect("the adapter gives up instead of reconnecting")
+        .unwrap();
+    let Err(fatal) = result else {
+        panic!("4014 must be fatal")
+    };
+    assert_eq!(fatal.exit_code(), EXIT_CONFIG);
+    assert!(matches!(fatal, Fatal::Config(_)));
+    let message = fatal.to_string();
+    assert!(message.contains("Message Content intent"), "{message}");
+    assert!(message.contains("Privileged Gateway Intents"), "{message}");
+    assert!(!message.contains(TOKEN));
+    assert_eq!(
+        h.fake.state.identify.lock().unwrap().as_ref().unwrap()["op"],
+        2,
+        "identified once"
+    );
+    h.fake.assert_no_unexpected_routes();
+    assert_token_not_logged();
+}
+
+#[tokio::test(start_paused = true)]
+async fn gateway_close_4004_is_a_config_error_about_the_token() {
+    let h = start(Options {
+        close_on_identify: Some(4004),
+        ..Options::default()
+    })
+    .await;
+    let result = tokio::time::timeout(Duration::from_secs(120), h.adapter)
+        .await
+        .expect("the adapter gives up instead of reconnecting")
+        .unwrap();
+    let fatal = result.expect_err("4004 must be fatal");
+    assert_eq!(fatal.exit_code(), EXIT_CONFIG);
+    assert!(fatal.to_string().contains("DISCORD_BOT_TOKEN was rejected"));
+    assert!(!fatal.to_string().contains(TOKEN));
+    assert_token_not_logged();
+}
