@@ -122,6 +122,8 @@ struct Call {
 /// What the test tells the gateway to do.
 enum GatewayCommand {
     Dispatch(&'static str, Value),
+    /// Close the socket with this (resumable) code, as a network drop or a Discord restart would.
+    Drop(u16),
 }
 
 #[derive(Default)]
@@ -138,6 +140,11 @@ struct FakeState {
     close_on_identify: Mutex<Option<u16>>,
     identify: Mutex<Option<Value>>,
     heartbeats: AtomicU64,
+    /// Sequence numbers continue across connections, as Discord's do within a session.
+    seq: AtomicU64,
+    resumes: AtomicU64,
+    /// The last dispatch, replayed after a RESUME (as Discord replays missed events).
+    last_dispatch: Mutex<Option<(&'static str, Value)>>,
     threads: Mutex<HashSet<String>>,
     gateway: Mutex<Option<mpsc::UnboundedSender<GatewayCommand>>>,
     /// Messages the bot created, by id.
@@ -357,7 +364,6 @@ async fn run_gateway(s: Arc<FakeState>, mut socket: WebSocket) {
     {
         return;
     }
-    let mut seq = 0_u64;
     loop {
         tokio::select! {
             frame = socket.recv() => {
@@ -379,7 +385,7 @@ async fn run_gateway(s: Arc<FakeState>, mut socket: WebSocket) {
                             }))).await;
                             return;
                         }
-                        seq += 1;
+                        let seq = s.seq.fetch_add(1, Ordering::SeqCst) + 1;
                         let ready = json!({"op": 0, "s": seq, "t": "READY", "d": {
                             "v": 10, "user": {"id": BOT_ID, "username": "switchboard", "discriminator": "0",
                                 "bot": true, "verified": true, "mfa_enabled": false, "flags": 0,
@@ -389,13 +395,31 @@ async fn run_gateway(s: Arc<FakeState>, mut socket: WebSocket) {
                             "shard": [0, 1], "application": {"id": APP_ID, "flags": 0}}});
                         if !send_json(&mut socket, ready).await { return; }
                     }
+                    Some(6) => {
+                        s.resumes.fetch_add(1, Ordering::SeqCst);
+                        let seq = s.seq.fetch_add(1, Ordering::SeqCst) + 1;
+                        if !send_json(&mut socket, json!({"op": 0, "s": seq, "t": "RESUMED", "d": {}})).await { return; }
+                        let replay = s.last_dispatch.lock().unwrap().clone();
+                        if let Some((kind, data)) = replay {
+                            let seq = s.seq.fetch_add(1, Ordering::SeqCst) + 1;
+                            if !send_json(&mut socket, json!({"op": 0, "s": seq, "t": kind, "d": data})).await { return; }
+                        }
+                    }
                     _ => {}
                 }
             }
             command = rx.recv() => match command {
                 Some(GatewayCommand::Dispatch(kind, data)) => {
-                    seq += 1;
+                    let seq = s.seq.fetch_add(1, Ordering::SeqCst) + 1;
+                    *s.last_dispatch.lock().unwrap() = Some((kind, data.clone()));
                     if !send_json(&mut socket, json!({"op": 0, "s": seq, "t": kind, "d": data})).await { return; }
+                }
+                Some(GatewayCommand::Drop(code)) => {
+                    let _ = socket.send(WsMessage::Close(Some(CloseFrame {
+                        code,
+                        reason: "dropped by the test".into(),
+                    }))).await;
+                    return;
                 }
                 None => return,
             }
@@ -413,11 +437,15 @@ impl FakeDiscord {
     }
 
     fn dispatch(&self, kind: &'static str, data: Value) {
+        self.command(GatewayCommand::Dispatch(kind, data));
+    }
+
+    fn command(&self, command: GatewayCommand) {
         let gateway = self.state.gateway.lock().unwrap();
         gateway
             .as_ref()
             .expect("the gateway is connected")
-            .send(GatewayCommand::Dispatch(kind, data))
+            .send(command)
             .unwrap();
     }
 
@@ -1146,6 +1174,65 @@ async fn shutdown_finishes_replies_in_flight_then_returns_ok() {
     let fake = h.fake.clone();
     h.stop().await;
     assert_eq!(fake.messages_in(DM_CHANNEL)[0].1, "echo: slow one");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_gateway_resumes_and_a_replayed_message_is_not_answered_twice() {
+    let h = start(Options::default()).await;
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "before the drop", None);
+    h.fake
+        .wait_until("first answer", |f| f.messages_in(DM_CHANNEL).len() == 1)
+        .await;
+    let gateway_lookups = |f: &FakeDiscord| {
+        f.calls()
+            .iter()
+            .filter(|c| c.path == "/api/v10/gateway")
+            .count()
+    };
+    let lookups_before = gateway_lookups(&h.fake);
+    // 4000 ("unknown error") is resumable: serenity reconnects and resumes by itself.
+    h.fake.command(GatewayCommand::Drop(4000));
+    h.fake
+        .wait_until("the resume", |f| {
+            f.state.resumes.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    let health = h.health.clone();
+    h.fake
+        .wait_until("connected again", move |_| {
+            health.summary().contains("discord: connected")
+        })
+        .await;
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "after the drop", None);
+    h.fake
+        .wait_until("second answer", |f| f.messages_in(DM_CHANNEL).len() >= 2)
+        .await;
+    // Give a duplicate every chance to show up.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let texts: Vec<String> = h
+        .fake
+        .messages_in(DM_CHANNEL)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(texts, vec!["echo: before the drop", "echo: after the drop"]);
+    assert_eq!(
+        h.scripted.request_count(),
+        2,
+        "the replayed event was not answered again"
+    );
+    let log = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(
+        log.contains("dropped a replayed message event"),
+        "the replay reached the adapter"
+    );
+    assert_eq!(
+        gateway_lookups(&h.fake),
+        lookups_before,
+        "resumed, not re-identified from scratch"
+    );
+    assert!(h.fake.state.identify.lock().unwrap().is_some());
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
