@@ -111,7 +111,10 @@ async fn run() {
     let adapter = tokio::spawn(Box::new(DiscordAdapter::new(token)).run(ctx));
     let ready = Instant::now();
     while !health.summary().contains("discord: connected") {
-        assert!(ready.elapsed() < Duration::from_secs(30), "adapter never connected");
+        assert!(
+            ready.elapsed() < Duration::from_secs(30),
+            "adapter never connected"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
@@ -125,7 +128,10 @@ async fn run() {
         next_id += 1;
         channel += 1;
         let started = Instant::now();
-        fake.dispatch("MESSAGE_CREATE", dm(next_id, channel, &format!("latency {i}")));
+        fake.dispatch(
+            "MESSAGE_CREATE",
+            dm(next_id, channel, &format!("latency {i}")),
+        );
         created += 1;
         wait_created(&fake, created).await;
         if i >= WARMUP {
@@ -139,7 +145,10 @@ async fn run() {
     for i in 0..BURST {
         next_id += 1;
         channel += 1;
-        fake.dispatch("MESSAGE_CREATE", dm(next_id, channel, &format!("burst {i}")));
+        fake.dispatch(
+            "MESSAGE_CREATE",
+            dm(next_id, channel, &format!("burst {i}")),
+        );
     }
     created += BURST;
     wait_created(&fake, created).await;

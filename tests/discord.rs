@@ -725,8 +725,8 @@ async fn slash_commands_are_registered_and_answered_through_the_core() {
     assert_eq!(callback.body, json!({"type": 5}));
     let original = calls
         .iter()
-        .filter(|c| c.path.ends_with("/messages/@original"))
-        .last()
+        .rev()
+        .find(|c| c.path.ends_with("/messages/@original"))
         .unwrap();
     assert_eq!(original.body["content"], "echo: what is a slash command");
     assert_eq!(original.body["allowed_mentions"], json!({"parse": []}));

@@ -397,11 +397,11 @@ impl FakeDiscord {
             .map(|(id, first)| {
                 let last = calls
                     .iter()
-                    .filter(|c| {
+                    .rev()
+                    .find(|c| {
                         c.method == Method::PATCH
                             && c.path == format!("/api/v10/channels/{channel}/messages/{id}")
                     })
-                    .last()
                     .map_or(first, |c| c.body["content"].as_str().unwrap().to_owned());
                 (id, last)
             })
