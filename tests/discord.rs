@@ -808,6 +808,57 @@ async fn a_dropped_gateway_resumes_and_a_replayed_message_is_not_answered_twice(
 }
 
 #[tokio::test(start_paused = true)]
+async fn failures_end_in_a_friendly_note_and_other_bots_are_ignored() {
+    let h = start(Options::default()).await;
+    h.scripted.on("nobody home", Script::Unavailable);
+    h.scripted.on(
+        "cut me",
+        Script::CutAfter(vec!["The first half".into(), " of an answer".into()]),
+    );
+    // Another bot, even mentioning us, is never answered.
+    let mut from_bot = message_json(
+        "510000000000000001",
+        DM_CHANNEL,
+        user("200000000000000001", "OtherBot"),
+        "cut me",
+    );
+    from_bot["author"]["bot"] = json!(true);
+    h.fake.dispatch("MESSAGE_CREATE", from_bot);
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "nobody home?", None);
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "cut me off", None);
+    h.fake
+        .wait_until("two answers", |f| {
+            f.messages_in(DM_CHANNEL).len() == 2 && f.messages_in(DM_CHANNEL)[1].1.contains("⚠️")
+        })
+        .await;
+    let texts: Vec<String> = h
+        .fake
+        .messages_in(DM_CHANNEL)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        texts[0].starts_with("⚠️ No model is available"),
+        "{}",
+        texts[0]
+    );
+    assert!(
+        texts[1].starts_with("The first half of an answer\n\n⚠️ "),
+        "{}",
+        texts[1]
+    );
+    assert!(texts
+        .iter()
+        .all(|t| !t.contains("Error") && !t.contains("http")));
+    assert_eq!(
+        h.scripted.request_count(),
+        2,
+        "the bot's message was ignored"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn gateway_close_4014_is_a_config_error_with_the_intent_hint() {
     let h = start(Options {
         close_on_identify: Some(4014),
