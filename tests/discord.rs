@@ -155,6 +155,7 @@ struct Options {
     edit_interval_ms: u64,
     drip: Vec<String>,
     close_on_identify: Option<u16>,
+    command_guilds: Vec<String>,
 }
 
 impl Default for Options {
@@ -163,6 +164,7 @@ impl Default for Options {
             edit_interval_ms: 1000,
             drip: Vec::new(),
             close_on_identify: None,
+            command_guilds: Vec::new(),
         }
     }
 }
@@ -174,6 +176,7 @@ async fn start(options: Options) -> Harness {
     let mut config = Config::default();
     config.discord.proxy_url = Some(fake.url());
     config.discord.edit_interval_ms = options.edit_interval_ms;
+    config.discord.command_guilds = options.command_guilds;
     config.access.user_messages_per_minute = 0;
     config.validate().unwrap();
     let config = Arc::new(config);
@@ -730,6 +733,35 @@ async fn slash_commands_are_registered_and_answered_through_the_core() {
         .unwrap();
     assert_eq!(original.body["content"], "echo: what is a slash command");
     assert_eq!(original.body["allowed_mentions"], json!({"parse": []}));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn slash_commands_go_to_each_configured_guild() {
+    let h = start(Options {
+        command_guilds: vec![GUILD.to_owned(), "400000000000000009".to_owned()],
+        ..Options::default()
+    })
+    .await;
+    h.fake
+        .wait_until("two registrations", |f| {
+            f.calls().iter().filter(|c| c.method == Method::PUT).count() == 2
+        })
+        .await;
+    let paths: Vec<String> = h
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == Method::PUT)
+        .map(|c| c.path)
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            format!("/api/v10/applications/{APP_ID}/guilds/{GUILD}/commands"),
+            format!("/api/v10/applications/{APP_ID}/guilds/400000000000000009/commands"),
+        ]
+    );
     h.stop().await;
 }
 

@@ -105,6 +105,10 @@ pub async fn fake_discord() -> FakeDiscord {
             put(register_commands),
         )
         .route(
+            "/api/v10/applications/{app}/guilds/{guild}/commands",
+            put(register_commands),
+        )
+        .route(
             "/api/v10/interactions/{id}/{token}/callback",
             post(interaction_callback),
         )
