@@ -37,7 +37,15 @@ pub struct TelegramConfig {
     pub streaming: bool,
     /// Per-chat overrides by chat id.
     pub chats: BTreeMap<String, TelegramChatConfig>,
+    /// The bot's @username for mention matching; `None` uses what `getMe` reports.
+    pub bot_username: Option<String>,
+    /// Long-poll hold in seconds. Must stay below the HTTP client's 17 s total timeout (teloxide's
+    /// default, tuned for long runs), or every idle poll would end in a timeout error.
+    pub poll_timeout_secs: u32,
 }
+
+/// The longest long-poll hold accepted: 2 s under the client's 17 s total timeout.
+pub const MAX_POLL_TIMEOUT_SECS: u32 = 15;
 
 /// Per-chat overrides.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -59,13 +67,41 @@ impl Default for TelegramConfig {
             edit_interval_group_ms: 3000,
             streaming: true,
             chats: BTreeMap::new(),
+            bot_username: None,
+            poll_timeout_secs: 10,
         }
     }
 }
 
 impl TelegramConfig {
-    /// Checks the URL.
+    /// Checks the URL and the poll hold.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.poll_timeout_secs > MAX_POLL_TIMEOUT_SECS {
+            return Err(ConfigError::new(
+                "telegram.poll_timeout_secs",
+                format!(
+                    "{} is above {MAX_POLL_TIMEOUT_SECS}",
+                    self.poll_timeout_secs
+                ),
+                "set it to 10 (the HTTP client gives up after 17 s)",
+            ));
+        }
         validate_url("telegram.api_url", &self.api_url)
+    }
+
+    /// The group policy in force for `chat_id`.
+    pub fn policy(&self, chat_id: &str) -> GroupPolicy {
+        self.chats
+            .get(chat_id)
+            .and_then(|c| c.policy)
+            .unwrap_or(self.group_policy)
+    }
+
+    /// Whether replies stream (paced edits) in `chat_id`.
+    pub fn streaming(&self, chat_id: &str) -> bool {
+        self.chats
+            .get(chat_id)
+            .and_then(|c| c.streaming)
+            .unwrap_or(self.streaming)
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod discord;
 pub mod render;
+pub mod telegram;
 pub mod terminal;
 
 use std::sync::Arc;

@@ -9,7 +9,6 @@ pub mod commands;
 pub mod policy;
 pub mod render;
 pub mod rest;
-mod split;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};

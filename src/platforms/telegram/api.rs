@@ -1,0 +1,278 @@
+//! The Bot API seam: a wrapper around teloxide's `Bot` that can never be `Debug`-printed (the `Bot`'s own
+//! `Debug` shows the token), and the classification of its errors into what the adapter acts on.
+//! Error texts are scrubbed of the token before anyone sees them.
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use teloxide::payloads::{EditMessageTextSetters, GetUpdatesSetters, SendMessageSetters};
+use teloxide::requests::Requester;
+use teloxide::types::{
+    AllowedUpdate, BotCommand, ChatAction, ChatId, Me, MessageId, ParseMode, ReplyParameters,
+    Update,
+};
+use teloxide::{ApiError, Bot, RequestError};
+
+/// A Bot API client. Cheap to clone; its `Debug` shows nothing secret.
+#[derive(Clone)]
+pub struct Api {
+    bot: Bot,
+}
+
+impl fmt::Debug for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Api(<token hidden>)")
+    }
+}
+
+/// What went wrong with a Bot API call, in the terms the adapter acts on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiFailure {
+    /// Flood control: wait exactly this long before the next request to this chat.
+    #[error("flood control: retry after {0:?}")]
+    RetryAfter(Duration),
+    /// An edit with the text the message already has: counts as success.
+    #[error("message is not modified")]
+    NotModified,
+    /// Telegram rejected the HTML: resend as plain text.
+    #[error("Telegram could not parse the formatting")]
+    CantParseEntities,
+    /// The text is over Telegram's limit: split further.
+    #[error("message is too long")]
+    TooLong,
+    /// HTTP 409: another process polls this token.
+    #[error("another process is polling this token")]
+    Conflict,
+    /// HTTP 401/404 on the token: it is wrong or revoked.
+    #[error("the bot token was rejected")]
+    Unauthorized,
+    /// The chat is gone for us (bot blocked, kicked, chat deleted): no point retrying.
+    #[error("the chat cannot be written to: {0}")]
+    Unreachable(String),
+    /// Anything else (network, server), already scrubbed of the token.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ApiFailure {
+    /// Whether a retry could succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::RetryAfter(_) | Self::Other(_))
+    }
+}
+
+impl Api {
+    /// A client for `token` against the Bot API at `api_url`. The HTTP client is teloxide's default:
+    /// 5 s connect timeout and a 17 s total timeout per request, which bounds every call (long polls
+    /// hold for less, see `telegram.poll_timeout_secs`).
+    pub fn new(token: &SecretString, api_url: &str) -> Result<Self, String> {
+        let url = reqwest::Url::parse(api_url)
+            .map_err(|e| format!("telegram.api_url `{api_url}` is not a URL ({e})"))?;
+        if url.cannot_be_a_base() {
+            return Err(format!("telegram.api_url `{api_url}` cannot be a base URL"));
+        }
+        let bot = Bot::new(token.expose_secret()).set_api_url(url);
+        Ok(Self { bot })
+    }
+
+    fn classify(&self, error: RequestError) -> ApiFailure {
+        match error {
+            RequestError::RetryAfter(s) => ApiFailure::RetryAfter(s.duration()),
+            RequestError::Api(api) => match api {
+                ApiError::MessageNotModified => ApiFailure::NotModified,
+                ApiError::CantParseEntities(_) => ApiFailure::CantParseEntities,
+                ApiError::MessageIsTooLong | ApiError::EditedMessageIsTooLong => {
+                    ApiFailure::TooLong
+                }
+                ApiError::TerminatedByOtherGetUpdates => ApiFailure::Conflict,
+                ApiError::InvalidToken => ApiFailure::Unauthorized,
+                ApiError::BotBlocked
+                | ApiError::BotKicked
+                | ApiError::BotKickedFromSupergroup
+                | ApiError::ChatNotFound
+                | ApiError::UserDeactivated
+                | ApiError::CantInitiateConversation
+                | ApiError::CantTalkWithBots
+                | ApiError::NotEnoughRightsToPostMessages => {
+                    ApiFailure::Unreachable(self.scrub(&api.to_string()))
+                }
+                ApiError::Unknown(text) => {
+                    // Telegram words some errors differently from teloxide's table.
+                    let lower = text.to_ascii_lowercase();
+                    if lower.contains("message is not modified") {
+                        ApiFailure::NotModified
+                    } else if lower.contains("can't parse entities") {
+                        ApiFailure::CantParseEntities
+                    } else if lower.contains("too long") {
+                        ApiFailure::TooLong
+                    } else if lower.starts_with("conflict") {
+                        ApiFailure::Conflict
+                    } else {
+                        ApiFailure::Other(self.scrub(&text))
+                    }
+                }
+                other => ApiFailure::Other(self.scrub(&other.to_string())),
+            },
+            other => ApiFailure::Other(self.scrub(&other.to_string())),
+        }
+    }
+
+    /// teloxide already strips URLs from network errors; this is the second belt.
+    fn scrub(&self, text: &str) -> String {
+        let token = self.bot.token();
+        if token.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(token, "<token>")
+        }
+    }
+
+    /// `getMe`: who the bot is.
+    pub async fn get_me(&self) -> Result<Me, ApiFailure> {
+        self.bot.get_me().await.map_err(|e| self.classify(e))
+    }
+
+    /// Makes long polling possible: if a webhook is set, `getUpdates` is refused, so remove it
+    /// (pending updates are kept).
+    pub async fn prepare_polling(&self) -> Result<(), ApiFailure> {
+        let info = self
+            .bot
+            .get_webhook_info()
+            .await
+            .map_err(|e| self.classify(e))?;
+        if info.url.is_some() {
+            tracing::warn!("a webhook is set for this bot; removing it to use long polling");
+            self.bot
+                .delete_webhook()
+                .await
+                .map_err(|e| self.classify(e))?;
+        }
+        Ok(())
+    }
+
+    /// `setMyCommands` with `(name, description)` pairs.
+    pub async fn set_commands(&self, commands: Vec<(String, String)>) -> Result<(), ApiFailure> {
+        let commands: Vec<BotCommand> = commands
+            .into_iter()
+            .map(|(name, description)| BotCommand::new(name, description))
+            .collect();
+        self.bot
+            .set_my_commands(commands)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify(e))
+    }
+
+    /// `getUpdates` from `offset` (acknowledging everything before it), holding up to `timeout_secs`.
+    pub async fn get_updates(
+        &self,
+        offset: Option<i32>,
+        timeout_secs: u32,
+        limit: u8,
+    ) -> Result<Vec<Update>, ApiFailure> {
+        let mut request = self
+            .bot
+            .get_updates()
+            .timeout(timeout_secs)
+            .limit(limit)
+            .allowed_updates([AllowedUpdate::Message]);
+        if let Some(offset) = offset {
+            request = request.offset(offset);
+        }
+        request.await.map_err(|e| self.classify(e))
+    }
+
+    /// Sends `text` (HTML when `html`), optionally as a reply; returns the new message's id.
+    pub async fn send_text(
+        &self,
+        chat: ChatId,
+        text: &str,
+        html: bool,
+        reply_to: Option<MessageId>,
+    ) -> Result<MessageId, ApiFailure> {
+        let mut request = self.bot.send_message(chat, text);
+        if html {
+            request = request.parse_mode(ParseMode::Html);
+        }
+        if let Some(id) = reply_to {
+            request =
+                request.reply_parameters(ReplyParameters::new(id).allow_sending_without_reply());
+        }
+        request.await.map(|m| m.id).map_err(|e| self.classify(e))
+    }
+
+    /// Replaces a message's text (HTML when `html`).
+    pub async fn edit_text(
+        &self,
+        chat: ChatId,
+        id: MessageId,
+        text: &str,
+        html: bool,
+    ) -> Result<(), ApiFailure> {
+        let mut request = self.bot.edit_message_text(chat, id, text);
+        if html {
+            request = request.parse_mode(ParseMode::Html);
+        }
+        request.await.map(|_| ()).map_err(|e| self.classify(e))
+    }
+
+    /// Shows "typing…" in `chat` (for about 5 s, or until the bot sends a message).
+    pub async fn typing(&self, chat: ChatId) -> Result<(), ApiFailure> {
+        self.bot
+            .send_chat_action(chat, ChatAction::Typing)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let api = Api::new(
+            &SecretString::from("123456:CANARY-token-never-print"),
+            "http://127.0.0.1:9",
+        )
+        .unwrap();
+        assert!(!format!("{api:?}").contains("CANARY"));
+        assert_eq!(
+            api.scrub("failed at /bot123456:CANARY-token-never-print/GetMe"),
+            "failed at /bot<token>/GetMe"
+        );
+    }
+
+    #[test]
+    fn errors_map_to_actions() {
+        let api = Api::new(&SecretString::from("1:x"), "http://127.0.0.1:9").unwrap();
+        assert_eq!(
+            api.classify(RequestError::RetryAfter(
+                teloxide::types::Seconds::from_seconds(5)
+            )),
+            ApiFailure::RetryAfter(Duration::from_secs(5))
+        );
+        assert_eq!(
+            api.classify(RequestError::Api(ApiError::MessageNotModified)),
+            ApiFailure::NotModified
+        );
+        assert_eq!(
+            api.classify(RequestError::Api(ApiError::CantParseEntities(
+                "Bad Request: can't parse entities: x".into()
+            ))),
+            ApiFailure::CantParseEntities
+        );
+        assert_eq!(
+            api.classify(RequestError::Api(ApiError::TerminatedByOtherGetUpdates)),
+            ApiFailure::Conflict
+        );
+        assert_eq!(
+            api.classify(RequestError::Api(ApiError::Unknown(
+                "Bad Request: message is not modified".into()
+            ))),
+            ApiFailure::NotModified
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! The Telegram adapter: long polling over teloxide's Bot API client, private chats and groups
+//! (mention / reply / command policies), streamed replies with paced edits, exactly-once answering
+//! across restarts, and a clean stop that acknowledges the update offset.
+//!
+//! Polling is driven here (`getUpdates` through teloxide's `Requester`) rather than by teloxide's
+//! dispatcher: the adapter must own the offset (persist it, acknowledge it only at a clean stop),
+//! see HTTP 409 and 401 as fatal instead of having them logged and retried forever, dedupe redelivered
+//! batches against the store, and keep answering in-flight replies after intake stops.
+
+pub mod api;
+pub mod format;
+pub mod inbound;
+pub mod ledger;
+pub mod reply;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use secrecy::SecretString;
+use teloxide::types::{Message, MessageId, UpdateKind};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use self::api::{Api, ApiFailure};
+use self::inbound::{translate, BotIdentity};
+use self::ledger::Ledger;
+use self::reply::{Pacer, Reply, ReplySettings};
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::core::Core;
+use crate::exit::Fatal;
+use crate::health::ComponentHandle;
+use crate::platforms::{AdapterContext, PlatformAdapter};
+use crate::secrets::fingerprint;
+
+/// Updates fetched per `getUpdates` call (Telegram's maximum).
+const POLL_LIMIT: u8 = 100;
+/// Backoff after a failed poll starts here and doubles up to [`MAX_POLL_BACKOFF`]; a network blip
+/// recovers within a second, an outage is not hammered.
+const FIRST_POLL_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait between failed polls.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(30);
+/// How often old answered-message records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// While waiting for in-flight replies at shutdown, the health beat repeats this often (the watchdog
+/// must not think the adapter hung).
+const DRAIN_BEAT: Duration = Duration::from_secs(1);
+
+/// The Telegram platform adapter.
+pub struct TelegramAdapter {
+    token: SecretString,
+}
+
+impl TelegramAdapter {
+    /// An adapter for the bot with `token` (`TELEGRAM_BOT_TOKEN`).
+    pub fn new(token: SecretString) -> Self {
+        Self { token }
+    }
+}
+
+impl std::fmt::Debug for TelegramAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TelegramAdapter({})", fingerprint(&self.token))
+    }
+}
+
+impl PlatformAdapter for TelegramAdapter {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn run(self: Box<Self>, ctx: AdapterContext) -> BoxFuture<'static, Result<(), Fatal>> {
+        Box::pin(run(self.token, ctx))
+    }
+}
+
+/// Everything the poll loop shares with reply tasks.
+struct Poller {
+    api: Api,
+    core: Arc<Core>,
+    ledger: Ledger,
+    pacer: Arc<Pacer>,
+    me: BotIdentity,
+    tracker: TaskTracker,
+}
+
+async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
+    let config = ctx.config.borrow().clone();
+    let api = Api::new(&token, &config.telegram.api_url).map_err(Fatal::Config)?;
+    let health = ctx.health.component("telegram");
+    health.set_status("starting");
+    let Some(me) = connect(&api, &token, &config, &ctx, &health).await? else {
+        return Ok(()); // Stopped before Telegram could be reached.
+    };
+    register_commands(&api).await;
+    let ledger = Ledger::new(ctx.store.clone(), Arc::new(SystemClock));
+    let poller = Poller {
+        api,
+        core: ctx.core.clone(),
+        ledger,
+        pacer: Arc::new(Pacer::default()),
+        me,
+        tracker: TaskTracker::new(),
+    };
+    let result = poller.poll(&ctx, &health).await;
+    poller.stop(&health).await;
+    result
+}
+
+/// `getWebhookInfo` / `getMe` until they answer: a bad token is fatal, a network problem is retried.
+async fn connect(
+    api: &Api,
+    token: &SecretString,
+    config: &Config,
+    ctx: &AdapterContext,
+    health: &ComponentHandle,
+) -> Result<Option<BotIdentity>, Fatal> {
+    let mut backoff = FIRST_POLL_BACKOFF;
+    loop {
+        let attempt = async {
+            api.prepare_polling().await?;
+            api.get_me().await
+        };
+        let result = tokio::select! {
+            () = ctx.intake.cancelled() => return Ok(None),
+            r = attempt => r,
+        };
+        match result {
+            Ok(me) => {
+                let username = config
+                    .telegram
+                    .bot_username
+                    .clone()
+                    .unwrap_or_else(|| me.username().to_owned());
+                tracing::info!(bot = %username, token = %fingerprint(token), "telegram: connected");
+                return Ok(Some(BotIdentity::new(me.id, &username)));
+            }
+            Err(ApiFailure::Unauthorized) => {
+                return Err(Fatal::Config(format!(
+                    "Telegram rejected TELEGRAM_BOT_TOKEN ({}): 401 Unauthorized. Fix: copy the token from \
+                     @BotFather again, or remove TELEGRAM_BOT_TOKEN to run without Telegram",
+                    fingerprint(token)
+                )));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "telegram: cannot reach the Bot API yet");
+                health.set_status("connecting");
+                tokio::select! {
+                    () = ctx.intake.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_POLL_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn register_commands(api: &Api) {
+    let commands = Core::commands()
+        .iter()
+        .map(|c| (c.name.to_owned(), c.description.to_owned()))
+        .collect();
+    if let Err(e) = api.set_commands(commands).await {
+        tracing::warn!(error = %e, "telegram: setMyCommands failed; commands still work, the menu may be stale");
+    }
+}
+
+impl Poller {
+    /// Polls until intake stops (Ok) or a fatal error.
+    async fn poll(&self, ctx: &AdapterContext, health: &ComponentHandle) -> Result<(), Fatal> {
+        let mut offset = self.ledger.offset();
+        let mut backoff = FIRST_POLL_BACKOFF;
+        let mut next_prune = Instant::now();
+        loop {
+            health.set_status("polling");
+            if Instant::now() >= next_prune {
+                let removed = self.ledger.prune();
+                tracing::debug!(removed, "telegram: pruned answered-message records");
+                next_prune = Instant::now() + PRUNE_EVERY;
+            }
+            let config = ctx.config.borrow().clone();
+            let request =
+                self.api
+                    .get_updates(offset, config.telegram.poll_timeout_secs, POLL_LIMIT);
+            let result = tokio::select! {
+                // Dropping the request is safe: what it would have returned was not acknowledged and is
+                // delivered again to the next poll (or the next run).
+                () = ctx.intake.cancelled() => return Ok(()),
+                r = request => r,
+            };
+            match result {
+                Ok(updates) => {
+                    backoff = FIRST_POLL_BACKOFF;
+                    if updates.is_empty() {
+                        continue;
+                    }
+                    for update in updates {
+                        offset = Some(
+                            i32::try_from(update.id.0)
+                                .unwrap_or(i32::MAX)
+                                .saturating_add(1),
+                        );
+                        if let UpdateKind::Message(msg) = update.kind {
+                            self.dispatch(&config, &msg);
+                        }
+                    }
+                    if let Some(offset) = offset {
+                        self.ledger.save_offset(offset);
+                    }
+                }
+                Err(ApiFailure::Conflict) => {
+                    return Err(Fatal::Conflict(
+                        "another process is polling this Telegram token (HTTP 409 from getUpdates). Fix: stop \
+                         the other switchboard or bot using TELEGRAM_BOT_TOKEN; this one will not fight it"
+                            .into(),
+                    ));
+                }
+                Err(ApiFailure::Unauthorized) => {
+                    return Err(Fatal::Config(
+                        "Telegram rejected TELEGRAM_BOT_TOKEN while polling (401: revoked?). Fix: put the \
+                         current token from @BotFather into TELEGRAM_BOT_TOKEN"
+                            .into(),
+                    ));
+                }
+                Err(e) => {
+                    let wait = match e {
+                        ApiFailure::RetryAfter(wait) => wait,
+                        _ => backoff,
+                    };
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "telegram: getUpdates failed");
+                    tokio::select! {
+                        () = ctx.intake.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_POLL_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Turns one message into a turn (if it is for us and not answered before) and starts rendering.
+    fn dispatch(&self, config: &Config, msg: &Message) {
+        let chat = msg.chat.id;
+        let chat_key = chat.0.to_string();
+        let Some(inbound) = translate(msg, &self.me, config.telegram.policy(&chat_key)) else {
+            return;
+        };
+        if self.ledger.answered(chat.0, msg.id.0) {
+            tracing::info!(
+                chat = chat.0,
+                message = msg.id.0,
+                "telegram: already answered; skipping a redelivered message"
+            );
+            return;
+        }
+        let direct = msg.chat.is_private();
+        let Some(stream) = self.core.handle(inbound) else {
+            return;
+        };
+        self.ledger.record(chat.0, msg.id.0);
+        let interval = Duration::from_millis(if direct {
+            config.telegram.edit_interval_private_ms
+        } else {
+            config.telegram.edit_interval_group_ms
+        });
+        let settings = ReplySettings {
+            streaming: config.telegram.streaming(&chat_key),
+            interval,
+        };
+        // In groups the answer quotes the question, so it is clear whom it answers.
+        let reply_to: Option<MessageId> = (!direct).then_some(msg.id);
+        let reply = Reply::new(
+            self.api.clone(),
+            self.pacer.clone(),
+            chat,
+            reply_to,
+            settings,
+        );
+        self.tracker.spawn(reply.run(stream));
+    }
+
+    /// Lets in-flight replies finish (the core ends each by its shutdown deadline), then acknowledges
+    /// the offset with a final `getUpdates` and makes the records durable.
+    async fn stop(&self, health: &ComponentHandle) {
+        self.tracker.close();
+        if !self.tracker.is_empty() {
+            health.set_status("finishing replies");
+            tracing::info!(
+                in_flight = self.tracker.len(),
+                "telegram: finishing replies in flight"
+            );
+        }
+        loop {
+            tokio::select! {
+                () = self.tracker.wait() => break,
+                () = tokio::time::sleep(DRAIN_BEAT) => health.beat(),
+            }
+        }
+        if let Some(offset) = self.ledger.offset() {
+            // timeout 0: return at once. Updates from `offset` on stay unacknowledged for the next run.
+            match self.api.get_updates(Some(offset), 0, 1).await {
+                Ok(_) => tracing::info!(offset, "telegram: offset acknowledged"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "telegram: could not acknowledge the offset; the next start dedupes")
+                }
+            }
+        }
+        self.ledger.flush().await;
+        health.set_status("stopped");
+    }
+}
