@@ -113,24 +113,54 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Wall-clock and thread-CPU samples of one operation.
+/// This thread's (voluntary, involuntary) context switches: blocking on I/O or locks vs being preempted.
+fn switches() -> (i64, i64) {
+    // SAFETY: an all-zero rusage is valid; RUSAGE_THREAD fills it for the calling thread.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    assert_eq!(rc, 0, "getrusage(RUSAGE_THREAD)");
+    (ru.ru_nvcsw, ru.ru_nivcsw)
+}
+
+/// Wall-clock and thread-CPU samples of one operation, and how often the slow ones blocked or were
+/// preempted.
 #[derive(Default)]
 struct Samples {
     wall: Vec<Duration>,
     cpu: Vec<Duration>,
+    /// Samples over 1 ms wall that blocked (voluntary switch) / were only preempted.
+    slow_blocked: usize,
+    slow_preempted: usize,
 }
 
 impl Samples {
     fn time<T>(&mut self, op: impl FnOnce() -> T) -> T {
+        let sw = switches();
         let (w, c) = (Instant::now(), thread_cpu());
         let out = op();
-        self.cpu.push(thread_cpu() - c);
-        self.wall.push(w.elapsed());
+        let cpu = thread_cpu() - c;
+        let wall = w.elapsed();
+        let sw2 = switches();
+        if wall > Duration::from_millis(1) {
+            if sw2.0 > sw.0 {
+                self.slow_blocked += 1;
+            } else if sw2.1 > sw.1 {
+                self.slow_preempted += 1;
+            }
+        }
+        self.cpu.push(cpu);
+        self.wall.push(wall);
         out
     }
 
     /// Prints both; returns (wall p99, cpu p99).
     fn report(&mut self, name: &str) -> (Duration, Duration) {
+        println!(
+            "{name}: {} samples over 1 ms wall: {} blocked (I/O or a lock), {} preempted only",
+            self.wall.iter().filter(|w| **w > Duration::from_millis(1)).count(),
+            self.slow_blocked,
+            self.slow_preempted
+        );
         let wall = report(&format!("{name} wall"), &mut self.wall);
         let cpu = report(&format!("{name} cpu"), &mut self.cpu);
         (wall, cpu)
