@@ -157,7 +157,10 @@ impl Samples {
     fn report(&mut self, name: &str) -> (Duration, Duration) {
         println!(
             "{name}: {} samples over 1 ms wall: {} blocked (I/O or a lock), {} preempted only",
-            self.wall.iter().filter(|w| **w > Duration::from_millis(1)).count(),
+            self.wall
+                .iter()
+                .filter(|w| **w > Duration::from_millis(1))
+                .count(),
             self.slow_blocked,
             self.slow_preempted
         );
