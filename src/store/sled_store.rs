@@ -54,7 +54,7 @@ use super::{
 };
 use crate::domain::ConversationKey;
 
-/// The layout version this binary writes and reads. Bump it together with a step in [`migrate`].
+/// The layout version this binary writes and reads. Bump it together with a step in `migrate`.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The tree holding the schema version.
