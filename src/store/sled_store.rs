@@ -566,13 +566,14 @@ impl Store for SledStore {
                 Ok(meta.epoch)
             })
             .map_err(tx_error)?;
-        // The new epoch is recorded, so nothing can be appended to another epoch any more; now drop every
-        // turn outside it (appends racing into the new epoch are kept).
+        // The new epoch is recorded, so nothing can be appended to an older one any more; now drop every
+        // turn of the older epochs. Newer epochs are left alone: a second `/reset` racing with this one may
+        // already have bumped the epoch again and had turns appended to it.
         let prefix = conversation_prefix(key);
         let mut batch = Batch::default();
         for entry in self.turns.scan_prefix(&prefix) {
             let (k, _) = entry.map_err(backend)?;
-            if epoch_of(&k, prefix.len()) != Some(epoch) {
+            if epoch_of(&k, prefix.len()).is_some_and(|e| e < epoch) {
                 batch.remove(k);
             }
         }
@@ -591,11 +592,19 @@ impl Store for SledStore {
             let mut batch = Batch::default();
             let mut deleted = 0u64;
             // Newest first: the first `max_turns` of the current epoch may stay (if young enough); every
-            // turn after them, and every turn of an older epoch (left by a reset cut short), goes.
+            // turn after them, and every turn of an older epoch (left by a reset cut short), goes. A turn of
+            // a newer epoch than the metadata read above means a `/reset` raced with this sweep: it is left
+            // for the next sweep, never deleted.
             let mut kept = 0usize;
             for turn in self.turns.scan_prefix(&prefix).rev() {
                 let (tk, tv) = turn.map_err(backend)?;
-                let current = epoch_of(&tk, prefix.len()) == Some(meta.epoch);
+                let Some(turn_epoch) = epoch_of(&tk, prefix.len()) else {
+                    continue;
+                };
+                if turn_epoch > meta.epoch {
+                    continue;
+                }
+                let current = turn_epoch == meta.epoch;
                 let drop = if !current || (policy.max_turns > 0 && kept >= policy.max_turns) {
                     true
                 } else if policy.max_age_ms > 0 {
