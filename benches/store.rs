@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench --bench store`. Knobs (for quick runs): `SB_BENCH_CONVERSATIONS` (10000),
 //! `SB_BENCH_TURNS` (100 per conversation), `SB_BENCH_SAMPLES` (20000), `SB_BENCH_CACHE_MB` (16, the
-//! daemon's default), `SB_BENCH_DIR` (parent of the temp dir).
+//! daemon's default), `SB_BENCH_DIR` (parent of the temp dir), `SB_BENCH_RT=1` (measure under SCHED_FIFO).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -111,6 +111,20 @@ fn thread_cpu() -> Duration {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Switches the calling thread to SCHED_FIFO priority 10 (`on`) or back to SCHED_OTHER; false if refused.
+fn set_fifo(on: bool) -> bool {
+    let (policy, priority) = if on {
+        (libc::SCHED_FIFO, 10)
+    } else {
+        (libc::SCHED_OTHER, 0)
+    };
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
 }
 
 /// This thread's (voluntary, involuntary) context switches: blocking on I/O or locks vs being preempted.
@@ -254,6 +268,19 @@ fn main() {
         payload_bytes as f64 / messages as f64,
     );
 
+    // SB_BENCH_RT=1: run the measuring thread (only it; sled's background threads stay normal) under
+    // SCHED_FIFO, to shield the samples from other processes' CPU use on a shared machine. Needs root or
+    // CAP_SYS_NICE. Reported so a reader knows which kind of run it was.
+    let realtime = std::env::var_os("SB_BENCH_RT").is_some() && set_fifo(true);
+    println!(
+        "measuring thread: {}",
+        if realtime {
+            "SCHED_FIFO (shielded from other processes' CPU load)"
+        } else {
+            "normal scheduling"
+        }
+    );
+
     // Load the last 50 turns of random conversations.
     let mut loads = Samples::default();
     for _ in 0..samples {
@@ -279,6 +306,10 @@ fn main() {
         assert!(got.len() >= LOAD.min(per_conversation as usize));
         let t_turn = turn(&mut rng, i as u64, base_ms + 2 * messages as i64 + i as i64);
         store.append_turn(&key, 0, &t_turn).unwrap();
+    }
+
+    if realtime {
+        set_fifo(false);
     }
 
     // One retention sweep with the daemon's defaults (1,000 turns, 90 days: nothing to delete, so this is
