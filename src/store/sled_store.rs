@@ -20,10 +20,14 @@
 //!
 //! # Consistency
 //!
-//! `append_turn` updates the conversation's metadata and inserts the turn in one sled transaction across
-//! `conversations` and `turns` (sled recovers transactions all-or-nothing), so after a crash the history is
-//! a prefix of what was appended and the metadata matches it. The epoch check (a turn of an epoch older
-//! than the conversation's is discarded: a reply finishing after `/reset`) happens inside that transaction.
+//! `append_turn` writes the turn, then updates the conversation's metadata with a compare-and-swap that
+//! checks the epoch (a turn of an epoch older than the conversation's is discarded: a reply finishing after
+//! `/reset`; its key sits in the old epoch's range, which nothing reads, and it is removed at once). sled
+//! recovers a prefix of its log, so after a crash the history is a prefix of what was appended; the
+//! metadata's `turns` counter can be one short per crash that landed between the two writes (it is
+//! informational; nothing reads history through it). This deliberately avoids a sled transaction: those
+//! take sled's process-wide write lock, which waits for the background flusher while it writes an I/O
+//! buffer, and tripled the append tail in the benchmark (docs/bench-store.md).
 //! `reset_conversation` first bumps the epoch (transactionally), then deletes the old turns in one batch;
 //! a crash in between leaves unreachable old-epoch turns, which the next [`Store::prune`] removes.
 //!
@@ -45,7 +49,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Db, Tree};
 
 use super::{
@@ -497,33 +501,43 @@ impl Store for SledStore {
         turn: &Turn,
     ) -> Result<(), StoreError> {
         let value = encode(turn)?;
-        // Taken outside the transaction: a transaction may re-run, and a skipped id is harmless.
         let seq = self.db.generate_id().map_err(backend)?;
         let turn_key = turn_key(key, epoch, seq);
         let meta_key = key.0.as_bytes();
-        (&self.conversations, &self.turns)
-            .transaction(|(conversations, turns)| {
-                let mut meta: ConversationMeta = match conversations.get(meta_key)? {
-                    Some(v) => decode(&v).map_err(ConflictableTransactionError::Abort)?,
-                    None => ConversationMeta {
-                        epoch,
-                        created_ms: turn.at_ms,
-                        ..ConversationMeta::default()
-                    },
-                };
-                if meta.epoch != epoch {
-                    // The conversation was reset while this turn was in flight: it belongs to a
-                    // forgotten epoch.
-                    return Ok(());
-                }
-                meta.turns += 1;
-                meta.updated_ms = turn.at_ms;
-                let meta = encode(&meta).map_err(ConflictableTransactionError::Abort)?;
-                conversations.insert(meta_key, meta)?;
-                turns.insert(turn_key.as_slice(), value.as_slice())?;
-                Ok(())
-            })
-            .map_err(tx_error)
+        // The turn first, then the metadata (see the module doc: no transaction, so an append never waits
+        // for sled's global transaction lock). A turn written to a stale epoch lands in that epoch's key
+        // range, which nothing reads, and is removed below (or by the next prune after a crash).
+        self.turns
+            .insert(turn_key.as_slice(), value)
+            .map_err(backend)?;
+        loop {
+            let old = self.conversations.get(meta_key).map_err(backend)?;
+            let mut meta: ConversationMeta = match &old {
+                Some(v) => decode(v)?,
+                None => ConversationMeta {
+                    epoch,
+                    created_ms: turn.at_ms,
+                    ..ConversationMeta::default()
+                },
+            };
+            if meta.epoch != epoch {
+                // The conversation was reset while this turn was in flight: it belongs to a forgotten
+                // epoch.
+                self.turns.remove(turn_key.as_slice()).map_err(backend)?;
+                return Ok(());
+            }
+            meta.turns += 1;
+            meta.updated_ms = turn.at_ms;
+            match self
+                .conversations
+                .compare_and_swap(meta_key, old, Some(encode(&meta)?))
+                .map_err(backend)?
+            {
+                Ok(()) => return Ok(()),
+                // Another append or a reset changed the metadata in between: read it again.
+                Err(_) => continue,
+            }
+        }
     }
 
     fn recent_turns(
