@@ -97,7 +97,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             dir: None,
-            cache_mb: 16,
+            cache_mb: 64,
             max_turns: 1000,
             max_age_days: 90,
             load_turns: 200,
