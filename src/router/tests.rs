@@ -663,3 +663,68 @@ async fn per_minute_429_without_a_wait_backs_off_exponentially() {
     ask(&rig.router, request("c", "hi")).await;
     assert_eq!(rig.free.keys().last().unwrap(), "k1");
 }
+
+struct CountingProbe(std::sync::atomic::AtomicUsize);
+
+impl super::QuotaProbe for CountingProbe {
+    fn key_quota(
+        &self,
+        _key: &SecretString,
+    ) -> BoxFuture<'static, Result<Option<super::KeyQuota>, ProviderError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {
+            Ok(Some(super::KeyQuota {
+                daily_limit: Some(50),
+                remaining: Some(42),
+                is_free_tier: Some(true),
+            }))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_runs_periodically_until_shutdown_and_reload_keeps_state() {
+    let config = config(0);
+    let secrets = Secrets {
+        openrouter_keys: vec![secret("OPENROUTER_API_KEY_1", "k1")],
+        ..Secrets::default()
+    };
+    let probe = Arc::new(CountingProbe(std::sync::atomic::AtomicUsize::new(0)));
+    let router = FreeFirstRouter::with_providers(
+        &config,
+        &secrets,
+        ProviderSet {
+            openrouter: Some(Fake::new("openrouter")),
+            quota_probe: Some(probe.clone()),
+            ..ProviderSet::default()
+        },
+        Arc::new(MemoryStore::new()),
+        Arc::new(ManualClock(AtomicI64::new(NOON))),
+    )
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    router.spawn_background(shutdown.clone());
+    tokio::time::sleep(Duration::from_secs(31 * 60)).await;
+    assert_eq!(
+        probe.0.load(Ordering::SeqCst),
+        3,
+        "at start, +15 min, +30 min"
+    );
+    assert_eq!(
+        router.status().tiers[0].accounts[0].requests_left_today,
+        Some(42)
+    );
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(probe.0.load(Ordering::SeqCst), 3);
+
+    let mut changed = config.clone();
+    changed.openrouter.free_models = vec!["b:free".into()];
+    router.reload(&changed);
+    let names: Vec<_> = router.models().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["b:free"]);
+    assert_eq!(
+        router.status().tiers[0].accounts[0].requests_left_today,
+        Some(42)
+    );
+}
