@@ -14,6 +14,7 @@ use switchboard::domain::{
 use switchboard::router::check::run_check;
 use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter};
 use switchboard::secrets::fingerprint_str;
+use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
 use switchboard::sim::openrouter::{SimKey, SimModel, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::Fault;
 use switchboard::store::memory::MemoryStore;
@@ -25,137 +26,6 @@ const FREE_MODEL: &str = "deepseek/deepseek-chat-v3-0324:free";
 const PAID_MODEL: &str = "gpt-oss:120b";
 /// The model the simulator's `openrouter/free` answers with.
 const PICKED_BY_FREE_ROUTER: &str = "mistralai/mistral-small-3.2-24b-instruct:free";
-
-/// A small Ollama Cloud stand-in on 127.0.0.1 (NDJSON `POST /api/chat`, `GET /api/tags`) with known
-/// keys; anything else is answered 404/401 and recorded in `unexpected`.
-mod fake_ollama {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
-
-    use axum::body::Bytes;
-    use axum::extract::State;
-    use axum::http::{HeaderMap, StatusCode, Uri};
-    use axum::response::{IntoResponse, Response};
-    use axum::routing::{get, post};
-
-    #[derive(Default)]
-    struct Book {
-        keys: Vec<String>,
-        models: Vec<String>,
-        requests: Mutex<HashMap<String, usize>>,
-        unexpected: Mutex<Vec<String>>,
-    }
-
-    /// The running fake.
-    pub struct FakeOllama {
-        book: Arc<Book>,
-        addr: std::net::SocketAddr,
-    }
-
-    fn key_of(book: &Book, headers: &HeaderMap) -> Option<String> {
-        let key = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
-        key.filter(|k| book.keys.contains(k))
-    }
-
-    fn unauthorized() -> Response {
-        (StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#).into_response()
-    }
-
-    async fn chat(State(book): State<Arc<Book>>, headers: HeaderMap, body: Bytes) -> Response {
-        let Some(key) = key_of(&book, &headers) else {
-            book.unexpected
-                .lock()
-                .unwrap()
-                .push("chat with an unknown key".into());
-            return unauthorized();
-        };
-        *book.requests.lock().unwrap().entry(key).or_default() += 1;
-        let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let model = request["model"].as_str().unwrap_or_default().to_owned();
-        if !book.models.contains(&model) {
-            return (
-                StatusCode::NOT_FOUND,
-                format!(r#"{{"error":"model '{model}' not found"}}"#),
-            )
-                .into_response();
-        }
-        let mut lines = String::new();
-        for word in ["Hello ", "from ", "the ", "paid ", "tier."] {
-            lines.push_str(&serde_json::json!({"model": model, "message": {"role": "assistant", "content": word}, "done": false}).to_string());
-            lines.push('\n');
-        }
-        lines.push_str(&serde_json::json!({"model": model, "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": "stop", "prompt_eval_count": 12, "eval_count": 5}).to_string());
-        lines.push('\n');
-        ([("content-type", "application/x-ndjson")], lines).into_response()
-    }
-
-    async fn tags(State(book): State<Arc<Book>>, headers: HeaderMap) -> Response {
-        if key_of(&book, &headers).is_none() {
-            return unauthorized();
-        }
-        let models: Vec<_> = book
-            .models
-            .iter()
-            .map(|m| serde_json::json!({"name": m}))
-            .collect();
-        axum::Json(serde_json::json!({"models": models})).into_response()
-    }
-
-    async fn fallback(State(book): State<Arc<Book>>, uri: Uri) -> Response {
-        book.unexpected
-            .lock()
-            .unwrap()
-            .push(format!("unknown route {uri}"));
-        (StatusCode::NOT_FOUND, "no such route").into_response()
-    }
-
-    impl FakeOllama {
-        /// Starts the fake with these keys and models.
-        pub async fn start(keys: &[&str], models: &[&str]) -> Self {
-            let book = Arc::new(Book {
-                keys: keys.iter().map(|k| (*k).to_owned()).collect(),
-                models: models.iter().map(|m| (*m).to_owned()).collect(),
-                ..Book::default()
-            });
-            let app = axum::Router::new()
-                .route("/api/chat", post(chat))
-                .route("/api/tags", get(tags))
-                .fallback(fallback)
-                .with_state(book.clone());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(async move { axum::serve(listener, app).await });
-            Self { book, addr }
-        }
-        /// The base URL (what `[ollama] base_url` takes).
-        pub fn base_url(&self) -> String {
-            format!("http://{}", self.addr)
-        }
-        /// Chat requests made with `key`.
-        pub fn requests_for_key(&self, key: &str) -> usize {
-            self.book
-                .requests
-                .lock()
-                .unwrap()
-                .get(key)
-                .copied()
-                .unwrap_or(0)
-        }
-        /// Chat requests in total.
-        pub fn chat_requests(&self) -> usize {
-            self.book.requests.lock().unwrap().values().sum()
-        }
-        /// Requests no correct client makes.
-        pub fn unexpected(&self) -> Vec<String> {
-            self.book.unexpected.lock().unwrap().clone()
-        }
-    }
-}
-use fake_ollama::FakeOllama;
 
 struct ManualClock(AtomicI64);
 
@@ -173,7 +43,7 @@ impl ManualClock {
 
 struct Rig {
     openrouter: SimOpenRouter,
-    ollama: FakeOllama,
+    ollama: SimOllama,
     clock: Arc<ManualClock>,
     store: Arc<MemoryStore>,
     config: Config,
@@ -204,7 +74,12 @@ async fn rig(accounts: &[&str], daily: u32, configure: impl FnOnce(&mut Config))
     })
     .await
     .unwrap();
-    let ollama = FakeOllama::start(&["p1", "p2"], &[PAID_MODEL, "kimi-k2.5"]).await;
+    let ollama = SimOllama::start(SimOllamaOptions {
+        keys: vec!["p1".into(), "p2".into()],
+        ..SimOllamaOptions::default()
+    })
+    .await
+    .unwrap();
     let mut config = Config::default();
     config.openrouter.base_url = openrouter.base_url();
     config.openrouter.free_models = vec![FREE_MODEL.into()];
