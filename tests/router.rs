@@ -497,3 +497,48 @@ async fn check_reports_every_key_model_and_token() {
     );
     assert_eq!(summary.failed, 1, "{text}");
 }
+
+#[tokio::test]
+async fn context_too_long_is_refitted_not_resent_unchanged() {
+    let clock = Arc::new(ManualClock(AtomicI64::new(NOON)));
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        keys: vec![SimKey::new("k1", "a1", 50)],
+        models: vec![SimModel::free(FREE_MODEL, 163_840)],
+        max_prompt_chars: Some(3_000),
+        clock: clock.clone() as SharedClock,
+        ..SimOpenRouterOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut config = Config::default();
+    config.openrouter.base_url = sim.base_url();
+    config.openrouter.free_models = vec![FREE_MODEL.into()];
+    let secrets = Secrets::load(&Env::from_pairs([("OPENROUTER_API_KEY_1", "k1")])).unwrap();
+    let router = new_router(&config, &secrets, &Arc::new(MemoryStore::new()), &clock).await;
+    let mut req = request("long");
+    req.history = (0..40)
+        .map(|i| {
+            let role = if i % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            ChatMessage::new(role, format!("turn {i}: {}", "words ".repeat(30)))
+        })
+        .collect();
+    let events: Vec<_> = router.complete(req).collect().await;
+    assert_eq!(answered(&events).0, "free");
+    let statuses: Vec<u16> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.is_chat())
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses.first(), Some(&400));
+    assert_eq!(statuses.last(), Some(&200));
+    assert!(
+        statuses.len() <= 4,
+        "halving converges quickly: {statuses:?}"
+    );
+    assert!(sim.unexpected().is_empty());
+}
