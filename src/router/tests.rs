@@ -728,3 +728,18 @@ async fn background_refresh_runs_periodically_until_shutdown_and_reload_keeps_st
         Some(42)
     );
 }
+
+#[test]
+fn the_documented_router_config_parses() {
+    let text = include_str!("../../docs/router-config.example.toml");
+    let config = crate::config::parse(
+        text,
+        "docs/router-config.example.toml",
+        &crate::config::Env::default(),
+    )
+    .unwrap();
+    assert_eq!(config.openrouter.accounts.len(), 3);
+    assert_eq!(config.router.payment_cooldown_secs, 21_600);
+    assert_eq!(config.tiers[0].name, "local");
+    assert_eq!(config.ollama.context_windows["kimi-k2.5"], 262_144);
+}
