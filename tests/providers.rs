@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use secrecy::SecretString;
-use switchboard::clock::{next_utc_midnight, Clock, DAY_MS};
+use switchboard::clock::{next_utc_midnight, Clock, TokioClock, DAY_MS};
 use switchboard::domain::{ChatMessage, Role};
 use switchboard::providers::http::Timeouts;
 use switchboard::providers::ollama::OllamaClient;
@@ -445,13 +445,36 @@ async fn a_stalled_stream_is_stalled_and_a_hang_hits_the_deadline() {
         .iter()
         .any(|e| matches!(e, ProviderEvent::Done { .. })));
 
+    // No response head within the idle timeout: stalled, long before the deadline.
     sim.push_fault(Fault::Hang);
     let started = tokio::time::Instant::now();
     assert_eq!(
         stream_err(&client, Some(&k), OR_MODEL).await,
-        ProviderError::Timeout
+        ProviderError::Stalled
+    );
+    assert!(started.elapsed() >= TIMEOUTS.idle && started.elapsed() < TIMEOUTS.deadline);
+
+    // The non-streaming call waits for the head until the deadline.
+    sim.push_fault(Fault::Hang);
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        client.complete(Some(&k), request(OR_MODEL, "x")).await,
+        Err(ProviderError::Timeout)
     );
     assert!(started.elapsed() >= TIMEOUTS.deadline);
+
+    // A stream that trickles forever (a chunk every 8 s, under the idle timeout) meets the deadline.
+    sim.set_reply_shape(ReplyShape {
+        chunk_delay: Duration::from_secs(8),
+        words_per_chunk: 1,
+        ..ReplyShape::default()
+    });
+    let s = client
+        .chat_stream(Some(&k), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, Some(ProviderError::Timeout));
+    sim.set_reply_shape(ReplyShape::default());
 
     let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
     let oc = ollama(&osim);
@@ -565,7 +588,41 @@ async fn no_error_shows_the_key_or_the_base_url() {
     )
     .unwrap();
     errors.push(stream_err(&dead, Some(&k), OR_MODEL).await);
-    assert_eq!(errors.len(), 12);
+    let kinds: Vec<&str> = errors
+        .iter()
+        .map(|e| match e {
+            ProviderError::RateLimited { daily: false, .. } => "minute",
+            ProviderError::RateLimited { daily: true, .. } => "daily",
+            ProviderError::PaymentRequired => "402",
+            ProviderError::Unauthorized { .. } => "401",
+            ProviderError::Upstream { .. } => "5xx",
+            ProviderError::ContextTooLong => "context",
+            ProviderError::Timeout => "timeout",
+            ProviderError::Stalled => "stalled",
+            ProviderError::Truncated => "truncated",
+            ProviderError::MidStream { .. } => "midstream",
+            ProviderError::ModelNotFound => "404",
+            ProviderError::Connect => "connect",
+            ProviderError::Malformed(_) => "malformed",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "minute",
+            "daily",
+            "402",
+            "401",
+            "5xx",
+            "context",
+            "stalled",
+            "stalled",
+            "truncated",
+            "midstream",
+            "404",
+            "connect"
+        ]
+    );
     for e in &errors {
         for shown in [format!("{e}"), format!("{e:?}")] {
             assert!(
@@ -580,4 +637,145 @@ async fn no_error_shows_the_key_or_the_base_url() {
     }
     assert!(format!("{client:?}").find("127.0.0.1").is_none());
     sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalives_count_as_activity_while_the_model_thinks() {
+    // The model "thinks" for 60 s, far past the 10 s idle timeout, but keep-alive comments arrive
+    // every 5 s: the stream is healthy and completes.
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        reply: ReplyShape {
+            first_byte_latency: Duration::from_secs(60),
+            chunk_delay: Duration::from_secs(2),
+            keep_alive: true,
+            ..ReplyShape::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = OpenAiClient::new(
+        "openrouter",
+        &sim.base_url(),
+        Timeouts {
+            deadline: Duration::from_secs(300),
+            ..TIMEOUTS
+        },
+        Attribution::default(),
+    )
+    .unwrap();
+    let s = client
+        .chat_stream(Some(&key("sk-or-sim-1")), request(OR_MODEL, "think"))
+        .await
+        .unwrap();
+    let (events, error) = drain(s).await;
+    assert_eq!(error, None);
+    assert_eq!(text_of(&events), reply_text(OR_MODEL, "think", 3));
+
+    // Without keep-alives the same silence is a stall.
+    sim.set_reply_shape(ReplyShape {
+        first_byte_latency: Duration::ZERO,
+        chunk_delay: Duration::from_secs(11),
+        ..ReplyShape::default()
+    });
+    let s = client
+        .chat_stream(Some(&key("sk-or-sim-1")), request(OR_MODEL, "think"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, Some(ProviderError::Stalled));
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_daily_quota_resets_at_utc_midnight_on_tokio_time() {
+    let start = 20_000 * DAY_MS + DAY_MS - 60_000; // 23:59 UTC
+    let clock = Arc::new(TokioClock::starting_at(start));
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        keys: vec![SimKey::new("sk-day", "day", 1)],
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = openrouter(&sim).with_clock(clock.clone());
+    let k = key("sk-day");
+    let s = client
+        .chat_stream(Some(&k), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    assert!(matches!(
+        stream_err(&client, Some(&k), OR_MODEL).await,
+        ProviderError::RateLimited { daily: true, .. }
+    ));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let s = client
+        .chat_stream(Some(&k), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    assert_eq!(sim.daily_used("day"), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn clients_built_from_config_send_attribution_and_keep_model_names() {
+    use switchboard::config::providers::{
+        ExtraTierConfig, OpenRouterConfig, ProviderKind, RouterConfig,
+    };
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let config = OpenRouterConfig {
+        base_url: sim.base_url(),
+        referer: "https://example.invalid/bot".into(),
+        title: "my bot".into(),
+        ..OpenRouterConfig::default()
+    };
+    let client = OpenAiClient::openrouter(&config, &RouterConfig::default()).unwrap();
+    assert_eq!(client.name(), "openrouter");
+    let s = client
+        .chat_stream(Some(&key("sk-or-sim-1")), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    let logged = &sim.requests()[0];
+    assert_eq!(
+        logged.referer.as_deref(),
+        Some("https://example.invalid/bot")
+    );
+    assert_eq!(logged.title.as_deref(), Some("my bot"));
+
+    let local = SimOllama::start(SimOllamaOptions {
+        keys: vec![],
+        models: vec!["llama3.2:3b-instruct-q4_K_M".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tier = ExtraTierConfig {
+        name: "local".into(),
+        kind: ProviderKind::Ollama,
+        base_url: local.base_url(),
+        models: vec!["llama3.2:3b-instruct-q4_K_M".into()],
+        key_env: None,
+        context_window: 8192,
+    };
+    let provider = switchboard::providers::client_for_tier(
+        &tier,
+        Timeouts::from_config(&RouterConfig::default()),
+    )
+    .unwrap();
+    assert_eq!(provider.name(), "local");
+    let s = provider
+        .chat_stream(None, request("llama3.2:3b-instruct-q4_K_M", "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    assert_eq!(
+        local.requests()[0].model.as_deref(),
+        Some("llama3.2:3b-instruct-q4_K_M"),
+        "model names are sent exactly as configured"
+    );
+    assert!(sim.unexpected().is_empty() && local.unexpected().is_empty());
 }

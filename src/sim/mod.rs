@@ -146,6 +146,10 @@ pub struct SimRequest {
     pub status: u16,
     /// The injected fault, if one applied.
     pub fault: Option<Fault>,
+    /// The `HTTP-Referer` header sent with a chat request (OpenRouter attribution).
+    pub referer: Option<String>,
+    /// The `X-Title` header sent with a chat request (OpenRouter attribution).
+    pub title: Option<String>,
 }
 
 impl SimRequest {

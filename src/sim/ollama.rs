@@ -148,7 +148,7 @@ impl Shared {
         headers: &HeaderMap,
         method: &str,
         path: &str,
-    ) -> Result<(Option<String>, Option<String>), Response> {
+    ) -> Result<(Option<String>, Option<String>), Box<Response>> {
         let key = bearer(headers);
         let keys = lock(&self.options).keys.clone();
         if keys.is_empty() {
@@ -174,15 +174,17 @@ impl Shared {
             stream: false,
             status: 401,
             fault: None,
+            referer: None,
+            title: None,
         });
-        Err(error(StatusCode::UNAUTHORIZED, "unauthorized"))
+        Err(Box::new(error(StatusCode::UNAUTHORIZED, "unauthorized")))
     }
 }
 
 async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let (key, label) = match shared.authenticate(&headers, "POST", "/api/chat") {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut log = SimRequest {
         method: "POST".into(),
@@ -193,6 +195,8 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         stream: true,
         status: 200,
         fault: None,
+        referer: None,
+        title: None,
     };
     let request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -269,7 +273,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         shared.cancel.cancelled().await;
         return error(StatusCode::SERVICE_UNAVAILABLE, "simulator shutting down");
     }
-    if !options.models.iter().any(|m| *m == model) {
+    if !options.models.contains(&model) {
         log.status = 404;
         shared.book.record(log);
         return error(StatusCode::NOT_FOUND, &format!("model '{model}' not found"));
@@ -353,7 +357,7 @@ fn context_400() -> (Response, u16) {
 async fn tags(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let (key, label) = match shared.authenticate(&headers, "GET", "/api/tags") {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     shared.book.record(SimRequest {
         method: "GET".into(),
@@ -364,6 +368,8 @@ async fn tags(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
         stream: false,
         status: 200,
         fault: None,
+        referer: None,
+        title: None,
     });
     let models: Vec<serde_json::Value> = lock(&shared.options)
         .models
@@ -385,6 +391,8 @@ async fn fallback(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -
         stream: false,
         status: 404,
         fault: None,
+        referer: None,
+        title: None,
     });
     error(StatusCode::NOT_FOUND, &format!("simulator: {what}"))
 }

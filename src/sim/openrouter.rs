@@ -39,6 +39,10 @@ pub const DEFAULT_PER_MINUTE: u32 = 20;
 /// The per-minute window.
 const MINUTE_MS: i64 = 60_000;
 
+/// While "thinking" (first-byte latency) with keep-alives on, a `: OPENROUTER PROCESSING` comment is
+/// sent this often, as OpenRouter does, so a client's idle timeout sees activity.
+pub const KEEP_ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A key the simulator accepts.
 #[derive(Clone, Debug)]
 pub struct SimKey {
@@ -248,7 +252,7 @@ impl Shared {
         headers: &HeaderMap,
         method: &str,
         path: &str,
-    ) -> Result<Caller, Response> {
+    ) -> Result<Caller, Box<Response>> {
         let key = bearer(headers);
         let options = lock(&self.options);
         let found = key.as_deref().and_then(|k| {
@@ -280,11 +284,13 @@ impl Shared {
                 stream: false,
                 status: 401,
                 fault: None,
+                referer: None,
+                title: None,
             });
-            json(
+            Box::new(json(
                 StatusCode::UNAUTHORIZED,
                 json!({"error": {"message": "simulator: unknown or missing API key", "code": 401}}),
-            )
+            ))
         })
     }
 }
@@ -293,7 +299,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     let path = format!("{API_PREFIX}/chat/completions");
     let caller = match shared.authenticate(&headers, "POST", &path) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut log = SimRequest {
         method: "POST".into(),
@@ -304,6 +310,8 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         stream: false,
         status: 200,
         fault: None,
+        referer: header(&headers, "http-referer"),
+        title: header(&headers, "x-title"),
     };
     let request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -553,6 +561,13 @@ fn answer(
     (Answer::After(delay, response), 200)
 }
 
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 fn set_header(response: &mut Response, name: &'static str, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().insert(name, v);
@@ -578,7 +593,15 @@ fn sse_script(
     let mut steps = Vec::new();
     if shape.keep_alive {
         steps.push(keep_alive());
-        steps.push(Step::Sleep(shape.first_byte_latency));
+        let mut left = shape.first_byte_latency;
+        while !left.is_zero() {
+            let step = left.min(KEEP_ALIVE_EVERY);
+            steps.push(Step::Sleep(step));
+            left -= step;
+            if !left.is_zero() {
+                steps.push(keep_alive());
+            }
+        }
     }
     let cut_after = match &fault {
         Some(Fault::StallAfter(n) | Fault::TruncateAfter(n)) => Some(*n),
@@ -632,7 +655,7 @@ async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     let account = match &key {
         Some(_) => match shared.authenticate(&headers, "GET", &format!("{API_PREFIX}/models")) {
             Ok(c) => Some(c.account),
-            Err(r) => return r,
+            Err(r) => return *r,
         },
         None => None,
     };
@@ -655,6 +678,8 @@ async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         stream: false,
         status: 200,
         fault: None,
+        referer: None,
+        title: None,
     });
     json(StatusCode::OK, json!({ "data": data }))
 }
@@ -663,7 +688,7 @@ async fn key_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     let path = format!("{API_PREFIX}/key");
     let caller = match shared.authenticate(&headers, "GET", &path) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (key_endpoint, now) = {
         let o = lock(&shared.options);
@@ -679,6 +704,8 @@ async fn key_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
         stream: false,
         status,
         fault: None,
+        referer: None,
+        title: None,
     });
     if !key_endpoint {
         return error(StatusCode::NOT_FOUND, "Not Found");
@@ -721,6 +748,8 @@ async fn fallback(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -
         stream: false,
         status: 404,
         fault: None,
+        referer: None,
+        title: None,
     });
     error(StatusCode::NOT_FOUND, &format!("simulator: {what}"))
 }

@@ -91,6 +91,13 @@ impl Running {
     pub async fn serve(router: axum::Router, cancel: CancellationToken) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        // No Nagle: every streamed chunk leaves at once. With Nagle a small write waits for the peer's
+        // delayed ACK, which makes streaming jerky and lets paused-time tests advance past the wait.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "simulator could not set TCP_NODELAY");
+            }
+        });
         let stop = cancel.clone();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, router)
