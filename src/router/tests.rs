@@ -743,3 +743,62 @@ fn the_documented_router_config_parses() {
     assert_eq!(config.tiers[0].name, "local");
     assert_eq!(config.ollama.context_windows["kimi-k2.5"], 262_144);
 }
+
+/// A provider whose response head never comes; the future holds a clone of `alive` while it exists.
+struct Hanging {
+    alive: Arc<()>,
+}
+
+impl ChatProvider for Hanging {
+    fn name(&self) -> &str {
+        "openrouter"
+    }
+    fn chat_stream(
+        &self,
+        _key: Option<&SecretString>,
+        _request: ProviderRequest,
+    ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>> {
+        let alive = Arc::clone(&self.alive);
+        Box::pin(async move {
+            let _alive = alive;
+            futures_util::future::pending().await
+        })
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_reply_stream_cancels_the_provider_call() {
+    let alive = Arc::new(());
+    let secrets = Secrets {
+        openrouter_keys: vec![secret("OPENROUTER_API_KEY_1", "k1")],
+        ..Secrets::default()
+    };
+    let router = FreeFirstRouter::with_providers(
+        &config(0),
+        &secrets,
+        ProviderSet {
+            openrouter: Some(Arc::new(Hanging {
+                alive: Arc::clone(&alive),
+            })),
+            ..ProviderSet::default()
+        },
+        Arc::new(MemoryStore::new()),
+        Arc::new(ManualClock(AtomicI64::new(NOON))),
+    )
+    .unwrap();
+    let mut reply = router.complete(request("c", "hi"));
+    let polled = tokio::time::timeout(Duration::from_millis(20), reply.next()).await;
+    assert!(polled.is_err(), "still waiting for the provider");
+    // Held here, by the provider, and by the call in flight.
+    assert_eq!(
+        Arc::strong_count(&alive),
+        3,
+        "the provider call is in flight"
+    );
+    drop(reply);
+    assert_eq!(
+        Arc::strong_count(&alive),
+        2,
+        "dropping the reply cancelled it"
+    );
+}
