@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -1148,9 +1149,11 @@ impl LlmRouter for FreeFirstRouter {
     fn complete(&self, request: CompletionRequest) -> ReplyStream {
         let (tx, mut rx) = mpsc::channel(EVENT_BUFFER);
         let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move {
+        // The turn runs inside the reply stream's own polls (no spawned task): no hand-off between
+        // worker threads on the way to the first token, and dropping the stream drops the turn, which
+        // cancels the provider request at once.
+        let mut driver: Option<BoxFuture<'static, ()>> = Some(Box::pin(async move {
             let policy = shared.policy();
-            let watch = tx.clone();
             let turn = Turn {
                 shared: &shared,
                 policy: &policy,
@@ -1160,13 +1163,21 @@ impl LlmRouter for FreeFirstRouter {
                 paid: TierOutcome::Untried,
                 explicit_paid: false,
             };
-            // Dropping the reply stream cancels the provider request at once.
-            tokio::select! {
-                () = turn.run() => {}
-                () = watch.closed() => {}
+            turn.run().await;
+        }));
+        stream::poll_fn(move |cx| {
+            if let Poll::Ready(Some(event)) = rx.poll_recv(cx) {
+                return Poll::Ready(Some(event));
             }
-        });
-        stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+            if let Some(turn) = driver.as_mut() {
+                if turn.as_mut().poll(cx).is_ready() {
+                    // The turn's sender is dropped with it: the channel ends after its last event.
+                    driver = None;
+                }
+            }
+            rx.poll_recv(cx)
+        })
+        .boxed()
     }
 
     fn models(&self) -> Vec<ModelInfo> {

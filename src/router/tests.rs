@@ -663,3 +663,142 @@ async fn per_minute_429_without_a_wait_backs_off_exponentially() {
     ask(&rig.router, request("c", "hi")).await;
     assert_eq!(rig.free.keys().last().unwrap(), "k1");
 }
+
+struct CountingProbe(std::sync::atomic::AtomicUsize);
+
+impl super::QuotaProbe for CountingProbe {
+    fn key_quota(
+        &self,
+        _key: &SecretString,
+    ) -> BoxFuture<'static, Result<Option<super::KeyQuota>, ProviderError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {
+            Ok(Some(super::KeyQuota {
+                daily_limit: Some(50),
+                remaining: Some(42),
+                is_free_tier: Some(true),
+            }))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_runs_periodically_until_shutdown_and_reload_keeps_state() {
+    let config = config(0);
+    let secrets = Secrets {
+        openrouter_keys: vec![secret("OPENROUTER_API_KEY_1", "k1")],
+        ..Secrets::default()
+    };
+    let probe = Arc::new(CountingProbe(std::sync::atomic::AtomicUsize::new(0)));
+    let router = FreeFirstRouter::with_providers(
+        &config,
+        &secrets,
+        ProviderSet {
+            openrouter: Some(Fake::new("openrouter")),
+            quota_probe: Some(probe.clone()),
+            ..ProviderSet::default()
+        },
+        Arc::new(MemoryStore::new()),
+        Arc::new(ManualClock(AtomicI64::new(NOON))),
+    )
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    router.spawn_background(shutdown.clone());
+    tokio::time::sleep(Duration::from_secs(31 * 60)).await;
+    assert_eq!(
+        probe.0.load(Ordering::SeqCst),
+        3,
+        "at start, +15 min, +30 min"
+    );
+    assert_eq!(
+        router.status().tiers[0].accounts[0].requests_left_today,
+        Some(42)
+    );
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(probe.0.load(Ordering::SeqCst), 3);
+
+    let mut changed = config.clone();
+    changed.openrouter.free_models = vec!["b:free".into()];
+    router.reload(&changed);
+    let names: Vec<_> = router.models().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["b:free"]);
+    assert_eq!(
+        router.status().tiers[0].accounts[0].requests_left_today,
+        Some(42)
+    );
+}
+
+#[test]
+fn the_documented_router_config_parses() {
+    let text = include_str!("../../docs/router-config.example.toml");
+    let config = crate::config::parse(
+        text,
+        "docs/router-config.example.toml",
+        &crate::config::Env::default(),
+    )
+    .unwrap();
+    assert_eq!(config.openrouter.accounts.len(), 3);
+    assert_eq!(config.router.payment_cooldown_secs, 21_600);
+    assert_eq!(config.tiers[0].name, "local");
+    assert_eq!(config.ollama.context_windows["kimi-k2.5"], 262_144);
+}
+
+/// A provider whose response head never comes; the future holds a clone of `alive` while it exists.
+struct Hanging {
+    alive: Arc<()>,
+}
+
+impl ChatProvider for Hanging {
+    fn name(&self) -> &str {
+        "openrouter"
+    }
+    fn chat_stream(
+        &self,
+        _key: Option<&SecretString>,
+        _request: ProviderRequest,
+    ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>> {
+        let alive = Arc::clone(&self.alive);
+        Box::pin(async move {
+            let _alive = alive;
+            futures_util::future::pending().await
+        })
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_reply_stream_cancels_the_provider_call() {
+    let alive = Arc::new(());
+    let secrets = Secrets {
+        openrouter_keys: vec![secret("OPENROUTER_API_KEY_1", "k1")],
+        ..Secrets::default()
+    };
+    let router = FreeFirstRouter::with_providers(
+        &config(0),
+        &secrets,
+        ProviderSet {
+            openrouter: Some(Arc::new(Hanging {
+                alive: Arc::clone(&alive),
+            })),
+            ..ProviderSet::default()
+        },
+        Arc::new(MemoryStore::new()),
+        Arc::new(ManualClock(AtomicI64::new(NOON))),
+    )
+    .unwrap();
+    let mut reply = router.complete(request("c", "hi"));
+    let polled = tokio::time::timeout(Duration::from_millis(20), reply.next()).await;
+    assert!(polled.is_err(), "still waiting for the provider");
+    // Held here, by the provider, and by the call in flight.
+    assert_eq!(
+        Arc::strong_count(&alive),
+        3,
+        "the provider call is in flight"
+    );
+    drop(reply);
+    assert_eq!(
+        Arc::strong_count(&alive),
+        2,
+        "dropping the reply cancelled it"
+    );
+}
