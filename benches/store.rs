@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use switchboard::domain::{AnswerSource, ConversationKey, Role, TierName};
 use switchboard::store::sled_store::SledStore;
-use switchboard::store::{Store, Turn, TurnStatus};
+use switchboard::store::{RetentionPolicy, Store, Turn, TurnStatus};
 
 /// Turns loaded per sample: the "last 50 turns".
 const LOAD: usize = 50;
@@ -72,11 +72,13 @@ fn text(rng: &mut fastrand::Rng, len: usize) -> String {
 
 /// A realistic turn: user messages ~40–250 bytes, answers ~200–1,200 bytes with their source.
 fn turn(rng: &mut fastrand::Rng, n: u64, at_ms: i64) -> Turn {
+    let user_len = rng.usize(40..250);
+    let answer_len = rng.usize(200..1_200);
     if n % 2 == 0 {
         Turn {
             role: Role::User,
             author: None,
-            text: text(rng, rng.usize(40..250)),
+            text: text(rng, user_len),
             at_ms,
             status: TurnStatus::Complete,
             source: None,
@@ -85,7 +87,7 @@ fn turn(rng: &mut fastrand::Rng, n: u64, at_ms: i64) -> Turn {
         Turn {
             role: Role::Assistant,
             author: None,
-            text: text(rng, rng.usize(200..1_200)),
+            text: text(rng, answer_len),
             at_ms,
             status: TurnStatus::Complete,
             source: Some(AnswerSource {
@@ -215,16 +217,50 @@ fn main() {
         store.append_turn(&key, 0, &t_turn).unwrap();
     }
 
+    // One retention sweep with the daemon's defaults (1,000 turns, 90 days: nothing to delete, so this is
+    // the cost of looking), then one that trims every conversation to 90 turns.
+    let sweep_now = base_ms + 3 * messages as i64;
+    let t = Instant::now();
+    let keep = store
+        .prune(
+            RetentionPolicy {
+                max_turns: 1_000,
+                max_age_ms: 90 * 86_400_000,
+            },
+            sweep_now,
+        )
+        .unwrap();
+    let keep_took = t.elapsed();
+    let t = Instant::now();
+    let trim = store
+        .prune(
+            RetentionPolicy {
+                max_turns: 90,
+                max_age_ms: 0,
+            },
+            sweep_now,
+        )
+        .unwrap();
+    let trim_took = t.elapsed();
+
     let load_p99 = report("recent_turns(50)", &mut loads);
     let append_p99 = report("append_turn", &mut appends);
     report("recent_turns(50) mixed", &mut mixed);
+    println!(
+        "prune, defaults (1000 turns / 90 days, nothing to delete): {keep_took:.1?} over {} conversations, {} deleted",
+        keep.conversations, keep.turns_deleted
+    );
+    println!(
+        "prune to 90 turns per conversation: {trim_took:.1?}, {} turns deleted",
+        trim.turns_deleted
+    );
     let t = Instant::now();
     rt.block_on(store.flush()).unwrap();
     println!("final flush: {:.1?}", t.elapsed());
     let (du, _) = disk_usage(store.path());
-    let total = messages + 2 * samples as u64;
+    let total = messages + 2 * samples as u64 - trim.turns_deleted;
     println!(
-        "disk after appends: du {:.1} MiB = {:.0} B/message over {total} messages",
+        "disk at the end (after appends and the trim): du {:.1} MiB = {:.0} B/message over {total} messages",
         du as f64 / 1048576.0,
         du as f64 / total as f64
     );

@@ -19,8 +19,17 @@ pub const DEFAULT_FILTER: &str = "info,serenity=warn,tracing=warn,hyper=warn,h2=
 /// Under systemd (`$JOURNAL_STREAM` set, stderr connected to the journal) text lines carry no timestamp
 /// of their own, since journald stamps every line; colours are used only on a terminal.
 pub fn init(format: LogFormat) {
+    init_with_default(format, DEFAULT_FILTER);
+}
+
+/// The filter for interactive commands (`chat`, `demo`) when `RUST_LOG` is unset: only warnings, so log
+/// lines do not interleave with the conversation on the terminal.
+pub const QUIET_FILTER: &str = "warn";
+
+/// [`init`] with another default filter for when `RUST_LOG` is unset.
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let to_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()

@@ -814,6 +814,8 @@ fn sigkill_under_load_leaves_a_consistent_prefix_with_every_flushed_turn() {
                 }
             }
         }
+        // Let it run on a little (0, 5, 20 ms) so the kill also lands between flushes.
+        std::thread::sleep(std::time::Duration::from_millis([0, 5, 20][round]));
         child.kill().unwrap();
         child.wait().unwrap();
 

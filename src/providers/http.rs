@@ -102,14 +102,23 @@ pub(crate) fn with_bearer(
     }
 }
 
-/// Sends `request`, waiting at most until `deadline` for the response head, and turns a non-success
-/// status into its [`ProviderError`].
+/// Sends `request`, waiting for the response head until `head_by` (→ `Stalled`) or the overall
+/// `deadline` (→ `Timeout`), whichever is first, and turns a non-success status into its
+/// [`ProviderError`].
+///
+/// Streaming calls pass `head_by = now + idle`: a streaming server sends its head (and keep-alives) at
+/// once, so a silent one is as stalled as a silent stream, and waiting the whole deadline before trying
+/// the next candidate would leave the user staring at "typing…" for minutes. Non-streaming calls pass
+/// the deadline, since their head only comes with the whole answer.
 pub(crate) async fn send(
     request: reqwest::RequestBuilder,
+    head_by: Instant,
     deadline: Instant,
     clock: &SharedClock,
 ) -> Result<reqwest::Response, ProviderError> {
-    let response = match tokio::time::timeout_at(deadline, request.send()).await {
+    let wake = head_by.min(deadline);
+    let response = match tokio::time::timeout_at(wake, request.send()).await {
+        Err(_) if wake < deadline => return Err(ProviderError::Stalled),
         Err(_) => return Err(ProviderError::Timeout),
         Ok(Err(e)) => return Err(send_error(e)),
         Ok(Ok(r)) => r,
@@ -132,8 +141,10 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     deadline: Instant,
 ) -> Result<T, ProviderError> {
     let body = read_limited(response, deadline, MAX_JSON_BODY_BYTES).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ProviderError::Malformed(format!("unexpected JSON: {e}")))
+    serde_json::from_slice(&body).map_err(|e| {
+        // serde quotes offending values; sanitize in case a body echoes anything sensitive.
+        ProviderError::Malformed(sanitize_message(&format!("unexpected JSON: {e}")))
+    })
 }
 
 async fn read_limited(

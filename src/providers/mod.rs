@@ -1,6 +1,14 @@
 //! Provider wire clients: OpenRouter / OpenAI-compatible (`POST /chat/completions`, SSE) and Ollama
 //! (`POST /api/chat`, NDJSON), with pure stream parsers. A client makes exactly one HTTP attempt per call:
 //! the router is the only retry loop. This file is the seam the router uses ([`ChatProvider`]).
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`openai`] | `OpenAiClient`: `/chat/completions` (SSE), `/models`, OpenRouter's `/key` |
+//! | [`ollama`] | `OllamaClient`: `/api/chat` (NDJSON), `/api/tags` |
+//! | [`http`] | the pooled client, [`http::Timeouts`] (connect, idle, deadline), status → error mapping |
+//! | [`sse`], [`ndjson`] | pure incremental stream parsers ([`StreamParser`]) |
+//! | [`lines`], [`sanitize`] | byte line splitting; making provider messages safe to carry |
 
 pub mod http;
 pub mod lines;
@@ -168,4 +176,26 @@ fn wire_messages(messages: &[ChatMessage]) -> Vec<serde_json::Value> {
         .iter()
         .map(|m| serde_json::json!({ "role": m.role.as_str(), "content": m.content }))
         .collect()
+}
+
+/// Builds the client for an extra `[[tiers]]` entry: [`openai::OpenAiClient`] (no attribution headers)
+/// or [`ollama::OllamaClient`], named after the tier.
+pub fn client_for_tier(
+    tier: &crate::config::providers::ExtraTierConfig,
+    timeouts: http::Timeouts,
+) -> Result<std::sync::Arc<dyn ChatProvider>, http::ClientBuildError> {
+    use crate::config::providers::ProviderKind;
+    Ok(match tier.kind {
+        ProviderKind::Openai => std::sync::Arc::new(openai::OpenAiClient::new(
+            tier.name.clone(),
+            &tier.base_url,
+            timeouts,
+            openai::Attribution::default(),
+        )?),
+        ProviderKind::Ollama => std::sync::Arc::new(ollama::OllamaClient::new(
+            tier.name.clone(),
+            &tier.base_url,
+            timeouts,
+        )?),
+    })
 }

@@ -58,6 +58,18 @@ impl OllamaClient {
         })
     }
 
+    /// The Ollama Cloud client from `[ollama]` and the `[router]` timeouts, named `ollama-cloud`.
+    pub fn cloud(
+        config: &crate::config::providers::OllamaConfig,
+        router: &crate::config::providers::RouterConfig,
+    ) -> Result<Self, ClientBuildError> {
+        Self::new(
+            "ollama-cloud",
+            &config.base_url,
+            Timeouts::from_config(router),
+        )
+    }
+
     /// The same client reading "now" from `clock` (used to judge whether a 429's reset is far away).
     pub fn with_clock(self, clock: SharedClock) -> Self {
         let inner = &self.inner;
@@ -104,7 +116,7 @@ impl OllamaClient {
         let builder = self
             .request(reqwest::Method::POST, "/api/chat", key)
             .json(&body);
-        let response = http::send(builder, deadline, &self.inner.clock).await?;
+        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
         let answer: ChatBody = http::read_json(response, deadline).await?;
         if let Some(error) = answer.error {
             return Err(ProviderError::MidStream {
@@ -129,7 +141,7 @@ impl OllamaClient {
     pub async fn tags(&self, key: Option<&SecretString>) -> Result<Vec<String>, ProviderError> {
         let deadline = self.deadline();
         let builder = self.request(reqwest::Method::GET, "/api/tags", key);
-        let response = http::send(builder, deadline, &self.inner.clock).await?;
+        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
         let tags: Tags = http::read_json(response, deadline).await?;
         Ok(tags.models.into_iter().map(|m| m.name).collect())
     }
@@ -157,7 +169,8 @@ impl ChatProvider for OllamaClient {
         let clock = self.inner.clock.clone();
         let idle = self.inner.timeouts.idle;
         Box::pin(async move {
-            let response = http::send(builder, deadline, &clock).await?;
+            let head_by = Instant::now() + idle;
+            let response = http::send(builder, head_by, deadline, &clock).await?;
             Ok(http::event_stream(
                 response,
                 NdjsonParser::new(),

@@ -103,6 +103,24 @@ impl OpenAiClient {
         })
     }
 
+    /// The OpenRouter client from `[openrouter]` (base URL, `HTTP-Referer`, `X-Title`) and the
+    /// `[router]` timeouts, named `openrouter`.
+    pub fn openrouter(
+        config: &crate::config::providers::OpenRouterConfig,
+        router: &crate::config::providers::RouterConfig,
+    ) -> Result<Self, ClientBuildError> {
+        let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.to_owned());
+        Self::new(
+            "openrouter",
+            &config.base_url,
+            Timeouts::from_config(router),
+            Attribution {
+                referer: non_empty(&config.referer),
+                title: non_empty(&config.title),
+            },
+        )
+    }
+
     /// The same client reading "now" from `clock` (used to judge whether a 429's reset is daily).
     pub fn with_clock(self, clock: SharedClock) -> Self {
         let inner = &self.inner;
@@ -154,7 +172,7 @@ impl OpenAiClient {
         let builder = self
             .request(reqwest::Method::POST, "/chat/completions", key)
             .json(&body);
-        let response = http::send(builder, deadline, &self.inner.clock).await?;
+        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
         let answer: CompletionBody = http::read_json(response, deadline).await?;
         if let Some(error) = answer.error {
             return Err(ProviderError::MidStream {
@@ -185,7 +203,7 @@ impl OpenAiClient {
     ) -> Result<Vec<RemoteModel>, ProviderError> {
         let deadline = self.deadline();
         let builder = self.request(reqwest::Method::GET, "/models", key);
-        let response = http::send(builder, deadline, &self.inner.clock).await?;
+        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
         let list: ModelList = http::read_json(response, deadline).await?;
         Ok(list
             .data
@@ -212,7 +230,7 @@ impl OpenAiClient {
     ) -> Result<Option<KeyInfo>, ProviderError> {
         let deadline = self.deadline();
         let builder = self.request(reqwest::Method::GET, "/key", key);
-        let response = match http::send(builder, deadline, &self.inner.clock).await {
+        let response = match http::send(builder, deadline, deadline, &self.inner.clock).await {
             Ok(r) => r,
             Err(ProviderError::ModelNotFound) => return Ok(None),
             Err(e) => return Err(e),
@@ -265,7 +283,8 @@ impl ChatProvider for OpenAiClient {
         let clock = self.inner.clock.clone();
         let idle = self.inner.timeouts.idle;
         Box::pin(async move {
-            let response = http::send(builder, deadline, &clock).await?;
+            let head_by = Instant::now() + idle;
+            let response = http::send(builder, head_by, deadline, &clock).await?;
             Ok(http::event_stream(
                 response,
                 SseParser::new(),

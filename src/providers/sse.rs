@@ -129,7 +129,7 @@ impl State {
             Err(e) => {
                 self.fail(
                     out,
-                    ProviderError::Malformed(format!("bad event JSON: {e}")),
+                    ProviderError::Malformed(sanitize_message(&format!("bad event JSON: {e}"))),
                 );
                 return;
             }
@@ -374,6 +374,21 @@ data: {\"choices\":[{\"delta\":{\"content\":\"ignored\"}}]}\n\n";
             }
             chunks.push(&bytes[last..]);
             prop_assert_eq!(parse_all(SseParser::new(), chunks), whole);
+        }
+
+        /// Whatever the bytes, the parser never panics and the output ends in exactly one terminal item
+        /// (`Done` or an error), which is the last one.
+        #[test]
+        fn any_bytes_end_in_exactly_one_terminal_item(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            prefix in proptest::sample::select(vec!["", "data: ", "{\"done\":", "data: [DONE]\n\n", "{\"error\":\"x\"}\n"]),
+        ) {
+            let mut input = prefix.as_bytes().to_vec();
+            input.extend_from_slice(&bytes);
+            let out = parse_all(SseParser::new(), [input.as_slice()]);
+            let terminal = |e: &ParsedEvent| matches!(e, Err(_) | Ok(ProviderEvent::Done { .. }));
+            prop_assert_eq!(out.iter().filter(|e| terminal(e)).count(), 1);
+            prop_assert!(terminal(out.last().unwrap()));
         }
     }
 }

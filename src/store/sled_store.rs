@@ -648,7 +648,7 @@ impl Store for SledStore {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .kv
-            .update_and_fetch(Self::kv_key(ns, key), |old| f(old))
+            .update_and_fetch(Self::kv_key(ns, key), f)
             .map_err(backend)?
             .map(|v| v.to_vec()))
     }

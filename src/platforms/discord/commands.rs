@@ -135,6 +135,7 @@ pub(super) async fn handle(
             // A slash command is addressed to the bot by construction.
             mentions_bot: true,
             replies_to_bot: true,
+            is_command: true,
         };
         if policy::admit_guild_message(&config.discord, &facts).is_err() {
             return;

@@ -9,9 +9,8 @@ pub mod commands;
 pub mod policy;
 pub mod render;
 pub mod rest;
-mod split;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -32,6 +31,10 @@ use super::{AdapterContext, PlatformAdapter};
 use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
 use crate::exit::Fatal;
 use crate::health::ComponentHandle;
+
+/// How many recent message ids are remembered to drop events the gateway replays after a resume
+/// (reliability row 14). A resume replays at most the events missed during a short drop — far fewer.
+const SEEN_CAPACITY: usize = 4096;
 
 /// The health component name.
 pub const COMPONENT: &str = "discord";
@@ -94,6 +97,31 @@ struct Shared {
     channels: Mutex<HashMap<ChannelId, ChannelKind>>,
     status: ComponentHandle,
     commands_registered: AtomicBool,
+    /// Recently handled message ids (see [`SEEN_CAPACITY`]).
+    seen: Mutex<RecentIds>,
+}
+
+/// A bounded set of recent ids, oldest evicted first.
+#[derive(Default)]
+struct RecentIds {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl RecentIds {
+    /// Records `id`; false if it was already there.
+    fn insert(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 struct Handler(Arc<Shared>);
@@ -114,6 +142,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         channels: Mutex::new(HashMap::new()),
         status,
         commands_registered: AtomicBool::new(false),
+        seen: Mutex::new(RecentIds::default()),
     });
     let mut client = ClientBuilder::new_with_http(http, intents())
         .event_handler_arc(Arc::new(Handler(shared.clone())))
@@ -248,6 +277,15 @@ impl Shared {
         if message.author.bot || message.author.id == bot.user_id {
             return;
         }
+        let fresh = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(message.id.get());
+        if !fresh {
+            tracing::debug!("discord: dropped a replayed message event");
+            return;
+        }
         let config = self.ctx.config.borrow().clone();
         let bot_id = bot.user_id.to_string();
         let user = UserRef::new(Platform::Discord, message.author.id.to_string());
@@ -294,6 +332,10 @@ impl Shared {
                 roles: &roles,
                 mentions_bot,
                 replies_to_bot,
+                is_command: policy::is_command(
+                    &policy::strip_bot_mention(&message.content, &bot_id),
+                    crate::core::Core::commands(),
+                ),
             };
             if let Err(why) = policy::admit_guild_message(&config.discord, &facts) {
                 tracing::trace!(?why, "discord: message not answered");

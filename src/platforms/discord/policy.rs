@@ -19,6 +19,8 @@ pub struct GuildMessageFacts<'a> {
     pub mentions_bot: bool,
     /// Whether the message replies to one of the bot's messages.
     pub replies_to_bot: bool,
+    /// Whether the text is one of the core's commands (`/ask …`): addressed like a mention.
+    pub is_command: bool,
 }
 
 /// Why a guild message is not answered (for debug logs only).
@@ -65,8 +67,8 @@ pub fn admit_guild_message(
         return Err(Skip::RoleNotAllowed);
     }
     let addressed = match policy_for(config, facts) {
-        GroupPolicy::Mention => facts.mentions_bot || facts.replies_to_bot,
-        GroupPolicy::Reply => facts.replies_to_bot,
+        GroupPolicy::Mention => facts.mentions_bot || facts.replies_to_bot || facts.is_command,
+        GroupPolicy::Reply => facts.replies_to_bot || facts.is_command,
         GroupPolicy::All => true,
     };
     if addressed {
@@ -88,6 +90,15 @@ pub fn admit_direct_message(
     config.allowed_roles.is_empty()
         || allowed_users.iter().any(|u| u == user)
         || admins.iter().any(|u| u == user)
+}
+
+/// Whether `text` starts with one of `commands` (`/name` or `/name args`), the form the core parses.
+pub fn is_command(text: &str, commands: &[crate::core::CommandInfo]) -> bool {
+    let Some(rest) = text.trim_start().strip_prefix('/') else {
+        return false;
+    };
+    let name = rest.split_whitespace().next().unwrap_or("");
+    commands.iter().any(|c| c.name.eq_ignore_ascii_case(name))
 }
 
 /// Whether `content` mentions the bot (`<@id>` or the legacy nickname form `<@!id>`).
@@ -162,6 +173,7 @@ mod tests {
             roles: &[],
             mentions_bot,
             replies_to_bot,
+            is_command: false,
         }
     }
 
@@ -220,6 +232,18 @@ mod tests {
             &["discord:5".into()],
             "discord:5"
         ));
+    }
+
+    #[test]
+    fn known_commands_count_as_addressed() {
+        let commands = crate::core::Core::commands();
+        assert!(is_command("/ask what is rust", commands));
+        assert!(is_command("/RESET", commands));
+        assert!(!is_command("/etc/hosts", commands));
+        assert!(!is_command("ask", commands));
+        let mut f = facts(false, false);
+        f.is_command = true;
+        assert_eq!(admit_guild_message(&DiscordConfig::default(), &f), Ok(()));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use serenity::model::id::{ApplicationId, ChannelId, MessageId};
 use tokio::time::Instant;
 
 use super::rest::{Rest, RestError};
-use super::split::split_message;
 use crate::domain::{ReplyEvent, ReplyStream};
+use crate::platforms::render::split_message;
 
 /// Discord's limit on a message's content, in characters (UTF-16 units to be safe).
 pub const MESSAGE_LIMIT: usize = 2000;
