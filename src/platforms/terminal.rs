@@ -27,7 +27,7 @@ use crate::secrets::NamedSecret;
 use crate::sim::ollama::{SimOllama, SimOllamaOptions};
 use crate::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
 use crate::sim::ReplyShape;
-use crate::store::open::open_store;
+use crate::store::open::{open_store, retention_policy, spawn_retention};
 use crate::store::Store;
 
 /// When input ends, a reply still streaming gets this long to finish (it is then stored as incomplete).
@@ -224,6 +224,13 @@ async fn chat_over(
 ) -> Result<(), Fatal> {
     let background = CancellationToken::new();
     router.spawn_background(background.clone());
+    let retention = retention_policy(&config.store);
+    spawn_retention(
+        store.clone(),
+        move || retention,
+        clock.clone(),
+        background.clone(),
+    );
     let core = Core::new(config, store.clone(), router, clock);
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut out = std::io::stdout();

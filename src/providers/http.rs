@@ -47,7 +47,8 @@ pub struct Timeouts {
     pub connect: Duration,
     /// The longest silence between two body chunks of a stream (keep-alive comments count as activity).
     /// Models can think for a while before the first token, so this is generous; a stream silent for
-    /// longer is stalled.
+    /// longer is stalled. It also bounds the wait for a streaming response's head (OpenRouter and
+    /// Ollama Cloud send it at once); a local Ollama that must first load a large model may need more.
     pub idle: Duration,
     /// The whole call, from sending the request to the last byte of the body. Bounds a stream that
     /// trickles forever; it is long because a healthy long answer can take minutes.

@@ -142,7 +142,7 @@ pub struct SimRequest {
     pub model: Option<String>,
     /// Whether a streamed answer was asked for (chat requests).
     pub stream: bool,
-    /// The status answered.
+    /// The status answered (200 for a stream even if a stream fault cut it later; 0 for `Hang`).
     pub status: u16,
     /// The injected fault, if one applied.
     pub fault: Option<Fault>,

@@ -20,10 +20,14 @@
 //!
 //! # Consistency
 //!
-//! `append_turn` updates the conversation's metadata and inserts the turn in one sled transaction across
-//! `conversations` and `turns` (sled recovers transactions all-or-nothing), so after a crash the history is
-//! a prefix of what was appended and the metadata matches it. The epoch check (a turn of an epoch older
-//! than the conversation's is discarded: a reply finishing after `/reset`) happens inside that transaction.
+//! `append_turn` writes the turn, then updates the conversation's metadata with a compare-and-swap that
+//! checks the epoch (a turn of an epoch older than the conversation's is discarded: a reply finishing after
+//! `/reset`; its key sits in the old epoch's range, which nothing reads, and it is removed at once). sled
+//! recovers a prefix of its log, so after a crash the history is a prefix of what was appended; the
+//! metadata's `turns` counter can be one short per crash that landed between the two writes (it is
+//! informational; nothing reads history through it). This deliberately avoids a sled transaction: those
+//! take sled's process-wide write lock, which waits for the background flusher while it writes an I/O
+//! buffer, and tripled the append tail in the benchmark (docs/bench-store.md).
 //! `reset_conversation` first bumps the epoch (transactionally), then deletes the old turns in one batch;
 //! a crash in between leaves unreachable old-epoch turns, which the next [`Store::prune`] removes.
 //!
@@ -45,7 +49,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Db, Tree};
 
 use super::{
@@ -54,7 +58,7 @@ use super::{
 };
 use crate::domain::ConversationKey;
 
-/// The layout version this binary writes and reads. Bump it together with a step in [`migrate`].
+/// The layout version this binary writes and reads. Bump it together with a step in `migrate`.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The tree holding the schema version.
@@ -497,33 +501,43 @@ impl Store for SledStore {
         turn: &Turn,
     ) -> Result<(), StoreError> {
         let value = encode(turn)?;
-        // Taken outside the transaction: a transaction may re-run, and a skipped id is harmless.
         let seq = self.db.generate_id().map_err(backend)?;
         let turn_key = turn_key(key, epoch, seq);
         let meta_key = key.0.as_bytes();
-        (&self.conversations, &self.turns)
-            .transaction(|(conversations, turns)| {
-                let mut meta: ConversationMeta = match conversations.get(meta_key)? {
-                    Some(v) => decode(&v).map_err(ConflictableTransactionError::Abort)?,
-                    None => ConversationMeta {
-                        epoch,
-                        created_ms: turn.at_ms,
-                        ..ConversationMeta::default()
-                    },
-                };
-                if meta.epoch != epoch {
-                    // The conversation was reset while this turn was in flight: it belongs to a
-                    // forgotten epoch.
-                    return Ok(());
-                }
-                meta.turns += 1;
-                meta.updated_ms = turn.at_ms;
-                let meta = encode(&meta).map_err(ConflictableTransactionError::Abort)?;
-                conversations.insert(meta_key, meta)?;
-                turns.insert(turn_key.as_slice(), value.as_slice())?;
-                Ok(())
-            })
-            .map_err(tx_error)
+        // The turn first, then the metadata (see the module doc: no transaction, so an append never waits
+        // for sled's global transaction lock). A turn written to a stale epoch lands in that epoch's key
+        // range, which nothing reads, and is removed below (or by the next prune after a crash).
+        self.turns
+            .insert(turn_key.as_slice(), value)
+            .map_err(backend)?;
+        loop {
+            let old = self.conversations.get(meta_key).map_err(backend)?;
+            let mut meta: ConversationMeta = match &old {
+                Some(v) => decode(v)?,
+                None => ConversationMeta {
+                    epoch,
+                    created_ms: turn.at_ms,
+                    ..ConversationMeta::default()
+                },
+            };
+            if meta.epoch != epoch {
+                // The conversation was reset while this turn was in flight: it belongs to a forgotten
+                // epoch.
+                self.turns.remove(turn_key.as_slice()).map_err(backend)?;
+                return Ok(());
+            }
+            meta.turns += 1;
+            meta.updated_ms = turn.at_ms;
+            match self
+                .conversations
+                .compare_and_swap(meta_key, old, Some(encode(&meta)?))
+                .map_err(backend)?
+            {
+                Ok(()) => return Ok(()),
+                // Another append or a reset changed the metadata in between: read it again.
+                Err(_) => continue,
+            }
+        }
     }
 
     fn recent_turns(
@@ -566,13 +580,14 @@ impl Store for SledStore {
                 Ok(meta.epoch)
             })
             .map_err(tx_error)?;
-        // The new epoch is recorded, so nothing can be appended to another epoch any more; now drop every
-        // turn outside it (appends racing into the new epoch are kept).
+        // The new epoch is recorded, so nothing can be appended to an older one any more; now drop every
+        // turn of the older epochs. Newer epochs are left alone: a second `/reset` racing with this one may
+        // already have bumped the epoch again and had turns appended to it.
         let prefix = conversation_prefix(key);
         let mut batch = Batch::default();
         for entry in self.turns.scan_prefix(&prefix) {
             let (k, _) = entry.map_err(backend)?;
-            if epoch_of(&k, prefix.len()) != Some(epoch) {
+            if epoch_of(&k, prefix.len()).is_some_and(|e| e < epoch) {
                 batch.remove(k);
             }
         }
@@ -591,11 +606,19 @@ impl Store for SledStore {
             let mut batch = Batch::default();
             let mut deleted = 0u64;
             // Newest first: the first `max_turns` of the current epoch may stay (if young enough); every
-            // turn after them, and every turn of an older epoch (left by a reset cut short), goes.
+            // turn after them, and every turn of an older epoch (left by a reset cut short), goes. A turn of
+            // a newer epoch than the metadata read above means a `/reset` raced with this sweep: it is left
+            // for the next sweep, never deleted.
             let mut kept = 0usize;
             for turn in self.turns.scan_prefix(&prefix).rev() {
                 let (tk, tv) = turn.map_err(backend)?;
-                let current = epoch_of(&tk, prefix.len()) == Some(meta.epoch);
+                let Some(turn_epoch) = epoch_of(&tk, prefix.len()) else {
+                    continue;
+                };
+                if turn_epoch > meta.epoch {
+                    continue;
+                }
+                let current = turn_epoch == meta.epoch;
                 let drop = if !current || (policy.max_turns > 0 && kept >= policy.max_turns) {
                     true
                 } else if policy.max_age_ms > 0 {
