@@ -32,9 +32,9 @@ pub struct DaemonConfig {
     pub shutdown_grace_secs: u64,
     /// Log format.
     pub log_format: LogFormat,
-    /// `READY=1` waits at most this long for every adapter to leave "starting" (connected, polling, or
-    /// retrying an unreachable upstream). An upstream outage must not fail the start (systemd would
-    /// restart us and burn Discord identifies), so after this bound READY is sent anyway with a warning.
+    /// `READY=1` waits at most this long for every adapter to reach its platform (Telegram polling,
+    /// Discord connected). An upstream outage must not fail the start (systemd would restart us and
+    /// burn Discord identifies), so after this bound READY is sent anyway with a warning.
     pub ready_timeout_secs: u64,
     /// A loop of ours (an adapter's poller, the router's background task) that has not beaten for this
     /// long is hung: the watchdog stops pinging and systemd restarts us after `WatchdogSec=`. 90 s is

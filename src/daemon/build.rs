@@ -13,7 +13,6 @@ use crate::config::{self, Config, Env, Secrets};
 use crate::exit::Fatal;
 use crate::health::Health;
 use crate::platforms::PlatformAdapter;
-use crate::store::StoreError;
 
 /// Builds the real store, router and adapters from `config` and `secrets`. Fails with
 /// [`Fatal::Config`] when no adapter is configured or a component rejects its settings, and with
@@ -87,17 +86,6 @@ pub(crate) fn wanted_adapters_for_test(config: &Config, secrets: &Secrets) -> Re
     wanted_adapters(config, secrets).map(|w| w.len())
 }
 
-/// A store error at start-up as the fatal error it is for the operator.
-pub(crate) fn store_fatal(e: StoreError) -> Fatal {
-    match e {
-        StoreError::Locked { .. } => Fatal::Conflict(format!(
-            "{e}. Fix: stop the other instance (systemctl stop switchboard) or point store.dir elsewhere"
-        )),
-        StoreError::NewerSchema { .. } => Fatal::Config(e.to_string()),
-        other => Fatal::Other(anyhow::anyhow!("cannot open the store: {other}")),
-    }
-}
-
 /// The real constructors, kept in one place.
 mod real {
     use super::*;
@@ -106,7 +94,6 @@ mod real {
     use crate::platforms::telegram::TelegramAdapter;
     use crate::router::free_first::FreeFirstRouter;
     use crate::router::LlmRouter;
-    use crate::store::sled_store::SledStore;
     use crate::store::Store;
 
     pub(super) struct Components {
@@ -137,19 +124,7 @@ mod real {
         clock: SharedClock,
         wanted: Vec<Wanted>,
     ) -> Result<Components, Fatal> {
-        let dir = config.store.state_dir(env);
-        let cache_mb = config.store.cache_mb;
-        let now_ms = clock.now_ms();
-        // sled's open does blocking file I/O and may wait briefly for a lock: off the async workers.
-        let opened = tokio::task::spawn_blocking(move || SledStore::open(&dir, cache_mb, now_ms))
-            .await
-            .map_err(|e| Fatal::Other(anyhow::anyhow!("opening the store panicked: {e}")))?
-            .map_err(store_fatal)?;
-        if let Some(q) = &opened.quarantined {
-            tracing::error!(moved_to = %q.moved_to.display(), "started with an empty store after moving a corrupt one aside");
-        }
-        info!(path = %opened.store.path().display(), "store open");
-        let store: Arc<dyn Store> = Arc::new(opened.store);
+        let store = crate::store::open::open_store(config, env, &clock).await?;
         let router = FreeFirstRouter::from_config(config, secrets, store.clone(), clock)
             .map_err(|e| config_fatal(&e))?;
         let adapters = wanted

@@ -392,8 +392,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     keys
 }
 
+/// Statuses that mean an adapter has not reached its platform yet.
+const NOT_UP: [&str; 2] = ["starting", "connecting"];
+
 /// Whether every adapter has registered a health component (named after it, or `name-…`) and none of
-/// its components is still "starting".
+/// its components is still starting or connecting (Telegram: polling; Discord: connected).
 fn adapters_up(health: &Health, names: &[&str]) -> bool {
     let statuses = health.statuses();
     names.iter().all(|name| {
@@ -401,7 +404,7 @@ fn adapters_up(health: &Health, names: &[&str]) -> bool {
             .iter()
             .filter(|(c, _)| c == name || c.starts_with(&format!("{name}-")))
             .collect();
-        !mine.is_empty() && mine.iter().all(|(_, s)| s != "starting")
+        !mine.is_empty() && mine.iter().all(|(_, s)| !NOT_UP.contains(&s.as_str()))
     })
 }
 

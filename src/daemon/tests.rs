@@ -65,6 +65,7 @@ impl PlatformAdapter for FakeAdapter {
                     ))
                 }
                 Startup::UpAfter(d) => {
+                    health.set_status("connecting");
                     tokio::time::sleep(d).await;
                     health.set_status("polling");
                 }
