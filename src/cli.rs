@@ -63,8 +63,8 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(fatal) => {
+            // Once, on stderr: under systemd that is the journal, so a log line too would say it twice.
             eprintln!("switchboard: {fatal}");
-            tracing::error!("{fatal}");
             fatal.to_exit_code()
         }
     }

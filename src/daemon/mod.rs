@@ -134,10 +134,18 @@ pub async fn serve(
     } = parts;
     let mut signals = signals;
     let notifier: Arc<dyn Notifier> = Arc::new(notifier);
-    let core = Core::new(config.clone(), store.clone(), router.clone(), clock);
+    let core = Core::new(config.clone(), store.clone(), router.clone(), clock.clone());
     let (config_tx, config_rx) = watch::channel(config.clone());
     let intake = CancellationToken::new();
     let background = CancellationToken::new();
+    // History retention follows reloads: the sweep reads the policy in force each time it runs.
+    let retention_config = config_rx.clone();
+    crate::store::open::spawn_retention(
+        store.clone(),
+        move || crate::store::open::retention_policy(&retention_config.borrow().store),
+        clock,
+        background.child_token(),
+    );
     let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
     let ready_timeout = Duration::from_secs(config.daemon.ready_timeout_secs);
     let stale_after = Duration::from_secs(config.daemon.stale_after_secs);
