@@ -259,6 +259,13 @@ async fn a_ten_thousand_char_reply_arrives_as_three_messages_with_fences_intact(
     h.stop().await.unwrap();
     let texts = fake.bot_texts(PRIVATE);
     assert_eq!(texts.len(), 3, "{texts:#?}");
+    // Rolled over while streaming: each new message started while the answer was still arriving,
+    // and earlier messages were edited before the next one began.
+    let sent = fake.calls_of("sendmessage");
+    assert_eq!(sent.len(), 3);
+    assert!(sent[0].at < sent[1].at && sent[1].at < sent[2].at);
+    let edits = fake.calls_of("editmessagetext");
+    assert!(edits.iter().any(|e| e.at < sent[1].at), "{:#?}", fake.summary());
     for t in &texts {
         assert!(t.encode_utf16().count() <= 4096);
         assert_eq!(t.matches("<pre>").count(), t.matches("</pre>").count(), "{t}");
@@ -379,13 +386,17 @@ async fn a_redelivered_update_after_a_restart_is_answered_once_and_history_conti
 #[tokio::test(start_paused = true)]
 async fn graceful_stop_finishes_the_reply_and_acknowledges_the_offset() {
     let fake = FakeTelegram::start().await;
-    let router = TimedRouter::drip(&["slow", " answer"], Duration::from_secs(3));
+    let router = TimedRouter::drip(&["slow", " answer"], Duration::from_secs(5));
     let h = start(&fake, memory(), router, |_| {});
     fake.push_text(PRIVATE, PRIVATE, "Alice", "take your time");
     let update_id = fake.last_pushed()["update_id"].as_i64().unwrap();
     fake.wait_until(WAIT, "typing", |f| !f.chat_calls(PRIVATE).is_empty()).await;
     h.stop().await.unwrap();
     assert_eq!(fake.bot_texts(PRIVATE), ["slow answer"]);
+    // "typing" was repeated every 4 s until the first text (at 5 s).
+    let typing: Vec<_> = fake.calls_of("sendchataction");
+    assert_eq!(typing.len(), 2, "{:#?}", fake.summary());
+    assert_eq!(typing[1].at - typing[0].at, Duration::from_secs(4));
     let last = fake.calls_of("getupdates").last().unwrap().clone();
     assert_eq!(last.body["offset"].as_i64(), Some(update_id + 1));
     assert_eq!(last.body["timeout"].as_i64(), Some(0));
