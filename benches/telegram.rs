@@ -32,6 +32,11 @@ const CHATS: i64 = 1_000;
 const ROUNDS: usize = 10;
 
 fn main() {
+    // Warnings (failed sends, retries) would distort the figures: show them.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -95,7 +100,10 @@ async fn bench() {
         ms(pct(0.99)),
         ms(latencies[total - 1])
     );
-    println!("peak RSS (VmHWM, adapter + core + fake Bot API): {} MB", peak_rss_kb() / 1024);
+    println!(
+        "peak RSS (VmHWM, adapter + core + fake Bot API): {} MB",
+        peak_rss_kb() / 1024
+    );
 }
 
 /// One message from each chat at once; returns each message's latency.
@@ -108,7 +116,11 @@ async fn round(fake: &FakeTelegram) -> Vec<Duration> {
     let mut latencies = Vec::with_capacity(CHATS as usize);
     let deadline = Instant::now() + Duration::from_secs(60);
     while latencies.len() < CHATS as usize {
-        assert!(Instant::now() < deadline, "round did not complete: {} of {CHATS}", latencies.len());
+        assert!(
+            Instant::now() < deadline,
+            "round did not complete: {} of {CHATS}",
+            latencies.len()
+        );
         for (chat, at) in fake.take_delivered() {
             if let Some(sent) = pushed.remove(&chat) {
                 latencies.push(at - sent);

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use support::telegram_fake::{Fault, FakeTelegram, BOT_USERNAME, TOKEN};
+use support::telegram_fake::{FakeTelegram, Fault, BOT_USERNAME, TOKEN};
 
 const WAIT: Duration = Duration::from_secs(120);
 const PRIVATE: i64 = 7;
@@ -54,7 +54,11 @@ impl TimedRouter {
     /// `Started`, the deltas `gap` apart, `Finished`.
     fn drip(deltas: &[&str], gap: Duration) -> Arc<Self> {
         let mut events = vec![(Duration::ZERO, ReplyEvent::Started(source()))];
-        events.extend(deltas.iter().map(|d| (gap, ReplyEvent::Delta((*d).to_owned()))));
+        events.extend(
+            deltas
+                .iter()
+                .map(|d| (gap, ReplyEvent::Delta((*d).to_owned()))),
+        );
         events.push((Duration::ZERO, finished()));
         Self::new(events)
     }
@@ -142,7 +146,10 @@ fn memory() -> Arc<dyn Store> {
 impl Harness {
     async fn stop(self) -> Result<(), Fatal> {
         self.intake.cancel();
-        tokio::time::timeout(WAIT, self.task).await.unwrap().unwrap()
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap()
     }
 }
 
@@ -154,27 +161,47 @@ fn sends(fake: &FakeTelegram, chat: i64) -> usize {
 }
 
 fn assert_clean(fake: &FakeTelegram) {
-    assert!(fake.unexpected().is_empty(), "unexpected calls: {:?}", fake.unexpected());
+    assert!(
+        fake.unexpected().is_empty(),
+        "unexpected calls: {:?}",
+        fake.unexpected()
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn private_message_streams_typing_then_paced_edits_then_the_final_text() {
     let fake = FakeTelegram::start().await;
-    let deltas = ["Hello", " there,", " this is", " a streamed", " answer", " in pieces."];
+    let deltas = [
+        "Hello",
+        " there,",
+        " this is",
+        " a streamed",
+        " answer",
+        " in pieces.",
+    ];
     let router = TimedRouter::drip(&deltas, Duration::from_millis(700));
     let h = start(&fake, memory(), router.clone(), |_| {});
     fake.push_text(PRIVATE, PRIVATE, "Alice", "stream please");
     let full = deltas.concat();
-    fake.wait_until(WAIT, "final text", |f| f.bot_texts(PRIVATE) == [full.clone()])
-        .await;
+    fake.wait_until(WAIT, "final text", |f| {
+        f.bot_texts(PRIVATE) == [full.clone()]
+    })
+    .await;
     h.stop().await.unwrap();
 
     let calls = fake.chat_calls(PRIVATE);
     assert_eq!(calls[0].method, "sendchataction", "{:#?}", fake.summary());
     assert_eq!(calls[0].body["action"], "typing");
-    let writes: Vec<_> = calls.iter().filter(|c| c.method != "sendchataction").collect();
+    let writes: Vec<_> = calls
+        .iter()
+        .filter(|c| c.method != "sendchataction")
+        .collect();
     assert_eq!(writes[0].method, "sendmessage");
-    assert!(writes.len() >= 3, "expected a first message and edits: {:#?}", fake.summary());
+    assert!(
+        writes.len() >= 3,
+        "expected a first message and edits: {:#?}",
+        fake.summary()
+    );
     assert!(writes[1..].iter().all(|c| c.method == "editmessagetext"));
     assert_eq!(writes.last().unwrap().text(), Some(full.as_str()));
     for pair in writes.windows(2) {
@@ -185,7 +212,10 @@ async fn private_message_streams_typing_then_paced_edits_then_the_final_text() {
         );
     }
     // The prompt reached the model without changes; private chats carry no author prefix.
-    assert_eq!(router.seen.lock().unwrap()[0].prompt.content, "stream please");
+    assert_eq!(
+        router.seen.lock().unwrap()[0].prompt.content,
+        "stream please"
+    );
     assert!(fake.calls_of("setmycommands")[0].body["commands"]
         .as_array()
         .unwrap()
@@ -202,23 +232,36 @@ async fn group_policy_ignores_unaddressed_and_answers_mention_reply_and_ask() {
     fake.push_text(GROUP, 11, "Bob", "just chatting among ourselves");
     fake.push_text(GROUP, 11, "Bob", "/ask@other_bot not for us");
     let mention = fake.push_text(GROUP, 11, "Bob", &format!("@{BOT_USERNAME} what is Rust?"));
-    fake.wait_until(WAIT, "mention answered", |f| sends(f, GROUP) == 1).await;
+    fake.wait_until(WAIT, "mention answered", |f| sends(f, GROUP) == 1)
+        .await;
     let first_reply = fake.calls_of("sendmessage")[0].clone();
     assert_eq!(first_reply.body["reply_parameters"]["message_id"], mention);
     let bot_msg = 4; // ids in the chat: 1, 2, 3 users; 4 the bot's answer
     fake.push_message(GROUP, 12, "Carol", "and in Go?", Some((bot_msg, true)));
-    fake.wait_until(WAIT, "reply answered", |f| sends(f, GROUP) == 2).await;
+    fake.wait_until(WAIT, "reply answered", |f| sends(f, GROUP) == 2)
+        .await;
     fake.push_message(GROUP, 12, "Carol", "a reply to a person", Some((1, false)));
     fake.push_text(GROUP, 13, "Dave", &format!("/ask@{BOT_USERNAME} why?"));
-    fake.wait_until(WAIT, "/ask answered", |f| sends(f, GROUP) == 3).await;
+    fake.wait_until(WAIT, "/ask answered", |f| sends(f, GROUP) == 3)
+        .await;
     h.stop().await.unwrap();
 
-    let prompts: Vec<String> = router.requests().iter().map(|r| r.prompt.content.clone()).collect();
+    let prompts: Vec<String> = router
+        .requests()
+        .iter()
+        .map(|r| r.prompt.content.clone())
+        .collect();
     assert_eq!(prompts.len(), 3, "{prompts:?}");
-    assert!(prompts[0].contains("Bob") && prompts[0].ends_with("what is Rust?"), "{prompts:?}");
+    assert!(
+        prompts[0].contains("Bob") && prompts[0].ends_with("what is Rust?"),
+        "{prompts:?}"
+    );
     assert!(!prompts[0].contains(BOT_USERNAME));
     assert!(prompts[1].contains("Carol") && prompts[1].ends_with("and in Go?"));
-    assert!(prompts[2].contains("Dave") && prompts[2].ends_with("why?"), "{prompts:?}");
+    assert!(
+        prompts[2].contains("Dave") && prompts[2].ends_with("why?"),
+        "{prompts:?}"
+    );
     assert_eq!(sends(&fake, GROUP), 3);
     assert_clean(&fake);
 }
@@ -229,7 +272,9 @@ fn long_reply(len: usize) -> String {
     let mut n = 0;
     while md.len() < len {
         n += 1;
-        md.push_str("Here is how it works, step by step. The **next** part is the code.\n\n```rust\n");
+        md.push_str(
+            "Here is how it works, step by step. The **next** part is the code.\n\n```rust\n",
+        );
         for i in 0..30 {
             md.push_str(&format!("let value_{n}_{i} = compute({i});\n"));
         }
@@ -265,15 +310,30 @@ async fn a_ten_thousand_char_reply_arrives_as_three_messages_with_fences_intact(
     assert_eq!(sent.len(), 3);
     assert!(sent[0].at < sent[1].at && sent[1].at < sent[2].at);
     let edits = fake.calls_of("editmessagetext");
-    assert!(edits.iter().any(|e| e.at < sent[1].at), "{:#?}", fake.summary());
+    assert!(
+        edits.iter().any(|e| e.at < sent[1].at),
+        "{:#?}",
+        fake.summary()
+    );
     for t in &texts {
         assert!(t.encode_utf16().count() <= 4096);
-        assert_eq!(t.matches("<pre>").count(), t.matches("</pre>").count(), "{t}");
-        assert_eq!(t.matches("<code").count(), t.matches("</code>").count(), "{t}");
+        assert_eq!(
+            t.matches("<pre>").count(),
+            t.matches("</pre>").count(),
+            "{t}"
+        );
+        assert_eq!(
+            t.matches("<code").count(),
+            t.matches("</code>").count(),
+            "{t}"
+        );
     }
     // Every line of code made it, in order, exactly once.
     let shown: String = texts.join("\n");
-    let expected: Vec<&str> = reply.lines().filter(|l| l.starts_with("let value_")).collect();
+    let expected: Vec<&str> = reply
+        .lines()
+        .filter(|l| l.starts_with("let value_"))
+        .collect();
     let got: Vec<&str> = shown
         .lines()
         .map(|l| l.trim_start_matches("<pre><code class=\"language-rust\">"))
@@ -291,14 +351,21 @@ async fn retry_after_on_an_edit_is_obeyed_exactly_and_the_final_text_arrives() {
     let router = TimedRouter::drip(&deltas, Duration::from_millis(600));
     let h = start(&fake, memory(), router, |_| {});
     fake.push_text(PRIVATE, PRIVATE, "Alice", "count");
-    fake.wait_until(WAIT, "first message", |f| sends(f, PRIVATE) == 1).await;
+    fake.wait_until(WAIT, "first message", |f| sends(f, PRIVATE) == 1)
+        .await;
     fake.fail_next("editMessageText", Fault::RetryAfter(5));
     let full = deltas.concat();
-    fake.wait_until(WAIT, "final text", |f| f.bot_texts(PRIVATE) == [full.clone()]).await;
+    fake.wait_until(WAIT, "final text", |f| {
+        f.bot_texts(PRIVATE) == [full.clone()]
+    })
+    .await;
     h.stop().await.unwrap();
 
     let calls = fake.chat_calls(PRIVATE);
-    let limited = calls.iter().find(|c| c.faulted).expect("the 429 was served");
+    let limited = calls
+        .iter()
+        .find(|c| c.faulted)
+        .expect("the 429 was served");
     let after: Vec<_> = calls.iter().filter(|c| c.at > limited.at).collect();
     assert!(!after.is_empty());
     for c in &after {
@@ -322,7 +389,8 @@ async fn cant_parse_entities_resends_plain_text_and_not_modified_counts_as_succe
     let h = start(&fake, memory(), router.clone(), |_| {});
     fake.fail_next("sendMessage", Fault::CantParseEntities);
     fake.push_text(PRIVATE, PRIVATE, "Alice", "bold please");
-    fake.wait_until(WAIT, "plain resend", |f| sends(f, PRIVATE) == 1).await;
+    fake.wait_until(WAIT, "plain resend", |f| sends(f, PRIVATE) == 1)
+        .await;
     let sendmessages = fake.calls_of("sendmessage");
     assert_eq!(sendmessages.len(), 2);
     assert!(sendmessages[0].faulted && sendmessages[0].is_html());
@@ -338,13 +406,20 @@ async fn cant_parse_entities_resends_plain_text_and_not_modified_counts_as_succe
     let router = TimedRouter::drip(&deltas, Duration::from_millis(1500));
     let h = start(&fake, memory(), router, |_| {});
     fake.push_text(PRIVATE, PRIVATE, "Alice", "greek");
-    fake.wait_until(WAIT, "first message", |f| sends(f, PRIVATE) == 1).await;
+    fake.wait_until(WAIT, "first message", |f| sends(f, PRIVATE) == 1)
+        .await;
     fake.fail_next("editMessageText", Fault::NotModified);
     let full = deltas.concat();
-    fake.wait_until(WAIT, "final text", |f| f.bot_texts(PRIVATE) == [full.clone()]).await;
+    fake.wait_until(WAIT, "final text", |f| {
+        f.bot_texts(PRIVATE) == [full.clone()]
+    })
+    .await;
     h.stop().await.unwrap();
     let edits = fake.calls_of("editmessagetext");
-    let faulted = edits.iter().find(|c| c.faulted).expect("not-modified was served");
+    let faulted = edits
+        .iter()
+        .find(|c| c.faulted)
+        .expect("not-modified was served");
     assert_eq!(
         edits.iter().filter(|c| c.text() == faulted.text()).count(),
         1,
@@ -361,7 +436,8 @@ async fn a_redelivered_update_after_a_restart_is_answered_once_and_history_conti
     let router = ScriptedRouter::new();
     let first = start(&fake, store.clone(), router.clone(), |_| {});
     fake.push_text(PRIVATE, PRIVATE, "Alice", "my name is Alice");
-    fake.wait_until(WAIT, "first answer", |f| sends(f, PRIVATE) == 1).await;
+    fake.wait_until(WAIT, "first answer", |f| sends(f, PRIVATE) == 1)
+        .await;
     let update = fake.last_pushed();
     // Crash: no graceful stop, no acknowledgement from this process.
     first.task.abort();
@@ -370,15 +446,27 @@ async fn a_redelivered_update_after_a_restart_is_answered_once_and_history_conti
     let second = start(&fake, store.clone(), router.clone(), |_| {});
     fake.push_raw(update.clone());
     let redelivered = update["update_id"].as_i64().unwrap();
-    fake.wait_until(WAIT, "redelivery consumed", |f| f.acked_offset() > redelivered).await;
+    fake.wait_until(WAIT, "redelivery consumed", |f| {
+        f.acked_offset() > redelivered
+    })
+    .await;
     fake.push_text(PRIVATE, PRIVATE, "Alice", "what is my name?");
-    fake.wait_until(WAIT, "second answer", |f| sends(f, PRIVATE) == 2).await;
+    fake.wait_until(WAIT, "second answer", |f| sends(f, PRIVATE) == 2)
+        .await;
     second.stop().await.unwrap();
 
     assert_eq!(sends(&fake, PRIVATE), 2, "{:#?}", fake.summary());
     let requests = router.requests();
-    assert_eq!(requests.len(), 2, "the redelivered message reached the model again");
-    let history: Vec<&str> = requests[1].history.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        requests.len(),
+        2,
+        "the redelivered message reached the model again"
+    );
+    let history: Vec<&str> = requests[1]
+        .history
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect();
     assert!(history.contains(&"my name is Alice"), "{history:?}");
     assert_clean(&fake);
 }
@@ -390,7 +478,8 @@ async fn graceful_stop_finishes_the_reply_and_acknowledges_the_offset() {
     let h = start(&fake, memory(), router, |_| {});
     fake.push_text(PRIVATE, PRIVATE, "Alice", "take your time");
     let update_id = fake.last_pushed()["update_id"].as_i64().unwrap();
-    fake.wait_until(WAIT, "typing", |f| !f.chat_calls(PRIVATE).is_empty()).await;
+    fake.wait_until(WAIT, "typing", |f| !f.chat_calls(PRIVATE).is_empty())
+        .await;
     h.stop().await.unwrap();
     assert_eq!(fake.bot_texts(PRIVATE), ["slow answer"]);
     // "typing" was repeated every 4 s until the first text (at 5 s).
@@ -408,26 +497,43 @@ async fn graceful_stop_finishes_the_reply_and_acknowledges_the_offset() {
 async fn notices_and_failures_are_shown_and_streaming_can_be_off() {
     let fake = FakeTelegram::start().await;
     let router = TimedRouter::new(vec![
-        (Duration::ZERO, ReplyEvent::Notice("Free models are busy; answering with the paid tier.".into())),
+        (
+            Duration::ZERO,
+            ReplyEvent::Notice("Free models are busy; answering with the paid tier.".into()),
+        ),
         (Duration::ZERO, ReplyEvent::Started(source())),
-        (Duration::from_millis(500), ReplyEvent::Delta("Partial <answer>".into())),
-        (Duration::from_millis(500), ReplyEvent::Failed(UserFacingError::new(
-            FailureKind::Interrupted,
-            "The model stopped responding; the answer above is incomplete.",
-        ))),
+        (
+            Duration::from_millis(500),
+            ReplyEvent::Delta("Partial <answer>".into()),
+        ),
+        (
+            Duration::from_millis(500),
+            ReplyEvent::Failed(UserFacingError::new(
+                FailureKind::Interrupted,
+                "The model stopped responding; the answer above is incomplete.",
+            )),
+        ),
     ]);
     let h = start(&fake, memory(), router, |c| {
-        c.telegram.chats.entry(PRIVATE.to_string()).or_default().streaming = Some(false);
+        c.telegram
+            .chats
+            .entry(PRIVATE.to_string())
+            .or_default()
+            .streaming = Some(false);
     });
     fake.push_text(PRIVATE, PRIVATE, "Alice", "hi");
-    fake.wait_until(WAIT, "answer", |f| sends(f, PRIVATE) == 1).await;
+    fake.wait_until(WAIT, "answer", |f| sends(f, PRIVATE) == 1)
+        .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     h.stop().await.unwrap();
     assert_eq!(
         fake.bot_texts(PRIVATE),
         ["<i>Free models are busy; answering with the paid tier.</i>\n\nPartial &lt;answer&gt;\n\n⚠️ The model stopped responding; the answer above is incomplete."]
     );
-    assert!(fake.calls_of("editmessagetext").is_empty(), "streaming was off");
+    assert!(
+        fake.calls_of("editmessagetext").is_empty(),
+        "streaming was off"
+    );
     assert_eq!(fake.chat_calls(PRIVATE)[0].method, "sendchataction");
     assert_clean(&fake);
 }
@@ -437,7 +543,11 @@ async fn conflict_exits_73_and_a_rejected_token_exits_78() {
     let fake = FakeTelegram::start().await;
     fake.fail_next("getUpdates", Fault::Conflict);
     let h = start(&fake, memory(), ScriptedRouter::new(), |_| {});
-    let err = tokio::time::timeout(WAIT, h.task).await.unwrap().unwrap().unwrap_err();
+    let err = tokio::time::timeout(WAIT, h.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, Fatal::Conflict(_)), "{err}");
     assert_eq!(err.exit_code(), 73);
     assert!(err.to_string().contains("another process is polling"));
@@ -445,7 +555,11 @@ async fn conflict_exits_73_and_a_rejected_token_exits_78() {
     let fake = FakeTelegram::start().await;
     fake.fail_next("getMe", Fault::Unauthorized);
     let h = start(&fake, memory(), ScriptedRouter::new(), |_| {});
-    let err = tokio::time::timeout(WAIT, h.task).await.unwrap().unwrap().unwrap_err();
+    let err = tokio::time::timeout(WAIT, h.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, Fatal::Config(_)), "{err}");
     assert_eq!(err.exit_code(), 78);
     assert!(err.to_string().contains("TELEGRAM_BOT_TOKEN"));
@@ -501,11 +615,19 @@ async fn the_token_never_appears_in_logs_errors_or_replies() {
     })
     .await;
     fake.fail_next("getUpdates", Fault::Conflict);
-    let err = tokio::time::timeout(WAIT, h.task).await.unwrap().unwrap().unwrap_err();
+    let err = tokio::time::timeout(WAIT, h.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     let fake2 = FakeTelegram::start().await;
     fake2.fail_next("getMe", Fault::Unauthorized);
     let h2 = start(&fake2, memory(), router, |_| {});
-    let err2 = tokio::time::timeout(WAIT, h2.task).await.unwrap().unwrap().unwrap_err();
+    let err2 = tokio::time::timeout(WAIT, h2.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     // A Bot API that is not there at all: network errors.
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -517,7 +639,12 @@ async fn the_token_never_appears_in_logs_errors_or_replies() {
     let (_tx, rx) = watch::channel(config.clone());
     let intake = CancellationToken::new();
     let ctx = AdapterContext {
-        core: Core::new(config, memory(), ScriptedRouter::new(), Arc::new(SystemClock)),
+        core: Core::new(
+            config,
+            memory(),
+            ScriptedRouter::new(),
+            Arc::new(SystemClock),
+        ),
         store: memory(),
         health: Health::new(),
         config: rx,
@@ -526,11 +653,21 @@ async fn the_token_never_appears_in_logs_errors_or_replies() {
     let task = tokio::spawn(Box::new(TelegramAdapter::new(SecretString::from(TOKEN))).run(ctx));
     tokio::time::sleep(Duration::from_secs(5)).await;
     intake.cancel();
-    tokio::time::timeout(WAIT, task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("telegram: connected"), "capture works: {logs}");
-    assert!(logs.contains("cannot reach the Bot API"), "network errors were logged: {logs}");
+    assert!(
+        logs.contains("telegram: connected"),
+        "capture works: {logs}"
+    );
+    assert!(
+        logs.contains("cannot reach the Bot API"),
+        "network errors were logged: {logs}"
+    );
     let secret = TOKEN.split_once(':').unwrap().1;
     for (what, text) in [
         ("logs", logs.as_str()),
@@ -544,7 +681,11 @@ async fn the_token_never_appears_in_logs_errors_or_replies() {
             assert!(!text.contains(secret));
         }
     }
-    assert!(fake.bot_texts(PRIVATE + 1)[0].starts_with("⚠️"), "{:?}", fake.bot_texts(PRIVATE + 1));
+    assert!(
+        fake.bot_texts(PRIVATE + 1)[0].starts_with("⚠️"),
+        "{:?}",
+        fake.bot_texts(PRIVATE + 1)
+    );
     assert!(fake.bot_texts(PRIVATE + 2)[0].contains("half an"));
     let _ = Instant::now();
 }

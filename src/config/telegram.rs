@@ -79,7 +79,10 @@ impl TelegramConfig {
         if self.poll_timeout_secs > MAX_POLL_TIMEOUT_SECS {
             return Err(ConfigError::new(
                 "telegram.poll_timeout_secs",
-                format!("{} is above {MAX_POLL_TIMEOUT_SECS}", self.poll_timeout_secs),
+                format!(
+                    "{} is above {MAX_POLL_TIMEOUT_SECS}",
+                    self.poll_timeout_secs
+                ),
                 "set it to 10 (the HTTP client gives up after 17 s)",
             ));
         }

@@ -107,11 +107,14 @@ fn prefix_within(s: &str, budget: usize) -> usize {
     s.len()
 }
 
+/// Finds a candidate cut (a byte index just after a boundary) in a window.
+type Finder = dyn Fn(&str) -> Option<usize>;
+
 /// Where to cut a window that is full: after the last paragraph break, line break, sentence end or space
 /// in its second half (in that order of preference), else at its end. Looks only inside the window.
 fn choose_cut(window: &str) -> usize {
     let half = window.len() / 2;
-    let candidates: [&dyn Fn(&str) -> Option<usize>; 4] = [
+    let candidates: [&Finder; 4] = [
         &|w| w.rfind("\n\n").map(|i| i + 2),
         &|w| w.rfind('\n').map(|i| i + 1),
         &|w| {
@@ -178,12 +181,20 @@ mod tests {
 
     #[test]
     fn prefers_paragraphs_then_lines() {
-        let text = format!("{}\n\n{}\n{}", "a".repeat(60), "b".repeat(30), "c".repeat(30));
+        let text = format!(
+            "{}\n\n{}\n{}",
+            "a".repeat(60),
+            "b".repeat(30),
+            "c".repeat(30)
+        );
         let chunks = split_message(&text, 80);
         assert_eq!(chunks[0], format!("{}\n\n", "a".repeat(60)));
         let text = format!("{} {}. {}", "a".repeat(40), "b".repeat(20), "c".repeat(40));
         let chunks = split_message(&text, 80);
-        assert_eq!(chunks[0], format!("{} {}. ", "a".repeat(40), "b".repeat(20)));
+        assert_eq!(
+            chunks[0],
+            format!("{} {}. ", "a".repeat(40), "b".repeat(20))
+        );
     }
 
     #[test]

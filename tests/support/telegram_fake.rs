@@ -181,7 +181,11 @@ impl FakeTelegram {
 
     /// The last update queued with `push_message` (to redeliver it).
     pub fn last_pushed(&self) -> Value {
-        self.lock().pushed.last().cloned().expect("nothing pushed yet")
+        self.lock()
+            .pushed
+            .last()
+            .cloned()
+            .expect("nothing pushed yet")
     }
 
     /// Injects a one-shot fault for the next call of `method` (any case).
@@ -250,7 +254,11 @@ impl FakeTelegram {
     pub async fn wait_until(&self, limit: Duration, what: &str, cond: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + limit;
         while !cond(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}; calls: {:#?}", self.summary());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for: {what}; calls: {:#?}",
+                self.summary()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -334,12 +342,10 @@ fn fault_response(fault: Fault) -> Response {
 }
 
 async fn unexpected_route(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
-    shared
-        .inner
-        .lock()
-        .unwrap()
-        .unexpected
-        .push(format!("unexpected route {}", uri.path().replace(TOKEN, "<TOKEN>")));
+    shared.inner.lock().unwrap().unexpected.push(format!(
+        "unexpected route {}",
+        uri.path().replace(TOKEN, "<TOKEN>")
+    ));
     error(404, "Not Found", None)
 }
 
@@ -376,7 +382,9 @@ async fn handle(
         return fault_response(fault);
     }
     match method.as_str() {
-        "getwebhookinfo" => ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})),
+        "getwebhookinfo" => {
+            ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
+        }
         "deletewebhook" | "setmycommands" | "sendchataction" => ok(json!(true)),
         "getme" => ok(json!({
             "id": BOT_ID, "is_bot": true, "first_name": "Switchboard", "username": BOT_USERNAME,
@@ -425,7 +433,11 @@ async fn handle(
 
 async fn get_updates(shared: &Shared, body: &Value) -> Response {
     let offset = body.get("offset").and_then(Value::as_i64);
-    let timeout = body.get("timeout").and_then(Value::as_u64).unwrap_or(0).min(15);
+    let timeout = body
+        .get("timeout")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .min(15);
     let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
     let deadline = Instant::now() + Duration::from_secs(timeout);
     loop {

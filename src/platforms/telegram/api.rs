@@ -6,12 +6,11 @@ use std::fmt;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use teloxide::payloads::{
-    EditMessageTextSetters, GetUpdatesSetters, SendMessageSetters,
-};
+use teloxide::payloads::{EditMessageTextSetters, GetUpdatesSetters, SendMessageSetters};
 use teloxide::requests::Requester;
 use teloxide::types::{
-    AllowedUpdate, BotCommand, ChatAction, ChatId, Me, MessageId, ParseMode, ReplyParameters, Update,
+    AllowedUpdate, BotCommand, ChatAction, ChatId, Me, MessageId, ParseMode, ReplyParameters,
+    Update,
 };
 use teloxide::{ApiError, Bot, RequestError};
 
@@ -201,12 +200,10 @@ impl Api {
             request = request.parse_mode(ParseMode::Html);
         }
         if let Some(id) = reply_to {
-            request = request.reply_parameters(ReplyParameters::new(id).allow_sending_without_reply());
+            request =
+                request.reply_parameters(ReplyParameters::new(id).allow_sending_without_reply());
         }
-        request
-            .await
-            .map(|m| m.id)
-            .map_err(|e| self.classify(e))
+        request.await.map(|m| m.id).map_err(|e| self.classify(e))
     }
 
     /// Replaces a message's text (HTML when `html`).
@@ -256,7 +253,9 @@ mod tests {
     fn errors_map_to_actions() {
         let api = Api::new(&SecretString::from("1:x"), "http://127.0.0.1:9").unwrap();
         assert_eq!(
-            api.classify(RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(5))),
+            api.classify(RequestError::RetryAfter(
+                teloxide::types::Seconds::from_seconds(5)
+            )),
             ApiFailure::RetryAfter(Duration::from_secs(5))
         );
         assert_eq!(

@@ -260,10 +260,9 @@ impl Renderer {
             TagEnd::Emphasis => self.close("</i>"),
             TagEnd::Strong => self.close("</b>"),
             TagEnd::Strikethrough => self.close("</s>"),
-            TagEnd::Link | TagEnd::Image => {
-                if self.links.pop() == Some(true) {
-                    self.close("</a>");
-                }
+            // The guard pops the link either way; only links that opened an <a> close one.
+            TagEnd::Link | TagEnd::Image if self.links.pop() == Some(true) => {
+                self.close("</a>");
             }
             TagEnd::HtmlBlock | TagEnd::FootnoteDefinition => self.block_break(2),
             _ => {}
@@ -294,8 +293,14 @@ mod tests {
     #[test]
     fn raw_html_and_broken_markup_are_escaped() {
         let html = markdown_to_html("<b>x</b> <script>alert(1)</script> **unclosed & <i>");
-        assert!(!html.contains("<script>") && !html.contains("<b>x"), "{html}");
-        assert!(html.contains("&lt;script&gt;") && html.contains("&amp;"), "{html}");
+        assert!(
+            !html.contains("<script>") && !html.contains("<b>x"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;") && html.contains("&amp;"),
+            "{html}"
+        );
         let html = markdown_to_html("```\n<tag> & stuff");
         assert_eq!(html, "<pre><code>&lt;tag&gt; &amp; stuff</code></pre>");
     }
@@ -308,7 +313,13 @@ mod tests {
         for c in &chunks {
             assert!(utf16_len(c.html.as_deref().unwrap()) <= TELEGRAM_MESSAGE_LIMIT);
         }
-        assert_eq!(chunks.iter().map(|c| c.markdown.as_str()).collect::<String>(), md);
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|c| c.markdown.as_str())
+                .collect::<String>(),
+            md
+        );
     }
 
     #[test]

@@ -88,7 +88,11 @@ fn strip_command_target(text: &str, username: &str) -> CommandTarget {
     };
     let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
     let word = &rest[..end];
-    if word.is_empty() || !word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@') {
+    if word.is_empty()
+        || !word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@')
+    {
         // "/etc/hosts?" or a lone "/": a prompt, not a command.
         return CommandTarget::NotACommand;
     }
@@ -118,7 +122,7 @@ fn strip_mention(text: &str, username: &str) -> (String, bool) {
         let word_end = lower[end..]
             .chars()
             .next()
-            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            .map_or(true, |c| !(c.is_alphanumeric() || c == '_'));
         out.push_str(&text[i..start]);
         if word_end {
             found = true;
@@ -210,16 +214,31 @@ mod tests {
         let i = translate(&m, &me(), GroupPolicy::Reply).unwrap();
         assert_eq!(i.reply_to.as_deref(), Some("9"));
         assert!(translate(&message(-100, "hm", Some(5)), &me(), GroupPolicy::Mention).is_none());
-        assert!(translate(&message(-100, "@sb_botty hi", None), &me(), GroupPolicy::Mention).is_none());
+        assert!(translate(
+            &message(-100, "@sb_botty hi", None),
+            &me(),
+            GroupPolicy::Mention
+        )
+        .is_none());
     }
 
     #[test]
     fn commands_lose_the_bot_suffix_and_other_bots_commands_are_ignored() {
-        let i = translate(&message(-100, "/ask@SB_bot why?", None), &me(), GroupPolicy::Reply).unwrap();
+        let i = translate(
+            &message(-100, "/ask@SB_bot why?", None),
+            &me(),
+            GroupPolicy::Reply,
+        )
+        .unwrap();
         assert_eq!(i.text, "/ask why?");
         let i = translate(&message(-100, "/reset", None), &me(), GroupPolicy::Reply).unwrap();
         assert_eq!(i.text, "/reset");
-        assert!(translate(&message(-100, "/ask@other_bot x", None), &me(), GroupPolicy::All).is_none());
+        assert!(translate(
+            &message(-100, "/ask@other_bot x", None),
+            &me(),
+            GroupPolicy::All
+        )
+        .is_none());
         let i = translate(&message(7, "/help@sb_bot", None), &me(), GroupPolicy::All).unwrap();
         assert_eq!(i.text, "/help");
     }

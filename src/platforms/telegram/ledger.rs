@@ -81,7 +81,8 @@ impl Ledger {
 
     /// Saves the next update offset.
     pub fn save_offset(&self, offset: i32) {
-        let result = store::encode(&offset).and_then(|v| self.store.kv_put(STATE_NS, &self.offset_key(), &v));
+        let result = store::encode(&offset)
+            .and_then(|v| self.store.kv_put(STATE_NS, &self.offset_key(), &v));
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not save the update offset");
         }
@@ -124,19 +125,29 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn records_offsets_and_pruning() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let ledger = Ledger::new(store.clone(), Arc::new(TokioClock::starting_at(1_000_000)), 42);
+        let ledger = Ledger::new(
+            store.clone(),
+            Arc::new(TokioClock::starting_at(1_000_000)),
+            42,
+        );
         assert!(!ledger.answered(-5, 3));
         ledger.record(-5, 3);
         assert!(ledger.answered(-5, 3));
         assert!(!ledger.answered(-5, 4));
         assert_eq!(ledger.offset(), None);
         ledger.save_offset(77);
-        assert_eq!(Ledger::new(store.clone(), Arc::new(TokioClock::starting_at(0)), 42).offset(), Some(77));
+        assert_eq!(
+            Ledger::new(store.clone(), Arc::new(TokioClock::starting_at(0)), 42).offset(),
+            Some(77)
+        );
         let other_bot = Ledger::new(store, Arc::new(TokioClock::starting_at(0)), 43);
         assert_eq!(other_bot.offset(), None);
         assert!(!other_bot.answered(-5, 3));
         assert_eq!(ledger.prune(), 0);
-        tokio::time::advance(std::time::Duration::from_millis(ANSWERED_RETENTION_MS as u64 + 1)).await;
+        tokio::time::advance(std::time::Duration::from_millis(
+            ANSWERED_RETENTION_MS as u64 + 1,
+        ))
+        .await;
         ledger.record(-5, 9);
         assert_eq!(ledger.prune(), 1);
         assert!(!ledger.answered(-5, 3) && ledger.answered(-5, 9));

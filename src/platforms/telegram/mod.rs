@@ -181,11 +181,9 @@ impl Poller {
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
             let config = ctx.config.borrow().clone();
-            let request = self.api.get_updates(
-                offset,
-                config.telegram.poll_timeout_secs,
-                POLL_LIMIT,
-            );
+            let request =
+                self.api
+                    .get_updates(offset, config.telegram.poll_timeout_secs, POLL_LIMIT);
             let result = tokio::select! {
                 // Dropping the request is safe: what it would have returned was not acknowledged and is
                 // delivered again to the next poll (or the next run).
@@ -199,7 +197,11 @@ impl Poller {
                         continue;
                     }
                     for update in updates {
-                        offset = Some(i32::try_from(update.id.0).unwrap_or(i32::MAX).saturating_add(1));
+                        offset = Some(
+                            i32::try_from(update.id.0)
+                                .unwrap_or(i32::MAX)
+                                .saturating_add(1),
+                        );
                         if let UpdateKind::Message(msg) = update.kind {
                             self.dispatch(&config, &msg);
                         }
@@ -246,7 +248,11 @@ impl Poller {
             return;
         };
         if self.ledger.answered(chat.0, msg.id.0) {
-            tracing::info!(chat = chat.0, message = msg.id.0, "telegram: already answered; skipping a redelivered message");
+            tracing::info!(
+                chat = chat.0,
+                message = msg.id.0,
+                "telegram: already answered; skipping a redelivered message"
+            );
             return;
         }
         let direct = msg.chat.is_private();
@@ -265,7 +271,13 @@ impl Poller {
         };
         // In groups the answer quotes the question, so it is clear whom it answers.
         let reply_to: Option<MessageId> = (!direct).then_some(msg.id);
-        let reply = Reply::new(self.api.clone(), self.pacer.clone(), chat, reply_to, settings);
+        let reply = Reply::new(
+            self.api.clone(),
+            self.pacer.clone(),
+            chat,
+            reply_to,
+            settings,
+        );
         self.tracker.spawn(reply.run(stream));
     }
 
@@ -275,7 +287,10 @@ impl Poller {
         self.tracker.close();
         if !self.tracker.is_empty() {
             health.set_status("finishing replies");
-            tracing::info!(in_flight = self.tracker.len(), "telegram: finishing replies in flight");
+            tracing::info!(
+                in_flight = self.tracker.len(),
+                "telegram: finishing replies in flight"
+            );
         }
         loop {
             tokio::select! {
@@ -287,7 +302,9 @@ impl Poller {
             // timeout 0: return at once. Updates from `offset` on stay unacknowledged for the next run.
             match self.api.get_updates(Some(offset), 0, 1).await {
                 Ok(_) => tracing::info!(offset, "telegram: offset acknowledged"),
-                Err(e) => tracing::warn!(error = %e, "telegram: could not acknowledge the offset; the next start dedupes"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "telegram: could not acknowledge the offset; the next start dedupes")
+                }
             }
         }
         self.ledger.flush().await;

@@ -27,7 +27,8 @@ pub const MAX_SEND_ATTEMPTS: u32 = 5;
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Shown when the answer stream ended without a proper end (a bug on our side).
-const ENDED_UNEXPECTEDLY: &str = "Something went wrong on my side and the answer stopped. Please try again.";
+const ENDED_UNEXPECTEDLY: &str =
+    "Something went wrong on my side and the answer stopped. Please try again.";
 /// Shown for a finished answer with no text at all (Telegram refuses empty messages).
 const EMPTY_ANSWER: &str = "(The model returned an empty answer.)";
 
@@ -161,7 +162,11 @@ impl Reply {
                 return;
             }
             let want_flush = self.dirty && (self.settings.streaming || self.finished);
-            let flush_at = if want_flush { self.pacer.ready_at(chat) } else { far() };
+            let flush_at = if want_flush {
+                self.pacer.ready_at(chat)
+            } else {
+                far()
+            };
             let want_typing =
                 !self.finished && (self.answer.is_empty() || !self.settings.streaming);
             let typing_due = if want_typing {
@@ -241,7 +246,10 @@ impl Reply {
                 self.dirty = true;
             }
             None => {
-                tracing::error!(chat = self.chat.0, "the reply stream ended without finishing");
+                tracing::error!(
+                    chat = self.chat.0,
+                    "the reply stream ended without finishing"
+                );
                 self.failure = Some(ENDED_UNEXPECTEDLY.to_owned());
                 self.finished = true;
                 self.dirty = true;
@@ -292,7 +300,10 @@ impl Reply {
             match self.put(i, text, html).await {
                 Ok(()) => {}
                 Err(ApiFailure::CantParseEntities | ApiFailure::TooLong) if html => {
-                    tracing::warn!(chat = self.chat.0, "Telegram rejected the formatting; sending plain text");
+                    tracing::warn!(
+                        chat = self.chat.0,
+                        "Telegram rejected the formatting; sending plain text"
+                    );
                     self.put(i, &chunk.markdown, false).await?;
                     if let Some(s) = self.sent.get_mut(i) {
                         s.plain = true;
