@@ -6,7 +6,7 @@ mod support {
 }
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
@@ -112,12 +112,29 @@ fn config(fake: &FakeTelegram, tweak: impl FnOnce(&mut Config)) -> Config {
     config
 }
 
+/// The process-wide log capture (installed once, at TRACE, for every test in this binary: the canary
+/// check then covers every scenario that ran before it, and a global subscriber avoids tracing's
+/// per-thread interest caching dropping events).
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .init();
+        capture
+    })
+}
+
 fn start(
     fake: &FakeTelegram,
     store: Arc<dyn Store>,
     router: Arc<dyn LlmRouter>,
     tweak: impl FnOnce(&mut Config),
 ) -> Harness {
+    capture();
     let config = Arc::new(config(fake, tweak));
     let core = Core::new(
         config.clone(),
@@ -589,14 +606,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 
 #[tokio::test(start_paused = true)]
 async fn the_token_never_appears_in_logs_errors_or_replies() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let capture = capture();
     // Faults of every kind the adapter logs about.
     let fake = FakeTelegram::start().await;
     let router = ScriptedRouter::new();
