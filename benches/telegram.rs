@@ -81,6 +81,12 @@ async fn bench() {
         latencies.extend(round(&fake).await);
     }
     let elapsed = started.elapsed();
+    // Unloaded latency: one message at a time, so nothing queues behind a burst.
+    let mut single = Vec::new();
+    for _ in 0..200 {
+        single.extend(round_of(&fake, 1).await);
+    }
+    single.sort();
     intake.cancel();
     adapter.await.unwrap().unwrap();
 
@@ -101,6 +107,11 @@ async fn bench() {
         ms(latencies[total - 1])
     );
     println!(
+        "latency, one message at a time (200 messages): p50 {:.2} ms, p99 {:.2} ms",
+        ms(single[single.len() / 2]),
+        ms(single[single.len() * 99 / 100])
+    );
+    println!(
         "peak RSS (VmHWM, adapter + core + fake Bot API): {} MB",
         peak_rss_kb() / 1024
     );
@@ -108,17 +119,22 @@ async fn bench() {
 
 /// One message from each chat at once; returns each message's latency.
 async fn round(fake: &FakeTelegram) -> Vec<Duration> {
-    let mut pushed = HashMap::with_capacity(CHATS as usize);
-    for chat in 1..=CHATS {
+    round_of(fake, CHATS).await
+}
+
+/// One message from each of `chats` chats at once; returns each message's latency.
+async fn round_of(fake: &FakeTelegram, chats: i64) -> Vec<Duration> {
+    let mut pushed = HashMap::with_capacity(chats as usize);
+    for chat in 1..=chats {
         fake.push_text(chat, chat, "User", "ping");
         pushed.insert(chat, Instant::now());
     }
-    let mut latencies = Vec::with_capacity(CHATS as usize);
+    let mut latencies = Vec::with_capacity(chats as usize);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while latencies.len() < CHATS as usize {
+    while latencies.len() < chats as usize {
         assert!(
             Instant::now() < deadline,
-            "round did not complete: {} of {CHATS}",
+            "round did not complete: {} of {chats}",
             latencies.len()
         );
         for (chat, at) in fake.take_delivered() {
