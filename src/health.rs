@@ -79,6 +79,14 @@ impl Health {
             .collect()
     }
 
+    /// Every component's name and current status, in name order.
+    pub fn statuses(&self) -> Vec<(String, String)> {
+        let map = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|(n, c)| (n.clone(), c.status.clone()))
+            .collect()
+    }
+
     /// `name: status` pairs joined by `, `, in name order.
     pub fn summary(&self) -> String {
         let map = self.components.lock().unwrap_or_else(|e| e.into_inner());

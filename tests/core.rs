@@ -1,5 +1,5 @@
-//! The conversation core against the scripted router: ordering, commands, access, limits, context,
-//! failure handling and panic containment. History persistence over sled is in `tests/spine.rs`.
+//! The conversation core over a real sled store in a temp dir and the scripted router: ordering, commands,
+//! access, limits, context, failure handling, panic containment, and history across a restart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +12,17 @@ use switchboard::domain::{
     ChatKind, ChatRef, FailureKind, Inbound, Platform, ReplyEvent, Role, Sender, UserRef,
 };
 use switchboard::router::scripted::{Script, ScriptedRouter};
-use switchboard::store::memory::MemoryStore;
+use switchboard::store::sled_store::SledStore;
 use switchboard::store::{Store, TurnStatus};
+
+/// A core over a fresh sled store; the temp dir lives as long as the returned guard.
+struct Harness {
+    _dir: tempfile::TempDir,
+}
+
+fn sled_store(dir: &std::path::Path) -> Arc<SledStore> {
+    Arc::new(SledStore::open(dir, 4, 0).expect("open sled").store)
+}
 
 /// No per-user rate limit, for tests that send many messages as one user.
 const UNLIMITED: &str = "[access]\nuser_messages_per_minute = 0\n";
@@ -22,16 +31,17 @@ fn config(toml: &str) -> Arc<Config> {
     Arc::new(config::parse(toml, "<test>", &Env::default()).expect("valid test config"))
 }
 
-fn core_with(toml: &str) -> (Arc<Core>, Arc<ScriptedRouter>, Arc<MemoryStore>) {
+fn core_with(toml: &str) -> (Arc<Core>, Arc<ScriptedRouter>, Arc<SledStore>, Harness) {
+    let dir = tempfile::tempdir().unwrap();
     let router = ScriptedRouter::new();
-    let store = Arc::new(MemoryStore::new());
+    let store = sled_store(dir.path());
     let core = Core::new(
         config(toml),
         store.clone(),
         router.clone(),
         Arc::new(SystemClock),
     );
-    (core, router, store)
+    (core, router, store, Harness { _dir: dir })
 }
 
 fn dm(user: &str, text: &str) -> Inbound {
@@ -80,7 +90,7 @@ async fn collect(core: &Arc<Core>, inbound: Inbound) -> (String, ReplyEvent) {
 
 #[tokio::test]
 async fn a_message_is_answered_and_both_turns_are_stored() {
-    let (core, router, store) = core_with("");
+    let (core, router, store, _h) = core_with("");
     let (text, last) = collect(&core, dm("1", "hello")).await;
     assert_eq!(text, "echo: hello");
     assert!(
@@ -107,7 +117,7 @@ async fn a_message_is_answered_and_both_turns_are_stored() {
 
 #[tokio::test]
 async fn unaddressed_group_messages_are_ignored_and_names_are_recorded() {
-    let (core, router, _) = core_with("");
+    let (core, router, _, _h) = core_with("");
     assert!(core
         .handle(group(
             "-100",
@@ -127,7 +137,7 @@ async fn unaddressed_group_messages_are_ignored_and_names_are_recorded() {
 
 #[tokio::test]
 async fn reset_starts_a_new_conversation() {
-    let (core, router, _) = core_with("");
+    let (core, router, _, _h) = core_with("");
     collect(&core, dm("1", "remember me")).await;
     let (text, _) = collect(&core, dm("1", "/reset")).await;
     assert!(text.contains("new conversation"), "{text}");
@@ -137,7 +147,7 @@ async fn reset_starts_a_new_conversation() {
 
 #[tokio::test]
 async fn turns_of_one_conversation_run_in_order_while_others_run_concurrently() {
-    let (core, router, store) = core_with(UNLIMITED);
+    let (core, router, store, _h) = core_with(UNLIMITED);
     router.on("slow", Script::Slow(Duration::from_millis(50)));
     // First a slow turn, then fast ones, in one conversation: answers must keep arrival order.
     let mut streams = Vec::new();
@@ -177,7 +187,7 @@ async fn turns_of_one_conversation_run_in_order_while_others_run_concurrently() 
 
 #[tokio::test]
 async fn concurrency_bound_holds_under_load() {
-    let (core, router, _) = core_with("[core]\nmax_concurrent_turns = 2\n");
+    let (core, router, _, _h) = core_with("[core]\nmax_concurrent_turns = 2\n");
     router.on("", Script::Slow(Duration::from_millis(20)));
     let streams: Vec<_> = (0..6)
         .map(|i| core.handle(dm(&i.to_string(), "x")).unwrap())
@@ -191,7 +201,7 @@ async fn concurrency_bound_holds_under_load() {
 
 #[tokio::test]
 async fn allow_lists_refuse_politely_once_then_stay_silent() {
-    let (core, router, _) = core_with("[access]\nallowed_users = [\"telegram:1\"]\n");
+    let (core, router, _, _h) = core_with("[access]\nallowed_users = [\"telegram:1\"]\n");
     let (_, last) = collect(&core, dm("1", "hi")).await;
     assert!(matches!(last, ReplyEvent::Finished(_)));
     let (_, refusal) = collect(&core, dm("2", "hi")).await;
@@ -207,7 +217,8 @@ async fn allow_lists_refuse_politely_once_then_stay_silent() {
 
 #[tokio::test]
 async fn deny_by_default_and_admins() {
-    let (core, _, _) = core_with("[access]\ndeny_by_default = true\nadmins = [\"telegram:9\"]\n");
+    let (core, _, _, _h) =
+        core_with("[access]\ndeny_by_default = true\nadmins = [\"telegram:9\"]\n");
     let (_, last) = collect(&core, dm("1", "hi")).await;
     assert!(matches!(last, ReplyEvent::Failed(f) if f.kind == FailureKind::Refused));
     let (text, _) = collect(&core, dm("9", "/system Be terse.")).await;
@@ -216,7 +227,7 @@ async fn deny_by_default_and_admins() {
 
 #[tokio::test]
 async fn only_admins_set_the_system_prompt_and_it_is_used() {
-    let (core, router, _) = core_with("[access]\nadmins = [\"telegram:9\"]\n");
+    let (core, router, _, _h) = core_with("[access]\nadmins = [\"telegram:9\"]\n");
     let chat = |user: &str, text: &str| group("-5", user, "someone", text, true);
     let (_, refused) = collect(&core, chat("1", "/system Talk like a pirate.")).await;
     assert!(matches!(refused, ReplyEvent::Failed(f) if f.message.contains("admins")));
@@ -233,7 +244,7 @@ async fn only_admins_set_the_system_prompt_and_it_is_used() {
 
 #[tokio::test]
 async fn model_command_shows_and_picks_models() {
-    let (core, router, _) = core_with("[access]\nmodel_admin_only = false\n");
+    let (core, router, _, _h) = core_with("[access]\nmodel_admin_only = false\n");
     let (list, _) = collect(&core, dm("1", "/model")).await;
     assert!(
         list.contains("echo-1") && list.contains("automatic"),
@@ -252,7 +263,7 @@ async fn model_command_shows_and_picks_models() {
 
 #[tokio::test]
 async fn per_user_rate_limit() {
-    let (core, _, _) = core_with("[access]\nuser_messages_per_minute = 3\n");
+    let (core, _, _, _h) = core_with("[access]\nuser_messages_per_minute = 3\n");
     for _ in 0..3 {
         let (_, last) = collect(&core, dm("1", "hi")).await;
         assert!(matches!(last, ReplyEvent::Finished(_)));
@@ -268,11 +279,15 @@ async fn per_user_rate_limit() {
 
 #[tokio::test]
 async fn per_user_daily_paid_cap_switches_that_user_to_free_only() {
+    let dir = tempfile::tempdir().unwrap();
     let router = ScriptedRouter::paid();
-    let store = Arc::new(MemoryStore::new());
     let core = Core::new(
-        config("[access]\nuser_paid_requests_per_day = 2\n"),
-        store,
+        config(
+            "[access]
+user_paid_requests_per_day = 2
+",
+        ),
+        sled_store(dir.path()),
         router.clone(),
         Arc::new(SystemClock),
     );
@@ -297,7 +312,7 @@ async fn per_user_daily_paid_cap_switches_that_user_to_free_only() {
 
 #[tokio::test]
 async fn a_reply_cut_short_is_stored_incomplete_and_says_so() {
-    let (core, router, store) = core_with("");
+    let (core, router, store, _h) = core_with("");
     router.on(
         "cut",
         Script::CutAfter(vec!["The answer is".into(), " forty".into()]),
@@ -313,7 +328,7 @@ async fn a_reply_cut_short_is_stored_incomplete_and_says_so() {
 
 #[tokio::test]
 async fn provider_unavailable_gives_a_friendly_reply() {
-    let (core, router, _) = core_with("");
+    let (core, router, _, _h) = core_with("");
     router.on("down", Script::Unavailable);
     let (_, last) = collect(&core, dm("1", "down?")).await;
     assert!(
@@ -323,7 +338,7 @@ async fn provider_unavailable_gives_a_friendly_reply() {
 
 #[tokio::test]
 async fn a_panicking_handler_is_contained() {
-    let (core, router, _) = core_with("");
+    let (core, router, _, _h) = core_with("");
     router.on("boom", Script::Panic);
     let (_, last) = collect(&core, dm("1", "boom")).await;
     assert!(matches!(last, ReplyEvent::Failed(f) if f.kind == FailureKind::Internal));
@@ -334,7 +349,7 @@ async fn a_panicking_handler_is_contained() {
 
 #[tokio::test]
 async fn cancel_stops_the_reply_in_progress() {
-    let (core, router, _) = core_with("");
+    let (core, router, _, _h) = core_with("");
     router.on("long", Script::Slow(Duration::from_secs(30)));
     let mut stream = core.handle(dm("1", "long question")).unwrap();
     assert!(matches!(stream.next().await, Some(ReplyEvent::Started(_))));
@@ -348,7 +363,7 @@ async fn cancel_stops_the_reply_in_progress() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_cuts_replies_after_the_grace_and_refuses_new_ones() {
-    let (core, router, store) = core_with("");
+    let (core, router, store, _h) = core_with("");
     router.on("long", Script::Slow(Duration::from_secs(60)));
     let mut stream = core.handle(dm("1", "long question")).unwrap();
     assert!(matches!(stream.next().await, Some(ReplyEvent::Started(_))));
@@ -372,7 +387,7 @@ async fn shutdown_cuts_replies_after_the_grace_and_refuses_new_ones() {
 #[tokio::test]
 async fn context_is_trimmed_to_the_window_keeping_system_prompt_and_newest_turn() {
     use switchboard::context::fit_context;
-    let (core, router, _) = core_with(UNLIMITED);
+    let (core, router, _, _h) = core_with(UNLIMITED);
     for i in 0..30 {
         collect(
             &core,
@@ -405,7 +420,7 @@ async fn context_is_trimmed_to_the_window_keeping_system_prompt_and_newest_turn(
 
 #[tokio::test]
 async fn huge_input_is_refused_with_bounded_work() {
-    let (core, router, _) = core_with("");
+    let (core, router, _, _h) = core_with("");
     let (_, last) = collect(&core, dm("1", &"x".repeat(100_000))).await;
     assert!(
         matches!(last, ReplyEvent::Failed(f) if f.kind == FailureKind::Refused && f.message.contains("too long"))
@@ -415,7 +430,7 @@ async fn huge_input_is_refused_with_bounded_work() {
 
 #[tokio::test]
 async fn help_lists_every_command_and_unknown_commands_are_explained() {
-    let (core, _, _) = core_with("");
+    let (core, _, _, _h) = core_with("");
     let (help, _) = collect(&core, dm("1", "/help")).await;
     for c in Core::commands() {
         assert!(help.contains(&format!("/{}", c.name)), "{help}");
@@ -427,4 +442,34 @@ async fn help_lists_every_command_and_unknown_commands_are_explained() {
         status.contains("switchboard") && status.contains("up"),
         "{status}"
     );
+}
+
+#[tokio::test]
+async fn history_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = sled_store(dir.path());
+        let core = Core::new(
+            config(""),
+            store.clone(),
+            ScriptedRouter::new(),
+            Arc::new(SystemClock),
+        );
+        collect(&core, dm("1", "my name is Ada")).await;
+        // The store (and its lock) is released when the last handle goes.
+        drop(core);
+        drop(store);
+    }
+    let router = ScriptedRouter::new();
+    let core = Core::new(
+        config(""),
+        sled_store(dir.path()),
+        router.clone(),
+        Arc::new(SystemClock),
+    );
+    collect(&core, dm("1", "what is my name?")).await;
+    let history = &router.requests()[0].history;
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].content, "my name is Ada");
+    assert_eq!(history[1].content, "echo: my name is Ada");
 }

@@ -27,6 +27,14 @@ pub struct RouterConfig {
     pub idle_timeout_secs: u64,
     /// The whole request, from send to last byte, may take at most this long.
     pub deadline_secs: u64,
+    /// How long an account that answered 402 (no credits) stays out. Credits come back only when someone
+    /// buys them, which takes hours, and every attempt in between still counts against the daily quota:
+    /// probing every few minutes would burn free requests for nothing. 6 hours by default.
+    pub payment_cooldown_secs: u64,
+    /// How often `GET /key` is asked for every OpenRouter account's remaining free requests, in seconds.
+    /// Our own count is exact between refreshes; the refresh catches use by other programs on the same
+    /// account. 15 minutes by default.
+    pub quota_refresh_secs: u64,
 }
 
 impl Default for RouterConfig {
@@ -40,6 +48,8 @@ impl Default for RouterConfig {
             connect_timeout_secs: 5,
             idle_timeout_secs: 60,
             deadline_secs: 300,
+            payment_cooldown_secs: 6 * 3600,
+            quota_refresh_secs: 15 * 60,
         }
     }
 }
@@ -51,6 +61,8 @@ impl RouterConfig {
             ("router.connect_timeout_secs", self.connect_timeout_secs),
             ("router.idle_timeout_secs", self.idle_timeout_secs),
             ("router.deadline_secs", self.deadline_secs),
+            ("router.payment_cooldown_secs", self.payment_cooldown_secs),
+            ("router.quota_refresh_secs", self.quota_refresh_secs),
         ] {
             if v == 0 {
                 return Err(ConfigError::new(
@@ -85,6 +97,8 @@ pub struct OpenRouterConfig {
     pub free_requests_per_day: u32,
     /// Context window assumed for a free model when `GET /models` does not say.
     pub default_context_window: usize,
+    /// Context window per free model in tokens, for models whose window differs from the default.
+    pub context_windows: BTreeMap<String, usize>,
 }
 
 impl Default for OpenRouterConfig {
@@ -102,6 +116,7 @@ impl Default for OpenRouterConfig {
             requests_per_minute: 20,
             free_requests_per_day: 0,
             default_context_window: 32_768,
+            context_windows: BTreeMap::new(),
         }
     }
 }

@@ -279,7 +279,7 @@ impl Core {
             chat.prompt_tokens + chat.completion_tokens,
         );
         let cap = self.config().access.user_paid_requests_per_day;
-        if cap > 0 {
+        if cap > 0 && !super::is_local(inbound.sender.user.platform) {
             let _ = writeln!(
                 text,
                 "• your paid-tier allowance: {} of {cap} left",

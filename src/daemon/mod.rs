@@ -1,13 +1,494 @@
-//! The daemon (`switchboard run`): wiring, signals, systemd notify/watchdog and reload (issue "systemd").
+//! The daemon (`switchboard run`): wiring, signals, systemd notify/watchdog and reload.
+//!
+//! [`run`] loads configuration and secrets, builds the real components ([`build_parts`]) and hands them to
+//! [`serve`], which owns the process lifecycle: start every adapter over one core, announce `READY=1` once
+//! they are up, keep `STATUS=` current, ping the watchdog while our own loops live, reload on SIGHUP, and
+//! on SIGTERM/SIGINT stop intake, drain in-flight replies within the grace, stop adapters, flush, exit 0.
+//! Tests call [`serve`] with injected parts, a signal stream and a recording notifier.
 
+mod build;
+pub mod notify;
+pub mod signals;
+
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::{FutureExt, Stream, StreamExt};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::clock::SharedClock;
 use crate::config::daemon::LogFormat;
+use crate::config::{self, Config, ConfigError, Env, Secrets};
+use crate::core::Core;
 use crate::exit::Fatal;
+use crate::health::Health;
+use crate::platforms::{AdapterContext, PlatformAdapter};
+use crate::router::LlmRouter;
+use crate::store::Store;
 
-/// Runs every configured adapter until SIGTERM/SIGINT.
-pub async fn run(_config: Option<PathBuf>, _log_format: Option<LogFormat>) -> Result<(), Fatal> {
-    Err(Fatal::Other(anyhow::anyhow!(
-        "`switchboard run` is being built"
-    )))
+pub use self::build::build_parts;
+pub use self::notify::{Notice, Notifier, RecordingNotifier, SdNotifier};
+pub use self::signals::Signal;
+
+/// How often `STATUS=` is refreshed while running. Cheap (a lock and a format); 10 s keeps
+/// `systemctl status` current without spamming the manager.
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+/// How often start-up re-checks whether every adapter left "starting"; short so READY follows at once.
+const READY_POLL: Duration = Duration::from_millis(5);
+/// After the grace, adapters get this long to deliver the cut replies, acknowledge Telegram's offset and
+/// return. Part of `STOP_RESERVE_SECS` (10 s) below `TimeoutStopSec=`.
+const ADAPTER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// A liveness probe (a fresh task scheduled, a store read) slower than this means the runtime or the
+/// store is wedged. Normal probes take microseconds; capped at a quarter of the watchdog period.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The store namespace the watchdog's read probe touches (never written).
+const PROBE_NS: &str = "daemon";
+
+/// Runs every configured adapter until SIGTERM/SIGINT. Configuration and credential errors are
+/// [`Fatal::Config`] (exit 78) naming the key and the fix.
+pub async fn run(config_path: Option<PathBuf>, log_format: Option<LogFormat>) -> Result<(), Fatal> {
+    let env = Env::from_process();
+    let path = config::resolve_path(config_path.as_deref());
+    let config = match config::load(path.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::logging::init(log_format.unwrap_or_default());
+            return Err(config_fatal(&e));
+        }
+    };
+    crate::logging::init(log_format.unwrap_or(config.daemon.log_format));
+    let secrets = Secrets::load(&env).map_err(|e| config_fatal(&e))?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.as_deref().map_or_else(|| "<defaults>".into(), |p| p.display().to_string()),
+        "switchboard starting"
+    );
+    // Install the handlers before building anything: a SIGTERM during start-up is then an orderly stop.
+    let signals = signals::unix_signals()
+        .map_err(|e| Fatal::Other(anyhow::anyhow!("cannot install signal handlers: {e}")))?;
+    let parts = build_parts(config, &secrets, path, &env).await?;
+    serve(parts, signals, SdNotifier).await
 }
+
+/// A configuration error as the fatal error that exits 78.
+pub fn config_fatal(e: &ConfigError) -> Fatal {
+    Fatal::Config(e.to_string())
+}
+
+/// Live control over a router beyond the [`LlmRouter`] seam: reload and background upkeep.
+pub trait RouterControl: Send + Sync + 'static {
+    /// Applies a reloaded configuration (model lists, pacing, tiers). An error rejects the whole reload.
+    fn reload(&self, config: &Config) -> Result<(), ConfigError>;
+    /// Starts the router's background upkeep (quota resets, persistence), stopped by `stop`.
+    fn spawn_background(&self, stop: CancellationToken);
+}
+
+/// Reads the configuration again for SIGHUP.
+pub type ConfigLoader = Box<dyn FnMut() -> Result<Config, ConfigError> + Send>;
+
+/// Everything [`serve`] runs: the real ones from [`build_parts`], or fakes in tests.
+pub struct Parts {
+    /// The configuration in force at start.
+    pub config: Arc<Config>,
+    /// The one store of this process.
+    pub store: Arc<dyn Store>,
+    /// The router the core asks for replies.
+    pub router: Arc<dyn LlmRouter>,
+    /// Reload and background upkeep of the same router, if it has any.
+    pub router_control: Option<Arc<dyn RouterControl>>,
+    /// The adapters to run (at least one).
+    pub adapters: Vec<Box<dyn PlatformAdapter>>,
+    /// Wall-clock time for the core.
+    pub clock: SharedClock,
+    /// The liveness registry the adapters report into.
+    pub health: Health,
+    /// Re-reads the configuration on SIGHUP.
+    pub reload: ConfigLoader,
+    /// `WATCHDOG_USEC`: ping every half of it while alive; `None` when systemd set no watchdog.
+    pub watchdog: Option<Duration>,
+}
+
+/// Runs `parts` until a [`Signal::Terminate`] arrives or an adapter fails, then stops in order. Returns
+/// `Ok` after a clean stop; an adapter's fatal error (bad token → `Config`, second instance → `Conflict`)
+/// after stopping the rest cleanly.
+pub async fn serve(
+    parts: Parts,
+    signals: impl Stream<Item = Signal> + Unpin + Send,
+    notifier: impl Notifier,
+) -> Result<(), Fatal> {
+    let Parts {
+        config,
+        store,
+        router,
+        router_control,
+        adapters,
+        clock,
+        health,
+        reload,
+        watchdog,
+    } = parts;
+    let mut signals = signals;
+    let notifier: Arc<dyn Notifier> = Arc::new(notifier);
+    let core = Core::new(config.clone(), store.clone(), router.clone(), clock);
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let intake = CancellationToken::new();
+    let background = CancellationToken::new();
+    let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
+    let ready_timeout = Duration::from_secs(config.daemon.ready_timeout_secs);
+    let stale_after = Duration::from_secs(config.daemon.stale_after_secs);
+
+    let watchdog_task = watchdog.map(|period| {
+        tokio::spawn(watchdog_loop(
+            period,
+            stale_after,
+            health.clone(),
+            store.clone(),
+            notifier.clone(),
+        ))
+    });
+    if let Some(rc) = &router_control {
+        rc.spawn_background(background.child_token());
+    }
+
+    let names: Vec<&'static str> = adapters.iter().map(|a| a.name()).collect();
+    let mut running: JoinSet<(&'static str, Result<(), Fatal>)> = JoinSet::new();
+    for adapter in adapters {
+        let name = adapter.name();
+        let ctx = AdapterContext {
+            core: core.clone(),
+            store: store.clone(),
+            health: health.clone(),
+            config: config_rx.clone(),
+            intake: intake.clone(),
+        };
+        running.spawn(async move {
+            let result = AssertUnwindSafe(adapter.run(ctx)).catch_unwind().await;
+            let result = result.unwrap_or_else(|_| {
+                Err(Fatal::Other(anyhow::anyhow!("the {name} adapter panicked")))
+            });
+            (name, result)
+        });
+        info!(adapter = name, "adapter started");
+    }
+
+    let mut daemon = Daemon {
+        config,
+        core: core.clone(),
+        router,
+        router_control,
+        health: health.clone(),
+        notifier: notifier.clone(),
+        config_tx,
+        reload,
+    };
+    let mut outcome: Result<(), Fatal> = Ok(());
+
+    // Start-up: READY once every adapter is up (or the bound passed), unless told to stop first.
+    let ready_deadline = tokio::time::Instant::now() + ready_timeout;
+    let mut stop = false;
+    loop {
+        if adapters_up(&health, &names) {
+            break;
+        }
+        if tokio::time::Instant::now() >= ready_deadline {
+            warn!(
+                status = %health.summary(),
+                "adapters not up after {}s; announcing READY anyway (an upstream outage must not fail the start)",
+                ready_timeout.as_secs()
+            );
+            break;
+        }
+        tokio::select! {
+            sig = signals.next() => match sig {
+                Some(Signal::Reload) => daemon.reload(),
+                Some(Signal::Terminate) | None => { stop = true; break; }
+            },
+            Some(joined) = running.join_next() => {
+                if let Some(fatal) = adapter_ended(joined, running.is_empty()) {
+                    outcome = Err(fatal);
+                    stop = true;
+                    break;
+                }
+            },
+            () = tokio::time::sleep(READY_POLL) => {}
+        }
+    }
+
+    if !stop {
+        let line = daemon.status_line();
+        info!(status = %line, "ready");
+        notifier.notify(&[Notice::Ready, Notice::Status(line)]);
+        let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                sig = signals.next() => match sig {
+                    Some(Signal::Reload) => daemon.reload(),
+                    Some(Signal::Terminate) | None => break,
+                },
+                Some(joined) = running.join_next() => {
+                    if let Some(fatal) = adapter_ended(joined, running.is_empty()) {
+                        outcome = Err(fatal);
+                        break;
+                    }
+                },
+                _ = status_tick.tick() => {
+                    notifier.notify(&[Notice::Status(daemon.status_line())]);
+                }
+            }
+        }
+    }
+
+    // Shutdown: stop intake, drain within the grace, let adapters finish and acknowledge, flush.
+    let in_flight = core.in_flight();
+    info!(in_flight, grace_secs = grace.as_secs(), "stopping");
+    notifier.notify(&[
+        Notice::Stopping,
+        Notice::Status(format!("stopping: finishing {in_flight} replies")),
+    ]);
+    intake.cancel();
+    core.begin_shutdown();
+    core.drain(grace).await;
+    notifier.notify(&[Notice::Status("stopping: waiting for adapters".into())]);
+    let stopped = tokio::time::timeout(ADAPTER_STOP_TIMEOUT, async {
+        while let Some(joined) = running.join_next().await {
+            if let Some(fatal) = adapter_ended(joined, false) {
+                if outcome.is_ok() {
+                    outcome = Err(fatal);
+                }
+            }
+        }
+    })
+    .await;
+    if stopped.is_err() {
+        warn!(
+            "adapters did not stop within {}s; aborting them",
+            ADAPTER_STOP_TIMEOUT.as_secs()
+        );
+        running.abort_all();
+    }
+    background.cancel();
+    notifier.notify(&[Notice::Status("stopping: flushing the store".into())]);
+    if let Err(e) = store.flush().await {
+        error!(error = %e, "flushing the store at shutdown failed");
+        if outcome.is_ok() {
+            outcome = Err(Fatal::Other(anyhow::anyhow!(
+                "flushing the store at shutdown failed: {e}"
+            )));
+        }
+    }
+    if let Some(task) = watchdog_task {
+        task.abort();
+    }
+    match &outcome {
+        Ok(()) => info!("stopped cleanly"),
+        Err(e) => error!(error = %e, "stopped after a fatal error"),
+    }
+    outcome
+}
+
+/// What `serve` keeps while running, for status lines and reloads.
+struct Daemon {
+    config: Arc<Config>,
+    core: Arc<Core>,
+    router: Arc<dyn LlmRouter>,
+    router_control: Option<Arc<dyn RouterControl>>,
+    health: Health,
+    notifier: Arc<dyn Notifier>,
+    config_tx: watch::Sender<Arc<Config>>,
+    reload: ConfigLoader,
+}
+
+impl Daemon {
+    /// `telegram: polling, discord: connected; free tier: 3 accounts, 412 requests left; 2 replies in flight`.
+    fn status_line(&self) -> String {
+        let mut parts = Vec::new();
+        let adapters = self.health.summary();
+        if !adapters.is_empty() {
+            parts.push(adapters);
+        }
+        let router = self.router.status().one_line();
+        if !router.is_empty() {
+            parts.push(router);
+        }
+        let in_flight = self.core.in_flight();
+        if in_flight > 0 {
+            parts.push(format!(
+                "{in_flight} repl{} in flight",
+                if in_flight == 1 { "y" } else { "ies" }
+            ));
+        }
+        parts.join("; ")
+    }
+
+    /// SIGHUP: read the file again; a valid config goes live everywhere, an invalid one is rejected and
+    /// the running one kept.
+    fn reload(&mut self) {
+        self.notifier.notify(&[Notice::Reloading]);
+        let result = (self.reload)().and_then(|new| {
+            if let Some(rc) = &self.router_control {
+                rc.reload(&new)?;
+            }
+            Ok(new)
+        });
+        match result {
+            Ok(new) => {
+                let restart_only = restart_only_changes(&self.config, &new);
+                if !restart_only.is_empty() {
+                    warn!(
+                        keys = %restart_only.join(", "),
+                        "these settings changed but take effect only after a restart"
+                    );
+                }
+                let new = Arc::new(new);
+                self.core.reload(new.clone());
+                self.config = new.clone();
+                self.config_tx.send_replace(new);
+                info!("configuration reloaded");
+                self.notifier.notify(&[
+                    Notice::Ready,
+                    Notice::Status(format!("reloaded; {}", self.status_line())),
+                ]);
+            }
+            Err(e) => {
+                error!(key = %e.key, error = %e, "configuration reload rejected; keeping the running configuration");
+                self.notifier.notify(&[
+                    Notice::Ready,
+                    Notice::Status(format!(
+                        "reload rejected ({}); running on the previous configuration; {}",
+                        e.key,
+                        self.status_line()
+                    )),
+                ]);
+            }
+        }
+    }
+}
+
+/// Settings that a SIGHUP cannot apply (the store is open, adapters are connected, logging is set up).
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    fn differ<T: serde::Serialize>(a: &T, b: &T) -> bool {
+        serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
+    }
+    let mut keys = Vec::new();
+    if differ(&old.store, &new.store) {
+        keys.push("store");
+    }
+    if old.telegram.api_url != new.telegram.api_url || old.telegram.enabled != new.telegram.enabled
+    {
+        keys.push("telegram.api_url/enabled");
+    }
+    if differ(&old.discord.enabled, &new.discord.enabled) {
+        keys.push("discord.enabled");
+    }
+    if old.daemon.log_format != new.daemon.log_format {
+        keys.push("daemon.log_format");
+    }
+    keys
+}
+
+/// Whether every adapter has registered a health component (named after it, or `name-…`) and none of
+/// its components is still "starting".
+fn adapters_up(health: &Health, names: &[&str]) -> bool {
+    let statuses = health.statuses();
+    names.iter().all(|name| {
+        let mine: Vec<_> = statuses
+            .iter()
+            .filter(|(c, _)| c == name || c.starts_with(&format!("{name}-")))
+            .collect();
+        !mine.is_empty() && mine.iter().all(|(_, s)| s != "starting")
+    })
+}
+
+/// Logs an adapter's end; returns the error that must stop the daemon, if any. An adapter that returns
+/// `Ok` while the daemon runs is unexpected but harmless unless it was the last one.
+fn adapter_ended(
+    joined: Result<(&'static str, Result<(), Fatal>), tokio::task::JoinError>,
+    none_left: bool,
+) -> Option<Fatal> {
+    match joined {
+        Ok((name, Ok(()))) => {
+            info!(adapter = name, "adapter stopped");
+            none_left.then(|| Fatal::Other(anyhow::anyhow!("every adapter stopped on its own")))
+        }
+        Ok((name, Err(fatal))) => {
+            error!(adapter = name, error = %fatal, "adapter failed");
+            Some(fatal)
+        }
+        // Cancelled (aborted at shutdown); panics are caught inside the task.
+        Err(e) => Some(Fatal::Other(anyhow::anyhow!("an adapter task ended: {e}"))),
+    }
+}
+
+/// Pings the watchdog every half period while every loop of ours beats and the runtime and store answer.
+/// Upstream reachability plays no part: an outage must not get us restarted.
+async fn watchdog_loop(
+    period: Duration,
+    stale_after: Duration,
+    health: Health,
+    store: Arc<dyn Store>,
+    notifier: Arc<dyn Notifier>,
+) {
+    let probe_timeout = PROBE_TIMEOUT.min(period / 4);
+    let mut tick = tokio::time::interval(period / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut healthy = true;
+    loop {
+        tick.tick().await;
+        match liveness(&health, &store, stale_after, probe_timeout).await {
+            Ok(()) => {
+                if !healthy {
+                    info!("liveness restored; watchdog pings resume");
+                    healthy = true;
+                }
+                notifier.notify(&[Notice::Watchdog]);
+            }
+            Err(why) => {
+                if healthy {
+                    error!(reason = %why, "switchboard's own loop is hung; withholding watchdog pings so systemd restarts it");
+                    healthy = false;
+                }
+            }
+        }
+    }
+}
+
+/// Our own liveness: no stale loop, a fresh task gets scheduled, and the store answers a read.
+async fn liveness(
+    health: &Health,
+    store: &Arc<dyn Store>,
+    stale_after: Duration,
+    probe_timeout: Duration,
+) -> Result<(), String> {
+    let stale = health.stale(stale_after);
+    if !stale.is_empty() {
+        return Err(format!(
+            "no beat for {}s from {}",
+            stale_after.as_secs(),
+            stale.join(", ")
+        ));
+    }
+    match tokio::time::timeout(probe_timeout, tokio::spawn(async {})).await {
+        Ok(Ok(())) => {}
+        _ => return Err("the async runtime did not schedule a probe task".into()),
+    }
+    let store = store.clone();
+    match tokio::time::timeout(
+        probe_timeout,
+        tokio::task::spawn_blocking(move || store.kv_get(PROBE_NS, "liveness").map(|_| ())),
+    )
+    .await
+    {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(format!("the store failed a read: {e}")),
+        _ => Err("the store did not answer a read".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

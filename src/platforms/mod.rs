@@ -2,6 +2,7 @@
 //! the core's reply events back (typing, paced edits, splitting, formatting). Adapters know nothing of
 //! each other; what they share (splitting long replies, Markdown handling) lives in [`render`].
 
+pub mod discord;
 pub mod render;
 pub mod telegram;
 pub mod terminal;

@@ -1,6 +1,22 @@
 //! Provider wire clients: OpenRouter / OpenAI-compatible (`POST /chat/completions`, SSE) and Ollama
 //! (`POST /api/chat`, NDJSON), with pure stream parsers. A client makes exactly one HTTP attempt per call:
 //! the router is the only retry loop. This file is the seam the router uses ([`ChatProvider`]).
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`openai`] | `OpenAiClient`: `/chat/completions` (SSE), `/models`, OpenRouter's `/key` |
+//! | [`ollama`] | `OllamaClient`: `/api/chat` (NDJSON), `/api/tags` |
+//! | [`http`] | the pooled client, [`http::Timeouts`] (connect, idle, deadline), status → error mapping |
+//! | [`sse`], [`ndjson`] | pure incremental stream parsers ([`StreamParser`]) |
+//! | [`lines`], [`sanitize`] | byte line splitting; making provider messages safe to carry |
+
+pub mod http;
+pub mod lines;
+pub mod ndjson;
+pub mod ollama;
+pub mod openai;
+pub mod sanitize;
+pub mod sse;
 
 use std::time::Duration;
 
@@ -111,4 +127,75 @@ pub trait ChatProvider: Send + Sync + 'static {
         key: Option<&SecretString>,
         request: ProviderRequest,
     ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>>;
+}
+
+/// One parsed item of a stream, as a parser yields it.
+pub type ParsedEvent = Result<ProviderEvent, ProviderError>;
+
+/// A pure, incremental stream parser: bytes in, events out, identical under any chunking of the input.
+/// After it has emitted `Done` or an error it is finished and ignores further input.
+pub trait StreamParser: Send + 'static {
+    /// Feeds the next chunk of the body, appending the events it completes to `out`.
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<ParsedEvent>);
+    /// The body ended: appends `Done` if the answer was complete, otherwise `Err(Truncated)` (or nothing
+    /// if the parser had already finished).
+    fn finish(&mut self, out: &mut Vec<ParsedEvent>);
+    /// Whether `Done` or an error has been emitted.
+    fn is_finished(&self) -> bool;
+}
+
+/// Runs `parser` over `chunks` and the end of stream; for tests and benchmarks.
+pub fn parse_all<'a, P: StreamParser>(
+    mut parser: P,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<ParsedEvent> {
+    let mut out = Vec::new();
+    for chunk in chunks {
+        parser.feed(chunk, &mut out);
+    }
+    parser.finish(&mut out);
+    out
+}
+
+/// A whole (non-streamed) answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The answer text.
+    pub text: String,
+    /// The model that answered, as the provider named it.
+    pub model: Option<String>,
+    /// Token usage (zero if not reported).
+    pub usage: Usage,
+    /// Why the model stopped, if reported.
+    pub finish_reason: Option<String>,
+}
+
+/// The messages of `request` in the wire shape both formats share: `[{"role", "content"}]`.
+fn wire_messages(messages: &[ChatMessage]) -> Vec<serde_json::Value> {
+    messages
+        .iter()
+        .map(|m| serde_json::json!({ "role": m.role.as_str(), "content": m.content }))
+        .collect()
+}
+
+/// Builds the client for an extra `[[tiers]]` entry: [`openai::OpenAiClient`] (no attribution headers)
+/// or [`ollama::OllamaClient`], named after the tier.
+pub fn client_for_tier(
+    tier: &crate::config::providers::ExtraTierConfig,
+    timeouts: http::Timeouts,
+) -> Result<std::sync::Arc<dyn ChatProvider>, http::ClientBuildError> {
+    use crate::config::providers::ProviderKind;
+    Ok(match tier.kind {
+        ProviderKind::Openai => std::sync::Arc::new(openai::OpenAiClient::new(
+            tier.name.clone(),
+            &tier.base_url,
+            timeouts,
+            openai::Attribution::default(),
+        )?),
+        ProviderKind::Ollama => std::sync::Arc::new(ollama::OllamaClient::new(
+            tier.name.clone(),
+            &tier.base_url,
+            timeouts,
+        )?),
+    })
 }

@@ -1,12 +1,328 @@
-//! `switchboard check`: a doctor for the configuration (issue "Free-first router").
+//! `switchboard check`: a doctor for the configuration. For each OpenRouter key: its account's tier and
+//! free requests left today (`GET /key`); whether the configured free models exist (`GET /models`); for
+//! each Ollama key: whether it authenticates and which configured models `GET /api/tags` lists; for each
+//! platform: whether its token is present. One line per item, `✓` or `✗` with the reason, key
+//! fingerprints only. A route the endpoint lacks (404) is "unknown", not a failure.
 
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use secrecy::SecretString;
+
+use super::clients;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::providers::ProviderKind;
+use crate::config::{self, Config, Env, Secrets};
 use crate::exit::Fatal;
+use crate::providers::http::Timeouts;
+use crate::providers::ollama::OllamaClient;
+use crate::providers::openai::{Attribution, OpenAiClient};
+use crate::providers::ProviderError;
+use crate::secrets::fingerprint;
 
-/// Checks every key and platform token against the configured endpoints.
-pub async fn check_command(_config: Option<PathBuf>) -> Result<(), Fatal> {
-    Err(Fatal::Other(anyhow::anyhow!(
-        "`switchboard check` is being built"
-    )))
+/// What a check run found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckSummary {
+    /// Items that passed (including "unknown").
+    pub passed: usize,
+    /// Required items that failed: the command exits non-zero.
+    pub failed: usize,
+    /// Optional items that are missing (a platform without a token, a provider without keys while
+    /// another has some): reported with `✗` but not fatal.
+    pub missing_optional: usize,
+}
+
+struct Report<'w, W: Write> {
+    out: &'w mut W,
+    summary: CheckSummary,
+}
+
+impl<W: Write> Report<'_, W> {
+    fn ok(&mut self, line: &str) -> std::io::Result<()> {
+        self.summary.passed += 1;
+        writeln!(self.out, "✓ {line}")
+    }
+    fn fail(&mut self, line: &str) -> std::io::Result<()> {
+        self.summary.failed += 1;
+        writeln!(self.out, "✗ {line}")
+    }
+    fn missing(&mut self, line: &str) -> std::io::Result<()> {
+        self.summary.missing_optional += 1;
+        writeln!(self.out, "✗ {line}")
+    }
+}
+
+/// A failed call, phrased for the operator (the error is already free of URLs and keys).
+fn why(e: &ProviderError) -> String {
+    match e {
+        ProviderError::Unauthorized { status } => {
+            format!("rejected (HTTP {status}): replace or remove the key")
+        }
+        ProviderError::PaymentRequired => "no credits (HTTP 402)".into(),
+        ProviderError::Connect => "cannot connect: check base_url and the network".into(),
+        ProviderError::Timeout => "timed out".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Checks every key and platform token against the configured endpoints and writes the report to `out`.
+/// `env` supplies the keys of extra tiers (`key_env`).
+pub async fn run_check(
+    config: &Config,
+    secrets: &Secrets,
+    env: &Env,
+    out: &mut impl Write,
+) -> std::io::Result<CheckSummary> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let mut r = Report {
+        out,
+        summary: CheckSummary::default(),
+    };
+    let any_provider = !secrets.openrouter_keys.is_empty()
+        || !secrets.ollama_keys.is_empty()
+        || !config.tiers.is_empty();
+    if !any_provider {
+        r.fail("models: no provider key is set: set OPENROUTER_API_KEY_1 (free tier) or OLLAMA_API_KEY (paid tier)")?;
+    }
+
+    // OpenRouter: one line per key, then one per configured free model.
+    let or_client = match clients::openrouter(config, clock.clone()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            r.fail(&format!("openrouter: {e}"))?;
+            None
+        }
+    };
+    if secrets.openrouter_keys.is_empty() {
+        r.missing("openrouter: no key set (free tier off): set OPENROUTER_API_KEY_1")?;
+    }
+    if let Some(client) = or_client
+        .as_ref()
+        .filter(|_| !secrets.openrouter_keys.is_empty())
+    {
+        for key in &secrets.openrouter_keys {
+            let account = config
+                .openrouter
+                .accounts
+                .get(&key.name)
+                .map_or_else(|| "own account".to_string(), |a| format!("account {a}"));
+            let item = format!("openrouter {} {} ({account})", key.name, key.fingerprint());
+            match client.key_info(Some(&key.value)).await {
+                Ok(Some(info)) => {
+                    let tier = match info.is_free_tier {
+                        Some(true) => "free tier (never bought credits)",
+                        Some(false) => "credits bought",
+                        None => "tier unknown",
+                    };
+                    let left = match (info.free_remaining, info.free_daily_limit) {
+                        (Some(left), Some(limit)) => {
+                            format!("{left} of {limit} free requests left today")
+                        }
+                        (Some(left), None) => format!("{left} free requests left today"),
+                        _ => "free requests left today unknown".into(),
+                    };
+                    r.ok(&format!("{item}: {tier}, {left}"))?;
+                }
+                Ok(None) => r.ok(&format!(
+                    "{item}: tier and free requests left today unknown (this endpoint has no GET /key)"
+                ))?,
+                Err(e) => r.fail(&format!("{item}: {}", why(&e)))?,
+            }
+        }
+        let first_key = secrets.openrouter_keys.first().map(|k| &k.value);
+        match client.models(first_key).await {
+            Ok(models) => {
+                for wanted in &config.openrouter.free_models {
+                    match models.iter().find(|m| &m.id == wanted) {
+                        Some(m) => {
+                            let free = if m.is_free { "free" } else { "NOT free" };
+                            let ctx = m
+                                .context_length
+                                .map_or_else(String::new, |c| format!(", context {c}"));
+                            if m.is_free {
+                                r.ok(&format!("openrouter model {wanted}: exists, {free}{ctx}"))?;
+                            } else {
+                                r.fail(&format!(
+                                    "openrouter model {wanted}: exists but is {free} (it would cost money): use a :free model"
+                                ))?;
+                            }
+                        }
+                        None if wanted == "openrouter/free" => r.ok(&format!(
+                            "openrouter model {wanted}: router model (OpenRouter picks a free model)"
+                        ))?,
+                        None => r.fail(&format!(
+                            "openrouter model {wanted}: not listed by GET /models: fix [openrouter].free_models"
+                        ))?,
+                    }
+                }
+            }
+            Err(ProviderError::ModelNotFound) => {
+                r.ok("openrouter models: unknown (this endpoint has no GET /models)")?
+            }
+            Err(e) => r.fail(&format!(
+                "openrouter models: GET /models failed: {}",
+                why(&e)
+            ))?,
+        }
+    }
+
+    // Ollama Cloud: one line per key.
+    if secrets.ollama_keys.is_empty() {
+        r.missing("ollama-cloud: no key set (paid tier off): set OLLAMA_API_KEY")?;
+    } else {
+        match clients::ollama(config, clock.clone()) {
+            Ok(client) => {
+                for key in &secrets.ollama_keys {
+                    let item = format!("ollama-cloud {} {}", key.name, key.fingerprint());
+                    tags_line(
+                        &mut r,
+                        &client,
+                        Some(&key.value),
+                        &config.ollama.models,
+                        &item,
+                    )
+                    .await?;
+                }
+            }
+            Err(e) => r.fail(&format!("ollama-cloud: {e}"))?,
+        }
+    }
+
+    // Extra tiers.
+    let timeouts = Timeouts::from_config(&config.router);
+    for tier in &config.tiers {
+        let key = match &tier.key_env {
+            Some(name) => match config::secrets::read(env, name) {
+                Ok(Some(k)) => Some(k),
+                Ok(None) => {
+                    r.fail(&format!("tier {}: {name} is not set", tier.name))?;
+                    continue;
+                }
+                Err(e) => {
+                    r.fail(&format!("tier {}: {e}", tier.name))?;
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let fp = key
+            .as_ref()
+            .map_or_else(|| "no key".to_string(), fingerprint);
+        let item = format!("tier {} ({fp})", tier.name);
+        match tier.kind {
+            ProviderKind::Ollama => match OllamaClient::new(&tier.name, &tier.base_url, timeouts) {
+                Ok(c) => tags_line(&mut r, &c, key.as_ref(), &tier.models, &item).await?,
+                Err(e) => r.fail(&format!("{item}: {e}"))?,
+            },
+            ProviderKind::Openai => {
+                match OpenAiClient::new(
+                    &tier.name,
+                    &tier.base_url,
+                    timeouts,
+                    Attribution::default(),
+                ) {
+                    Ok(c) => match c.models(key.as_ref()).await {
+                        Ok(models) => {
+                            let listed: BTreeSet<&str> =
+                                models.iter().map(|m| m.id.as_str()).collect();
+                            models_line(&mut r, &item, &tier.models, |m| listed.contains(m))?;
+                        }
+                        Err(ProviderError::ModelNotFound) => {
+                            r.ok(&format!("{item}: models unknown (no GET /models here)"))?;
+                        }
+                        Err(e) => r.fail(&format!("{item}: {}", why(&e)))?,
+                    },
+                    Err(e) => r.fail(&format!("{item}: {e}"))?,
+                }
+            }
+        }
+    }
+
+    // Platforms: a missing token only means the adapter stays off.
+    for (name, var, token) in [
+        (
+            "telegram",
+            config::secrets::TELEGRAM_TOKEN_VAR,
+            &secrets.telegram_token,
+        ),
+        (
+            "discord",
+            config::secrets::DISCORD_TOKEN_VAR,
+            &secrets.discord_token,
+        ),
+    ] {
+        match token {
+            Some(t) => r.ok(&format!("{name}: token present ({})", fingerprint(t)))?,
+            None => r.missing(&format!("{name}: {var} not set (adapter off)"))?,
+        }
+    }
+    Ok(r.summary)
+}
+
+async fn tags_line<W: Write>(
+    r: &mut Report<'_, W>,
+    client: &OllamaClient,
+    key: Option<&SecretString>,
+    wanted: &[String],
+    item: &str,
+) -> std::io::Result<()> {
+    match client.tags(key).await {
+        Ok(tags) => {
+            let listed: BTreeSet<&str> = tags.iter().map(String::as_str).collect();
+            models_line(r, &format!("{item}: authenticates"), wanted, |m| {
+                listed.contains(m)
+            })
+        }
+        Err(e) => r.fail(&format!("{item}: {}", why(&e))),
+    }
+}
+
+fn models_line<W: Write>(
+    r: &mut Report<'_, W>,
+    item: &str,
+    wanted: &[String],
+    listed: impl Fn(&str) -> bool,
+) -> std::io::Result<()> {
+    let (have, missing): (Vec<&str>, Vec<&str>) =
+        wanted.iter().map(String::as_str).partition(|m| listed(m));
+    if have.is_empty() {
+        return r.fail(&format!(
+            "{item}, but lists none of the configured models ({})",
+            missing.join(", ")
+        ));
+    }
+    let mut line = format!("{item}; lists {}", have.join(", "));
+    if !missing.is_empty() {
+        line.push_str(&format!("; not listed: {}", missing.join(", ")));
+    }
+    r.ok(&line)
+}
+
+/// `switchboard check`: loads the configuration and secrets, prints the report to stdout, and fails
+/// with the configuration exit code (78) when a required item failed.
+pub async fn check_command(config_path: Option<PathBuf>) -> Result<(), Fatal> {
+    let env = Env::from_process();
+    let path = config::resolve_path(config_path.as_deref());
+    let config = config::load(path.as_deref(), &env).map_err(|e| Fatal::Config(e.to_string()))?;
+    let secrets = Secrets::load(&env).map_err(|e| Fatal::Config(e.to_string()))?;
+    let mut out = std::io::stdout();
+    let summary = run_check(&config, &secrets, &env, &mut out)
+        .await
+        .map_err(|e| Fatal::Other(anyhow::anyhow!("cannot write the report: {e}")))?;
+    writeln!(
+        out,
+        "{} passed, {} failed, {} optional missing",
+        summary.passed, summary.failed, summary.missing_optional
+    )
+    .map_err(|e| Fatal::Other(anyhow::anyhow!("cannot write the report: {e}")))?;
+    if summary.failed > 0 {
+        return Err(Fatal::Config(format!(
+            "{} required check{} failed (see the ✗ lines above)",
+            summary.failed,
+            if summary.failed == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
 }

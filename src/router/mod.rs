@@ -4,7 +4,16 @@
 //! live in the submodules. The router knows no platform crate and no sled (state goes through the store trait).
 
 pub mod check;
+pub mod clients;
+pub mod free_first;
+pub mod quota;
 pub mod scripted;
+pub mod usage;
+
+#[cfg(test)]
+mod tests;
+
+pub use free_first::{FreeFirstRouter, KeyQuota, ProviderSet, QuotaProbe};
 
 use serde::{Deserialize, Serialize};
 

@@ -4,6 +4,7 @@
 //! records all live here, in one database per process. No conversation logic lives here.
 
 pub mod memory;
+pub mod open;
 pub mod sled_store;
 
 use futures_util::future::BoxFuture;

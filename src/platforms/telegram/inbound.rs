@@ -122,7 +122,7 @@ fn strip_mention(text: &str, username: &str) -> (String, bool) {
         let word_end = lower[end..]
             .chars()
             .next()
-            .map_or(true, |c| !(c.is_alphanumeric() || c == '_'));
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
         out.push_str(&text[i..start]);
         if word_end {
             found = true;

@@ -1,0 +1,267 @@
+//! Router benchmarks (harness = false): the routing decision with 100 accounts, and the time to first
+//! token the router adds on a streamed reply from a zero-latency local simulator.
+//!
+//! Run: `cargo bench --bench router`. Results are recorded in docs/bench-router.md.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use switchboard::clock::{Clock, SharedClock, SystemClock, DAY_MS};
+use switchboard::config::{Config, Env, Secrets};
+use switchboard::domain::{
+    ChatMessage, ChatRef, ConversationKey, Platform, ReplyEvent, Role, UserRef,
+};
+use switchboard::providers::http::Timeouts;
+use switchboard::providers::openai::{Attribution, OpenAiClient};
+use switchboard::providers::{
+    ChatProvider, ProviderError, ProviderEvent, ProviderRequest, ProviderStream,
+};
+use switchboard::router::{
+    CompletionRequest, FreeFirstRouter, KeyQuota, LlmRouter, ProviderSet, QuotaProbe,
+};
+use switchboard::sim::openrouter::{SimKey, SimModel, SimOpenRouter, SimOpenRouterOptions};
+use switchboard::store::memory::MemoryStore;
+use switchboard::store::Store;
+
+const ACCOUNTS: usize = 100;
+const DECISIONS: usize = 20_000;
+const STREAMS: usize = 2_000;
+const MODEL: &str = "bench/model:free";
+
+struct StepClock(AtomicI64);
+impl Clock for StepClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Never called: the decision benchmark sends nothing.
+struct NoProvider;
+impl ChatProvider for NoProvider {
+    fn name(&self) -> &str {
+        "openrouter"
+    }
+    fn chat_stream(
+        &self,
+        _key: Option<&SecretString>,
+        _request: ProviderRequest,
+    ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>> {
+        unreachable!("the decision benchmark sends nothing")
+    }
+}
+
+/// Every account but the last reports its daily quota spent, so each decision scans all 100.
+struct LastOnly;
+impl QuotaProbe for LastOnly {
+    fn key_quota(
+        &self,
+        key: &SecretString,
+    ) -> BoxFuture<'static, Result<Option<KeyQuota>, ProviderError>> {
+        let last = key.expose_secret() == format!("k{ACCOUNTS}");
+        Box::pin(async move {
+            Ok(Some(KeyQuota {
+                daily_limit: Some(1_000_000),
+                remaining: Some(if last { 1_000_000 } else { 0 }),
+                is_free_tier: Some(false),
+            }))
+        })
+    }
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration, Duration) {
+    samples.sort();
+    let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    (at(0.50), at(0.90), at(0.99), *samples.last().unwrap())
+}
+
+async fn decision_bench(scan_all: bool) {
+    let mut config = Config::default();
+    config.openrouter.free_models = vec![MODEL.into()];
+    // Secrets::load reads numbered keys up to _32; build 100 named keys directly.
+    let mut secrets = Secrets::default();
+    secrets.openrouter_keys = (1..=ACCOUNTS)
+        .map(|i| switchboard::secrets::NamedSecret {
+            name: format!("OPENROUTER_API_KEY_{i}"),
+            value: SecretString::from(format!("k{i}")),
+        })
+        .collect();
+    // 00:00:01 UTC; the clock moves 3.1 s per decision so the 20-per-minute window never blocks the
+    // one ready account (the window scan is part of the measured cost) and the day does not roll over.
+    let clock = Arc::new(StepClock(AtomicI64::new(20_000 * DAY_MS + 1_000)));
+    let providers = ProviderSet {
+        openrouter: Some(Arc::new(NoProvider)),
+        quota_probe: scan_all.then(|| Arc::new(LastOnly) as Arc<dyn QuotaProbe>),
+        ..ProviderSet::default()
+    };
+    let router = FreeFirstRouter::with_providers(
+        &config,
+        &secrets,
+        providers,
+        Arc::new(MemoryStore::new()) as Arc<dyn Store>,
+        clock.clone() as SharedClock,
+    )
+    .unwrap();
+    router.refresh_quotas().await;
+    let mut samples = Vec::with_capacity(DECISIONS);
+    for _ in 0..DECISIONS {
+        clock
+            .0
+            .fetch_add(if scan_all { 3_100 } else { 31 }, Ordering::Relaxed);
+        let t = Instant::now();
+        let decided = router.decide();
+        samples.push(t.elapsed());
+        assert!(decided.is_some());
+    }
+    let (p50, p90, p99, max) = percentiles(samples);
+    println!(
+        "decision, {ACCOUNTS} accounts, {}: p50 {:.2} µs  p90 {:.2} µs  p99 {:.2} µs  max {:.1} µs  (n={DECISIONS})",
+        if scan_all { "99 exhausted (full scan)" } else { "per-minute windows filling in turn" },
+        p50.as_secs_f64() * 1e6,
+        p90.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6,
+        max.as_secs_f64() * 1e6,
+    );
+}
+
+fn request(i: usize) -> CompletionRequest {
+    CompletionRequest {
+        conversation: ConversationKey(format!("bench-{i}")),
+        user: UserRef::new(Platform::Terminal, "bench"),
+        chat: ChatRef::new(Platform::Terminal, "bench"),
+        system_prompt: "Be brief.".into(),
+        history: Vec::new(),
+        prompt: ChatMessage::new(Role::User, "hello"),
+        model: None,
+        paid_allowed: true,
+    }
+}
+
+async fn ttft_bench() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        keys: vec![SimKey::new("k1", "bench", u32::MAX)],
+        per_minute_limit: None,
+        models: vec![SimModel::free(MODEL, 131_072)],
+        ..SimOpenRouterOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut config = Config::default();
+    config.openrouter.base_url = sim.base_url();
+    config.openrouter.free_models = vec![MODEL.into()];
+    config.openrouter.requests_per_minute = 0;
+    let env = Env::from_pairs([("OPENROUTER_API_KEY_1", "k1")]);
+    let secrets = Secrets::load(&env).unwrap();
+    let router = FreeFirstRouter::from_config(
+        &config,
+        &secrets,
+        Arc::new(MemoryStore::new()) as Arc<dyn Store>,
+        Arc::new(SystemClock) as SharedClock,
+    )
+    .unwrap();
+    let client = OpenAiClient::new(
+        "openrouter",
+        &sim.base_url(),
+        Timeouts::from_config(&config.router),
+        Attribution::default(),
+    )
+    .unwrap();
+    let key = SecretString::from("k1");
+
+    // Warm both connection pools.
+    for i in 0..50 {
+        let _ = router.complete(request(i)).collect::<Vec<_>>().await;
+        let mut s = client
+            .chat_stream(
+                Some(&key),
+                ProviderRequest {
+                    model: MODEL.into(),
+                    messages: vec![ChatMessage::new(Role::User, "hello")],
+                },
+            )
+            .await
+            .unwrap();
+        while s.next().await.is_some() {}
+    }
+
+    let mut direct = Vec::with_capacity(STREAMS);
+    let mut routed = Vec::with_capacity(STREAMS);
+    for i in 0..STREAMS {
+        // Direct client call: request → first delta.
+        let t = Instant::now();
+        let mut s = client
+            .chat_stream(
+                Some(&key),
+                ProviderRequest {
+                    model: MODEL.into(),
+                    messages: vec![
+                        ChatMessage::new(Role::System, "Be brief."),
+                        ChatMessage::new(Role::User, "hello"),
+                    ],
+                },
+            )
+            .await
+            .unwrap();
+        loop {
+            match s.next().await {
+                Some(Ok(ProviderEvent::Delta(_))) => break,
+                Some(Ok(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        direct.push(t.elapsed());
+        while s.next().await.is_some() {}
+
+        // Through the router: complete() → first Delta event.
+        let t = Instant::now();
+        let mut r = router.complete(request(i));
+        loop {
+            match r.next().await {
+                Some(ReplyEvent::Delta(_)) => break,
+                Some(ReplyEvent::Started(_) | ReplyEvent::Notice(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        routed.push(t.elapsed());
+        while r.next().await.is_some() {}
+    }
+    let (d50, d90, d99, _) = percentiles(direct);
+    let (r50, r90, r99, _) = percentiles(routed);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("time to first token, zero-latency sim, n={STREAMS}:");
+    println!(
+        "  direct client: p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms",
+        ms(d50),
+        ms(d90),
+        ms(d99)
+    );
+    println!(
+        "  via router:    p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms",
+        ms(r50),
+        ms(r90),
+        ms(r99)
+    );
+    println!(
+        "  added by the router: p50 {:.3} ms  p99 {:.3} ms",
+        ms(r50.saturating_sub(d50)),
+        ms(r99.saturating_sub(d99))
+    );
+    assert!(sim.unexpected().is_empty());
+    sim.shutdown().await;
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        decision_bench(false).await;
+        decision_bench(true).await;
+        ttft_bench().await;
+    });
+}

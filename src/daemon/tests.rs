@@ -1,0 +1,418 @@
+//! `serve` with injected parts: a fake adapter over the scripted router and the in-memory store, a
+//! channel of signals and a recording notifier. Paused tokio time drives every deadline.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::clock::TokioClock;
+use crate::core::RESTARTING_MESSAGE;
+use crate::domain::{ChatKind, ChatRef, Inbound, Platform, ReplyEvent, Sender, UserRef};
+use crate::router::scripted::{Script, ScriptedRouter};
+use crate::store::memory::MemoryStore;
+use crate::store::{Store, TurnStatus};
+
+/// What the fake adapter does at start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Startup {
+    /// Report "polling" after this delay.
+    UpAfter(Duration),
+    /// Stay "starting" forever (an unreachable upstream that never answers).
+    Never,
+    /// Fail at once as a bad token would.
+    BadToken,
+}
+
+/// A platform adapter driven by the test: it answers every inbound sent on its channel through the
+/// core and records the rendered text of each reply.
+struct FakeAdapter {
+    startup: Startup,
+    inbox: mpsc::UnboundedReceiver<Inbound>,
+    /// Whether the loop keeps beating (false simulates a hung poller).
+    beats: Arc<std::sync::atomic::AtomicBool>,
+    shared: Shared,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    replies: Arc<Mutex<Vec<String>>>,
+    ctx: Arc<Mutex<Option<AdapterContext>>>,
+}
+
+impl PlatformAdapter for FakeAdapter {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn run(self: Box<Self>, ctx: AdapterContext) -> BoxFuture<'static, Result<(), Fatal>> {
+        async move {
+            let FakeAdapter {
+                startup,
+                mut inbox,
+                beats,
+                shared,
+            } = *self;
+            *shared.ctx.lock().unwrap() = Some(ctx.clone());
+            let health = ctx.health.component("telegram");
+            match startup {
+                Startup::BadToken => {
+                    return Err(Fatal::Config(
+                        "configuration error at `TELEGRAM_BOT_TOKEN`: rejected".into(),
+                    ))
+                }
+                Startup::UpAfter(d) => {
+                    tokio::time::sleep(d).await;
+                    health.set_status("polling");
+                }
+                Startup::Never => {}
+            }
+            let mut handlers = tokio::task::JoinSet::new();
+            let mut beat = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    () = ctx.intake.cancelled() => break,
+                    _ = beat.tick() => {
+                        if beats.load(std::sync::atomic::Ordering::SeqCst) {
+                            health.beat();
+                        }
+                    }
+                    Some(inbound) = inbox.recv() => {
+                        if let Some(mut stream) = ctx.core.handle(inbound) {
+                            let replies = shared.replies.clone();
+                            handlers.spawn(async move {
+                                let mut text = String::new();
+                                while let Some(event) = stream.next().await {
+                                    match event {
+                                        ReplyEvent::Delta(d) => text.push_str(&d),
+                                        ReplyEvent::Failed(e) => text.push_str(&format!("[{}]", e.message)),
+                                        _ => {}
+                                    }
+                                }
+                                replies.lock().unwrap().push(text);
+                            });
+                        }
+                    }
+                }
+            }
+            // Deliver what is in flight (the core ends each reply by the deadline), then return.
+            while handlers.join_next().await.is_some() {}
+            ctx.health.remove("telegram");
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+struct Harness {
+    signals: mpsc::UnboundedSender<Signal>,
+    inbox: mpsc::UnboundedSender<Inbound>,
+    notifier: RecordingNotifier,
+    store: Arc<MemoryStore>,
+    router: Arc<ScriptedRouter>,
+    shared: Shared,
+    beats: Arc<std::sync::atomic::AtomicBool>,
+    reload_with: Arc<Mutex<Result<Config, ConfigError>>>,
+    serve: tokio::task::JoinHandle<Result<(), Fatal>>,
+}
+
+fn signal_stream(mut rx: mpsc::UnboundedReceiver<Signal>) -> impl Stream<Item = Signal> + Unpin {
+    Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+fn start(config: Config, startup: Startup, watchdog: Option<Duration>) -> Harness {
+    let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let notifier = RecordingNotifier::new();
+    let store = Arc::new(MemoryStore::new());
+    let router = ScriptedRouter::new();
+    let shared = Shared::default();
+    let beats = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reload_with = Arc::new(Mutex::new(Ok(config.clone())));
+    let adapter = FakeAdapter {
+        startup,
+        inbox: in_rx,
+        beats: beats.clone(),
+        shared: shared.clone(),
+    };
+    let reload_source = reload_with.clone();
+    let parts = Parts {
+        config: Arc::new(config),
+        store: store.clone(),
+        router: router.clone(),
+        router_control: None,
+        adapters: vec![Box::new(adapter)],
+        clock: Arc::new(TokioClock::starting_at(1_700_000_000_000)),
+        health: Health::new(),
+        reload: Box::new(move || reload_source.lock().unwrap().clone()),
+        watchdog,
+    };
+    let serve = tokio::spawn(serve(parts, signal_stream(sig_rx), notifier.clone()));
+    Harness {
+        signals: sig_tx,
+        inbox: in_tx,
+        notifier,
+        store,
+        router,
+        shared,
+        beats,
+        reload_with,
+        serve,
+    }
+}
+
+fn inbound(text: &str) -> Inbound {
+    Inbound {
+        chat: ChatRef::new(Platform::Telegram, "42"),
+        chat_kind: ChatKind::Direct,
+        sender: Sender {
+            user: UserRef::new(Platform::Telegram, "42"),
+            display_name: "Ada".into(),
+        },
+        text: text.into(),
+        addressed: true,
+        reply_to: None,
+        thread: None,
+    }
+}
+
+/// Waits (in paused time) until `cond` holds, failing after a minute of virtual time.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..6000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn statuses(n: &RecordingNotifier) -> Vec<String> {
+    n.notices()
+        .into_iter()
+        .filter_map(|x| match x {
+            Notice::Status(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn ready_waits_for_the_adapter_and_terminate_stops_cleanly() {
+    let h = start(
+        Config::default(),
+        Startup::UpAfter(Duration::from_secs(2)),
+        None,
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.notifier.count(&Notice::Ready),
+        0,
+        "READY before the adapter was up"
+    );
+    until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    let line = statuses(&h.notifier).last().cloned().unwrap();
+    assert!(line.contains("telegram: polling"), "{line}");
+
+    h.signals.send(Signal::Terminate).unwrap();
+    let result = h.serve.await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    let notices = h.notifier.notices();
+    let ready = notices.iter().position(|n| *n == Notice::Ready).unwrap();
+    let stopping = notices.iter().position(|n| *n == Notice::Stopping).unwrap();
+    assert!(ready < stopping);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adapter_that_never_comes_up_still_gets_ready_after_the_bound() {
+    let mut config = Config::default();
+    config.daemon.ready_timeout_secs = 5;
+    let h = start(config, Startup::Never, None);
+    tokio::time::sleep(Duration::from_millis(4900)).await;
+    assert_eq!(h.notifier.count(&Notice::Ready), 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.notifier.count(&Notice::Ready), 1);
+    h.signals.send(Signal::Terminate).unwrap();
+    assert!(h.serve.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_in_flight_finishes_within_the_grace_and_is_stored() {
+    let h = start(Config::default(), Startup::UpAfter(Duration::ZERO), None);
+    h.router.on("slow", Script::Slow(Duration::from_secs(5)));
+    until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    h.inbox.send(inbound("a slow question")).unwrap();
+    until("the turn to start", || h.router.request_count() == 1).await;
+    h.signals.send(Signal::Terminate).unwrap();
+    let result = h.serve.await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        *h.shared.replies.lock().unwrap(),
+        vec!["echo: a slow question".to_string()]
+    );
+    let key = crate::domain::ConversationKey("telegram:42".into());
+    let turns = h.store.recent_turns(&key, 0, 10).unwrap();
+    assert_eq!(turns.len(), 2, "{turns:?}");
+    assert_eq!(turns[1].text, "echo: a slow question");
+    assert_eq!(turns[1].status, TurnStatus::Complete);
+    assert!(h.notifier.count(&Notice::Stopping) == 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_longer_than_the_grace_is_cut_with_a_restarting_note() {
+    let mut config = Config::default();
+    config.daemon.shutdown_grace_secs = 3;
+    let h = start(config, Startup::UpAfter(Duration::ZERO), None);
+    h.router.on("slow", Script::Slow(Duration::from_secs(600)));
+    until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    h.inbox.send(inbound("a very slow question")).unwrap();
+    until("the turn to start", || h.router.request_count() == 1).await;
+    let stop_at = tokio::time::Instant::now();
+    h.signals.send(Signal::Terminate).unwrap();
+    let result = h.serve.await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    // Grace (3 s) plus the core's cut grace; far below TimeoutStopSec.
+    assert!(
+        stop_at.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stop_at.elapsed()
+    );
+    let replies = h.shared.replies.lock().unwrap().clone();
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].contains(RESTARTING_MESSAGE), "{replies:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_after_terminate_are_not_taken() {
+    let h = start(Config::default(), Startup::UpAfter(Duration::ZERO), None);
+    until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    h.signals.send(Signal::Terminate).unwrap();
+    assert!(h.serve.await.unwrap().is_ok());
+    // The adapter stopped reading: nothing sent now reaches the router.
+    let _ = h.inbox.send(inbound("too late"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.router.request_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_token_stops_the_daemon_with_exit_78_and_no_ready() {
+    let h = start(Config::default(), Startup::BadToken, None);
+    let result = h.serve.await.unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.exit_code(), crate::exit::EXIT_CONFIG);
+    assert!(err.to_string().contains("TELEGRAM_BOT_TOKEN"), "{err}");
+    assert_eq!(h.notifier.count(&Notice::Ready), 0);
+    assert_eq!(h.notifier.count(&Notice::Stopping), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_pings_while_loops_beat_and_stops_when_one_hangs() {
+    let mut config = Config::default();
+    config.daemon.stale_after_secs = 2;
+    let h = start(
+        config,
+        Startup::UpAfter(Duration::ZERO),
+        Some(Duration::from_secs(1)),
+    );
+    until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pinged = h.notifier.count(&Notice::Watchdog);
+    // One ping every half period: about 10 in 5 s.
+    assert!((9..=12).contains(&pinged), "{pinged} pings in 5 s");
+
+    // The poller hangs: after `stale_after` the pings stop.
+    h.beats.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_hang = h.notifier.count(&Notice::Watchdog);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        h.notifier.count(&Notice::Watchdog),
+        after_hang,
+        "pinged while hung"
+    );
+
+    // It recovers: pings resume.
+    h.beats.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(h.notifier.count(&Notice::Watchdog) > after_hang);
+    h.signals.send(Signal::Terminate).unwrap();
+    assert!(h.serve.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn sighup_applies_a_valid_config_and_rejects_an_invalid_one() {
+    let h = start(Config::default(), Startup::UpAfter(Duration::ZERO), None);
+    until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    let ctx = h.shared.ctx.lock().unwrap().clone().unwrap();
+
+    let mut new = Config::default();
+    new.core.system_prompt = "Answer in haiku.".into();
+    *h.reload_with.lock().unwrap() = Ok(new);
+    h.signals.send(Signal::Reload).unwrap();
+    until("the reload", || h.notifier.count(&Notice::Reloading) == 1).await;
+    until("READY after reload", || {
+        h.notifier.count(&Notice::Ready) == 2
+    })
+    .await;
+    assert_eq!(ctx.core.config().core.system_prompt, "Answer in haiku.");
+    assert_eq!(ctx.config.borrow().core.system_prompt, "Answer in haiku.");
+    assert!(statuses(&h.notifier)
+        .last()
+        .unwrap()
+        .starts_with("reloaded"));
+    h.inbox.send(inbound("hello")).unwrap();
+    until("the turn", || h.router.request_count() == 1).await;
+    assert_eq!(h.router.requests()[0].system_prompt, "Answer in haiku.");
+
+    *h.reload_with.lock().unwrap() = Err(ConfigError::new(
+        "core.max_concurrent_turns",
+        "must be at least 1",
+        "set it to 64",
+    ));
+    h.signals.send(Signal::Reload).unwrap();
+    until("READY after rejected reload", || {
+        h.notifier.count(&Notice::Ready) == 3
+    })
+    .await;
+    let line = statuses(&h.notifier).last().cloned().unwrap();
+    assert!(
+        line.contains("reload rejected (core.max_concurrent_turns)"),
+        "{line}"
+    );
+    assert_eq!(ctx.core.config().core.system_prompt, "Answer in haiku.");
+    assert_eq!(ctx.config.borrow().core.system_prompt, "Answer in haiku.");
+
+    h.signals.send(Signal::Terminate).unwrap();
+    assert!(h.serve.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn terminate_during_start_up_stops_without_ready() {
+    let h = start(
+        Config::default(),
+        Startup::UpAfter(Duration::from_secs(10)),
+        None,
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.signals.send(Signal::Terminate).unwrap();
+    assert!(h.serve.await.unwrap().is_ok());
+    assert_eq!(h.notifier.count(&Notice::Ready), 0);
+    assert_eq!(h.notifier.count(&Notice::Stopping), 1);
+}
+
+#[test]
+fn no_token_is_a_config_error_naming_both_variables() {
+    let err = match build::wanted_adapters_for_test(&Config::default(), &Secrets::default()) {
+        Err(e) => e,
+        Ok(_) => panic!("no adapter should be wanted"),
+    };
+    assert_eq!(err.exit_code(), crate::exit::EXIT_CONFIG);
+    let text = err.to_string();
+    assert!(
+        text.contains("TELEGRAM_BOT_TOKEN") && text.contains("DISCORD_BOT_TOKEN"),
+        "{text}"
+    );
+}

@@ -1,0 +1,215 @@
+//! Slash commands: the core's commands registered at start-up (globally, or in each of
+//! `discord.command_guilds` where they appear at once), and invocations answered through the same core
+//! as text commands: a deferred "thinking…" response, then the reply rendered into it and follow-ups.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use serenity::all::{CommandDataOptionValue, CommandInteraction};
+use serenity::model::id::{ApplicationId, GuildId};
+
+use super::render::{self, Target};
+use super::rest::{Rest, RestError};
+use super::{policy, Shared};
+use crate::core::{CommandInfo, Core};
+use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
+use crate::platforms::AdapterContext;
+
+/// Discord's limit on a command description.
+const DESCRIPTION_LIMIT: usize = 100;
+/// The name of the free-text option carrying a command's arguments.
+pub const ARGS_OPTION: &str = "args";
+/// Registration attempts: a 429 or a transient failure at start-up gets two more chances; commands
+/// still work as text if registration fails.
+const REGISTER_ATTEMPTS: u32 = 3;
+/// Shown when the core has nothing to say to a slash command (e.g. a refused user already told once).
+const NOTHING_TO_SAY: &str = "⚠️ This command cannot be used here.";
+
+/// The bulk-overwrite body for `commands` (Discord application command objects, type 1 = chat input).
+pub fn command_payload(commands: &[CommandInfo]) -> Value {
+    Value::Array(
+        commands
+            .iter()
+            .map(|c| {
+                let description: String = c.description.chars().take(DESCRIPTION_LIMIT).collect();
+                let mut command = json!({
+                    "name": c.name,
+                    "type": 1,
+                    "description": if description.is_empty() { c.name.to_owned() } else { description },
+                });
+                if !c.args.is_empty() {
+                    let args: String = c.args.chars().take(DESCRIPTION_LIMIT).collect();
+                    command["options"] = json!([{
+                        "type": 3,
+                        "name": ARGS_OPTION,
+                        "description": args,
+                        "required": c.args.starts_with('<'),
+                    }]);
+                }
+                command
+            })
+            .collect(),
+    )
+}
+
+/// Registers the core's commands (see the module doc). Failures are logged, never fatal.
+pub(super) async fn register(rest: &Rest, ctx: &AdapterContext, application_id: ApplicationId) {
+    let payload = command_payload(Core::commands());
+    let guilds: Vec<Option<GuildId>> = {
+        let config = ctx.config.borrow();
+        if config.discord.command_guilds.is_empty() {
+            vec![None]
+        } else {
+            config
+                .discord
+                .command_guilds
+                .iter()
+                .filter_map(|g| g.parse::<u64>().ok())
+                .filter(|g| *g != 0)
+                .map(|g| Some(GuildId::new(g)))
+                .collect()
+        }
+    };
+    for guild in guilds {
+        for attempt in 1..=REGISTER_ATTEMPTS {
+            match rest
+                .register_commands(application_id, guild, &payload)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(guild = ?guild.map(|g| g.get()), "discord: slash commands registered");
+                    break;
+                }
+                Err(RestError::RateLimited(wait)) if attempt < REGISTER_ATTEMPTS => {
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "discord: slash command registration failed; commands still work as text");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The text the core sees for a slash command: `/name args`.
+pub fn command_text(command: &CommandInteraction) -> String {
+    let mut text = format!("/{}", command.data.name);
+    for option in &command.data.options {
+        match &option.value {
+            CommandDataOptionValue::String(s) => {
+                text.push(' ');
+                text.push_str(s);
+            }
+            CommandDataOptionValue::Integer(i) => text.push_str(&format!(" {i}")),
+            CommandDataOptionValue::Boolean(b) => text.push_str(&format!(" {b}")),
+            _ => {}
+        }
+    }
+    text
+}
+
+/// Answers one slash command.
+pub(super) async fn handle(
+    shared: &Arc<Shared>,
+    rest: &Arc<Rest>,
+    application_id: ApplicationId,
+    command: CommandInteraction,
+) {
+    let config = shared.ctx.config.borrow().clone();
+    let user = UserRef::new(Platform::Discord, command.user.id.to_string());
+    let chat_kind = if let Some(guild_id) = command.guild_id {
+        let guild = guild_id.to_string();
+        let channel = command.channel_id.to_string();
+        let roles: Vec<String> = command
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let facts = policy::GuildMessageFacts {
+            guild_id: &guild,
+            channel_id: &channel,
+            parent_id: None,
+            roles: &roles,
+            // A slash command is addressed to the bot by construction.
+            mentions_bot: true,
+            replies_to_bot: true,
+            is_command: true,
+        };
+        if policy::admit_guild_message(&config.discord, &facts).is_err() {
+            return;
+        }
+        ChatKind::Group
+    } else {
+        if !policy::admit_direct_message(
+            &config.discord,
+            &config.access.allowed_users,
+            &config.access.admins,
+            &user.to_string(),
+        ) {
+            return;
+        }
+        ChatKind::Direct
+    };
+    if let Err(e) = rest.defer_interaction(command.id, &command.token).await {
+        tracing::warn!(error = %e, "discord: could not acknowledge a slash command");
+        return;
+    }
+    let display_name = command
+        .member
+        .as_ref()
+        .and_then(|m| m.nick.clone())
+        .or_else(|| command.user.global_name.clone())
+        .unwrap_or_else(|| command.user.name.clone());
+    let inbound = Inbound {
+        chat: ChatRef::new(Platform::Discord, command.channel_id.to_string()),
+        chat_kind,
+        sender: Sender { user, display_name },
+        text: command_text(&command),
+        addressed: true,
+        reply_to: None,
+        thread: None,
+    };
+    let target = Target::Interaction {
+        application_id,
+        token: command.token.clone(),
+    };
+    let Some(stream) = shared.ctx.core.handle(inbound) else {
+        let _ = rest
+            .edit_interaction_message(application_id, &command.token, None, NOTHING_TO_SAY)
+            .await;
+        return;
+    };
+    let interval = Duration::from_millis(config.discord.edit_interval_ms);
+    let rest = rest.clone();
+    shared.tasks.spawn(async move {
+        render::render(&rest, target, stream, interval, &|_| {}).await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_has_options_only_for_commands_with_args() {
+        let commands = [
+            CommandInfo {
+                name: "reset",
+                args: "",
+                description: "Start a new conversation",
+            },
+            CommandInfo {
+                name: "model",
+                args: "[name]",
+                description: "Show or pick the model",
+            },
+        ];
+        let payload = command_payload(&commands);
+        assert_eq!(payload[0]["name"], "reset");
+        assert!(payload[0].get("options").is_none());
+        assert_eq!(payload[1]["options"][0]["name"], ARGS_OPTION);
+        assert_eq!(payload[1]["options"][0]["required"], false);
+    }
+}

@@ -1,0 +1,430 @@
+//! The Discord adapter (serenity 0.12, rustls): gateway events in, [`Inbound`] to the core, reply
+//! streams rendered back with typing, paced edits and splitting. Guild policy, allow lists and
+//! conversation scoping live in [`policy`], the reply-chain map in [`chain`], REST (and the one switch
+//! between Discord and a test proxy) in [`rest`], streaming in [`render`], slash commands in
+//! [`commands`].
+
+pub mod chain;
+pub mod commands;
+pub mod policy;
+pub mod render;
+pub mod rest;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use secrecy::SecretString;
+use serenity::all::{
+    ClientBuilder, ConnectionStage, Context, EventHandler, GatewayError, GatewayIntents,
+    Interaction, Message, Ready, ResumedEvent, ShardStageUpdateEvent,
+};
+use serenity::model::id::{ApplicationId, ChannelId, UserId};
+use tokio_util::task::TaskTracker;
+
+use self::policy::{GuildMessageFacts, Scope};
+use self::render::Target;
+use self::rest::{ChannelKind, Rest};
+use super::{AdapterContext, PlatformAdapter};
+use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
+use crate::exit::Fatal;
+use crate::health::ComponentHandle;
+
+/// How many recent message ids are remembered to drop events the gateway replays after a resume
+/// (reliability row 14). A resume replays at most the events missed during a short drop — far fewer.
+const SEEN_CAPACITY: usize = 4096;
+
+/// The health component name.
+pub const COMPONENT: &str = "discord";
+
+/// What the bot fixes on: guild messages, DMs, and their text (privileged: enabled in the portal).
+pub fn intents() -> GatewayIntents {
+    GatewayIntents::GUILD_MESSAGES
+        | GatewayIntents::DIRECT_MESSAGES
+        | GatewayIntents::MESSAGE_CONTENT
+}
+
+/// The message for gateway close 4004.
+pub const BAD_TOKEN_HINT: &str = "DISCORD_BOT_TOKEN was rejected by Discord (gateway close 4004, \
+authentication failed). Fix: in the Discord developer portal open your application → Bot → Reset Token, \
+and put the new token in DISCORD_BOT_TOKEN (or its credentials file).";
+
+/// The message for gateway closes 4013/4014.
+pub const INTENTS_HINT: &str = "Discord refused the gateway intents (gateway close 4013/4014, \
+disallowed intents). Fix: enable the Message Content intent in the Discord developer portal \
+(your application → Bot → Privileged Gateway Intents → MESSAGE CONTENT INTENT), save, and start \
+switchboard again.";
+
+/// The Discord adapter. Holds the bot token; deliberately not `Debug`.
+pub struct DiscordAdapter {
+    token: SecretString,
+}
+
+impl DiscordAdapter {
+    /// An adapter for the bot with `token` (`DISCORD_BOT_TOKEN`).
+    pub fn new(token: SecretString) -> Self {
+        Self { token }
+    }
+}
+
+impl PlatformAdapter for DiscordAdapter {
+    fn name(&self) -> &'static str {
+        "discord"
+    }
+
+    fn run(self: Box<Self>, ctx: AdapterContext) -> BoxFuture<'static, Result<(), Fatal>> {
+        Box::pin(run(self.token, ctx))
+    }
+}
+
+/// The bot's own identity, learned from READY.
+#[derive(Clone, Copy, Debug)]
+struct BotIdentity {
+    user_id: UserId,
+    application_id: ApplicationId,
+}
+
+/// State shared by the event handler and the run loop.
+struct Shared {
+    ctx: AdapterContext,
+    rest: OnceLock<Arc<Rest>>,
+    bot: OnceLock<BotIdentity>,
+    /// Reply renders in flight; waited for on shutdown.
+    tasks: TaskTracker,
+    /// Channel kinds already looked up (a channel never turns into a thread or back).
+    channels: Mutex<HashMap<ChannelId, ChannelKind>>,
+    status: ComponentHandle,
+    commands_registered: AtomicBool,
+    /// Recently handled message ids (see [`SEEN_CAPACITY`]).
+    seen: Mutex<RecentIds>,
+}
+
+/// A bounded set of recent ids, oldest evicted first.
+#[derive(Default)]
+struct RecentIds {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl RecentIds {
+    /// Records `id`; false if it was already there.
+    fn insert(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+struct Handler(Arc<Shared>);
+
+async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
+    let config = ctx.config.borrow().clone();
+    let (http, reqwest_client, mode) =
+        rest::build_http(&token, config.discord.proxy_url.as_deref())
+            .map_err(|e| Fatal::Other(anyhow::anyhow!("discord: {e}")))?;
+    drop(token);
+    let status = ctx.health.status_only(COMPONENT);
+    status.set_status("connecting");
+    let shared = Arc::new(Shared {
+        ctx: ctx.clone(),
+        rest: OnceLock::new(),
+        bot: OnceLock::new(),
+        tasks: TaskTracker::new(),
+        channels: Mutex::new(HashMap::new()),
+        status,
+        commands_registered: AtomicBool::new(false),
+        seen: Mutex::new(RecentIds::default()),
+    });
+    let mut client = ClientBuilder::new_with_http(http, intents())
+        .event_handler_arc(Arc::new(Handler(shared.clone())))
+        .await
+        .map_err(|e| Fatal::Other(anyhow::anyhow!("discord: could not build the client: {e}")))?;
+    let rest = Arc::new(Rest::new(client.http.clone(), reqwest_client, mode));
+    let _ = shared.rest.set(rest.clone());
+    if mode == rest::Mode::Proxy {
+        // serenity falls back to the real gateway when this call fails: make sure it cannot.
+        rest.preflight_gateway()
+            .await
+            .map_err(|e| Fatal::Config(format!("discord.proxy_url: the proxy's gateway lookup failed ({e}); refusing to fall back to the real Discord")))?;
+    }
+    let shard_manager = client.shard_manager.clone();
+    let mut gateway = tokio::spawn(async move { client.start().await });
+    let outcome = tokio::select! {
+        result = &mut gateway => Some(result),
+        () = ctx.intake.cancelled() => None,
+    };
+    if let Some(result) = outcome {
+        // The gateway ended by itself: a fatal close or a bug; the daemon decides what happens next.
+        shard_manager.shutdown_all().await;
+        shared.tasks.close();
+        shared.status.set_status("stopped");
+        return Err(match result {
+            Ok(Ok(())) => {
+                Fatal::Other(anyhow::anyhow!("discord: the gateway stopped unexpectedly"))
+            }
+            Ok(Err(e)) => map_gateway_error(&e),
+            Err(join) => Fatal::Other(anyhow::anyhow!("discord: the gateway task failed: {join}")),
+        });
+    }
+    tracing::info!(
+        in_flight = shared.tasks.len(),
+        "discord: stopping intake, finishing replies"
+    );
+    shared.tasks.close();
+    shared.tasks.wait().await;
+    shard_manager.shutdown_all().await;
+    let _ = gateway.await;
+    shared.status.set_status("stopped");
+    Ok(())
+}
+
+/// Maps what `Client::start` returned to the daemon's fatal errors: bad token and refused intents are
+/// configuration errors (exit 78, no restart: a crash loop burns the daily IDENTIFY budget).
+fn map_gateway_error(error: &serenity::Error) -> Fatal {
+    match error {
+        serenity::Error::Gateway(GatewayError::InvalidAuthentication) => {
+            Fatal::Config(BAD_TOKEN_HINT.to_owned())
+        }
+        serenity::Error::Gateway(
+            GatewayError::DisallowedGatewayIntents | GatewayError::InvalidGatewayIntents,
+        ) => Fatal::Config(INTENTS_HINT.to_owned()),
+        serenity::Error::Gateway(e) => {
+            Fatal::Other(anyhow::anyhow!("discord: the gateway failed: {e}"))
+        }
+        _ => Fatal::Other(anyhow::anyhow!(
+            "discord: the gateway client stopped with an error"
+        )),
+    }
+}
+
+#[serenity::async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, _ctx: Context, ready: Ready) {
+        let identity = BotIdentity {
+            user_id: ready.user.id,
+            application_id: ready.application.id,
+        };
+        let _ = self.0.bot.set(identity);
+        self.0.status.set_status("connected");
+        tracing::info!(bot_user = %identity.user_id, "discord: connected");
+        if !self.0.commands_registered.swap(true, Ordering::SeqCst) {
+            let shared = self.0.clone();
+            tokio::spawn(async move {
+                commands::register(&shared_rest(&shared), &shared.ctx, identity.application_id)
+                    .await
+            });
+        }
+    }
+
+    async fn resume(&self, _ctx: Context, _event: ResumedEvent) {
+        self.0.status.set_status("connected");
+    }
+
+    async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
+        let status = match event.new {
+            ConnectionStage::Connected => "connected",
+            _ => "reconnecting",
+        };
+        self.0.status.set_status(status);
+    }
+
+    async fn message(&self, _ctx: Context, message: Message) {
+        self.0.on_message(message).await;
+    }
+
+    async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
+        if let Interaction::Command(command) = interaction {
+            let shared = self.0.clone();
+            if shared.ctx.intake.is_cancelled() {
+                return;
+            }
+            let Some(rest) = shared.rest.get().cloned() else {
+                return;
+            };
+            let Some(bot) = shared.bot.get().copied() else {
+                return;
+            };
+            commands::handle(&shared, &rest, bot.application_id, command).await;
+        }
+    }
+}
+
+fn shared_rest(shared: &Shared) -> Arc<Rest> {
+    shared
+        .rest
+        .get()
+        .cloned()
+        .expect("the REST handle is set before the gateway starts")
+}
+
+impl Shared {
+    async fn on_message(self: &Arc<Self>, message: Message) {
+        if self.ctx.intake.is_cancelled() {
+            return;
+        }
+        let (Some(bot), Some(rest)) = (self.bot.get().copied(), self.rest.get().cloned()) else {
+            return;
+        };
+        if message.author.bot || message.author.id == bot.user_id {
+            return;
+        }
+        let fresh = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(message.id.get());
+        if !fresh {
+            tracing::debug!("discord: dropped a replayed message event");
+            return;
+        }
+        let config = self.ctx.config.borrow().clone();
+        let bot_id = bot.user_id.to_string();
+        let user = UserRef::new(Platform::Discord, message.author.id.to_string());
+        let display_name = message
+            .member
+            .as_ref()
+            .and_then(|m| m.nick.clone())
+            .or_else(|| message.author.global_name.clone())
+            .unwrap_or_else(|| message.author.name.clone());
+        let reply_to = message
+            .message_reference
+            .as_ref()
+            .and_then(|r| r.message_id)
+            .or_else(|| message.referenced_message.as_ref().map(|m| m.id));
+        let (chat_kind, scope) = if let Some(guild_id) = message.guild_id {
+            let mentions_bot = message.mentions.iter().any(|u| u.id == bot.user_id)
+                || policy::mentions(&message.content, &bot_id);
+            let replied_scope = match reply_to {
+                Some(id) => {
+                    chain::lookup(self.ctx.store.as_ref(), &id.to_string()).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "discord: reply-chain lookup failed");
+                        None
+                    })
+                }
+                None => None,
+            };
+            let replies_to_bot = message
+                .referenced_message
+                .as_ref()
+                .is_some_and(|m| m.author.id == bot.user_id);
+            let kind = self.channel_kind(&rest, message.channel_id).await;
+            let roles: Vec<String> = message
+                .member
+                .as_ref()
+                .map(|m| m.roles.iter().map(ToString::to_string).collect())
+                .unwrap_or_default();
+            let guild = guild_id.to_string();
+            let channel = message.channel_id.to_string();
+            let parent = kind.parent.map(|p| p.to_string());
+            let facts = GuildMessageFacts {
+                guild_id: &guild,
+                channel_id: &channel,
+                parent_id: parent.as_deref(),
+                roles: &roles,
+                mentions_bot,
+                replies_to_bot,
+                is_command: policy::is_command(
+                    &policy::strip_bot_mention(&message.content, &bot_id),
+                    crate::core::Core::commands(),
+                ),
+            };
+            if let Err(why) = policy::admit_guild_message(&config.discord, &facts) {
+                tracing::trace!(?why, "discord: message not answered");
+                return;
+            }
+            let scope = policy::guild_scope(
+                kind.is_thread,
+                &channel,
+                &message.id.to_string(),
+                replied_scope,
+                replies_to_bot,
+                mentions_bot,
+            );
+            (ChatKind::Group, Some(scope))
+        } else {
+            if !policy::admit_direct_message(
+                &config.discord,
+                &config.access.allowed_users,
+                &config.access.admins,
+                &user.to_string(),
+            ) {
+                tracing::debug!("discord: DM refused by the role allow list");
+                return;
+            }
+            (ChatKind::Direct, None)
+        };
+        if let Some(scope) = &scope {
+            self.record_chain(&message.id.to_string(), scope);
+        }
+        let inbound = Inbound {
+            chat: ChatRef::new(Platform::Discord, message.channel_id.to_string()),
+            chat_kind,
+            sender: Sender { user, display_name },
+            text: policy::strip_bot_mention(&message.content, &bot_id),
+            addressed: true,
+            reply_to: reply_to.map(|id| id.to_string()),
+            thread: scope.clone().and_then(Scope::into_thread),
+        };
+        let Some(stream) = self.ctx.core.handle(inbound) else {
+            return;
+        };
+        let target = Target::Channel {
+            channel_id: message.channel_id,
+            reply_to: Some(message.id),
+        };
+        let interval = Duration::from_millis(config.discord.edit_interval_ms);
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            let on_posted = |id: serenity::model::id::MessageId| {
+                if let Some(scope) = &scope {
+                    shared.record_chain(&id.to_string(), scope);
+                }
+            };
+            render::render(&rest, target, stream, interval, &on_posted).await;
+        });
+    }
+
+    fn record_chain(&self, message_id: &str, scope: &Scope) {
+        if let Err(e) = chain::record(self.ctx.store.as_ref(), message_id, scope) {
+            tracing::warn!(error = %e, "discord: could not record a reply chain");
+        }
+    }
+
+    /// Whether a channel is a thread, looked up once per channel. A failed lookup counts as "not a
+    /// thread" (the conversation then follows reply chains, which is still correct within a thread).
+    async fn channel_kind(&self, rest: &Rest, channel_id: ChannelId) -> ChannelKind {
+        if let Some(kind) = self
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&channel_id)
+        {
+            return *kind;
+        }
+        match rest.channel_kind(channel_id).await {
+            Ok(kind) => {
+                self.channels
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(channel_id, kind);
+                kind
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "discord: channel lookup failed");
+                ChannelKind {
+                    is_thread: false,
+                    parent: None,
+                }
+            }
+        }
+    }
+}

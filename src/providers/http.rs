@@ -1,0 +1,439 @@
+//! The HTTP plumbing every provider client shares: one pooled rustls `reqwest::Client`, the three
+//! timeouts (connect, idle between stream chunks, overall deadline), status → [`ProviderError`] mapping,
+//! and turning a streamed body into a [`ProviderStream`] through a [`StreamParser`].
+//!
+//! Nothing here retries: the router is the only retry loop. Every `reqwest::Error` passes through
+//! `without_url()` before it is logged, and no returned error carries a URL or a key.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use reqwest::header::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use super::sanitize::sanitize_message;
+use super::{ParsedEvent, ProviderError, ProviderStream, StreamParser};
+use crate::clock::SharedClock;
+use crate::config::providers::RouterConfig;
+
+/// The largest error body read to classify a failed status. Provider error bodies are a few hundred
+/// bytes; the cap stops a misbehaving upstream from making us buffer an HTML page the size of a film.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The largest JSON body accepted from a non-streaming call. OpenRouter's `/models` is about 1 MiB today;
+/// 16 MiB leaves room for growth and still bounds memory.
+pub const MAX_JSON_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// A `429` whose reset is further away than this is treated as the daily quota, not a per-minute limit:
+/// a per-minute window always resets within 60 s, so two minutes leaves room for clock skew.
+pub const DAILY_RESET_THRESHOLD_MS: i64 = 120_000;
+
+/// How long an idle pooled connection is kept. Requests come in bursts (one chat turn, then a pause);
+/// 90 s reuses TLS sessions across a conversation without holding sockets open for hours.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// TCP keep-alive probes detect a silently dead peer (NAT drop) on long streams before the idle timeout.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// The three limits on every provider call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP + TLS handshake. Short: a host that cannot be reached in seconds is down, try the next one.
+    pub connect: Duration,
+    /// The longest silence between two body chunks of a stream (keep-alive comments count as activity).
+    /// Models can think for a while before the first token, so this is generous; a stream silent for
+    /// longer is stalled. It also bounds the wait for a streaming response's head (OpenRouter and
+    /// Ollama Cloud send it at once); a local Ollama that must first load a large model may need more.
+    pub idle: Duration,
+    /// The whole call, from sending the request to the last byte of the body. Bounds a stream that
+    /// trickles forever; it is long because a healthy long answer can take minutes.
+    pub deadline: Duration,
+}
+
+impl Timeouts {
+    /// The timeouts configured in `[router]`.
+    pub fn from_config(config: &RouterConfig) -> Self {
+        Self {
+            connect: Duration::from_secs(config.connect_timeout_secs),
+            idle: Duration::from_secs(config.idle_timeout_secs),
+            deadline: Duration::from_secs(config.deadline_secs),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::from_config(&RouterConfig::default())
+    }
+}
+
+/// The HTTP client could not be built (TLS roots or resolver could not be initialised).
+#[derive(Debug, thiserror::Error)]
+#[error("could not build the HTTP client: {0}")]
+pub struct ClientBuildError(String);
+
+/// Builds the pooled rustls client every provider uses.
+///
+/// Only the connect timeout is set on the client. A total `reqwest` timeout would cut long healthy
+/// streams, so the deadline and the idle timeout are enforced per call by this module instead.
+pub fn build_client(timeouts: &Timeouts) -> Result<reqwest::Client, ClientBuildError> {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(timeouts.connect)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_keepalive(TCP_KEEPALIVE)
+        .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClientBuildError(e.without_url().to_string()))
+}
+
+/// Adds `Authorization: Bearer <key>` when a key is given.
+pub(crate) fn with_bearer(
+    builder: reqwest::RequestBuilder,
+    key: Option<&SecretString>,
+) -> reqwest::RequestBuilder {
+    match key {
+        Some(key) => builder.bearer_auth(key.expose_secret()),
+        None => builder,
+    }
+}
+
+/// Sends `request`, waiting for the response head until `head_by` (→ `Stalled`) or the overall
+/// `deadline` (→ `Timeout`), whichever is first, and turns a non-success status into its
+/// [`ProviderError`].
+///
+/// Streaming calls pass `head_by = now + idle`: a streaming server sends its head (and keep-alives) at
+/// once, so a silent one is as stalled as a silent stream, and waiting the whole deadline before trying
+/// the next candidate would leave the user staring at "typing…" for minutes. Non-streaming calls pass
+/// the deadline, since their head only comes with the whole answer.
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    head_by: Instant,
+    deadline: Instant,
+    clock: &SharedClock,
+) -> Result<reqwest::Response, ProviderError> {
+    let wake = head_by.min(deadline);
+    let response = match tokio::time::timeout_at(wake, request.send()).await {
+        Err(_) if wake < deadline => return Err(ProviderError::Stalled),
+        Err(_) => return Err(ProviderError::Timeout),
+        Ok(Err(e)) => return Err(send_error(e)),
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    let body = read_limited(response, deadline, MAX_ERROR_BODY_BYTES)
+        .await
+        .unwrap_or_default();
+    let body = String::from_utf8_lossy(&body);
+    Err(map_status(status.as_u16(), &headers, &body, clock.now_ms()))
+}
+
+/// Reads a whole JSON body (bounded by [`MAX_JSON_BODY_BYTES`] and the deadline).
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    response: reqwest::Response,
+    deadline: Instant,
+) -> Result<T, ProviderError> {
+    let body = read_limited(response, deadline, MAX_JSON_BODY_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        // serde quotes offending values; sanitize in case a body echoes anything sensitive.
+        ProviderError::Malformed(sanitize_message(&format!("unexpected JSON: {e}")))
+    })
+}
+
+async fn read_limited(
+    mut response: reqwest::Response,
+    deadline: Instant,
+    limit: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Err(_) => return Err(ProviderError::Timeout),
+            Ok(Err(e)) => return Err(body_error(e)),
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(ProviderError::Malformed("response body too large".into()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// Maps an error from sending a request (before any response) to a [`ProviderError`].
+pub(crate) fn send_error(error: reqwest::Error) -> ProviderError {
+    let error = error.without_url();
+    tracing::debug!(error = %error, "provider request failed");
+    if error.is_timeout() {
+        ProviderError::Timeout
+    } else {
+        // Refused, DNS, TLS, or the connection closed before a response head: nothing was received.
+        ProviderError::Connect
+    }
+}
+
+/// Maps an error while reading a body to a [`ProviderError`]: the connection was cut mid-answer.
+pub(crate) fn body_error(error: reqwest::Error) -> ProviderError {
+    let error = error.without_url();
+    tracing::debug!(error = %error, "provider body read failed");
+    if error.is_timeout() {
+        ProviderError::Timeout
+    } else {
+        ProviderError::Truncated
+    }
+}
+
+/// Classifies a failed HTTP status from its headers and (already read) body.
+///
+/// 429 → `RateLimited` (with `Retry-After` seconds and `X-RateLimit-Reset` epoch ms; `daily` when the
+/// message names a per-day quota or the remaining count is 0 with a reset more than
+/// [`DAILY_RESET_THRESHOLD_MS`] away); 402 → `PaymentRequired`; 401/403 → `Unauthorized`; 400/413 naming
+/// the context length → `ContextTooLong`; 404 → `ModelNotFound`; anything else → `Upstream`.
+pub fn map_status(status: u16, headers: &HeaderMap, body: &str, now_ms: i64) -> ProviderError {
+    let message = error_text(body).to_ascii_lowercase();
+    match status {
+        429 => {
+            let retry_after = header_str(headers, "retry-after")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64);
+            let reset_at_ms = header_str(headers, "x-ratelimit-reset")
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                // OpenRouter sends epoch milliseconds; some OpenAI-compatible servers send seconds.
+                // Any value below 10^11 cannot be a millisecond timestamp after 1973.
+                .map(|v| if v < 100_000_000_000 { v * 1000 } else { v });
+            let remaining_zero = header_str(headers, "x-ratelimit-remaining")
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                == Some(0);
+            let far_reset = reset_at_ms.is_some_and(|r| r - now_ms > DAILY_RESET_THRESHOLD_MS);
+            let says_daily = [
+                "per-day",
+                "per day",
+                "daily",
+                "free-models-per-day",
+                "weekly",
+            ]
+            .iter()
+            .any(|w| message.contains(w));
+            ProviderError::RateLimited {
+                retry_after,
+                reset_at_ms,
+                daily: says_daily || (remaining_zero && far_reset),
+            }
+        }
+        402 => ProviderError::PaymentRequired,
+        401 | 403 => ProviderError::Unauthorized { status },
+        400 | 413
+            if [
+                "context length",
+                "context_length",
+                "maximum context",
+                "context window",
+                "too many tokens",
+                "prompt is too long",
+            ]
+            .iter()
+            .any(|w| message.contains(w)) =>
+        {
+            ProviderError::ContextTooLong
+        }
+        404 => ProviderError::ModelNotFound,
+        _ => {
+            tracing::debug!(status, message = %sanitize_message(&message), "provider error status");
+            ProviderError::Upstream { status }
+        }
+    }
+}
+
+/// The message of an error body: `error.message`, `error` as a string, or the raw body.
+fn error_text(body: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(v) => match v.get("error") {
+            Some(e) => {
+                let mut text = super::sse::error_message(e);
+                // OpenRouter puts the upstream's own words in `error.metadata.raw`.
+                if let Some(raw) = e.pointer("/metadata/raw").and_then(|r| r.as_str()) {
+                    text.push(' ');
+                    text.push_str(raw);
+                }
+                text
+            }
+            None => body.to_owned(),
+        },
+        Err(_) => body.to_owned(),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Turns a successful streaming response into events via `parser`, enforcing the idle timeout between
+/// chunks (→ `Stalled`) and the overall `deadline` (→ `Timeout`). The stream ends right after `Done` or
+/// the first error; dropping it closes the connection.
+pub(crate) fn event_stream<P: StreamParser>(
+    response: reqwest::Response,
+    parser: P,
+    idle: Duration,
+    deadline: Instant,
+) -> ProviderStream {
+    let state = StreamState {
+        body: response.bytes_stream().boxed(),
+        parser,
+        pending: VecDeque::new(),
+        idle,
+        deadline,
+        cut: false,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(event) = st.pending.pop_front() {
+                return Some((event, st));
+            }
+            if st.cut || st.parser.is_finished() {
+                return None;
+            }
+            // The idle timer restarts on every chunk, but never reaches past the overall deadline.
+            let wake = (Instant::now() + st.idle).min(st.deadline);
+            let mut out = Vec::new();
+            match tokio::time::timeout_at(wake, st.body.next()).await {
+                Err(_) => {
+                    st.cut = true;
+                    let error = if wake >= st.deadline {
+                        ProviderError::Timeout
+                    } else {
+                        ProviderError::Stalled
+                    };
+                    return Some((Err(error), st));
+                }
+                Ok(Some(Ok(bytes))) => st.parser.feed(&bytes, &mut out),
+                Ok(Some(Err(e))) => {
+                    st.cut = true;
+                    return Some((Err(body_error(e)), st));
+                }
+                Ok(None) => st.parser.finish(&mut out),
+            }
+            st.pending.extend(out);
+        }
+    })
+    .boxed()
+}
+
+struct StreamState<P> {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    parser: P,
+    pending: VecDeque<ParsedEvent>,
+    idle: Duration,
+    deadline: Instant,
+    /// The body was abandoned (timeout or read error) after yielding that error.
+    cut: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn rate_limits_per_minute_and_daily() {
+        let per_minute = map_status(
+            429,
+            &headers(&[
+                ("retry-after", "7"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &(NOW + 30_000).to_string()),
+            ]),
+            r#"{"error":{"message":"Rate limit exceeded: free-models-per-min.","code":429}}"#,
+            NOW,
+        );
+        assert_eq!(
+            per_minute,
+            ProviderError::RateLimited {
+                retry_after: Some(Duration::from_secs(7)),
+                reset_at_ms: Some(NOW + 30_000),
+                daily: false
+            }
+        );
+        let daily_by_message = map_status(
+            429,
+            &HeaderMap::new(),
+            r#"{"error":{"message":"Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day","code":429}}"#,
+            NOW,
+        );
+        assert!(matches!(
+            daily_by_message,
+            ProviderError::RateLimited { daily: true, .. }
+        ));
+        let daily_by_headers = map_status(
+            429,
+            &headers(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &(NOW / 1000 + 3600).to_string()),
+            ]),
+            "",
+            NOW,
+        );
+        assert_eq!(
+            daily_by_headers,
+            ProviderError::RateLimited {
+                retry_after: None,
+                reset_at_ms: Some((NOW / 1000 + 3600) * 1000),
+                daily: true
+            }
+        );
+    }
+
+    #[test]
+    fn other_statuses() {
+        let h = HeaderMap::new();
+        assert_eq!(map_status(402, &h, "", NOW), ProviderError::PaymentRequired);
+        assert_eq!(
+            map_status(401, &h, "", NOW),
+            ProviderError::Unauthorized { status: 401 }
+        );
+        assert_eq!(
+            map_status(403, &h, "", NOW),
+            ProviderError::Unauthorized { status: 403 }
+        );
+        assert_eq!(
+            map_status(
+                400,
+                &h,
+                r#"{"error":{"message":"This endpoint's maximum context length is 8192 tokens. However, you requested about 9000 tokens"}}"#,
+                NOW
+            ),
+            ProviderError::ContextTooLong
+        );
+        assert_eq!(
+            map_status(400, &h, "bad", NOW),
+            ProviderError::Upstream { status: 400 }
+        );
+        assert_eq!(
+            map_status(404, &h, r#"{"error":"model 'x' not found"}"#, NOW),
+            ProviderError::ModelNotFound
+        );
+        assert_eq!(
+            map_status(503, &h, "", NOW),
+            ProviderError::Upstream { status: 503 }
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! A pure, incremental parser for Ollama `/api/chat` streams: newline-delimited JSON.
+//!
+//! Each line is `{"model", "message": {"role", "content"}, "done": false}`; the last has `"done": true`,
+//! `done_reason`, `prompt_eval_count` and `eval_count`. `{"error": "…"}` (also mid-stream) is a failure.
+//! A stream that ends without `"done": true` is truncated. Any chunking yields the same events.
+
+use serde::Deserialize;
+
+use super::lines::LineSplitter;
+use super::sanitize::sanitize_message;
+use super::sse::error_message;
+use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
+use crate::domain::Usage;
+
+/// The NDJSON chat-stream parser (one per response).
+#[derive(Debug, Default)]
+pub struct NdjsonParser {
+    lines: LineSplitter,
+    state: State,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    model_seen: bool,
+    ended: bool,
+}
+
+impl NdjsonParser {
+    /// A parser at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl StreamParser for NdjsonParser {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<ParsedEvent>) {
+        if self.state.ended {
+            return;
+        }
+        let state = &mut self.state;
+        let pushed = self.lines.push(chunk, |line| state.on_line(line, out));
+        if pushed.is_err() && !state.ended {
+            state.fail(out, ProviderError::Malformed("line too long".into()));
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<ParsedEvent>) {
+        if self.state.ended {
+            return;
+        }
+        // The final object may lack its newline; a cut-off one fails to parse and counts as truncation.
+        let last = self.lines.take_partial();
+        if !last.is_empty() && serde_json::from_slice::<serde_json::Value>(&last).is_ok() {
+            self.state.on_line(&last, out);
+        }
+        if !self.state.ended {
+            self.state.fail(out, ProviderError::Truncated);
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.state.ended
+    }
+}
+
+impl State {
+    fn on_line(&mut self, line: &[u8], out: &mut Vec<ParsedEvent>) {
+        if self.ended || line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let obj: Line = match serde_json::from_slice(line) {
+            Ok(o) => o,
+            Err(e) => {
+                self.fail(
+                    out,
+                    ProviderError::Malformed(sanitize_message(&format!("bad NDJSON line: {e}"))),
+                );
+                return;
+            }
+        };
+        if let Some(error) = obj.error {
+            let message = sanitize_message(&error_message(&error));
+            self.fail(out, ProviderError::MidStream { message });
+            return;
+        }
+        if let Some(model) = obj.model.filter(|m| !m.is_empty()) {
+            if !self.model_seen {
+                self.model_seen = true;
+                out.push(Ok(ProviderEvent::Model(model)));
+            }
+        }
+        if let Some(content) = obj.message.and_then(|m| m.content) {
+            if !content.is_empty() {
+                out.push(Ok(ProviderEvent::Delta(content)));
+            }
+        }
+        if obj.done {
+            self.ended = true;
+            out.push(Ok(ProviderEvent::Done {
+                usage: Usage {
+                    prompt_tokens: obj.prompt_eval_count.unwrap_or(0),
+                    completion_tokens: obj.eval_count.unwrap_or(0),
+                },
+                finish_reason: obj.done_reason,
+            }));
+        }
+    }
+
+    fn fail(&mut self, out: &mut Vec<ParsedEvent>, error: ProviderError) {
+        self.ended = true;
+        out.push(Err(error));
+    }
+}
+
+#[derive(Deserialize)]
+struct Line {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    message: Option<Message>,
+    #[serde(default)]
+    done: bool,
+    #[serde(default)]
+    done_reason: Option<String>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+    #[serde(default)]
+    eval_count: Option<u64>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::parse_all;
+    use proptest::prelude::*;
+
+    const HAPPY: &str = "{\"model\":\"gpt-oss:120b\",\"created_at\":\"2025-01-01T00:00:00Z\",\"message\":{\"role\":\"assistant\",\"content\":\"Grüß\"},\"done\":false}\n\
+{\"model\":\"gpt-oss:120b\",\"created_at\":\"2025-01-01T00:00:00Z\",\"message\":{\"role\":\"assistant\",\"content\":\" dich 🦀\"},\"done\":false}\n\
+{\"model\":\"gpt-oss:120b\",\"created_at\":\"2025-01-01T00:00:01Z\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"total_duration\":1,\"load_duration\":1,\"prompt_eval_count\":26,\"prompt_eval_duration\":1,\"eval_count\":2,\"eval_duration\":1}\n";
+
+    fn happy_events() -> Vec<ParsedEvent> {
+        vec![
+            Ok(ProviderEvent::Model("gpt-oss:120b".into())),
+            Ok(ProviderEvent::Delta("Grüß".into())),
+            Ok(ProviderEvent::Delta(" dich 🦀".into())),
+            Ok(ProviderEvent::Done {
+                usage: Usage {
+                    prompt_tokens: 26,
+                    completion_tokens: 2,
+                },
+                finish_reason: Some("stop".into()),
+            }),
+        ]
+    }
+
+    #[test]
+    fn happy_stream_with_usage() {
+        assert_eq!(
+            parse_all(NdjsonParser::new(), [HAPPY.as_bytes()]),
+            happy_events()
+        );
+        // Without the final newline, still complete.
+        assert_eq!(
+            parse_all(NdjsonParser::new(), [HAPPY.trim_end().as_bytes()]),
+            happy_events()
+        );
+    }
+
+    #[test]
+    fn errors_at_start_and_mid_stream() {
+        assert_eq!(
+            parse_all(
+                NdjsonParser::new(),
+                [&b"{\"error\":\"model 'x' not found\"}\n"[..]]
+            ),
+            vec![Err(ProviderError::MidStream {
+                message: "model 'x' not found".into()
+            })]
+        );
+        let wire = "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"a\"},\"done\":false}\n{\"error\":\"an error was encountered while running the model\"}\n";
+        assert_eq!(
+            parse_all(NdjsonParser::new(), [wire.as_bytes()]),
+            vec![
+                Ok(ProviderEvent::Model("m".into())),
+                Ok(ProviderEvent::Delta("a".into())),
+                Err(ProviderError::MidStream {
+                    message: "an error was encountered while running the model".into()
+                })
+            ]
+        );
+    }
+
+    #[test]
+    fn no_done_is_truncated() {
+        let first_line = HAPPY.lines().next().unwrap();
+        let wire = format!("{first_line}\n");
+        assert_eq!(
+            parse_all(NdjsonParser::new(), [wire.as_bytes()]),
+            vec![
+                Ok(ProviderEvent::Model("gpt-oss:120b".into())),
+                Ok(ProviderEvent::Delta("Grüß".into())),
+                Err(ProviderError::Truncated)
+            ]
+        );
+        // Cut inside the final object.
+        let cut = &HAPPY.as_bytes()[..HAPPY.len() - 30];
+        assert_eq!(
+            parse_all(NdjsonParser::new(), [cut]).last(),
+            Some(&Err(ProviderError::Truncated))
+        );
+    }
+
+    proptest! {
+        /// Every chunking of the same bytes (including splits inside multi-byte characters) yields exactly
+        /// the events of the unsplit input.
+        #[test]
+        fn any_chunking_gives_the_same_events(
+            cuts in proptest::collection::vec(0usize..1000, 0..40),
+            crlf in any::<bool>(),
+            truncate_at in proptest::option::of(0usize..1000),
+        ) {
+            let wire = if crlf { HAPPY.replace('\n', "\r\n") } else { HAPPY.to_string() };
+            let mut bytes = wire.into_bytes();
+            if let Some(t) = truncate_at {
+                bytes.truncate(t % (bytes.len() + 1));
+            }
+            let whole = parse_all(NdjsonParser::new(), [bytes.as_slice()]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for c in cuts {
+                chunks.push(&bytes[last..c]);
+                last = c;
+            }
+            chunks.push(&bytes[last..]);
+            prop_assert_eq!(parse_all(NdjsonParser::new(), chunks), whole);
+        }
+
+        /// Whatever the bytes, the parser never panics and the output ends in exactly one terminal item
+        /// (`Done` or an error), which is the last one.
+        #[test]
+        fn any_bytes_end_in_exactly_one_terminal_item(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            prefix in proptest::sample::select(vec!["", "data: ", "{\"done\":", "data: [DONE]\n\n", "{\"error\":\"x\"}\n"]),
+        ) {
+            let mut input = prefix.as_bytes().to_vec();
+            input.extend_from_slice(&bytes);
+            let out = parse_all(NdjsonParser::new(), [input.as_slice()]);
+            let terminal = |e: &ParsedEvent| matches!(e, Err(_) | Ok(ProviderEvent::Done { .. }));
+            prop_assert_eq!(out.iter().filter(|e| terminal(e)).count(), 1);
+            prop_assert!(terminal(out.last().unwrap()));
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The Ollama client (Ollama Cloud with a bearer key, or a local daemon without): `POST {base}/api/chat`
+//! (NDJSON stream or one JSON answer) and `GET {base}/api/tags`. Model names are sent exactly as configured.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use secrecy::SecretString;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::http::{self, ClientBuildError, Timeouts};
+use super::ndjson::NdjsonParser;
+use super::sanitize::sanitize_message;
+use super::{
+    wire_messages, ChatProvider, Completion, ProviderError, ProviderRequest, ProviderStream,
+};
+use crate::clock::{SharedClock, SystemClock};
+use crate::domain::Usage;
+
+/// An Ollama chat client. Cheap to clone; keys are passed per call (`None` for a local daemon).
+#[derive(Clone)]
+pub struct OllamaClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    base: String,
+    http: reqwest::Client,
+    timeouts: Timeouts,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for OllamaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OllamaClient")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OllamaClient {
+    /// A client named `name` for the Ollama server at `base_url` (without `/api`, e.g.
+    /// `https://ollama.com` or `http://localhost:11434`).
+    pub fn new(
+        name: impl Into<String>,
+        base_url: &str,
+        timeouts: Timeouts,
+    ) -> Result<Self, ClientBuildError> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                base: base_url.trim_end_matches('/').to_owned(),
+                http: http::build_client(&timeouts)?,
+                timeouts,
+                clock: Arc::new(SystemClock),
+            }),
+        })
+    }
+
+    /// The Ollama Cloud client from `[ollama]` and the `[router]` timeouts, named `ollama-cloud`.
+    pub fn cloud(
+        config: &crate::config::providers::OllamaConfig,
+        router: &crate::config::providers::RouterConfig,
+    ) -> Result<Self, ClientBuildError> {
+        Self::new(
+            "ollama-cloud",
+            &config.base_url,
+            Timeouts::from_config(router),
+        )
+    }
+
+    /// The same client reading "now" from `clock` (used to judge whether a 429's reset is far away).
+    pub fn with_clock(self, clock: SharedClock) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                name: inner.name.clone(),
+                base: inner.base.clone(),
+                http: inner.http.clone(),
+                timeouts: inner.timeouts,
+                clock,
+            }),
+        }
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&SecretString>,
+    ) -> reqwest::RequestBuilder {
+        let inner = &self.inner;
+        http::with_bearer(
+            inner.http.request(method, format!("{}{path}", inner.base)),
+            key,
+        )
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.inner.timeouts.deadline
+    }
+
+    /// One non-streamed answer (`"stream": false`; Ollama streams when it is omitted).
+    pub async fn complete(
+        &self,
+        key: Option<&SecretString>,
+        request: ProviderRequest,
+    ) -> Result<Completion, ProviderError> {
+        let deadline = self.deadline();
+        let body = serde_json::json!({
+            "model": request.model,
+            "messages": wire_messages(&request.messages),
+            "stream": false,
+        });
+        let builder = self
+            .request(reqwest::Method::POST, "/api/chat", key)
+            .json(&body);
+        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
+        let answer: ChatBody = http::read_json(response, deadline).await?;
+        if let Some(error) = answer.error {
+            return Err(ProviderError::MidStream {
+                message: sanitize_message(&super::sse::error_message(&error)),
+            });
+        }
+        if !answer.done {
+            return Err(ProviderError::Truncated);
+        }
+        Ok(Completion {
+            text: answer.message.and_then(|m| m.content).unwrap_or_default(),
+            model: answer.model,
+            usage: Usage {
+                prompt_tokens: answer.prompt_eval_count.unwrap_or(0),
+                completion_tokens: answer.eval_count.unwrap_or(0),
+            },
+            finish_reason: answer.done_reason,
+        })
+    }
+
+    /// `GET /api/tags`: the names of the models this server offers.
+    pub async fn tags(&self, key: Option<&SecretString>) -> Result<Vec<String>, ProviderError> {
+        let deadline = self.deadline();
+        let builder = self.request(reqwest::Method::GET, "/api/tags", key);
+        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
+        let tags: Tags = http::read_json(response, deadline).await?;
+        Ok(tags.models.into_iter().map(|m| m.name).collect())
+    }
+}
+
+impl ChatProvider for OllamaClient {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn chat_stream(
+        &self,
+        key: Option<&SecretString>,
+        request: ProviderRequest,
+    ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>> {
+        let deadline = self.deadline();
+        let body = serde_json::json!({
+            "model": request.model,
+            "messages": wire_messages(&request.messages),
+            "stream": true,
+        });
+        let builder = self
+            .request(reqwest::Method::POST, "/api/chat", key)
+            .json(&body);
+        let clock = self.inner.clock.clone();
+        let idle = self.inner.timeouts.idle;
+        Box::pin(async move {
+            let head_by = Instant::now() + idle;
+            let response = http::send(builder, head_by, deadline, &clock).await?;
+            Ok(http::event_stream(
+                response,
+                NdjsonParser::new(),
+                idle,
+                deadline,
+            ))
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatBody {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    message: Option<ChatMessageBody>,
+    #[serde(default)]
+    done: bool,
+    #[serde(default)]
+    done_reason: Option<String>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+    #[serde(default)]
+    eval_count: Option<u64>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessageBody {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Tags {
+    #[serde(default)]
+    models: Vec<TagModel>,
+}
+
+#[derive(Deserialize)]
+struct TagModel {
+    name: String,
+}

@@ -1,0 +1,394 @@
+//! A pure, incremental parser for OpenAI-style (OpenRouter) chat-completion streams in Server-Sent Events.
+//!
+//! Feed it any chunking of the bytes; it yields the same events. It understands `data: {json}` events
+//! (multi-line data joined by `\n`), `data: [DONE]`, comment lines (`: OPENROUTER PROCESSING`, ignored),
+//! `\n`/`\r\n`/`\r` line ends, an `error` object inside a data event (a mid-stream failure), the first
+//! top-level `model`, `choices[0].delta.content`, `finish_reason` and the trailing `usage` chunk.
+//! The answer is complete at `[DONE]`, or at end of stream after a `finish_reason`; otherwise it is truncated.
+
+use serde::Deserialize;
+
+use super::lines::LineSplitter;
+use super::sanitize::sanitize_message;
+use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
+use crate::domain::Usage;
+
+/// The SSE chat-stream parser (one per response).
+#[derive(Debug, Default)]
+pub struct SseParser {
+    lines: LineSplitter,
+    state: State,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// `data:` lines of the event being assembled.
+    data: String,
+    /// Whether the current event has any `data:` line (an empty `data:` still counts).
+    has_data: bool,
+    model_seen: bool,
+    finish_reason: Option<String>,
+    usage: Usage,
+    /// `Done` or an error was emitted: everything after is ignored.
+    ended: bool,
+}
+
+impl SseParser {
+    /// A parser at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl StreamParser for SseParser {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<ParsedEvent>) {
+        if self.state.ended {
+            return;
+        }
+        let state = &mut self.state;
+        let pushed = self.lines.push(chunk, |line| state.on_line(line, out));
+        if pushed.is_err() && !state.ended {
+            state.fail(out, ProviderError::Malformed("event line too long".into()));
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<ParsedEvent>) {
+        if self.state.ended {
+            return;
+        }
+        // A complete last line without the blank line that would dispatch it: be lenient and dispatch.
+        if !self.lines.has_partial() && self.state.has_data {
+            self.state.dispatch(out);
+        }
+        if self.state.ended {
+            return;
+        }
+        if self.state.finish_reason.is_some() {
+            self.state.done(out);
+        } else {
+            self.state.fail(out, ProviderError::Truncated);
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.state.ended
+    }
+}
+
+impl State {
+    fn on_line(&mut self, line: &[u8], out: &mut Vec<ParsedEvent>) {
+        if self.ended {
+            return;
+        }
+        if line.is_empty() {
+            if self.has_data {
+                self.dispatch(out);
+            }
+            return;
+        }
+        if line[0] == b':' {
+            return; // A comment: keep-alive such as `: OPENROUTER PROCESSING`.
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        if field != b"data" {
+            return; // `event:`, `id:`, `retry:` carry nothing for chat streams.
+        }
+        let Ok(value) = std::str::from_utf8(value) else {
+            self.fail(
+                out,
+                ProviderError::Malformed("invalid UTF-8 in event".into()),
+            );
+            return;
+        };
+        if self.has_data {
+            self.data.push('\n');
+        }
+        self.data.push_str(value);
+        self.has_data = true;
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<ParsedEvent>) {
+        let data = std::mem::take(&mut self.data);
+        self.has_data = false;
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.done(out);
+            return;
+        }
+        if data.is_empty() {
+            return;
+        }
+        let chunk: Chunk = match serde_json::from_str(data) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(
+                    out,
+                    ProviderError::Malformed(sanitize_message(&format!("bad event JSON: {e}"))),
+                );
+                return;
+            }
+        };
+        if let Some(error) = chunk.error {
+            let message = sanitize_message(&error_message(&error));
+            self.fail(out, ProviderError::MidStream { message });
+            return;
+        }
+        if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
+            if !self.model_seen {
+                self.model_seen = true;
+                out.push(Ok(ProviderEvent::Model(model)));
+            }
+        }
+        if let Some(choice) = chunk.choices.into_iter().next() {
+            if let Some(content) = choice.delta.and_then(|d| d.content) {
+                if !content.is_empty() {
+                    out.push(Ok(ProviderEvent::Delta(content)));
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish_reason = Some(reason);
+            }
+        }
+        if let Some(usage) = chunk.usage {
+            self.usage = Usage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+            };
+        }
+    }
+
+    fn done(&mut self, out: &mut Vec<ParsedEvent>) {
+        self.ended = true;
+        out.push(Ok(ProviderEvent::Done {
+            usage: self.usage,
+            finish_reason: self.finish_reason.take(),
+        }));
+    }
+
+    fn fail(&mut self, out: &mut Vec<ParsedEvent>, error: ProviderError) {
+        self.ended = true;
+        out.push(Err(error));
+    }
+}
+
+/// The readable part of an `error` value: `{"message": …}`, a plain string, or the JSON itself.
+pub(crate) fn error_message(error: &serde_json::Value) -> String {
+    match error {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => match o.get("message") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => error.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::parse_all;
+    use proptest::prelude::*;
+
+    fn delta(s: &str) -> ParsedEvent {
+        Ok(ProviderEvent::Delta(s.into()))
+    }
+
+    const HAPPY: &str = ": OPENROUTER PROCESSING\n\n\
+data: {\"id\":\"gen-1\",\"model\":\"deepseek/deepseek-r1:free\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Héllo\"},\"finish_reason\":null}]}\n\n\
+: OPENROUTER PROCESSING\n\n\
+data: {\"id\":\"gen-1\",\"model\":\"deepseek/deepseek-r1:free\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" wörld 🌍\"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"gen-1\",\"model\":\"deepseek/deepseek-r1:free\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+data: {\"id\":\"gen-1\",\"model\":\"deepseek/deepseek-r1:free\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15}}\n\n\
+data: [DONE]\n\n";
+
+    fn happy_events() -> Vec<ParsedEvent> {
+        vec![
+            Ok(ProviderEvent::Model("deepseek/deepseek-r1:free".into())),
+            delta("Héllo"),
+            delta(" wörld 🌍"),
+            Ok(ProviderEvent::Done {
+                usage: Usage {
+                    prompt_tokens: 12,
+                    completion_tokens: 3,
+                },
+                finish_reason: Some("stop".into()),
+            }),
+        ]
+    }
+
+    #[test]
+    fn happy_stream_with_keepalives_and_usage() {
+        assert_eq!(
+            parse_all(SseParser::new(), [HAPPY.as_bytes()]),
+            happy_events()
+        );
+    }
+
+    #[test]
+    fn crlf_line_ends() {
+        let crlf = HAPPY.replace('\n', "\r\n");
+        assert_eq!(
+            parse_all(SseParser::new(), [crlf.as_bytes()]),
+            happy_events()
+        );
+    }
+
+    #[test]
+    fn mid_stream_error_stops_the_stream() {
+        let wire = "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+data: {\"id\":\"x\",\"model\":\"m\",\"error\":{\"code\":\"server_error\",\"message\":\"Provider disconnected, see https://status.example\"},\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":\"ignored\"}}]}\n\n";
+        assert_eq!(
+            parse_all(SseParser::new(), [wire.as_bytes()]),
+            vec![
+                Ok(ProviderEvent::Model("m".into())),
+                delta("Hi"),
+                Err(ProviderError::MidStream {
+                    message: "Provider disconnected, see [url]".into()
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn end_without_done_or_finish_reason_is_truncated() {
+        let wire = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n";
+        assert_eq!(
+            parse_all(SseParser::new(), [wire.as_bytes()]),
+            vec![delta("Hi"), Err(ProviderError::Truncated)]
+        );
+        // Cut inside an event: also truncated.
+        assert_eq!(
+            parse_all(SseParser::new(), [&wire.as_bytes()[..20]]),
+            vec![Err(ProviderError::Truncated)]
+        );
+        assert_eq!(
+            parse_all(SseParser::new(), [&b""[..]]),
+            vec![Err(ProviderError::Truncated)]
+        );
+    }
+
+    #[test]
+    fn finish_reason_then_eof_is_complete_and_done_alone_is_complete() {
+        let wire = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"length\"}]}\n\n";
+        assert_eq!(
+            parse_all(SseParser::new(), [wire.as_bytes()]),
+            vec![
+                delta("Hi"),
+                Ok(ProviderEvent::Done {
+                    usage: Usage::default(),
+                    finish_reason: Some("length".into())
+                })
+            ]
+        );
+        assert_eq!(
+            parse_all(SseParser::new(), [&b"data: [DONE]\n\n"[..]]),
+            vec![Ok(ProviderEvent::Done {
+                usage: Usage::default(),
+                finish_reason: None
+            })]
+        );
+    }
+
+    #[test]
+    fn garbage_json_is_malformed() {
+        let out = parse_all(SseParser::new(), [&b"data: {nope\n\n"[..]]);
+        assert!(matches!(out.as_slice(), [Err(ProviderError::Malformed(_))]));
+    }
+
+    #[test]
+    fn model_is_reported_once() {
+        let wire = "data: {\"model\":\"a\",\"choices\":[]}\n\ndata: {\"model\":\"a\",\"choices\":[]}\n\ndata: [DONE]\n\n";
+        let out = parse_all(SseParser::new(), [wire.as_bytes()]);
+        assert_eq!(
+            out.iter()
+                .filter(|e| matches!(e, Ok(ProviderEvent::Model(_))))
+                .count(),
+            1
+        );
+    }
+
+    proptest! {
+        /// Every chunking of the same bytes (including splits inside multi-byte characters and CRLF pairs)
+        /// yields exactly the events of the unsplit input.
+        #[test]
+        fn any_chunking_gives_the_same_events(
+            cuts in proptest::collection::vec(0usize..2000, 0..40),
+            crlf in any::<bool>(),
+            truncate_at in proptest::option::of(0usize..2000),
+        ) {
+            let mut wire = if crlf { HAPPY.replace('\n', "\r\n") } else { HAPPY.to_string() };
+            wire.push_str("data: {\"choices\":[{\"delta\":{\"content\":\"after\"}}]}\n\n");
+            let mut bytes = wire.into_bytes();
+            if let Some(t) = truncate_at {
+                bytes.truncate(t % (bytes.len() + 1));
+            }
+            let whole = parse_all(SseParser::new(), [bytes.as_slice()]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for c in cuts {
+                chunks.push(&bytes[last..c]);
+                last = c;
+            }
+            chunks.push(&bytes[last..]);
+            prop_assert_eq!(parse_all(SseParser::new(), chunks), whole);
+        }
+
+        /// Whatever the bytes, the parser never panics and the output ends in exactly one terminal item
+        /// (`Done` or an error), which is the last one.
+        #[test]
+        fn any_bytes_end_in_exactly_one_terminal_item(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            prefix in proptest::sample::select(vec!["", "data: ", "{\"done\":", "data: [DONE]\n\n", "{\"error\":\"x\"}\n"]),
+        ) {
+            let mut input = prefix.as_bytes().to_vec();
+            input.extend_from_slice(&bytes);
+            let out = parse_all(SseParser::new(), [input.as_slice()]);
+            let terminal = |e: &ParsedEvent| matches!(e, Err(_) | Ok(ProviderEvent::Done { .. }));
+            prop_assert_eq!(out.iter().filter(|e| terminal(e)).count(), 1);
+            prop_assert!(terminal(out.last().unwrap()));
+        }
+    }
+}

@@ -1,0 +1,781 @@
+//! The provider clients against the simulated OpenRouter and Ollama on 127.0.0.1: streaming, status
+//! mapping, timeouts, truncation, mid-stream errors, listings, and that no error ever shows a key or URL.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use secrecy::SecretString;
+use switchboard::clock::{next_utc_midnight, Clock, TokioClock, DAY_MS};
+use switchboard::domain::{ChatMessage, Role};
+use switchboard::providers::http::Timeouts;
+use switchboard::providers::ollama::OllamaClient;
+use switchboard::providers::openai::{Attribution, OpenAiClient};
+use switchboard::providers::{
+    ChatProvider, ProviderError, ProviderEvent, ProviderRequest, ProviderStream,
+};
+use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
+use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
+use switchboard::sim::{reply_text, Fault, ReplyShape};
+
+const TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(5),
+    idle: Duration::from_secs(10),
+    deadline: Duration::from_secs(30),
+};
+
+/// A wall clock the test sets by hand (the simulators' quota day follows it).
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn key(k: &str) -> SecretString {
+    SecretString::from(k.to_owned())
+}
+
+fn request(model: &str, prompt: &str) -> ProviderRequest {
+    ProviderRequest {
+        model: model.into(),
+        messages: vec![
+            ChatMessage::new(Role::System, "Be brief."),
+            ChatMessage::new(Role::User, prompt),
+        ],
+    }
+}
+
+fn openrouter(sim: &SimOpenRouter) -> OpenAiClient {
+    OpenAiClient::new(
+        "openrouter",
+        &sim.base_url(),
+        TIMEOUTS,
+        Attribution {
+            referer: Some("https://example.invalid/switchboard".into()),
+            title: Some("switchboard tests".into()),
+        },
+    )
+    .unwrap()
+}
+
+fn ollama(sim: &SimOllama) -> OllamaClient {
+    OllamaClient::new("ollama-cloud", &sim.base_url(), TIMEOUTS).unwrap()
+}
+
+/// Drains a stream: the events, and the error it ended with, if any.
+async fn drain(mut stream: ProviderStream) -> (Vec<ProviderEvent>, Option<ProviderError>) {
+    let mut events = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(e) => events.push(e),
+            Err(e) => {
+                assert!(stream.next().await.is_none(), "nothing may follow an error");
+                return (events, Some(e));
+            }
+        }
+    }
+    (events, None)
+}
+
+fn text_of(events: &[ProviderEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ProviderEvent::Delta(d) => Some(d.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn stream_err(
+    client: &dyn ChatProvider,
+    k: Option<&SecretString>,
+    model: &str,
+) -> ProviderError {
+    match client.chat_stream(k, request(model, "hi")).await {
+        Ok(_) => panic!("expected an error before the stream"),
+        Err(e) => e,
+    }
+}
+
+const OR_MODEL: &str = "deepseek/deepseek-chat-v3-0324:free";
+
+#[tokio::test]
+async fn openrouter_streams_a_whole_answer_with_keepalives_and_usage() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        reply: ReplyShape {
+            keep_alive: true,
+            ..ReplyShape::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = openrouter(&sim);
+    let k = key("sk-or-sim-1");
+    let stream = client
+        .chat_stream(Some(&k), request(OR_MODEL, "hello there"))
+        .await
+        .unwrap();
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    assert_eq!(events[0], ProviderEvent::Model(OR_MODEL.into()));
+    assert_eq!(text_of(&events), reply_text(OR_MODEL, "hello there", 3));
+    let Some(ProviderEvent::Done {
+        usage,
+        finish_reason,
+    }) = events.last()
+    else {
+        panic!("no Done: {events:?}")
+    };
+    assert_eq!(finish_reason.as_deref(), Some("stop"));
+    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+    assert!(events.len() > 4, "streamed in several deltas");
+
+    // `openrouter/free` names the concrete model that answered.
+    let stream = client
+        .chat_stream(Some(&k), request("openrouter/free", "pick one"))
+        .await
+        .unwrap();
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    assert_eq!(
+        events[0],
+        ProviderEvent::Model("mistralai/mistral-small-3.2-24b-instruct:free".into())
+    );
+
+    // The non-streaming call.
+    let done = client
+        .complete(Some(&k), request(OR_MODEL, "once"))
+        .await
+        .unwrap();
+    assert_eq!(done.text, reply_text(OR_MODEL, "once", 3));
+    assert_eq!(done.model.as_deref(), Some(OR_MODEL));
+    assert!(done.usage.completion_tokens > 0);
+
+    assert_eq!(sim.requests_for_key("sk-or-sim-1"), 3);
+    assert_eq!(sim.requests()[0].model.as_deref(), Some(OR_MODEL));
+    assert!(sim.requests()[0].stream);
+    assert!(sim.unexpected().is_empty(), "{:?}", sim.unexpected());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn ollama_streams_and_completes() {
+    let sim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    let client = ollama(&sim);
+    let k = key("ollama-sim-1");
+    let stream = client
+        .chat_stream(Some(&k), request("gpt-oss:120b", "hallo"))
+        .await
+        .unwrap();
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    assert_eq!(events[0], ProviderEvent::Model("gpt-oss:120b".into()));
+    assert_eq!(text_of(&events), reply_text("gpt-oss:120b", "hallo", 3));
+    assert!(matches!(
+        events.last(),
+        Some(ProviderEvent::Done { usage, finish_reason: Some(r) }) if r == "stop" && usage.completion_tokens > 0
+    ));
+    let done = client
+        .complete(Some(&k), request("kimi-k2.5", "x"))
+        .await
+        .unwrap();
+    assert_eq!(done.text, reply_text("kimi-k2.5", "x", 3));
+    assert_eq!(done.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(
+        client.tags(Some(&k)).await.unwrap(),
+        SimOllamaOptions::default().models
+    );
+    assert_eq!(sim.requests_for_key("ollama-sim-1"), 2);
+    assert_eq!(
+        stream_err(&client, Some(&k), "no-such-model").await,
+        ProviderError::ModelNotFound
+    );
+    assert!(sim.unexpected().is_empty(), "{:?}", sim.unexpected());
+
+    // Local mode: no key at all.
+    let local = SimOllama::start(SimOllamaOptions {
+        keys: vec![],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let stream = ollama(&local)
+        .chat_stream(None, request("qwen3-next:80b", "local"))
+        .await
+        .unwrap();
+    assert_eq!(drain(stream).await.1, None);
+    assert!(local.unexpected().is_empty());
+}
+
+#[tokio::test]
+async fn per_minute_and_daily_limits_are_per_account() {
+    let day0 = 20_000 * DAY_MS + 10 * 3_600_000; // 10:00 UTC
+    let clock = Arc::new(ManualClock(AtomicI64::new(day0)));
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        keys: vec![
+            SimKey::new("sk-a1", "team", 3),
+            SimKey::new("sk-a2", "team", 3),
+            SimKey::new("sk-b", "solo", 50),
+        ],
+        per_minute_limit: Some(2),
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = openrouter(&sim).with_clock(clock.clone());
+    let (a1, a2, b) = (key("sk-a1"), key("sk-a2"), key("sk-b"));
+
+    // Two requests per minute per account; the third is a per-minute 429 with its headers parsed.
+    for _ in 0..2 {
+        let s = client
+            .chat_stream(Some(&a1), request(OR_MODEL, "x"))
+            .await
+            .unwrap();
+        assert_eq!(drain(s).await.1, None);
+    }
+    let err = stream_err(&client, Some(&a2), OR_MODEL).await;
+    assert_eq!(
+        err,
+        ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(60)),
+            reset_at_ms: Some(day0 + 60_000),
+            daily: false
+        }
+    );
+    // Another account is not affected.
+    let s = client
+        .chat_stream(Some(&b), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+
+    // A minute later: the shared quota (3, the failed attempt counted) is spent for both keys.
+    clock.0.fetch_add(61_000, Ordering::SeqCst);
+    assert_eq!(sim.daily_used("team"), 3);
+    let err = stream_err(&client, Some(&a2), OR_MODEL).await;
+    assert_eq!(
+        err,
+        ProviderError::RateLimited {
+            retry_after: None,
+            reset_at_ms: Some(next_utc_midnight(day0)),
+            daily: true
+        }
+    );
+    let info = client.key_info(Some(&a1)).await.unwrap().unwrap();
+    assert_eq!(info.free_daily_limit, Some(3));
+    assert_eq!(info.free_remaining, Some(0));
+    assert_eq!(info.is_free_tier, Some(true));
+
+    // After 00:00 UTC the account may ask again.
+    clock.0.store(next_utc_midnight(day0) + 1, Ordering::SeqCst);
+    let s = client
+        .chat_stream(Some(&a1), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    assert_eq!(sim.requests_for_account("team"), 5);
+    assert_eq!(sim.requests_for_key("sk-a2"), 2);
+    assert!(sim.unexpected().is_empty(), "{:?}", sim.unexpected());
+}
+
+#[tokio::test]
+async fn statuses_map_to_their_errors() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        max_prompt_chars: Some(1000),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = openrouter(&sim);
+    let k = key("sk-or-sim-1");
+    let cases = [
+        (Fault::PaymentRequired, ProviderError::PaymentRequired),
+        (
+            Fault::Unauthorized,
+            ProviderError::Unauthorized { status: 401 },
+        ),
+        (Fault::ServerError, ProviderError::Upstream { status: 500 }),
+        (Fault::ContextTooLong, ProviderError::ContextTooLong),
+    ];
+    for (fault, expected) in cases {
+        sim.push_fault(fault);
+        assert_eq!(stream_err(&client, Some(&k), OR_MODEL).await, expected);
+    }
+    sim.push_key_fault("sk-or-sim-1", Fault::RateLimitDaily);
+    assert!(matches!(
+        stream_err(&client, Some(&k), OR_MODEL).await,
+        ProviderError::RateLimited { daily: true, .. }
+    ));
+    sim.push_fault(Fault::RateLimitPerMinute {
+        retry_after_secs: 7,
+    });
+    assert!(matches!(
+        stream_err(&client, Some(&k), OR_MODEL).await,
+        ProviderError::RateLimited { daily: false, retry_after: Some(d), .. } if d == Duration::from_secs(7)
+    ));
+    // A prompt over the limit is refused as too long; an unknown model is not found.
+    let long = client
+        .chat_stream(Some(&k), request(OR_MODEL, &"x".repeat(2000)))
+        .await
+        .err();
+    assert_eq!(long, Some(ProviderError::ContextTooLong));
+    assert_eq!(
+        stream_err(&client, Some(&k), "nobody/nothing:free").await,
+        ProviderError::ModelNotFound
+    );
+    assert!(sim.unexpected().is_empty(), "{:?}", sim.unexpected());
+
+    // A key the simulator does not know: 401, and the simulator says so loudly.
+    assert_eq!(
+        stream_err(&client, Some(&key("sk-wrong")), OR_MODEL).await,
+        ProviderError::Unauthorized { status: 401 }
+    );
+    assert_eq!(sim.unexpected().len(), 1);
+
+    // Ollama maps the same way.
+    let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    let oc = ollama(&osim);
+    let ok = key("ollama-sim-1");
+    let cases = [
+        (Fault::PaymentRequired, ProviderError::PaymentRequired),
+        (
+            Fault::Unauthorized,
+            ProviderError::Unauthorized { status: 401 },
+        ),
+        (Fault::ServerError, ProviderError::Upstream { status: 500 }),
+        (Fault::ContextTooLong, ProviderError::ContextTooLong),
+    ];
+    for (fault, expected) in cases {
+        osim.push_fault(fault);
+        assert_eq!(stream_err(&oc, Some(&ok), "gpt-oss:120b").await, expected);
+    }
+    osim.push_fault(Fault::RateLimitPerMinute {
+        retry_after_secs: 3,
+    });
+    assert!(matches!(
+        stream_err(&oc, Some(&ok), "gpt-oss:120b").await,
+        ProviderError::RateLimited { daily: false, retry_after: Some(d), .. } if d == Duration::from_secs(3)
+    ));
+    assert!(osim.unexpected().is_empty(), "{:?}", osim.unexpected());
+}
+
+#[tokio::test]
+async fn truncated_and_mid_stream_errors_end_the_stream() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let client = openrouter(&sim);
+    let k = key("sk-or-sim-1");
+    sim.push_fault(Fault::TruncateAfter(2));
+    let s = client
+        .chat_stream(Some(&k), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    let (events, error) = drain(s).await;
+    assert_eq!(error, Some(ProviderError::Truncated));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ProviderEvent::Delta(_)))
+            .count(),
+        2
+    );
+
+    sim.push_fault(Fault::MidStreamError {
+        after: 1,
+        message: "Provider returned error".into(),
+    });
+    let s = client
+        .chat_stream(Some(&k), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    let (events, error) = drain(s).await;
+    assert_eq!(
+        error,
+        Some(ProviderError::MidStream {
+            message: "Provider returned error".into()
+        })
+    );
+    assert_eq!(text_of(&events).split_whitespace().count(), 3);
+
+    let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    let oc = ollama(&osim);
+    let ok = key("ollama-sim-1");
+    osim.push_fault(Fault::TruncateAfter(3));
+    let s = oc
+        .chat_stream(Some(&ok), request("kimi-k2.5", "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, Some(ProviderError::Truncated));
+    osim.push_fault(Fault::MidStreamError {
+        after: 0,
+        message: "an error was encountered while running the model".into(),
+    });
+    let s = oc
+        .chat_stream(Some(&ok), request("kimi-k2.5", "x"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        drain(s).await.1,
+        Some(ProviderError::MidStream { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_stream_is_stalled_and_a_hang_hits_the_deadline() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let client = openrouter(&sim);
+    let k = key("sk-or-sim-1");
+    sim.push_fault(Fault::StallAfter(2));
+    let s = client
+        .chat_stream(Some(&k), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    let (events, error) = drain(s).await;
+    assert_eq!(error, Some(ProviderError::Stalled));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, ProviderEvent::Done { .. })));
+
+    // No response head within the idle timeout: stalled, long before the deadline.
+    sim.push_fault(Fault::Hang);
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        stream_err(&client, Some(&k), OR_MODEL).await,
+        ProviderError::Stalled
+    );
+    assert!(started.elapsed() >= TIMEOUTS.idle && started.elapsed() < TIMEOUTS.deadline);
+
+    // The non-streaming call waits for the head until the deadline.
+    sim.push_fault(Fault::Hang);
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        client.complete(Some(&k), request(OR_MODEL, "x")).await,
+        Err(ProviderError::Timeout)
+    );
+    assert!(started.elapsed() >= TIMEOUTS.deadline);
+
+    // A stream that trickles forever (a chunk every 8 s, under the idle timeout) meets the deadline.
+    sim.set_reply_shape(ReplyShape {
+        chunk_delay: Duration::from_secs(8),
+        words_per_chunk: 1,
+        ..ReplyShape::default()
+    });
+    let s = client
+        .chat_stream(Some(&k), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, Some(ProviderError::Timeout));
+    sim.set_reply_shape(ReplyShape::default());
+
+    let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    let oc = ollama(&osim);
+    osim.push_fault(Fault::StallAfter(1));
+    let s = oc
+        .chat_stream(Some(&key("ollama-sim-1")), request("gpt-oss:120b", "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, Some(ProviderError::Stalled));
+    sim.shutdown().await;
+    osim.shutdown().await;
+}
+
+#[tokio::test]
+async fn models_key_and_tags_listings() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let client = openrouter(&sim);
+    let k = key("sk-or-sim-1");
+    let models = client.models(None).await.unwrap();
+    assert_eq!(models.len(), 3);
+    assert!(models.iter().all(|m| m.is_free));
+    assert_eq!(models[0].id, OR_MODEL);
+    assert_eq!(models[0].context_length, Some(163_840));
+    let info = client.key_info(Some(&k)).await.unwrap().unwrap();
+    assert_eq!(info.free_daily_limit, Some(50));
+    assert_eq!(info.free_remaining, Some(50));
+    assert_eq!(info.label.as_deref(), Some("simulated key on default"));
+
+    let no_key_endpoint = SimOpenRouter::start(SimOpenRouterOptions {
+        key_endpoint: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        openrouter(&no_key_endpoint).key_info(Some(&k)).await,
+        Ok(None)
+    );
+    assert!(sim.unexpected().is_empty() && no_key_endpoint.unexpected().is_empty());
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let client = OpenAiClient::new(
+        "openrouter",
+        &format!("http://{addr}/api/v1"),
+        TIMEOUTS,
+        Attribution::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        stream_err(&client, None, OR_MODEL).await,
+        ProviderError::Connect
+    );
+    let oc = OllamaClient::new("ollama", &format!("http://{addr}"), TIMEOUTS).unwrap();
+    assert_eq!(oc.tags(None).await, Err(ProviderError::Connect));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_error_shows_the_key_or_the_base_url() {
+    const CANARY: &str = "sk-or-v1-CANARY0123456789abcdef";
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        keys: vec![SimKey::new(CANARY, "canary", 50)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let base = sim.base_url();
+    let client = openrouter(&sim);
+    let k = key(CANARY);
+    let faults = [
+        Fault::RateLimitPerMinute {
+            retry_after_secs: 1,
+        },
+        Fault::RateLimitDaily,
+        Fault::PaymentRequired,
+        Fault::Unauthorized,
+        Fault::ServerError,
+        Fault::ContextTooLong,
+        Fault::Hang,
+        Fault::StallAfter(1),
+        Fault::TruncateAfter(1),
+        Fault::MidStreamError {
+            after: 1,
+            message: format!("upstream said {CANARY} at {base}/chat/completions"),
+        },
+    ];
+    let mut errors = Vec::new();
+    for fault in faults {
+        sim.push_fault(fault);
+        match client.chat_stream(Some(&k), request(OR_MODEL, "x")).await {
+            Err(e) => errors.push(e),
+            Ok(s) => errors.push(drain(s).await.1.expect("an error")),
+        }
+    }
+    errors.push(stream_err(&client, Some(&k), "missing/model").await);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dead = OpenAiClient::new(
+        "x",
+        &format!("http://{closed}/api/v1"),
+        TIMEOUTS,
+        Attribution::default(),
+    )
+    .unwrap();
+    errors.push(stream_err(&dead, Some(&k), OR_MODEL).await);
+    let kinds: Vec<&str> = errors
+        .iter()
+        .map(|e| match e {
+            ProviderError::RateLimited { daily: false, .. } => "minute",
+            ProviderError::RateLimited { daily: true, .. } => "daily",
+            ProviderError::PaymentRequired => "402",
+            ProviderError::Unauthorized { .. } => "401",
+            ProviderError::Upstream { .. } => "5xx",
+            ProviderError::ContextTooLong => "context",
+            ProviderError::Timeout => "timeout",
+            ProviderError::Stalled => "stalled",
+            ProviderError::Truncated => "truncated",
+            ProviderError::MidStream { .. } => "midstream",
+            ProviderError::ModelNotFound => "404",
+            ProviderError::Connect => "connect",
+            ProviderError::Malformed(_) => "malformed",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "minute",
+            "daily",
+            "402",
+            "401",
+            "5xx",
+            "context",
+            "stalled",
+            "stalled",
+            "truncated",
+            "midstream",
+            "404",
+            "connect"
+        ]
+    );
+    for e in &errors {
+        for shown in [format!("{e}"), format!("{e:?}")] {
+            assert!(
+                !shown.contains(CANARY) && !shown.contains("CANARY"),
+                "{shown}"
+            );
+            assert!(
+                !shown.contains("127.0.0.1") && !shown.contains("http"),
+                "{shown}"
+            );
+        }
+    }
+    assert!(format!("{client:?}").find("127.0.0.1").is_none());
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalives_count_as_activity_while_the_model_thinks() {
+    // The model "thinks" for 60 s, far past the 10 s idle timeout, but keep-alive comments arrive
+    // every 5 s: the stream is healthy and completes.
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        reply: ReplyShape {
+            first_byte_latency: Duration::from_secs(60),
+            chunk_delay: Duration::from_secs(2),
+            keep_alive: true,
+            ..ReplyShape::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = OpenAiClient::new(
+        "openrouter",
+        &sim.base_url(),
+        Timeouts {
+            deadline: Duration::from_secs(300),
+            ..TIMEOUTS
+        },
+        Attribution::default(),
+    )
+    .unwrap();
+    let s = client
+        .chat_stream(Some(&key("sk-or-sim-1")), request(OR_MODEL, "think"))
+        .await
+        .unwrap();
+    let (events, error) = drain(s).await;
+    assert_eq!(error, None);
+    assert_eq!(text_of(&events), reply_text(OR_MODEL, "think", 3));
+
+    // Without keep-alives the same silence is a stall.
+    sim.set_reply_shape(ReplyShape {
+        first_byte_latency: Duration::ZERO,
+        chunk_delay: Duration::from_secs(11),
+        ..ReplyShape::default()
+    });
+    let s = client
+        .chat_stream(Some(&key("sk-or-sim-1")), request(OR_MODEL, "think"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, Some(ProviderError::Stalled));
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_daily_quota_resets_at_utc_midnight_on_tokio_time() {
+    let start = 20_000 * DAY_MS + DAY_MS - 60_000; // 23:59 UTC
+    let clock = Arc::new(TokioClock::starting_at(start));
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        keys: vec![SimKey::new("sk-day", "day", 1)],
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = openrouter(&sim).with_clock(clock.clone());
+    let k = key("sk-day");
+    let s = client
+        .chat_stream(Some(&k), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    assert!(matches!(
+        stream_err(&client, Some(&k), OR_MODEL).await,
+        ProviderError::RateLimited { daily: true, .. }
+    ));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let s = client
+        .chat_stream(Some(&k), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    assert_eq!(sim.daily_used("day"), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn clients_built_from_config_send_attribution_and_keep_model_names() {
+    use switchboard::config::providers::{
+        ExtraTierConfig, OpenRouterConfig, ProviderKind, RouterConfig,
+    };
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let config = OpenRouterConfig {
+        base_url: sim.base_url(),
+        referer: "https://example.invalid/bot".into(),
+        title: "my bot".into(),
+        ..OpenRouterConfig::default()
+    };
+    let client = OpenAiClient::openrouter(&config, &RouterConfig::default()).unwrap();
+    assert_eq!(client.name(), "openrouter");
+    let s = client
+        .chat_stream(Some(&key("sk-or-sim-1")), request(OR_MODEL, "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    let logged = &sim.requests()[0];
+    assert_eq!(
+        logged.referer.as_deref(),
+        Some("https://example.invalid/bot")
+    );
+    assert_eq!(logged.title.as_deref(), Some("my bot"));
+
+    let local = SimOllama::start(SimOllamaOptions {
+        keys: vec![],
+        models: vec!["llama3.2:3b-instruct-q4_K_M".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tier = ExtraTierConfig {
+        name: "local".into(),
+        kind: ProviderKind::Ollama,
+        base_url: local.base_url(),
+        models: vec!["llama3.2:3b-instruct-q4_K_M".into()],
+        key_env: None,
+        context_window: 8192,
+    };
+    let provider = switchboard::providers::client_for_tier(
+        &tier,
+        Timeouts::from_config(&RouterConfig::default()),
+    )
+    .unwrap();
+    assert_eq!(provider.name(), "local");
+    let s = provider
+        .chat_stream(None, request("llama3.2:3b-instruct-q4_K_M", "x"))
+        .await
+        .unwrap();
+    assert_eq!(drain(s).await.1, None);
+    assert_eq!(
+        local.requests()[0].model.as_deref(),
+        Some("llama3.2:3b-instruct-q4_K_M"),
+        "model names are sent exactly as configured"
+    );
+    assert!(sim.unexpected().is_empty() && local.unexpected().is_empty());
+}

@@ -1,0 +1,544 @@
+//! The free-first router against the simulated OpenRouter and Ollama servers on 127.0.0.1, with the
+//! real wire clients and an injected manual clock shared by the router and the simulators (quota days,
+//! per-minute windows and cooldowns move only when a test moves the clock).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use switchboard::clock::{Clock, SharedClock, DAY_MS};
+use switchboard::config::{Config, Env, Secrets};
+use switchboard::domain::{
+    ChatMessage, ChatRef, ConversationKey, FailureKind, Platform, ReplyEvent, Role, UserRef,
+};
+use switchboard::router::check::run_check;
+use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter};
+use switchboard::secrets::fingerprint_str;
+use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
+use switchboard::sim::openrouter::{SimKey, SimModel, SimOpenRouter, SimOpenRouterOptions};
+use switchboard::sim::Fault;
+use switchboard::store::memory::MemoryStore;
+use switchboard::store::Store;
+
+/// 2026-11-22 12:00:00 UTC.
+const NOON: i64 = 20_414 * DAY_MS + DAY_MS / 2;
+const FREE_MODEL: &str = "deepseek/deepseek-chat-v3-0324:free";
+const PAID_MODEL: &str = "gpt-oss:120b";
+/// The model the simulator's `openrouter/free` answers with.
+const PICKED_BY_FREE_ROUTER: &str = "mistralai/mistral-small-3.2-24b-instruct:free";
+
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl ManualClock {
+    fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+struct Rig {
+    openrouter: SimOpenRouter,
+    ollama: SimOllama,
+    clock: Arc<ManualClock>,
+    store: Arc<MemoryStore>,
+    config: Config,
+    secrets: Secrets,
+    env: Env,
+    router: Arc<FreeFirstRouter>,
+}
+
+/// OpenRouter keys `k1..kN` (`OPENROUTER_API_KEY_1..N`) on the given sim accounts with `daily` free
+/// requests each; one Ollama key `p1`. The router learns the daily quota from `GET /key`.
+async fn rig(accounts: &[&str], daily: u32, configure: impl FnOnce(&mut Config)) -> Rig {
+    let clock = Arc::new(ManualClock(AtomicI64::new(NOON)));
+    let shared: SharedClock = clock.clone();
+    let keys: Vec<SimKey> = accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| SimKey::new(format!("k{}", i + 1), *a, daily))
+        .collect();
+    let openrouter = SimOpenRouter::start(SimOpenRouterOptions {
+        keys,
+        models: vec![
+            SimModel::free(FREE_MODEL, 163_840),
+            SimModel::free(PICKED_BY_FREE_ROUTER, 32_768),
+        ],
+        free_router_picks: PICKED_BY_FREE_ROUTER.into(),
+        clock: shared.clone(),
+        ..SimOpenRouterOptions::default()
+    })
+    .await
+    .unwrap();
+    let ollama = SimOllama::start(SimOllamaOptions {
+        keys: vec!["p1".into(), "p2".into()],
+        ..SimOllamaOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut config = Config::default();
+    config.openrouter.base_url = openrouter.base_url();
+    config.openrouter.free_models = vec![FREE_MODEL.into()];
+    config.ollama.base_url = ollama.base_url();
+    config.ollama.models = vec![PAID_MODEL.into()];
+    configure(&mut config);
+    let mut pairs: Vec<(String, String)> = (1..=accounts.len())
+        .map(|i| (format!("OPENROUTER_API_KEY_{i}"), format!("k{i}")))
+        .collect();
+    pairs.push(("OLLAMA_API_KEY".into(), "p1".into()));
+    pairs.push(("OLLAMA_API_KEY_2".into(), "p2".into()));
+    let env = Env::from_pairs(pairs);
+    let secrets = Secrets::load(&env).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let router = new_router(&config, &secrets, &store, &clock).await;
+    Rig {
+        openrouter,
+        ollama,
+        clock,
+        store,
+        config,
+        secrets,
+        env,
+        router,
+    }
+}
+
+async fn new_router(
+    config: &Config,
+    secrets: &Secrets,
+    store: &Arc<MemoryStore>,
+    clock: &Arc<ManualClock>,
+) -> Arc<FreeFirstRouter> {
+    let router = FreeFirstRouter::from_config(
+        config,
+        secrets,
+        store.clone() as Arc<dyn Store>,
+        clock.clone() as SharedClock,
+    )
+    .unwrap();
+    router.refresh_quotas().await;
+    router
+}
+
+fn request(conversation: &str) -> CompletionRequest {
+    CompletionRequest {
+        conversation: ConversationKey(conversation.into()),
+        user: UserRef::new(Platform::Terminal, "alice"),
+        chat: ChatRef::new(Platform::Terminal, "tty"),
+        system_prompt: "Be brief.".into(),
+        history: Vec::new(),
+        prompt: ChatMessage::new(Role::User, "hello"),
+        model: None,
+        paid_allowed: true,
+    }
+}
+
+async fn ask(router: &FreeFirstRouter, conversation: &str) -> Vec<ReplyEvent> {
+    router.complete(request(conversation)).collect().await
+}
+
+/// (tier, key fingerprint) of a finished answer; panics on anything else.
+fn answered(events: &[ReplyEvent]) -> (String, Option<String>) {
+    match events.last() {
+        Some(ReplyEvent::Finished(c)) => {
+            let s = c.source.clone().expect("a source");
+            assert!(
+                events.iter().any(|e| matches!(e, ReplyEvent::Delta(_))),
+                "{events:?}"
+            );
+            (s.tier.0, s.key_fingerprint)
+        }
+        other => panic!("expected a finished answer, got {other:?} in {events:?}"),
+    }
+}
+
+fn fp(key: &str) -> Option<String> {
+    Some(fingerprint_str(key))
+}
+
+fn free_calls(rig: &Rig, key: &str) -> usize {
+    rig.openrouter.requests_for_key(key)
+}
+
+#[tokio::test]
+async fn walks_accounts_then_paid_and_back_to_free_after_midnight() {
+    let rig = rig(&["a1", "a2", "a3"], 2, |_| {}).await;
+    assert_eq!(
+        rig.router.status().tiers[0].accounts[0].requests_left_today,
+        Some(2),
+        "learned from GET /key"
+    );
+    let mut keys = Vec::new();
+    for _ in 0..6 {
+        let (tier, key) = answered(&ask(&rig.router, "c1").await);
+        assert_eq!(tier, "free");
+        keys.push(key);
+    }
+    assert_eq!(
+        keys,
+        [fp("k1"), fp("k1"), fp("k2"), fp("k2"), fp("k3"), fp("k3")]
+    );
+    for _ in 0..3 {
+        let events = ask(&rig.router, "c1").await;
+        assert_eq!(answered(&events).0, "paid");
+    }
+    // Zero requests to an exhausted account until its reset.
+    for (key, account) in [("k1", "a1"), ("k2", "a2"), ("k3", "a3")] {
+        assert_eq!(free_calls(&rig, key), 2, "{key}");
+        assert_eq!(rig.openrouter.daily_used(account), 2);
+    }
+    assert_eq!(
+        rig.ollama.requests_for_key("p1") + rig.ollama.requests_for_key("p2"),
+        3
+    );
+    let status = rig.router.status();
+    assert_eq!(
+        status.tiers[0].accounts[2].state,
+        "exhausted until 00:00 UTC"
+    );
+    assert_eq!(status.tiers[1].requests_today, 3);
+
+    // Midnight UTC: the free tier answers again, starting from the first account.
+    rig.clock.advance_ms(DAY_MS / 2);
+    let (tier, key) = answered(&ask(&rig.router, "c1").await);
+    assert_eq!((tier.as_str(), key), ("free", fp("k1")));
+    assert_eq!(free_calls(&rig, "k1"), 3);
+    assert!(rig.openrouter.unexpected().is_empty());
+}
+
+#[tokio::test]
+async fn per_minute_429_skips_the_account_exactly_retry_after() {
+    let rig = rig(&["a1", "a2"], 50, |_| {}).await;
+    rig.openrouter.push_key_fault(
+        "k1",
+        Fault::RateLimitPerMinute {
+            retry_after_secs: 30,
+        },
+    );
+    let (_, key) = answered(&ask(&rig.router, "c").await);
+    assert_eq!(key, fp("k2"), "the next account at once");
+    assert_eq!((free_calls(&rig, "k1"), free_calls(&rig, "k2")), (1, 1));
+    assert_eq!(
+        rig.router.status().tiers[0].accounts[0].state,
+        "cooling down until 12:00:30 UTC"
+    );
+    rig.clock.advance_ms(29_999);
+    assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k2"));
+    assert_eq!(free_calls(&rig, "k1"), 1, "still cooling down");
+    rig.clock.advance_ms(1);
+    assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k1"));
+    assert_eq!(free_calls(&rig, "k1"), 2);
+}
+
+#[tokio::test]
+async fn payment_required_and_unauthorized_take_accounts_out() {
+    let rig = rig(&["a1", "a2", "a3"], 50, |_| {}).await;
+    rig.openrouter.push_key_fault("k1", Fault::PaymentRequired);
+    rig.openrouter.push_key_fault("k2", Fault::Unauthorized);
+    assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k3"));
+    for _ in 0..3 {
+        assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k3"));
+    }
+    assert_eq!((free_calls(&rig, "k1"), free_calls(&rig, "k2")), (1, 1));
+    let status = rig.router.status();
+    assert_eq!(
+        status.tiers[0].accounts[0].state,
+        "out of credits (402) until 18:00:00 UTC"
+    );
+    assert_eq!(
+        status.tiers[0].accounts[1].state,
+        "disabled: key rejected (401)"
+    );
+    // 402 lasts the configured six hours; 401 lasts until the configuration is reloaded.
+    rig.clock.advance_ms(6 * 3_600_000);
+    assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k1"));
+    assert_eq!(free_calls(&rig, "k2"), 1);
+    rig.router.reload(&rig.config);
+    assert_eq!(rig.router.status().tiers[0].accounts[1].state, "ready");
+}
+
+#[tokio::test]
+async fn two_keys_on_one_account_share_one_quota() {
+    let rig = rig(&["team", "team", "solo"], 3, |c| {
+        c.openrouter
+            .accounts
+            .insert("OPENROUTER_API_KEY_1".into(), "team".into());
+        c.openrouter
+            .accounts
+            .insert("OPENROUTER_API_KEY_2".into(), "team".into());
+    })
+    .await;
+    let mut keys = Vec::new();
+    for _ in 0..6 {
+        keys.push(answered(&ask(&rig.router, "c").await).1);
+    }
+    assert_eq!(
+        keys,
+        [fp("k1"), fp("k2"), fp("k1"), fp("k3"), fp("k3"), fp("k3")]
+    );
+    assert_eq!(rig.openrouter.requests_for_account("team"), 3);
+    assert_eq!(rig.openrouter.daily_used("team"), 3);
+    let status = rig.router.status();
+    assert_eq!(status.tiers[0].accounts.len(), 2);
+    assert_eq!(
+        status.tiers[0].accounts[0].keys,
+        [fingerprint_str("k1"), fingerprint_str("k2")]
+    );
+}
+
+#[tokio::test]
+async fn failure_before_the_first_token_falls_back_after_it_interrupts() {
+    let rig = rig(&["a1", "a2"], 50, |c| {
+        c.openrouter.free_models = vec![FREE_MODEL.into(), "openrouter/free".into()];
+    })
+    .await;
+    rig.openrouter.push_fault(Fault::ServerError);
+    let events = ask(&rig.router, "c").await;
+    assert_eq!(answered(&events).0, "free");
+    let started: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ReplyEvent::Started(s) => Some(s.model.clone()),
+            _ => None,
+        })
+        .collect();
+    // openrouter/free reports the model that really answered.
+    assert_eq!(started, [PICKED_BY_FREE_ROUTER]);
+
+    rig.openrouter.push_fault(Fault::TruncateAfter(2));
+    let before = rig.openrouter.requests().len() + rig.ollama.chat_requests();
+    let events = ask(&rig.router, "c").await;
+    let deltas = events
+        .iter()
+        .filter(|e| matches!(e, ReplyEvent::Delta(_)))
+        .count();
+    assert_eq!(deltas, 2);
+    match events.last() {
+        Some(ReplyEvent::Failed(f)) => {
+            assert_eq!(f.kind, FailureKind::Interrupted);
+            assert!(f.message.contains("incomplete"), "{}", f.message);
+            assert!(!f.message.to_lowercase().contains("truncated"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        rig.openrouter.requests().len() + rig.ollama.chat_requests(),
+        before + 1,
+        "no fallback once the user saw part of the answer"
+    );
+
+    rig.openrouter.push_fault(Fault::MidStreamError {
+        after: 0,
+        message: "upstream overloaded".into(),
+    });
+    let events = ask(&rig.router, "c").await;
+    assert_eq!(
+        answered(&events).0,
+        "free",
+        "an error before any delta still falls back"
+    );
+}
+
+#[tokio::test]
+async fn restart_over_the_same_store_keeps_quota_and_cooldowns() {
+    let rig = rig(&["a1", "a2", "a3"], 2, |_| {}).await;
+    rig.openrouter.push_key_fault(
+        "k2",
+        Fault::RateLimitPerMinute {
+            retry_after_secs: 120,
+        },
+    );
+    for _ in 0..3 {
+        answered(&ask(&rig.router, "c").await);
+    }
+    // k1 spent (2), k2 cooling down (its 429 counted), k3 used once.
+    assert_eq!(
+        (
+            free_calls(&rig, "k1"),
+            free_calls(&rig, "k2"),
+            free_calls(&rig, "k3")
+        ),
+        (2, 1, 1)
+    );
+    // The old router is simply no longer used (a process restart).
+    let _ = &rig.router;
+    let again = FreeFirstRouter::from_config(
+        &rig.config,
+        &rig.secrets,
+        rig.store.clone() as Arc<dyn Store>,
+        rig.clock.clone() as SharedClock,
+    )
+    .unwrap();
+    let status = again.status();
+    assert_eq!(
+        status.tiers[0].accounts[0].state,
+        "exhausted until 00:00 UTC"
+    );
+    assert_eq!(
+        status.tiers[0].accounts[1].state,
+        "cooling down until 12:02:00 UTC"
+    );
+    assert_eq!(answered(&ask(&again, "c").await).1, fp("k3"));
+    assert_eq!(answered(&ask(&again, "c").await).0, "paid");
+    assert_eq!(
+        (
+            free_calls(&rig, "k1"),
+            free_calls(&rig, "k2"),
+            free_calls(&rig, "k3")
+        ),
+        (2, 1, 2),
+        "nothing re-spent on exhausted or cooling accounts"
+    );
+    rig.clock.advance_ms(120_000);
+    assert_eq!(answered(&ask(&again, "c").await).1, fp("k2"));
+}
+
+#[tokio::test]
+async fn paid_notice_appears_once_per_conversation() {
+    let rig = rig(&["a1"], 1, |_| {}).await;
+    let events = ask(&rig.router, "c1").await;
+    assert!(!events.iter().any(|e| matches!(e, ReplyEvent::Notice(_))));
+    let events = ask(&rig.router, "c1").await;
+    assert_eq!(
+        events[0],
+        ReplyEvent::Notice(
+            "Free quota is used up until 00:00 UTC — answering with gpt-oss:120b on Ollama Cloud."
+                .into()
+        )
+    );
+    assert!(matches!(&events[1], ReplyEvent::Started(s) if s.tier.0 == "paid"));
+    let events = ask(&rig.router, "c1").await;
+    assert!(!events.iter().any(|e| matches!(e, ReplyEvent::Notice(_))));
+    let events = ask(&rig.router, "c2").await;
+    assert!(matches!(events[0], ReplyEvent::Notice(_)));
+    // The two paid keys share the load.
+    assert_eq!(
+        (
+            rig.ollama.requests_for_key("p1"),
+            rig.ollama.requests_for_key("p2")
+        ),
+        (2, 1)
+    );
+    assert!(rig.ollama.unexpected().is_empty());
+}
+
+#[tokio::test]
+async fn check_reports_every_key_model_and_token() {
+    let rig = rig(&["a1", "a2"], 50, |c| {
+        c.openrouter.free_models = vec![FREE_MODEL.into(), "nope/missing:free".into()];
+        c.ollama.models = vec![PAID_MODEL.into(), "kimi-k2.5".into(), "not-there:1b".into()];
+    })
+    .await;
+    let mut env = rig.env.clone();
+    env.set("TELEGRAM_BOT_TOKEN", "123:abc");
+    let secrets = Secrets::load(&env).unwrap();
+    let mut out = Vec::new();
+    let summary = run_check(&rig.config, &secrets, &env, &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let k1 = fingerprint_str("k1");
+    let p1 = fingerprint_str("p1");
+    let expected = [
+        format!("✓ openrouter OPENROUTER_API_KEY_1 {k1} (own account): free tier (never bought credits), 50 of 50 free requests left today"),
+        format!("✓ openrouter model {FREE_MODEL}: exists, free, context 163840"),
+        "✗ openrouter model nope/missing:free: not listed by GET /models: fix [openrouter].free_models".to_string(),
+        format!("✓ ollama-cloud OLLAMA_API_KEY {p1}: authenticates; lists gpt-oss:120b, kimi-k2.5; not listed: not-there:1b"),
+        format!("✓ telegram: token present ({})", fingerprint_str("123:abc")),
+        "✗ discord: DISCORD_BOT_TOKEN not set (adapter off)".to_string(),
+    ];
+    for line in &expected {
+        assert!(
+            lines.contains(&line.as_str()),
+            "missing line {line:?} in:\n{text}"
+        );
+    }
+    assert_eq!(summary.failed, 1, "{text}");
+    assert!(
+        !text.contains("k1\n") && !text.contains(" k1 "),
+        "no key in the report"
+    );
+
+    // An endpoint without GET /key: "unknown", not failed; a rejected key fails.
+    let plain = SimOpenRouter::start(SimOpenRouterOptions {
+        keys: vec![SimKey::new("k1", "a1", 50)],
+        models: vec![SimModel::free(FREE_MODEL, 8192)],
+        key_endpoint: false,
+        ..SimOpenRouterOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut config = rig.config.clone();
+    config.openrouter.base_url = plain.base_url();
+    config.openrouter.free_models = vec![FREE_MODEL.into()];
+    config.ollama.models = vec![PAID_MODEL.into()];
+    let env = Env::from_pairs([("OPENROUTER_API_KEY_1", "k1"), ("OLLAMA_API_KEY", "wrong")]);
+    let secrets = Secrets::load(&env).unwrap();
+    let mut out = Vec::new();
+    let summary = run_check(&config, &secrets, &env, &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(&format!(
+            "✓ openrouter OPENROUTER_API_KEY_1 {k1} (own account): tier and free requests left today unknown (this endpoint has no GET /key)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "✗ ollama-cloud OLLAMA_API_KEY {}: rejected (HTTP 401): replace or remove the key",
+            fingerprint_str("wrong")
+        )),
+        "{text}"
+    );
+    assert_eq!(summary.failed, 1, "{text}");
+}
+
+#[tokio::test]
+async fn context_too_long_is_refitted_not_resent_unchanged() {
+    let clock = Arc::new(ManualClock(AtomicI64::new(NOON)));
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        keys: vec![SimKey::new("k1", "a1", 50)],
+        models: vec![SimModel::free(FREE_MODEL, 163_840)],
+        max_prompt_chars: Some(3_000),
+        clock: clock.clone() as SharedClock,
+        ..SimOpenRouterOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut config = Config::default();
+    config.openrouter.base_url = sim.base_url();
+    config.openrouter.free_models = vec![FREE_MODEL.into()];
+    let secrets = Secrets::load(&Env::from_pairs([("OPENROUTER_API_KEY_1", "k1")])).unwrap();
+    let router = new_router(&config, &secrets, &Arc::new(MemoryStore::new()), &clock).await;
+    let mut req = request("long");
+    req.history = (0..40)
+        .map(|i| {
+            let role = if i % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            ChatMessage::new(role, format!("turn {i}: {}", "words ".repeat(30)))
+        })
+        .collect();
+    let events: Vec<_> = router.complete(req).collect().await;
+    assert_eq!(answered(&events).0, "free");
+    let statuses: Vec<u16> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.is_chat())
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses.first(), Some(&400));
+    assert_eq!(statuses.last(), Some(&200));
+    assert!(
+        statuses.len() <= 4,
+        "halving converges quickly: {statuses:?}"
+    );
+    assert!(sim.unexpected().is_empty());
+}
