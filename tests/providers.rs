@@ -764,6 +764,7 @@ async fn clients_built_from_config_send_attribution_and_keep_model_names() {
     let provider = switchboard::providers::client_for_tier(
         &tier,
         Timeouts::from_config(&RouterConfig::default()),
+        std::sync::Arc::new(switchboard::clock::SystemClock),
     )
     .unwrap();
     assert_eq!(provider.name(), "local");

@@ -179,23 +179,26 @@ fn wire_messages(messages: &[ChatMessage]) -> Vec<serde_json::Value> {
 }
 
 /// Builds the client for an extra `[[tiers]]` entry: [`openai::OpenAiClient`] (no attribution headers)
-/// or [`ollama::OllamaClient`], named after the tier.
+/// or [`ollama::OllamaClient`], named after the tier, reading "now" from `clock`.
 pub fn client_for_tier(
     tier: &crate::config::providers::ExtraTierConfig,
     timeouts: http::Timeouts,
+    clock: crate::clock::SharedClock,
 ) -> Result<std::sync::Arc<dyn ChatProvider>, http::ClientBuildError> {
     use crate::config::providers::ProviderKind;
     Ok(match tier.kind {
-        ProviderKind::Openai => std::sync::Arc::new(openai::OpenAiClient::new(
-            tier.name.clone(),
-            &tier.base_url,
-            timeouts,
-            openai::Attribution::default(),
-        )?),
-        ProviderKind::Ollama => std::sync::Arc::new(ollama::OllamaClient::new(
-            tier.name.clone(),
-            &tier.base_url,
-            timeouts,
-        )?),
+        ProviderKind::Openai => std::sync::Arc::new(
+            openai::OpenAiClient::new(
+                tier.name.clone(),
+                &tier.base_url,
+                timeouts,
+                openai::Attribution::default(),
+            )?
+            .with_clock(clock),
+        ),
+        ProviderKind::Ollama => std::sync::Arc::new(
+            ollama::OllamaClient::new(tier.name.clone(), &tier.base_url, timeouts)?
+                .with_clock(clock),
+        ),
     })
 }

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 
-use super::free_first::{KeyQuota, ProviderSet, QuotaProbe, OLLAMA_CLOUD, OPENROUTER};
+use super::free_first::{KeyQuota, ProviderSet, QuotaProbe};
 use crate::clock::SharedClock;
-use crate::config::providers::ProviderKind;
 use crate::config::{Config, ConfigError, Env};
 use crate::providers::http::{ClientBuildError, Timeouts};
 use crate::providers::ollama::OllamaClient;
-use crate::providers::openai::{Attribution, OpenAiClient};
-use crate::providers::{ChatProvider, ProviderError};
+use crate::providers::openai::OpenAiClient;
+use crate::providers::{client_for_tier, ProviderError};
 use crate::secrets::NamedSecret;
 
 /// The OpenRouter client's `GET /key`, as the router's quota probe.
@@ -48,30 +47,16 @@ fn build_error(key: &str) -> impl Fn(ClientBuildError) -> ConfigError + '_ {
 
 /// The OpenRouter client for `config` (also used by `switchboard check`).
 pub fn openrouter(config: &Config, clock: SharedClock) -> Result<OpenAiClient, ConfigError> {
-    let or = &config.openrouter;
-    let attribution = Attribution {
-        referer: Some(or.referer.clone()).filter(|s| !s.is_empty()),
-        title: Some(or.title.clone()).filter(|s| !s.is_empty()),
-    };
-    Ok(OpenAiClient::new(
-        OPENROUTER,
-        &or.base_url,
-        Timeouts::from_config(&config.router),
-        attribution,
-    )
-    .map_err(build_error("openrouter.base_url"))?
-    .with_clock(clock))
+    Ok(OpenAiClient::openrouter(&config.openrouter, &config.router)
+        .map_err(build_error("openrouter.base_url"))?
+        .with_clock(clock))
 }
 
 /// The Ollama Cloud client for `config` (also used by `switchboard check`).
 pub fn ollama(config: &Config, clock: SharedClock) -> Result<OllamaClient, ConfigError> {
-    Ok(OllamaClient::new(
-        OLLAMA_CLOUD,
-        &config.ollama.base_url,
-        Timeouts::from_config(&config.router),
-    )
-    .map_err(build_error("ollama.base_url"))?
-    .with_clock(clock))
+    Ok(OllamaClient::cloud(&config.ollama, &config.router)
+        .map_err(build_error("ollama.base_url"))?
+        .with_clock(clock))
 }
 
 /// Builds every configured provider client. Extra tiers read their key from the variable named by
@@ -87,18 +72,7 @@ pub fn build(config: &Config, env: &Env, clock: SharedClock) -> Result<ProviderS
     let timeouts = Timeouts::from_config(&config.router);
     for (i, tier) in config.tiers.iter().enumerate() {
         let field = format!("tiers[{i}].base_url");
-        let client: Arc<dyn ChatProvider> = match tier.kind {
-            ProviderKind::Openai => Arc::new(
-                OpenAiClient::new(&tier.name, &tier.base_url, timeouts, Attribution::default())
-                    .map_err(build_error(&field))?
-                    .with_clock(clock.clone()),
-            ),
-            ProviderKind::Ollama => Arc::new(
-                OllamaClient::new(&tier.name, &tier.base_url, timeouts)
-                    .map_err(build_error(&field))?
-                    .with_clock(clock.clone()),
-            ),
-        };
+        let client = client_for_tier(tier, timeouts, clock.clone()).map_err(build_error(&field))?;
         let key = match &tier.key_env {
             Some(name) => {
                 let value = crate::config::secrets::read(env, name)?.ok_or_else(|| {
