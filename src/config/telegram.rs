@@ -105,3 +105,32 @@ impl TelegramConfig {
             .unwrap_or(self.streaming)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, Env};
+
+    #[test]
+    fn the_example_config_parses_and_per_chat_overrides_apply() {
+        let text = include_str!("../../config/switchboard.example.toml");
+        let config = parse(text, "example", &Env::default()).unwrap();
+        assert_eq!(config.telegram.poll_timeout_secs, 10);
+        let config = parse(
+            "[telegram]\ngroup_policy = \"reply\"\n[telegram.chats.\"-100\"]\npolicy = \"all\"\nstreaming = false\n",
+            "<test>",
+            &Env::default(),
+        )
+        .unwrap();
+        assert_eq!(config.telegram.policy("-100"), GroupPolicy::All);
+        assert_eq!(config.telegram.policy("-200"), GroupPolicy::Reply);
+        assert!(!config.telegram.streaming("-100") && config.telegram.streaming("-200"));
+        let err = parse(
+            "[telegram]\npoll_timeout_secs = 30\n",
+            "<test>",
+            &Env::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "telegram.poll_timeout_secs");
+    }
+}

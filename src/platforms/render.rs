@@ -107,11 +107,14 @@ fn prefix_within(s: &str, budget: usize) -> usize {
     s.len()
 }
 
+/// Finds a candidate cut (a byte index just after a boundary) in a window.
+type Finder = dyn Fn(&str) -> Option<usize>;
+
 /// Where to cut a window that is full: after the last paragraph break, line break, sentence end or space
 /// in its second half (in that order of preference), else at its end. Looks only inside the window.
 fn choose_cut(window: &str) -> usize {
     let half = window.len() / 2;
-    let candidates: [&dyn Fn(&str) -> Option<usize>; 4] = [
+    let candidates: [&Finder; 4] = [
         &|w| w.rfind("\n\n").map(|i| i + 2),
         &|w| w.rfind('\n').map(|i| i + 1),
         &|w| {

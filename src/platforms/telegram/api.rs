@@ -50,6 +50,9 @@ pub enum ApiFailure {
     /// The chat is gone for us (bot blocked, kicked, chat deleted): no point retrying.
     #[error("the chat cannot be written to: {0}")]
     Unreachable(String),
+    /// The group became a supergroup with this id: write there instead.
+    #[error("the group moved to supergroup {0}")]
+    Migrated(i64),
     /// Anything else (network, server), already scrubbed of the token.
     #[error("{0}")]
     Other(String),
@@ -79,6 +82,7 @@ impl Api {
     fn classify(&self, error: RequestError) -> ApiFailure {
         match error {
             RequestError::RetryAfter(s) => ApiFailure::RetryAfter(s.duration()),
+            RequestError::MigrateToChatId(chat) => ApiFailure::Migrated(chat.0),
             RequestError::Api(api) => match api {
                 ApiError::MessageNotModified => ApiFailure::NotModified,
                 ApiError::CantParseEntities(_) => ApiFailure::CantParseEntities,

@@ -260,10 +260,9 @@ impl Renderer {
             TagEnd::Emphasis => self.close("</i>"),
             TagEnd::Strong => self.close("</b>"),
             TagEnd::Strikethrough => self.close("</s>"),
-            TagEnd::Link | TagEnd::Image => {
-                if self.links.pop() == Some(true) {
-                    self.close("</a>");
-                }
+            // The guard pops the link either way; only links that opened an <a> close one.
+            TagEnd::Link | TagEnd::Image if self.links.pop() == Some(true) => {
+                self.close("</a>");
             }
             TagEnd::HtmlBlock | TagEnd::FootnoteDefinition => self.block_break(2),
             _ => {}

@@ -1,8 +1,10 @@
 //! The adapter's durable records in the store: which messages were already answered (so a batch that
 //! Telegram redelivers after a crash is not answered twice) and the last update offset.
 //!
-//! Records are keyed by `chat id:message id`, not by update id: Telegram restarts update ids at random
-//! after a week without updates, while a message id never repeats within a chat.
+//! Records are keyed by `bot id:chat id:message id`, not by update id: Telegram restarts update ids at
+//! random after a week without updates, while a message id never repeats within a chat. The bot id keeps
+//! records apart when the token is changed to another bot (a private chat's id is the user's id, the
+//! same for every bot); the offset is kept per bot for the same reason.
 
 use std::sync::Arc;
 
@@ -24,22 +26,27 @@ pub const ANSWERED_RETENTION_MS: i64 = 48 * 3600 * 1000;
 pub struct Ledger {
     store: Arc<dyn Store>,
     clock: SharedClock,
+    bot: u64,
 }
 
 impl Ledger {
-    /// A ledger over `store`, dating records with `clock`.
-    pub fn new(store: Arc<dyn Store>, clock: SharedClock) -> Self {
-        Self { store, clock }
+    /// A ledger for bot `bot` (its user id) over `store`, dating records with `clock`.
+    pub fn new(store: Arc<dyn Store>, clock: SharedClock, bot: u64) -> Self {
+        Self { store, clock, bot }
     }
 
-    fn key(chat: i64, message: i32) -> String {
-        format!("{chat}:{message}")
+    fn key(&self, chat: i64, message: i32) -> String {
+        format!("{}:{chat}:{message}", self.bot)
+    }
+
+    fn offset_key(&self) -> String {
+        format!("{OFFSET_KEY}:{}", self.bot)
     }
 
     /// Whether the message was already answered. A store error counts as "not answered": answering
     /// twice is better than never.
     pub fn answered(&self, chat: i64, message: i32) -> bool {
-        match self.store.kv_get(ANSWERED_NS, &Self::key(chat, message)) {
+        match self.store.kv_get(ANSWERED_NS, &self.key(chat, message)) {
             Ok(v) => v.is_some(),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the answered-message records");
@@ -54,7 +61,7 @@ impl Ledger {
         let value = store::encode(&self.clock.now_ms()).unwrap_or_default();
         if let Err(e) = self
             .store
-            .kv_put(ANSWERED_NS, &Self::key(chat, message), &value)
+            .kv_put(ANSWERED_NS, &self.key(chat, message), &value)
         {
             tracing::warn!(error = %e, "could not record an answered message");
         }
@@ -62,7 +69,7 @@ impl Ledger {
 
     /// The next update offset saved by an earlier run.
     pub fn offset(&self) -> Option<i32> {
-        match self.store.kv_get(STATE_NS, OFFSET_KEY) {
+        match self.store.kv_get(STATE_NS, &self.offset_key()) {
             Ok(Some(bytes)) => store::decode(&bytes).ok(),
             Ok(None) => None,
             Err(e) => {
@@ -74,8 +81,8 @@ impl Ledger {
 
     /// Saves the next update offset.
     pub fn save_offset(&self, offset: i32) {
-        let result =
-            store::encode(&offset).and_then(|v| self.store.kv_put(STATE_NS, OFFSET_KEY, &v));
+        let result = store::encode(&offset)
+            .and_then(|v| self.store.kv_put(STATE_NS, &self.offset_key(), &v));
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not save the update offset");
         }
@@ -84,7 +91,7 @@ impl Ledger {
     /// Deletes answered records older than [`ANSWERED_RETENTION_MS`]; returns how many.
     pub fn prune(&self) -> usize {
         let cutoff = self.clock.now_ms() - ANSWERED_RETENTION_MS;
-        let entries = match self.store.kv_scan(ANSWERED_NS, "") {
+        let entries = match self.store.kv_scan(ANSWERED_NS, &format!("{}:", self.bot)) {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(error = %e, "could not scan answered-message records");
@@ -118,7 +125,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn records_offsets_and_pruning() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let ledger = Ledger::new(store.clone(), Arc::new(TokioClock::starting_at(1_000_000)));
+        let ledger = Ledger::new(
+            store.clone(),
+            Arc::new(TokioClock::starting_at(1_000_000)),
+            42,
+        );
         assert!(!ledger.answered(-5, 3));
         ledger.record(-5, 3);
         assert!(ledger.answered(-5, 3));
@@ -126,9 +137,12 @@ mod tests {
         assert_eq!(ledger.offset(), None);
         ledger.save_offset(77);
         assert_eq!(
-            Ledger::new(store, Arc::new(TokioClock::starting_at(0))).offset(),
+            Ledger::new(store.clone(), Arc::new(TokioClock::starting_at(0)), 42).offset(),
             Some(77)
         );
+        let other_bot = Ledger::new(store, Arc::new(TokioClock::starting_at(0)), 43);
+        assert_eq!(other_bot.offset(), None);
+        assert!(!other_bot.answered(-5, 3));
         assert_eq!(ledger.prune(), 0);
         tokio::time::advance(std::time::Duration::from_millis(
             ANSWERED_RETENTION_MS as u64 + 1,

@@ -94,7 +94,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         return Ok(()); // Stopped before Telegram could be reached.
     };
     register_commands(&api).await;
-    let ledger = Ledger::new(ctx.store.clone(), Arc::new(SystemClock));
+    let ledger = Ledger::new(ctx.store.clone(), Arc::new(SystemClock), me.id.0);
     let poller = Poller {
         api,
         core: ctx.core.clone(),
@@ -104,7 +104,8 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         tracker: TaskTracker::new(),
     };
     let result = poller.poll(&ctx, &health).await;
-    poller.stop(&health).await;
+    // After a 409 or 401 another getUpdates would only fail again: acknowledge only on a clean stop.
+    poller.stop(&health, result.is_ok()).await;
     result
 }
 
@@ -282,7 +283,7 @@ impl Poller {
 
     /// Lets in-flight replies finish (the core ends each by its shutdown deadline), then acknowledges
     /// the offset with a final `getUpdates` and makes the records durable.
-    async fn stop(&self, health: &ComponentHandle) {
+    async fn stop(&self, health: &ComponentHandle, acknowledge: bool) {
         self.tracker.close();
         if !self.tracker.is_empty() {
             health.set_status("finishing replies");
@@ -297,7 +298,7 @@ impl Poller {
                 () = tokio::time::sleep(DRAIN_BEAT) => health.beat(),
             }
         }
-        if let Some(offset) = self.ledger.offset() {
+        if let Some(offset) = self.ledger.offset().filter(|_| acknowledge) {
             // timeout 0: return at once. Updates from `offset` on stay unacknowledged for the next run.
             match self.api.get_updates(Some(offset), 0, 1).await {
                 Ok(_) => tracing::info!(offset, "telegram: offset acknowledged"),

@@ -153,7 +153,7 @@ impl Reply {
     /// Renders `stream` until it ends and its final text is shown (or sending failed for good).
     pub async fn run(mut self, stream: ReplyStream) {
         let mut stream = AssertUnwindSafe(stream).catch_unwind();
-        let chat = self.chat.0;
+        let mut chat = self.chat.0;
         let mut typing_at = Instant::now();
         let mut attempts = 0u32;
         let far = || Instant::now() + Duration::from_secs(86_400);
@@ -182,6 +182,13 @@ impl Reply {
                         attempts = 0;
                         self.dirty = false;
                         self.pacer.spent(chat, self.settings.interval);
+                    }
+                    Err(ApiFailure::Migrated(to)) => {
+                        tracing::info!(from = chat, to, "the group became a supergroup; answering there");
+                        self.chat = ChatId(to);
+                        chat = to;
+                        self.reply_to = None; // the question's id belongs to the old chat
+                        self.sent.clear(); // so are any messages already sent: start afresh there
                     }
                     Err(ApiFailure::RetryAfter(wait)) => {
                         tracing::info!(chat, wait_ms = wait.as_millis() as u64, "telegram flood control; edits coalesce until then");

@@ -1,0 +1,463 @@
+//! A fake Telegram Bot API on 127.0.0.1 for tests and benchmarks: answers the methods the adapter uses
+//! (case-insensitively, as Telegram does: teloxide sends PascalCase), keeps messages so edits behave like
+//! Telegram's (an identical edit is "message is not modified"), long-polls `getUpdates` with offsets,
+//! records every call with its (tokio) time, injects one-shot faults, and records anything unexpected
+//! (wrong token path, unknown method) so a test can fail loudly. It never answers 5xx (teloxide sleeps
+//! 10 s after one).
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The token tests use: a canary that must never appear in logs or replies.
+pub const TOKEN: &str = "7777777:CANARY-telegram-token-aBcD";
+/// The fake bot's user id.
+pub const BOT_ID: i64 = 4242;
+/// The fake bot's username.
+pub const BOT_USERNAME: &str = "switchboard_bot";
+
+/// One call the fake received.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// The method, lowercased (`sendmessage`).
+    pub method: String,
+    /// The JSON body.
+    pub body: Value,
+    /// When it arrived (tokio time, so paused-time tests can measure gaps).
+    pub at: Instant,
+    /// Whether an injected fault answered it.
+    pub faulted: bool,
+}
+
+impl Call {
+    /// The `chat_id` of the call, if any.
+    pub fn chat(&self) -> Option<i64> {
+        self.body.get("chat_id").and_then(Value::as_i64)
+    }
+    /// The `text` of the call, if any.
+    pub fn text(&self) -> Option<&str> {
+        self.body.get("text").and_then(Value::as_str)
+    }
+    /// Whether the call asked for HTML parsing.
+    pub fn is_html(&self) -> bool {
+        self.body.get("parse_mode").and_then(Value::as_str) == Some("HTML")
+    }
+}
+
+/// A one-shot fault for the next call of a method.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// 429 with `retry_after`.
+    RetryAfter(u32),
+    /// 400 "can't parse entities".
+    CantParseEntities,
+    /// 400 "message is not modified".
+    NotModified,
+    /// 409 another getUpdates.
+    Conflict,
+    /// 401 Unauthorized.
+    Unauthorized,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<Call>,
+    record: bool,
+    updates: VecDeque<Value>,
+    next_update_id: i64,
+    acked_offset: i64,
+    faults: HashMap<String, VecDeque<Fault>>,
+    unexpected: Vec<String>,
+    /// (chat, message id) → current text.
+    messages: HashMap<(i64, i64), String>,
+    next_message_id: HashMap<i64, i64>,
+    /// Final-text hook for benchmarks: (chat, when) of every sendMessage/editMessageText.
+    delivered: Vec<(i64, Instant)>,
+    /// Every update queued with `push_message`, for redelivery.
+    pushed: Vec<Value>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    new_updates: Notify,
+    token_path: String,
+}
+
+/// The running fake.
+#[derive(Clone)]
+pub struct FakeTelegram {
+    /// Its base URL (`http://127.0.0.1:PORT`), for `telegram.api_url`.
+    pub url: String,
+    shared: Arc<Shared>,
+}
+
+impl FakeTelegram {
+    /// Starts a fake that records every call.
+    pub async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// Starts a fake; `record = false` keeps only delivery times (benchmarks).
+    pub async fn start_with(record: bool) -> Self {
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                record,
+                next_update_id: 1000,
+                ..Inner::default()
+            }),
+            new_updates: Notify::new(),
+            token_path: format!("bot{TOKEN}"),
+        });
+        let app = Router::new()
+            .route("/{bot}/{method}", post(handle))
+            .fallback(unexpected_route)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url, shared }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared.inner.lock().unwrap()
+    }
+
+    /// Queues a text message from a user; returns its message id.
+    pub fn push_text(&self, chat: i64, user: i64, name: &str, text: &str) -> i64 {
+        self.push_message(chat, user, name, text, None)
+    }
+
+    /// Queues a text message that replies to message `reply_to` (sent by the bot if `to_bot`).
+    pub fn push_message(
+        &self,
+        chat: i64,
+        user: i64,
+        name: &str,
+        text: &str,
+        reply_to: Option<(i64, bool)>,
+    ) -> i64 {
+        let mut inner = self.lock();
+        let id = next_id(&mut inner, chat);
+        let mut message = message_json(chat, id, text, user, name, false);
+        if let Some((reply_id, to_bot)) = reply_to {
+            let (from, from_name) = if to_bot {
+                (BOT_ID, "Switchboard")
+            } else {
+                (user + 1, "Someone")
+            };
+            message["reply_to_message"] =
+                message_json(chat, reply_id, "earlier", from, from_name, to_bot);
+        }
+        let update_id = inner.next_update_id;
+        inner.next_update_id += 1;
+        let update = json!({"update_id": update_id, "message": message});
+        if inner.record {
+            inner.pushed.push(update.clone());
+        }
+        inner.updates.push_back(update);
+        drop(inner);
+        self.shared.new_updates.notify_waiters();
+        id
+    }
+
+    /// Queues an update exactly as given (to redeliver one).
+    pub fn push_raw(&self, update: Value) {
+        self.lock().updates.push_back(update);
+        self.shared.new_updates.notify_waiters();
+    }
+
+    /// The last update queued with `push_message` (to redeliver it).
+    pub fn last_pushed(&self) -> Value {
+        self.lock()
+            .pushed
+            .last()
+            .cloned()
+            .expect("nothing pushed yet")
+    }
+
+    /// Injects a one-shot fault for the next call of `method` (any case).
+    pub fn fail_next(&self, method: &str, fault: Fault) {
+        self.lock()
+            .faults
+            .entry(method.to_ascii_lowercase())
+            .or_default()
+            .push_back(fault);
+    }
+
+    /// All calls so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Calls of `method` (lowercase) so far.
+    pub fn calls_of(&self, method: &str) -> Vec<Call> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    /// Calls that write into `chat` (send, edit, typing).
+    pub fn chat_calls(&self, chat: i64) -> Vec<Call> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.method != "getupdates" && c.chat() == Some(chat))
+            .cloned()
+            .collect()
+    }
+
+    /// The current texts of the bot's messages in `chat`, in order.
+    pub fn bot_texts(&self, chat: i64) -> Vec<String> {
+        let inner = self.lock();
+        let mut v: Vec<_> = inner
+            .messages
+            .iter()
+            .filter(|((c, _), _)| *c == chat)
+            .map(|((_, id), t)| (*id, t.clone()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Anything the fake did not expect (wrong token, unknown method or route).
+    pub fn unexpected(&self) -> Vec<String> {
+        self.lock().unexpected.clone()
+    }
+
+    /// The highest offset acknowledged by a getUpdates call.
+    pub fn acked_offset(&self) -> i64 {
+        self.lock().acked_offset
+    }
+
+    /// Takes the delivery log (benchmarks).
+    pub fn take_delivered(&self) -> Vec<(i64, Instant)> {
+        std::mem::take(&mut self.lock().delivered)
+    }
+
+    /// Waits (in tokio time) until `cond` holds, panicking after `limit`.
+    pub async fn wait_until(&self, limit: Duration, what: &str, cond: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for: {what}; calls: {:#?}",
+                self.summary()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A short readable list of the calls (for assertion messages).
+    pub fn summary(&self) -> Vec<String> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.method != "getupdates")
+            .map(|c| format!("{:?} {} {}", c.at, c.method, c.body))
+            .collect()
+    }
+}
+
+fn next_id(inner: &mut Inner, chat: i64) -> i64 {
+    let n = inner.next_message_id.entry(chat).or_insert(1);
+    let id = *n;
+    *n += 1;
+    id
+}
+
+fn chat_json(chat: i64) -> Value {
+    if chat > 0 {
+        json!({"id": chat, "type": "private", "first_name": "Alice"})
+    } else {
+        json!({"id": chat, "type": "supergroup", "title": "Test group"})
+    }
+}
+
+fn message_json(chat: i64, id: i64, text: &str, from: i64, name: &str, is_bot: bool) -> Value {
+    let mut from_json = json!({"id": from, "is_bot": is_bot, "first_name": name});
+    if is_bot {
+        from_json["username"] = json!(BOT_USERNAME);
+    }
+    json!({
+        "message_id": id,
+        "date": 1_700_000_000,
+        "chat": chat_json(chat),
+        "from": from_json,
+        "text": text,
+    })
+}
+
+fn ok(result: Value) -> Response {
+    Json(json!({"ok": true, "result": result})).into_response()
+}
+
+fn error(status: u16, description: &str, parameters: Option<Value>) -> Response {
+    let mut body = json!({"ok": false, "error_code": status, "description": description});
+    if let Some(p) = parameters {
+        body["parameters"] = p;
+    }
+    (StatusCode::from_u16(status).unwrap(), Json(body)).into_response()
+}
+
+fn fault_response(fault: Fault) -> Response {
+    match fault {
+        Fault::RetryAfter(n) => error(
+            429,
+            &format!("Too Many Requests: retry after {n}"),
+            Some(json!({"retry_after": n})),
+        ),
+        Fault::CantParseEntities => error(
+            400,
+            "Bad Request: can't parse entities: Can't find end tag corresponding to start tag \"b\"",
+            None,
+        ),
+        Fault::NotModified => error(
+            400,
+            "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+            None,
+        ),
+        Fault::Conflict => error(
+            409,
+            "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+            None,
+        ),
+        Fault::Unauthorized => error(401, "Unauthorized", None),
+    }
+}
+
+async fn unexpected_route(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
+    shared.inner.lock().unwrap().unexpected.push(format!(
+        "unexpected route {}",
+        uri.path().replace(TOKEN, "<TOKEN>")
+    ));
+    error(404, "Not Found", None)
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Path((bot, method)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    let method = method.to_ascii_lowercase();
+    let body = body.map_or(Value::Null, |Json(v)| v);
+    if bot != shared.token_path {
+        shared
+            .inner
+            .lock()
+            .unwrap()
+            .unexpected
+            .push(format!("wrong token path for {method}"));
+        return error(401, "Unauthorized", None);
+    }
+    let fault = {
+        let mut inner = shared.inner.lock().unwrap();
+        let fault = inner.faults.get_mut(&method).and_then(VecDeque::pop_front);
+        if inner.record {
+            inner.calls.push(Call {
+                method: method.clone(),
+                body: body.clone(),
+                at: Instant::now(),
+                faulted: fault.is_some(),
+            });
+        }
+        fault
+    };
+    if let Some(fault) = fault {
+        return fault_response(fault);
+    }
+    match method.as_str() {
+        "getwebhookinfo" => {
+            ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
+        }
+        "deletewebhook" | "setmycommands" | "sendchataction" => ok(json!(true)),
+        "getme" => ok(json!({
+            "id": BOT_ID, "is_bot": true, "first_name": "Switchboard", "username": BOT_USERNAME,
+            "can_join_groups": true, "can_read_all_group_messages": false,
+            "supports_inline_queries": false, "has_main_web_app": false,
+        })),
+        "getupdates" => get_updates(&shared, &body).await,
+        "sendmessage" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let text = body["text"].as_str().unwrap_or("").to_owned();
+            let mut inner = shared.inner.lock().unwrap();
+            let id = next_id(&mut inner, chat);
+            if inner.record {
+                inner.messages.insert((chat, id), text.clone());
+            }
+            inner.delivered.push((chat, Instant::now()));
+            ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))
+        }
+        "editmessagetext" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let id = body["message_id"].as_i64().unwrap_or(0);
+            let text = body["text"].as_str().unwrap_or("").to_owned();
+            let mut inner = shared.inner.lock().unwrap();
+            if inner.record {
+                match inner.messages.get(&(chat, id)) {
+                    None => return error(400, "Bad Request: message to edit not found", None),
+                    Some(old) if *old == text => return fault_response(Fault::NotModified),
+                    Some(_) => {}
+                }
+                inner.messages.insert((chat, id), text.clone());
+            }
+            inner.delivered.push((chat, Instant::now()));
+            ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))
+        }
+        other => {
+            shared
+                .inner
+                .lock()
+                .unwrap()
+                .unexpected
+                .push(format!("unexpected method {other}"));
+            error(404, "Not Found: method not found", None)
+        }
+    }
+}
+
+async fn get_updates(shared: &Shared, body: &Value) -> Response {
+    let offset = body.get("offset").and_then(Value::as_i64);
+    let timeout = body
+        .get("timeout")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .min(15);
+    let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let notified = shared.new_updates.notified();
+        {
+            let mut inner = shared.inner.lock().unwrap();
+            if let Some(offset) = offset {
+                inner.acked_offset = inner.acked_offset.max(offset);
+                inner
+                    .updates
+                    .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            }
+            if !inner.updates.is_empty() || Instant::now() >= deadline {
+                let batch: Vec<Value> = inner.updates.iter().take(limit).cloned().collect();
+                return ok(Value::Array(batch));
+            }
+        }
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}

@@ -1,0 +1,701 @@
+//! End-to-end tests of the Telegram adapter: the real adapter and core over a fake Bot API on 127.0.0.1
+//! and an in-memory router, with paused tokio time wherever timing matters.
+
+mod support {
+    pub mod telegram_fake;
+}
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use secrecy::SecretString;
+use switchboard::clock::{SystemClock, TokioClock};
+use switchboard::config::Config;
+use switchboard::core::Core;
+use switchboard::domain::{
+    AnswerSource, Completion, FailureKind, ReplyEvent, ReplyStream, TierName, Usage,
+    UserFacingError,
+};
+use switchboard::exit::Fatal;
+use switchboard::health::Health;
+use switchboard::platforms::telegram::TelegramAdapter;
+use switchboard::platforms::{AdapterContext, PlatformAdapter};
+use switchboard::router::scripted::{Script, ScriptedRouter};
+use switchboard::router::{CompletionRequest, LlmRouter, ModelInfo, RouterStatus};
+use switchboard::store::memory::MemoryStore;
+use switchboard::store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use support::telegram_fake::{FakeTelegram, Fault, BOT_USERNAME, TOKEN};
+
+const WAIT: Duration = Duration::from_secs(120);
+const PRIVATE: i64 = 7;
+const GROUP: i64 = -100_555;
+
+/// A router that plays a fixed list of events, each after its delay (tokio time), and records prompts.
+struct TimedRouter {
+    events: Vec<(Duration, ReplyEvent)>,
+    seen: Mutex<Vec<CompletionRequest>>,
+}
+
+impl TimedRouter {
+    fn new(events: Vec<(Duration, ReplyEvent)>) -> Arc<Self> {
+        Arc::new(Self {
+            events,
+            seen: Mutex::default(),
+        })
+    }
+
+    /// `Started`, the deltas `gap` apart, `Finished`.
+    fn drip(deltas: &[&str], gap: Duration) -> Arc<Self> {
+        let mut events = vec![(Duration::ZERO, ReplyEvent::Started(source()))];
+        events.extend(
+            deltas
+                .iter()
+                .map(|d| (gap, ReplyEvent::Delta((*d).to_owned()))),
+        );
+        events.push((Duration::ZERO, finished()));
+        Self::new(events)
+    }
+}
+
+fn source() -> AnswerSource {
+    AnswerSource {
+        tier: TierName::free(),
+        provider: "timed".into(),
+        model: "drip-1".into(),
+        key_fingerprint: None,
+    }
+}
+
+fn finished() -> ReplyEvent {
+    ReplyEvent::Finished(Completion {
+        source: Some(source()),
+        usage: Usage::default(),
+    })
+}
+
+impl LlmRouter for TimedRouter {
+    fn complete(&self, request: CompletionRequest) -> ReplyStream {
+        self.seen.lock().unwrap().push(request);
+        stream::iter(self.events.clone())
+            .then(|(delay, event)| async move {
+                tokio::time::sleep(delay).await;
+                event
+            })
+            .boxed()
+    }
+    fn models(&self) -> Vec<ModelInfo> {
+        Vec::new()
+    }
+    fn status(&self) -> RouterStatus {
+        RouterStatus::default()
+    }
+}
+
+/// One adapter + core over a fake.
+struct Harness {
+    intake: CancellationToken,
+    task: JoinHandle<Result<(), Fatal>>,
+}
+
+fn config(fake: &FakeTelegram, tweak: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
+    config.telegram.api_url = fake.url.clone();
+    config.access.user_messages_per_minute = 0;
+    tweak(&mut config);
+    config
+}
+
+/// The process-wide log capture (installed once, at TRACE, for every test in this binary: the canary
+/// check then covers every scenario that ran before it, and a global subscriber avoids tracing's
+/// per-thread interest caching dropping events).
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .init();
+        capture
+    })
+}
+
+fn start(
+    fake: &FakeTelegram,
+    store: Arc<dyn Store>,
+    router: Arc<dyn LlmRouter>,
+    tweak: impl FnOnce(&mut Config),
+) -> Harness {
+    capture();
+    let config = Arc::new(config(fake, tweak));
+    let core = Core::new(
+        config.clone(),
+        store.clone(),
+        router,
+        Arc::new(TokioClock::starting_at(1_700_000_000_000)),
+    );
+    let (_tx, rx) = watch::channel(config);
+    let intake = CancellationToken::new();
+    let ctx = AdapterContext {
+        core,
+        store,
+        health: Health::new(),
+        config: rx,
+        intake: intake.clone(),
+    };
+    let adapter = Box::new(TelegramAdapter::new(SecretString::from(TOKEN)));
+    let task = tokio::spawn(adapter.run(ctx));
+    Harness { intake, task }
+}
+
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+impl Harness {
+    async fn stop(self) -> Result<(), Fatal> {
+        self.intake.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+fn sends(fake: &FakeTelegram, chat: i64) -> usize {
+    fake.chat_calls(chat)
+        .iter()
+        .filter(|c| c.method == "sendmessage" && !c.faulted)
+        .count()
+}
+
+fn assert_clean(fake: &FakeTelegram) {
+    assert!(
+        fake.unexpected().is_empty(),
+        "unexpected calls: {:?}",
+        fake.unexpected()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn private_message_streams_typing_then_paced_edits_then_the_final_text() {
+    let fake = FakeTelegram::start().await;
+    let deltas = [
+        "Hello",
+        " there,",
+        " this is",
+        " a streamed",
+        " answer",
+        " in pieces.",
+    ];
+    let router = TimedRouter::drip(&deltas, Duration::from_millis(700));
+    let h = start(&fake, memory(), router.clone(), |_| {});
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "stream please");
+    let full = deltas.concat();
+    fake.wait_until(WAIT, "final text", |f| {
+        f.bot_texts(PRIVATE) == [full.clone()]
+    })
+    .await;
+    h.stop().await.unwrap();
+
+    let calls = fake.chat_calls(PRIVATE);
+    assert_eq!(calls[0].method, "sendchataction", "{:#?}", fake.summary());
+    assert_eq!(calls[0].body["action"], "typing");
+    let writes: Vec<_> = calls
+        .iter()
+        .filter(|c| c.method != "sendchataction")
+        .collect();
+    assert_eq!(writes[0].method, "sendmessage");
+    assert!(
+        writes.len() >= 3,
+        "expected a first message and edits: {:#?}",
+        fake.summary()
+    );
+    assert!(writes[1..].iter().all(|c| c.method == "editmessagetext"));
+    assert_eq!(writes.last().unwrap().text(), Some(full.as_str()));
+    for pair in writes.windows(2) {
+        assert!(
+            pair[1].at - pair[0].at >= Duration::from_millis(1000),
+            "edits closer than the private-chat interval: {:#?}",
+            fake.summary()
+        );
+    }
+    // The prompt reached the model without changes; private chats carry no author prefix.
+    assert_eq!(
+        router.seen.lock().unwrap()[0].prompt.content,
+        "stream please"
+    );
+    assert!(fake.calls_of("setmycommands")[0].body["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["command"] == "reset"));
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_policy_ignores_unaddressed_and_answers_mention_reply_and_ask() {
+    let fake = FakeTelegram::start().await;
+    let router = ScriptedRouter::new();
+    let h = start(&fake, memory(), router.clone(), |_| {});
+    fake.push_text(GROUP, 11, "Bob", "just chatting among ourselves");
+    fake.push_text(GROUP, 11, "Bob", "/ask@other_bot not for us");
+    let mention = fake.push_text(GROUP, 11, "Bob", &format!("@{BOT_USERNAME} what is Rust?"));
+    fake.wait_until(WAIT, "mention answered", |f| sends(f, GROUP) == 1)
+        .await;
+    let first_reply = fake.calls_of("sendmessage")[0].clone();
+    assert_eq!(first_reply.body["reply_parameters"]["message_id"], mention);
+    let bot_msg = 4; // ids in the chat: 1, 2, 3 users; 4 the bot's answer
+    fake.push_message(GROUP, 12, "Carol", "and in Go?", Some((bot_msg, true)));
+    fake.wait_until(WAIT, "reply answered", |f| sends(f, GROUP) == 2)
+        .await;
+    fake.push_message(GROUP, 12, "Carol", "a reply to a person", Some((1, false)));
+    fake.push_text(GROUP, 13, "Dave", &format!("/ask@{BOT_USERNAME} why?"));
+    fake.wait_until(WAIT, "/ask answered", |f| sends(f, GROUP) == 3)
+        .await;
+    h.stop().await.unwrap();
+
+    let prompts: Vec<String> = router
+        .requests()
+        .iter()
+        .map(|r| r.prompt.content.clone())
+        .collect();
+    assert_eq!(prompts.len(), 3, "{prompts:?}");
+    assert!(
+        prompts[0].contains("Bob") && prompts[0].ends_with("what is Rust?"),
+        "{prompts:?}"
+    );
+    assert!(!prompts[0].contains(BOT_USERNAME));
+    assert!(prompts[1].contains("Carol") && prompts[1].ends_with("and in Go?"));
+    assert!(
+        prompts[2].contains("Dave") && prompts[2].ends_with("why?"),
+        "{prompts:?}"
+    );
+    assert_eq!(sends(&fake, GROUP), 3);
+    assert_clean(&fake);
+}
+
+/// A reply of about `len` bytes: prose and long code blocks.
+fn long_reply(len: usize) -> String {
+    let mut md = String::new();
+    let mut n = 0;
+    while md.len() < len {
+        n += 1;
+        md.push_str(
+            "Here is how it works, step by step. The **next** part is the code.\n\n```rust\n",
+        );
+        for i in 0..30 {
+            md.push_str(&format!("let value_{n}_{i} = compute({i});\n"));
+        }
+        md.push_str("```\n\n");
+    }
+    md.truncate(len);
+    md
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ten_thousand_char_reply_arrives_as_three_messages_with_fences_intact() {
+    let fake = FakeTelegram::start().await;
+    let reply = long_reply(10_000);
+    let pieces: Vec<String> = reply
+        .as_bytes()
+        .chunks(500)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let router = TimedRouter::drip(&refs, Duration::from_millis(400));
+    let h = start(&fake, memory(), router, |_| {});
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "write a lot");
+    fake.wait_until(WAIT, "three messages", |f| f.bot_texts(PRIVATE).len() == 3)
+        .await;
+    // 20 deltas 400 ms apart: 8 s of streaming; leave time for the last paced edits.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    h.stop().await.unwrap();
+    let texts = fake.bot_texts(PRIVATE);
+    assert_eq!(texts.len(), 3, "{texts:#?}");
+    // Rolled over while streaming: each new message started while the answer was still arriving,
+    // and earlier messages were edited before the next one began.
+    let sent = fake.calls_of("sendmessage");
+    assert_eq!(sent.len(), 3);
+    assert!(sent[0].at < sent[1].at && sent[1].at < sent[2].at);
+    let edits = fake.calls_of("editmessagetext");
+    assert!(
+        edits.iter().any(|e| e.at < sent[1].at),
+        "{:#?}",
+        fake.summary()
+    );
+    for t in &texts {
+        assert!(t.encode_utf16().count() <= 4096);
+        assert_eq!(
+            t.matches("<pre>").count(),
+            t.matches("</pre>").count(),
+            "{t}"
+        );
+        assert_eq!(
+            t.matches("<code").count(),
+            t.matches("</code>").count(),
+            "{t}"
+        );
+    }
+    // Every line of code made it, in order, exactly once.
+    let shown: String = texts.join("\n");
+    let expected: Vec<&str> = reply
+        .lines()
+        .filter(|l| l.starts_with("let value_"))
+        .collect();
+    let got: Vec<&str> = shown
+        .lines()
+        .map(|l| l.trim_start_matches("<pre><code class=\"language-rust\">"))
+        .map(|l| l.trim_end_matches("</code></pre>"))
+        .filter(|l| l.starts_with("let value_"))
+        .collect();
+    assert_eq!(got, expected);
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_on_an_edit_is_obeyed_exactly_and_the_final_text_arrives() {
+    let fake = FakeTelegram::start().await;
+    let deltas = ["one", " two", " three", " four", " five", " six", " seven"];
+    let router = TimedRouter::drip(&deltas, Duration::from_millis(600));
+    let h = start(&fake, memory(), router, |_| {});
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "count");
+    fake.wait_until(WAIT, "first message", |f| sends(f, PRIVATE) == 1)
+        .await;
+    fake.fail_next("editMessageText", Fault::RetryAfter(5));
+    let full = deltas.concat();
+    fake.wait_until(WAIT, "final text", |f| {
+        f.bot_texts(PRIVATE) == [full.clone()]
+    })
+    .await;
+    h.stop().await.unwrap();
+
+    let calls = fake.chat_calls(PRIVATE);
+    let limited = calls
+        .iter()
+        .find(|c| c.faulted)
+        .expect("the 429 was served");
+    let after: Vec<_> = calls.iter().filter(|c| c.at > limited.at).collect();
+    assert!(!after.is_empty());
+    for c in &after {
+        assert!(
+            c.at - limited.at >= Duration::from_secs(5),
+            "a request reached the chat {:?} after the 429: {:#?}",
+            c.at - limited.at,
+            fake.summary()
+        );
+    }
+    // Coalesced: one edit after the wait carries everything that arrived meanwhile.
+    assert!(after.len() <= 2, "{:#?}", fake.summary());
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cant_parse_entities_resends_plain_text_and_not_modified_counts_as_success() {
+    let fake = FakeTelegram::start().await;
+    let router = ScriptedRouter::new();
+    router.on("bold", Script::Deltas(vec!["**bold** answer".into()]));
+    let h = start(&fake, memory(), router.clone(), |_| {});
+    fake.fail_next("sendMessage", Fault::CantParseEntities);
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "bold please");
+    fake.wait_until(WAIT, "plain resend", |f| sends(f, PRIVATE) == 1)
+        .await;
+    let sendmessages = fake.calls_of("sendmessage");
+    assert_eq!(sendmessages.len(), 2);
+    assert!(sendmessages[0].faulted && sendmessages[0].is_html());
+    assert_eq!(sendmessages[0].text(), Some("<b>bold</b> answer"));
+    assert!(!sendmessages[1].is_html());
+    assert_eq!(sendmessages[1].text(), Some("**bold** answer"));
+    assert_eq!(fake.bot_texts(PRIVATE), ["**bold** answer"]);
+    h.stop().await.unwrap();
+
+    // MessageNotModified on a streaming edit: treated as done, not retried, the reply completes.
+    let fake = FakeTelegram::start().await;
+    let deltas = ["alpha", " beta", " gamma", " delta"];
+    let router = TimedRouter::drip(&deltas, Duration::from_millis(1500));
+    let h = start(&fake, memory(), router, |_| {});
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "greek");
+    fake.wait_until(WAIT, "first message", |f| sends(f, PRIVATE) == 1)
+        .await;
+    fake.fail_next("editMessageText", Fault::NotModified);
+    let full = deltas.concat();
+    fake.wait_until(WAIT, "final text", |f| {
+        f.bot_texts(PRIVATE) == [full.clone()]
+    })
+    .await;
+    h.stop().await.unwrap();
+    let edits = fake.calls_of("editmessagetext");
+    let faulted = edits
+        .iter()
+        .find(|c| c.faulted)
+        .expect("not-modified was served");
+    assert_eq!(
+        edits.iter().filter(|c| c.text() == faulted.text()).count(),
+        1,
+        "the not-modified edit was retried: {:#?}",
+        fake.summary()
+    );
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivered_update_after_a_restart_is_answered_once_and_history_continues() {
+    let fake = FakeTelegram::start().await;
+    let store = memory();
+    let router = ScriptedRouter::new();
+    let first = start(&fake, store.clone(), router.clone(), |_| {});
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "my name is Alice");
+    fake.wait_until(WAIT, "first answer", |f| sends(f, PRIVATE) == 1)
+        .await;
+    let update = fake.last_pushed();
+    // Crash: no graceful stop, no acknowledgement from this process.
+    first.task.abort();
+    let _ = first.task.await;
+
+    let second = start(&fake, store.clone(), router.clone(), |_| {});
+    fake.push_raw(update.clone());
+    let redelivered = update["update_id"].as_i64().unwrap();
+    fake.wait_until(WAIT, "redelivery consumed", |f| {
+        f.acked_offset() > redelivered
+    })
+    .await;
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "what is my name?");
+    fake.wait_until(WAIT, "second answer", |f| sends(f, PRIVATE) == 2)
+        .await;
+    second.stop().await.unwrap();
+
+    assert_eq!(sends(&fake, PRIVATE), 2, "{:#?}", fake.summary());
+    let requests = router.requests();
+    assert_eq!(
+        requests.len(),
+        2,
+        "the redelivered message reached the model again"
+    );
+    let history: Vec<&str> = requests[1]
+        .history
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect();
+    assert!(history.contains(&"my name is Alice"), "{history:?}");
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_stop_finishes_the_reply_and_acknowledges_the_offset() {
+    let fake = FakeTelegram::start().await;
+    let router = TimedRouter::drip(&["slow", " answer"], Duration::from_secs(5));
+    let h = start(&fake, memory(), router, |_| {});
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "take your time");
+    let update_id = fake.last_pushed()["update_id"].as_i64().unwrap();
+    fake.wait_until(WAIT, "typing", |f| !f.chat_calls(PRIVATE).is_empty())
+        .await;
+    h.stop().await.unwrap();
+    assert_eq!(fake.bot_texts(PRIVATE), ["slow answer"]);
+    // "typing" was repeated every 4 s until the first text (at 5 s).
+    let typing: Vec<_> = fake.calls_of("sendchataction");
+    assert_eq!(typing.len(), 2, "{:#?}", fake.summary());
+    assert_eq!(typing[1].at - typing[0].at, Duration::from_secs(4));
+    let last = fake.calls_of("getupdates").last().unwrap().clone();
+    assert_eq!(last.body["offset"].as_i64(), Some(update_id + 1));
+    assert_eq!(last.body["timeout"].as_i64(), Some(0));
+    assert!(fake.acked_offset() > update_id);
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn notices_and_failures_are_shown_and_streaming_can_be_off() {
+    let fake = FakeTelegram::start().await;
+    let router = TimedRouter::new(vec![
+        (
+            Duration::ZERO,
+            ReplyEvent::Notice("Free models are busy; answering with the paid tier.".into()),
+        ),
+        (Duration::ZERO, ReplyEvent::Started(source())),
+        (
+            Duration::from_millis(500),
+            ReplyEvent::Delta("Partial <answer>".into()),
+        ),
+        (
+            Duration::from_millis(500),
+            ReplyEvent::Failed(UserFacingError::new(
+                FailureKind::Interrupted,
+                "The model stopped responding; the answer above is incomplete.",
+            )),
+        ),
+    ]);
+    let h = start(&fake, memory(), router, |c| {
+        c.telegram
+            .chats
+            .entry(PRIVATE.to_string())
+            .or_default()
+            .streaming = Some(false);
+    });
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "hi");
+    fake.wait_until(WAIT, "answer", |f| sends(f, PRIVATE) == 1)
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    h.stop().await.unwrap();
+    assert_eq!(
+        fake.bot_texts(PRIVATE),
+        ["<i>Free models are busy; answering with the paid tier.</i>\n\nPartial &lt;answer&gt;\n\n⚠️ The model stopped responding; the answer above is incomplete."]
+    );
+    assert!(
+        fake.calls_of("editmessagetext").is_empty(),
+        "streaming was off"
+    );
+    assert_eq!(fake.chat_calls(PRIVATE)[0].method, "sendchataction");
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn conflict_exits_73_and_a_rejected_token_exits_78() {
+    let fake = FakeTelegram::start().await;
+    fake.fail_next("getUpdates", Fault::Conflict);
+    let h = start(&fake, memory(), ScriptedRouter::new(), |_| {});
+    let err = tokio::time::timeout(WAIT, h.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Fatal::Conflict(_)), "{err}");
+    assert_eq!(err.exit_code(), 73);
+    assert!(err.to_string().contains("another process is polling"));
+
+    let fake = FakeTelegram::start().await;
+    fake.fail_next("getMe", Fault::Unauthorized);
+    let h = start(&fake, memory(), ScriptedRouter::new(), |_| {});
+    let err = tokio::time::timeout(WAIT, h.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Fatal::Config(_)), "{err}");
+    assert_eq!(err.exit_code(), 78);
+    assert!(err.to_string().contains("TELEGRAM_BOT_TOKEN"));
+    assert!(!err.to_string().contains("CANARY"));
+}
+
+/// A `MakeWriter` that appends every log line to a shared buffer.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_token_never_appears_in_logs_errors_or_replies() {
+    let capture = capture();
+    // Faults of every kind the adapter logs about.
+    let fake = FakeTelegram::start().await;
+    let router = ScriptedRouter::new();
+    router.on("down", Script::Unavailable);
+    router.on("cut", Script::CutAfter(vec!["half an".into()]));
+    let h = start(&fake, memory(), router.clone(), |_| {});
+    fake.fail_next("setMyCommands", Fault::Unauthorized);
+    fake.fail_next("sendMessage", Fault::CantParseEntities);
+    fake.fail_next("sendChatAction", Fault::RetryAfter(1));
+    fake.fail_next("getUpdates", Fault::RetryAfter(1));
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "hello");
+    fake.push_text(PRIVATE + 1, PRIVATE + 1, "Bob", "is the model down?");
+    fake.push_text(PRIVATE + 2, PRIVATE + 2, "Eve", "cut it");
+    fake.wait_until(WAIT, "three answers", |f| {
+        sends(f, PRIVATE) == 1 && sends(f, PRIVATE + 1) == 1 && sends(f, PRIVATE + 2) == 1
+    })
+    .await;
+    fake.fail_next("getUpdates", Fault::Conflict);
+    let err = tokio::time::timeout(WAIT, h.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    let fake2 = FakeTelegram::start().await;
+    fake2.fail_next("getMe", Fault::Unauthorized);
+    let h2 = start(&fake2, memory(), router, |_| {});
+    let err2 = tokio::time::timeout(WAIT, h2.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    // A Bot API that is not there at all: network errors.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut config = Config::default();
+    config.telegram.api_url = dead;
+    let config = Arc::new(config);
+    let (_tx, rx) = watch::channel(config.clone());
+    let intake = CancellationToken::new();
+    let ctx = AdapterContext {
+        core: Core::new(
+            config,
+            memory(),
+            ScriptedRouter::new(),
+            Arc::new(SystemClock),
+        ),
+        store: memory(),
+        health: Health::new(),
+        config: rx,
+        intake: intake.clone(),
+    };
+    let task = tokio::spawn(Box::new(TelegramAdapter::new(SecretString::from(TOKEN))).run(ctx));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    intake.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("telegram: connected"),
+        "capture works: {logs}"
+    );
+    assert!(
+        logs.contains("cannot reach the Bot API"),
+        "network errors were logged: {logs}"
+    );
+    let secret = TOKEN.split_once(':').unwrap().1;
+    for (what, text) in [
+        ("logs", logs.as_str()),
+        ("conflict error", &err.to_string()),
+        ("config error", &err2.to_string()),
+    ] {
+        assert!(!text.contains(secret), "the token leaked into {what}");
+    }
+    for chat in [PRIVATE, PRIVATE + 1, PRIVATE + 2] {
+        for text in fake.bot_texts(chat) {
+            assert!(!text.contains(secret));
+        }
+    }
+    assert!(
+        fake.bot_texts(PRIVATE + 1)[0].starts_with("⚠️"),
+        "{:?}",
+        fake.bot_texts(PRIVATE + 1)
+    );
+    assert!(fake.bot_texts(PRIVATE + 2)[0].contains("half an"));
+    let _ = Instant::now();
+}
