@@ -31,8 +31,9 @@ use fake_discord::*;
 const LATENCY_SAMPLES: usize = 2000;
 /// Warm-up round trips (connection pools, allocator, first-use paths).
 const WARMUP: usize = 200;
-/// Messages dispatched at once, each in its own DM channel, for the throughput figure.
-const BURST: usize = 5000;
+/// Messages dispatched at once, each in its own DM channel, for the throughput figure
+/// (`SB_BENCH_BURST` overrides it, e.g. 1000 to compare with the Telegram benchmark's 1,000 chats).
+const DEFAULT_BURST: usize = 5000;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -82,6 +83,10 @@ fn vm_hwm_kib() -> u64 {
 }
 
 async fn run() {
+    let burst: usize = std::env::var("SB_BENCH_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_BURST);
     let fake = fake_discord().await;
     let mut config = Config::default();
     config.discord.proxy_url = Some(fake.url());
@@ -142,7 +147,7 @@ async fn run() {
 
     // Throughput: a burst of messages in distinct conversations.
     let started = Instant::now();
-    for i in 0..BURST {
+    for i in 0..burst {
         next_id += 1;
         channel += 1;
         fake.dispatch(
@@ -150,7 +155,7 @@ async fn run() {
             dm(next_id, channel, &format!("burst {i}")),
         );
     }
-    created += BURST;
+    created += burst;
     wait_created(&fake, created).await;
     let burst_elapsed = started.elapsed();
 
@@ -166,7 +171,7 @@ async fn run() {
         .iter()
         .filter(|c| c.path.ends_with("/typing"))
         .count();
-    assert!(typing >= WARMUP + LATENCY_SAMPLES + BURST);
+    assert!(typing >= WARMUP + LATENCY_SAMPLES + burst);
 
     println!("discord adapter benchmark (in-process, fake Discord on 127.0.0.1, zero-latency router, edit pacing 0)");
     println!(
@@ -177,9 +182,9 @@ async fn run() {
         samples[samples.len() - 1],
     );
     println!(
-        "throughput: {BURST} messages in {BURST} conversations answered in {:?} = {:.0} replies/s",
+        "throughput: {burst} messages in {burst} conversations answered in {:?} = {:.0} replies/s",
         burst_elapsed,
-        BURST as f64 / burst_elapsed.as_secs_f64()
+        burst as f64 / burst_elapsed.as_secs_f64()
     );
     println!(
         "peak RSS (VmHWM, process incl. fakes): {:.1} MiB",
