@@ -77,6 +77,64 @@ impl Default for Timeouts {
 #[error("could not build the HTTP client: {0}")]
 pub struct ClientBuildError(String);
 
+/// What every provider client holds: its name, base URL, pooled HTTP client, timeouts and clock.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// The provider's configured name (`openrouter`, `ollama-cloud`, a tier's name).
+    pub name: String,
+    /// The base URL without a trailing slash.
+    pub base: String,
+    /// The pooled client (connect timeout only; see [`build_client`]).
+    pub http: reqwest::Client,
+    /// Connect, idle and deadline limits.
+    pub timeouts: Timeouts,
+    /// "Now", for judging whether a 429's reset is far away (daily) or near (per minute).
+    pub clock: SharedClock,
+}
+
+impl Endpoint {
+    /// An endpoint named `name` at `base_url` on the system clock.
+    pub fn new(
+        name: impl Into<String>,
+        base_url: &str,
+        timeouts: Timeouts,
+    ) -> Result<Self, ClientBuildError> {
+        Ok(Self {
+            name: name.into(),
+            base: base_url.trim_end_matches('/').to_owned(),
+            http: build_client(&timeouts)?,
+            timeouts,
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
+        })
+    }
+
+    /// The same endpoint reading "now" from `clock`.
+    pub fn with_clock(&self, clock: SharedClock) -> Self {
+        Self {
+            clock,
+            ..self.clone()
+        }
+    }
+
+    /// A request to `{base}{path}`, with the bearer key when one is given.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&SecretString>,
+    ) -> reqwest::RequestBuilder {
+        with_bearer(
+            self.http.request(method, format!("{}{path}", self.base)),
+            key,
+        )
+    }
+
+    /// The deadline of a call starting now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.timeouts.deadline
+    }
+}
+
 /// Builds the pooled rustls client every provider uses.
 ///
 /// Only the connect timeout is set on the client. A total `reqwest` timeout would cut long healthy

@@ -8,27 +8,19 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::http::{self, ClientBuildError, Timeouts};
+use super::http::{self, ClientBuildError, Endpoint, Timeouts};
 use super::ndjson::NdjsonParser;
 use super::sanitize::sanitize_message;
 use super::{
     wire_messages, ChatProvider, Completion, ProviderError, ProviderRequest, ProviderStream,
 };
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::SharedClock;
 use crate::domain::Usage;
 
 /// An Ollama chat client. Cheap to clone; keys are passed per call (`None` for a local daemon).
 #[derive(Clone)]
 pub struct OllamaClient {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    name: String,
-    base: String,
-    http: reqwest::Client,
-    timeouts: Timeouts,
-    clock: SharedClock,
+    inner: Arc<Endpoint>,
 }
 
 impl std::fmt::Debug for OllamaClient {
@@ -48,13 +40,7 @@ impl OllamaClient {
         timeouts: Timeouts,
     ) -> Result<Self, ClientBuildError> {
         Ok(Self {
-            inner: Arc::new(Inner {
-                name: name.into(),
-                base: base_url.trim_end_matches('/').to_owned(),
-                http: http::build_client(&timeouts)?,
-                timeouts,
-                clock: Arc::new(SystemClock),
-            }),
+            inner: Arc::new(Endpoint::new(name, base_url, timeouts)?),
         })
     }
 
@@ -72,15 +58,8 @@ impl OllamaClient {
 
     /// The same client reading "now" from `clock` (used to judge whether a 429's reset is far away).
     pub fn with_clock(self, clock: SharedClock) -> Self {
-        let inner = &self.inner;
         Self {
-            inner: Arc::new(Inner {
-                name: inner.name.clone(),
-                base: inner.base.clone(),
-                http: inner.http.clone(),
-                timeouts: inner.timeouts,
-                clock,
-            }),
+            inner: Arc::new(self.inner.with_clock(clock)),
         }
     }
 
@@ -90,15 +69,11 @@ impl OllamaClient {
         path: &str,
         key: Option<&SecretString>,
     ) -> reqwest::RequestBuilder {
-        let inner = &self.inner;
-        http::with_bearer(
-            inner.http.request(method, format!("{}{path}", inner.base)),
-            key,
-        )
+        self.inner.request(method, path, key)
     }
 
     fn deadline(&self) -> Instant {
-        Instant::now() + self.inner.timeouts.deadline
+        self.inner.deadline()
     }
 
     /// One non-streamed answer (`"stream": false`; Ollama streams when it is omitted).

@@ -8,13 +8,13 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::http::{self, ClientBuildError, Timeouts};
+use super::http::{self, ClientBuildError, Endpoint, Timeouts};
 use super::sanitize::sanitize_message;
 use super::sse::SseParser;
 use super::{
     wire_messages, ChatProvider, Completion, ProviderError, ProviderRequest, ProviderStream,
 };
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::SharedClock;
 use crate::domain::Usage;
 
 /// App attribution headers OpenRouter shows in its rankings (`HTTP-Referer`, `X-Title`).
@@ -66,12 +66,16 @@ pub struct OpenAiClient {
 }
 
 struct Inner {
-    name: String,
-    base: String,
-    http: reqwest::Client,
-    timeouts: Timeouts,
+    endpoint: Endpoint,
     attribution: Attribution,
-    clock: SharedClock,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl std::fmt::Debug for OpenAiClient {
@@ -93,12 +97,8 @@ impl OpenAiClient {
     ) -> Result<Self, ClientBuildError> {
         Ok(Self {
             inner: Arc::new(Inner {
-                name: name.into(),
-                base: base_url.trim_end_matches('/').to_owned(),
-                http: http::build_client(&timeouts)?,
-                timeouts,
+                endpoint: Endpoint::new(name, base_url, timeouts)?,
                 attribution,
-                clock: Arc::new(SystemClock),
             }),
         })
     }
@@ -126,12 +126,8 @@ impl OpenAiClient {
         let inner = &self.inner;
         Self {
             inner: Arc::new(Inner {
-                name: inner.name.clone(),
-                base: inner.base.clone(),
-                http: inner.http.clone(),
-                timeouts: inner.timeouts,
+                endpoint: inner.endpoint.with_clock(clock),
                 attribution: inner.attribution.clone(),
-                clock,
             }),
         }
     }
@@ -143,18 +139,18 @@ impl OpenAiClient {
         key: Option<&SecretString>,
     ) -> reqwest::RequestBuilder {
         let inner = &self.inner;
-        let mut builder = inner.http.request(method, format!("{}{path}", inner.base));
+        let mut builder = inner.endpoint.request(method, path, key);
         if let Some(referer) = &inner.attribution.referer {
             builder = builder.header("HTTP-Referer", referer);
         }
         if let Some(title) = &inner.attribution.title {
             builder = builder.header("X-Title", title);
         }
-        http::with_bearer(builder, key)
+        builder
     }
 
     fn deadline(&self) -> Instant {
-        Instant::now() + self.inner.timeouts.deadline
+        self.inner.deadline()
     }
 
     /// One non-streamed answer.
