@@ -112,28 +112,30 @@ impl State {
     }
 }
 
+/// One NDJSON line of `/api/chat`; also the whole body of a non-streamed answer.
 #[derive(Deserialize)]
-struct Line {
+pub(crate) struct Line {
     #[serde(default)]
-    model: Option<String>,
+    pub(crate) model: Option<String>,
     #[serde(default)]
-    message: Option<Message>,
+    pub(crate) message: Option<Message>,
     #[serde(default)]
-    done: bool,
+    pub(crate) done: bool,
     #[serde(default)]
-    done_reason: Option<String>,
+    pub(crate) done_reason: Option<String>,
     #[serde(default)]
-    prompt_eval_count: Option<u64>,
+    pub(crate) prompt_eval_count: Option<u64>,
     #[serde(default)]
-    eval_count: Option<u64>,
+    pub(crate) eval_count: Option<u64>,
     #[serde(default)]
-    error: Option<serde_json::Value>,
+    pub(crate) error: Option<serde_json::Value>,
 }
 
+/// The message part of a [`Line`].
 #[derive(Deserialize)]
-struct Message {
+pub(crate) struct Message {
     #[serde(default)]
-    content: Option<String>,
+    pub(crate) content: Option<String>,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::http::{self, ClientBuildError, Endpoint, Timeouts};
-use super::ndjson::NdjsonParser;
+use super::ndjson::{Line, NdjsonParser};
 use super::sanitize::sanitize_message;
 use super::{
     wire_messages, ChatProvider, Completion, ProviderError, ProviderRequest, ProviderStream,
@@ -92,7 +92,7 @@ impl OllamaClient {
             .request(reqwest::Method::POST, "/api/chat", key)
             .json(&body);
         let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
-        let answer: ChatBody = http::read_json(response, deadline).await?;
+        let answer: Line = http::read_json(response, deadline).await?;
         if let Some(error) = answer.error {
             return Err(ProviderError::MidStream {
                 message: sanitize_message(&super::sse::error_message(&error)),
@@ -154,30 +154,6 @@ impl ChatProvider for OllamaClient {
             ))
         })
     }
-}
-
-#[derive(Deserialize)]
-struct ChatBody {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    message: Option<ChatMessageBody>,
-    #[serde(default)]
-    done: bool,
-    #[serde(default)]
-    done_reason: Option<String>,
-    #[serde(default)]
-    prompt_eval_count: Option<u64>,
-    #[serde(default)]
-    eval_count: Option<u64>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct ChatMessageBody {
-    #[serde(default)]
-    content: Option<String>,
 }
 
 #[derive(Deserialize)]
