@@ -9,11 +9,13 @@ use super::ConfigError;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessConfig {
-    /// Users allowed to talk to the bot. Empty: everyone (unless `deny_by_default`).
+    /// Users allowed to talk to the bot, in any chat `allowed_chats` admits. Empty: anyone.
     pub allowed_users: Vec<String>,
-    /// Chats the bot answers in. Empty: every chat (unless `deny_by_default`).
+    /// Chats the bot answers in (a direct chat too: it must be listed once this list is non-empty).
+    /// Empty: any chat. With both lists set, a message passes only if its sender and its chat are listed.
     pub allowed_chats: Vec<String>,
-    /// With empty allow lists, refuse everyone instead of allowing everyone.
+    /// With both allow lists empty, refuse everyone but admins instead of allowing everyone. Has no effect
+    /// once either list is set: a non-empty list already admits only what it names.
     pub deny_by_default: bool,
     /// Users who may use admin commands (`/system` set, `/model` pick where restricted).
     pub admins: Vec<String>,

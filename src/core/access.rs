@@ -1,5 +1,6 @@
-//! Access control and per-user rate limits: allow lists of users and chats (empty = everyone unless
-//! `deny_by_default`), admins, and a per-user message rate (governor). The terminal is the operator.
+//! Access control and per-user rate limits: allow lists of users and chats (each non-empty list must
+//! pass; both empty = everyone unless `deny_by_default`), admins, and a per-user message rate (governor).
+//! The terminal is the operator.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,27 +48,7 @@ impl Access {
         }
         let user = inbound.sender.user.to_string();
         let chat = inbound.chat.to_string();
-        let admin = config.admins.contains(&user);
-        let user_ok = if config.allowed_users.is_empty() {
-            !config.deny_by_default
-        } else {
-            config.allowed_users.contains(&user)
-        };
-        let chat_ok = if config.allowed_chats.is_empty() {
-            !config.deny_by_default
-        } else {
-            config.allowed_chats.contains(&chat)
-        };
-        // With both lists set, either admits: an allowed person anywhere, or anyone in an allowed chat.
-        let admitted = admin
-            || match (
-                config.allowed_users.is_empty(),
-                config.allowed_chats.is_empty(),
-            ) {
-                (false, false) => user_ok || chat_ok,
-                _ => user_ok && chat_ok,
-            };
-        if admitted {
+        if admitted(config, &user, &chat) {
             Ok(())
         } else {
             Err(NOT_ALLOWED_MESSAGE.to_owned())
@@ -95,6 +76,88 @@ impl Access {
     }
 }
 
+/// The allow-list decision for `user` (`platform:id`) writing in `chat`. Admins are always admitted.
+/// Each non-empty list is a restriction that must pass: `allowed_users` says who, `allowed_chats` says
+/// where, and with both set a listed user is answered only in a listed chat. An empty list leaves its
+/// dimension open; `deny_by_default` matters only when both lists are empty (then nobody but admins).
+/// Lists narrow access and never widen it, so adding an entry to one list can never let in someone the
+/// other list keeps out.
+fn admitted(config: &AccessConfig, user: &str, chat: &str) -> bool {
+    if config.admins.iter().any(|a| a == user) {
+        return true;
+    }
+    let (users, chats) = (&config.allowed_users, &config.allowed_chats);
+    if users.is_empty() && chats.is_empty() {
+        return !config.deny_by_default;
+    }
+    let user_ok = users.is_empty() || users.iter().any(|u| u == user);
+    let chat_ok = chats.is_empty() || chats.iter().any(|c| c == chat);
+    user_ok && chat_ok
+}
+
 fn build_limiter(per_minute: u32) -> Option<(u32, DefaultKeyedRateLimiter<String>)> {
     NonZeroU32::new(per_minute).map(|n| (per_minute, RateLimiter::keyed(Quota::per_minute(n))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(users: &[&str], chats: &[&str], deny: bool) -> AccessConfig {
+        AccessConfig {
+            allowed_users: users.iter().map(|s| (*s).to_owned()).collect(),
+            allowed_chats: chats.iter().map(|s| (*s).to_owned()).collect(),
+            deny_by_default: deny,
+            admins: vec!["telegram:9".into()],
+            ..AccessConfig::default()
+        }
+    }
+
+    #[test]
+    fn empty_lists_follow_deny_by_default_and_admins_always_pass() {
+        assert!(admitted(
+            &config(&[], &[], false),
+            "telegram:1",
+            "telegram:-5"
+        ));
+        assert!(!admitted(
+            &config(&[], &[], true),
+            "telegram:1",
+            "telegram:-5"
+        ));
+        assert!(admitted(
+            &config(&[], &[], true),
+            "telegram:9",
+            "telegram:-5"
+        ));
+        assert!(admitted(
+            &config(&["telegram:2"], &["telegram:-6"], true),
+            "telegram:9",
+            "telegram:-5"
+        ));
+    }
+
+    #[test]
+    fn a_non_empty_list_restricts_only_its_own_dimension_whatever_deny_by_default() {
+        for deny in [false, true] {
+            let users = config(&["telegram:1"], &[], deny);
+            assert!(admitted(&users, "telegram:1", "telegram:1"), "deny={deny}");
+            assert!(admitted(&users, "telegram:1", "telegram:-5"), "deny={deny}");
+            assert!(
+                !admitted(&users, "telegram:2", "telegram:-5"),
+                "deny={deny}"
+            );
+            let chats = config(&[], &["telegram:-5"], deny);
+            assert!(admitted(&chats, "telegram:2", "telegram:-5"), "deny={deny}");
+            assert!(!admitted(&chats, "telegram:2", "telegram:2"), "deny={deny}");
+        }
+    }
+
+    #[test]
+    fn with_both_lists_a_listed_user_is_answered_only_in_a_listed_chat() {
+        let both = config(&["telegram:1"], &["telegram:-5"], false);
+        assert!(admitted(&both, "telegram:1", "telegram:-5"));
+        assert!(!admitted(&both, "telegram:1", "telegram:-6"));
+        assert!(!admitted(&both, "telegram:2", "telegram:-5"));
+    }
 }
