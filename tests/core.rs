@@ -1,5 +1,7 @@
 //! The conversation core over a real sled store in a temp dir and the scripted router: ordering, commands,
-//! access, limits, context, failure handling, panic containment, and history across a restart.
+//! access, limits, context, failure handling, panic containment, and history across a restart. Waiting is
+//! done with gates the test opens, or with tokio's paused clock over the in-memory store — never by
+//! racing the wall clock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,13 +9,107 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use switchboard::clock::SystemClock;
 use switchboard::config::{self, Config, Env};
-use switchboard::core::Core;
+use switchboard::core::{Core, INTERNAL_ERROR_MESSAGE};
 use switchboard::domain::{
-    ChatKind, ChatRef, FailureKind, Inbound, Platform, ReplyEvent, Role, Sender, UserRef,
+    ChatKind, ChatRef, FailureKind, Inbound, Platform, ReplyEvent, ReplyStream, Role, Sender,
+    UserRef,
 };
 use switchboard::router::scripted::{Script, ScriptedRouter};
+use switchboard::router::{CompletionRequest, LlmRouter, ModelInfo, RouterStatus};
+use switchboard::store::memory::MemoryStore;
 use switchboard::store::sled_store::SledStore;
 use switchboard::store::{Store, TurnStatus};
+use tokio::sync::{watch, Semaphore};
+
+/// A router in front of the scripted one: prompts containing "gated" wait until the test opens the gate,
+/// each call is counted as it is made (so a test can wait for it), and `status`/`models` can be made to
+/// panic, like a router with a bug would.
+struct GatedRouter {
+    inner: Arc<ScriptedRouter>,
+    gate: Arc<Semaphore>,
+    calls: watch::Sender<usize>,
+    panics: bool,
+}
+
+impl GatedRouter {
+    fn new(panics: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner: ScriptedRouter::new(),
+            gate: Arc::new(Semaphore::new(0)),
+            calls: watch::channel(0).0,
+            panics,
+        })
+    }
+
+    /// Lets every gated reply through.
+    fn open(&self) {
+        self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+
+    /// Waits until the router has been asked `n` times in all.
+    async fn wait_for_calls(&self, n: usize) {
+        let mut calls = self.calls.subscribe();
+        calls.wait_for(|c| *c >= n).await.unwrap();
+    }
+
+    fn calls(&self) -> usize {
+        *self.calls.borrow()
+    }
+}
+
+impl LlmRouter for GatedRouter {
+    fn complete(&self, request: CompletionRequest) -> ReplyStream {
+        let gated = request.prompt.content.contains("gated");
+        let inner = self.inner.complete(request);
+        self.calls.send_modify(|c| *c += 1);
+        if !gated {
+            return inner;
+        }
+        let gate = self.gate.clone();
+        futures_util::stream::once(async move {
+            let _ = gate.acquire().await.unwrap();
+        })
+        .filter_map(|()| async { None })
+        .chain(inner)
+        .boxed()
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        assert!(!self.panics, "models() failed: a router bug");
+        self.inner.models()
+    }
+
+    fn status(&self) -> RouterStatus {
+        assert!(!self.panics, "status() failed: a router bug");
+        self.inner.status()
+    }
+}
+
+fn gated_core(toml: &str, panics: bool) -> (Arc<Core>, Arc<GatedRouter>, Arc<SledStore>, Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let router = GatedRouter::new(panics);
+    let store = sled_store(dir.path());
+    let core = Core::new(
+        config(toml),
+        store.clone(),
+        router.clone(),
+        Arc::new(SystemClock),
+    );
+    (core, router, store, Harness { _dir: dir })
+}
+
+/// Drains a reply stream: (text, the last event).
+async fn drain(mut stream: ReplyStream) -> (String, ReplyEvent) {
+    let mut text = String::new();
+    let mut last = None;
+    while let Some(event) = stream.next().await {
+        if let ReplyEvent::Delta(d) = &event {
+            text.push_str(d);
+        }
+        last = Some(event);
+    }
+    (text, last.expect("at least one event"))
+}
 
 /// A core over a fresh sled store; the temp dir lives as long as the returned guard.
 struct Harness {
@@ -76,16 +172,7 @@ fn group(chat: &str, user: &str, name: &str, text: &str, addressed: bool) -> Inb
 
 /// Collects a reply: (text, the last event).
 async fn collect(core: &Arc<Core>, inbound: Inbound) -> (String, ReplyEvent) {
-    let mut stream = core.handle(inbound).expect("a reply");
-    let mut text = String::new();
-    let mut last = None;
-    while let Some(event) = stream.next().await {
-        if let ReplyEvent::Delta(d) = &event {
-            text.push_str(d);
-        }
-        last = Some(event);
-    }
-    (text, last.expect("at least one event"))
+    drain(core.handle(inbound).expect("a reply")).await
 }
 
 #[tokio::test]
@@ -147,26 +234,23 @@ async fn reset_starts_a_new_conversation() {
 
 #[tokio::test]
 async fn turns_of_one_conversation_run_in_order_while_others_run_concurrently() {
-    let (core, router, store, _h) = core_with(UNLIMITED);
-    router.on("slow", Script::Slow(Duration::from_millis(50)));
-    // First a slow turn, then fast ones, in one conversation: answers must keep arrival order.
+    let (core, router, store, _h) = gated_core(UNLIMITED, false);
+    // First a turn held at the gate, then fast ones, in one conversation: answers must keep arrival order.
     let mut streams = Vec::new();
-    streams.push(core.handle(dm("1", "slow first")).unwrap());
+    streams.push(core.handle(dm("1", "gated first")).unwrap());
     for i in 0..20 {
         streams.push(core.handle(dm("1", &format!("fast {i}"))).unwrap());
     }
-    // Other conversations are not held up by conversation 1's slow turn.
-    let other = tokio::spawn({
-        let core = core.clone();
-        async move { collect(&core, dm("2", "independent")).await }
-    });
-    let (other_text, _) = tokio::time::timeout(Duration::from_millis(40), other)
-        .await
-        .expect("not blocked")
-        .unwrap();
+    let answers = tokio::spawn(futures_util::future::join_all(
+        streams.into_iter().map(|s| s.collect::<Vec<_>>()),
+    ));
+    router.wait_for_calls(1).await;
+    // Another conversation is answered while conversation 1 is held (it would hang here otherwise).
+    let (other_text, _) = collect(&core, dm("2", "independent")).await;
     assert_eq!(other_text, "echo: independent");
-    let results =
-        futures_util::future::join_all(streams.into_iter().map(|s| s.collect::<Vec<_>>())).await;
+    assert_eq!(router.calls(), 2, "conversation 1's fast turns still wait");
+    router.open();
+    let results = answers.await.unwrap();
     assert_eq!(results.len(), 21);
     let key = core.conversation_key(&core.config(), &dm("1", ""));
     let turns = store.recent_turns(&key, 0, 100).unwrap();
@@ -175,7 +259,7 @@ async fn turns_of_one_conversation_run_in_order_while_others_run_concurrently() 
         .filter(|t| t.role == Role::User)
         .map(|t| t.text.clone())
         .collect();
-    let expected: Vec<_> = std::iter::once("slow first".to_owned())
+    let expected: Vec<_> = std::iter::once("gated first".to_owned())
         .chain((0..20).map(|i| format!("fast {i}")))
         .collect();
     assert_eq!(users, expected);
@@ -185,18 +269,27 @@ async fn turns_of_one_conversation_run_in_order_while_others_run_concurrently() 
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn concurrency_bound_holds_under_load() {
-    let (core, router, _, _h) = core_with("[core]\nmax_concurrent_turns = 2\n");
-    router.on("", Script::Slow(Duration::from_millis(20)));
+    // The in-memory store keeps all work on this runtime, so the paused clock's sleep below returns
+    // only once every task is blocked: a deterministic "everything that can start has started".
+    let router = GatedRouter::new(false);
+    let core = Core::new(
+        config("[core]\nmax_concurrent_turns = 2\n"),
+        Arc::new(MemoryStore::new()),
+        router.clone(),
+        Arc::new(SystemClock),
+    );
     let streams: Vec<_> = (0..6)
-        .map(|i| core.handle(dm(&i.to_string(), "x")).unwrap())
+        .map(|i| core.handle(dm(&i.to_string(), "gated")).unwrap())
         .collect();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    // Only two routers calls may have started; the rest wait for a permit.
-    assert_eq!(router.request_count(), 2);
+    router.wait_for_calls(2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Only two router calls may have started; the rest wait for a permit.
+    assert_eq!(router.calls(), 2);
+    router.open();
     futures_util::future::join_all(streams.into_iter().map(|s| s.collect::<Vec<_>>())).await;
-    assert_eq!(router.request_count(), 6);
+    assert_eq!(router.calls(), 6);
 }
 
 #[tokio::test]
@@ -223,6 +316,157 @@ async fn deny_by_default_and_admins() {
     assert!(matches!(last, ReplyEvent::Failed(f) if f.kind == FailureKind::Refused));
     let (text, _) = collect(&core, dm("9", "/system Be terse.")).await;
     assert!(text.starts_with("Saved"), "{text}");
+}
+
+/// Whether `inbound` is answered (`Finished`) rather than refused.
+async fn admitted(core: &Arc<Core>, inbound: Inbound) -> bool {
+    let Some(stream) = core.handle(inbound) else {
+        return false;
+    };
+    match drain(stream).await.1 {
+        ReplyEvent::Finished(_) => true,
+        ReplyEvent::Failed(f) if f.kind == FailureKind::Refused => false,
+        other => panic!("neither answered nor refused: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn deny_by_default_with_only_allowed_users_admits_those_users_in_any_chat() {
+    let (core, _, _, _h) =
+        core_with("[access]\ndeny_by_default = true\nallowed_users = [\"telegram:1\"]\n");
+    assert!(
+        admitted(&core, dm("1", "hi")).await,
+        "a listed user in a DM"
+    );
+    assert!(
+        admitted(&core, group("-5", "1", "Ann", "hi", true)).await,
+        "a listed user in a group: the empty chat list does not restrict"
+    );
+    assert!(!admitted(&core, dm("2", "hi")).await);
+    assert!(!admitted(&core, group("-5", "3", "Cy", "hi", true)).await);
+}
+
+#[tokio::test]
+async fn allowed_chats_admit_anyone_there_and_nobody_elsewhere_with_or_without_deny() {
+    for deny in [false, true] {
+        let (core, _, _, _h) = core_with(&format!(
+            "[access]\ndeny_by_default = {deny}\nallowed_chats = [\"telegram:-5\"]\n"
+        ));
+        assert!(
+            admitted(&core, group("-5", "2", "Bo", "hi", true)).await,
+            "deny={deny}"
+        );
+        assert!(
+            admitted(&core, group("-5", "3", "Cy", "hi", true)).await,
+            "deny={deny}"
+        );
+        assert!(
+            !admitted(&core, dm("4", "hi")).await,
+            "an unlisted DM, deny={deny}"
+        );
+        assert!(
+            !admitted(&core, group("-6", "5", "Di", "hi", true)).await,
+            "deny={deny}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_both_lists_a_listed_user_is_answered_only_in_listed_chats() {
+    let (core, _, _, _h) = core_with(
+        "[access]\nallowed_users = [\"telegram:1\", \"telegram:2\"]\nallowed_chats = [\"telegram:-5\"]\n\
+         admins = [\"telegram:9\"]\n",
+    );
+    assert!(admitted(&core, group("-5", "1", "Ann", "hi", true)).await);
+    assert!(!admitted(&core, group("-6", "2", "Bo", "hi", true)).await);
+    assert!(!admitted(&core, group("-5", "3", "Cy", "hi", true)).await);
+    assert!(
+        admitted(&core, group("-6", "9", "Admin", "hi", true)).await,
+        "admins pass anywhere"
+    );
+}
+
+#[tokio::test]
+async fn a_panic_before_the_model_turn_is_contained() {
+    // The router's status() and models() panic: /status, /usage and /model run inside `handle` itself.
+    let (core, _, _, _h) = gated_core(UNLIMITED, true);
+    for command in ["/status", "/usage", "/model"] {
+        let (_, last) = collect(&core, dm("1", command)).await;
+        assert!(
+            matches!(&last, ReplyEvent::Failed(f) if f.kind == FailureKind::Internal && f.message == INTERNAL_ERROR_MESSAGE),
+            "{command}: {last:?}"
+        );
+    }
+    // The caller was not unwound, and the next message is answered as usual.
+    let (text, _) = collect(&core, dm("1", "still there?")).await;
+    assert_eq!(text, "echo: still there?");
+}
+
+#[tokio::test]
+async fn reset_takes_its_place_in_the_conversation_order() {
+    let (core, router, store, _h) = gated_core(UNLIMITED, false);
+    let answering = core.handle(dm("1", "gated first")).unwrap();
+    router.wait_for_calls(1).await;
+    let waiting = core.handle(dm("1", "asked just before the reset")).unwrap();
+    let reset = core.handle(dm("1", "/reset")).unwrap();
+    let after = core.handle(dm("1", "asked after the reset")).unwrap();
+    // /reset stops what was queued before it — the reply answering and the one waiting…
+    for stream in [answering, waiting] {
+        let (_, last) = drain(stream).await;
+        assert!(matches!(last, ReplyEvent::Failed(f) if f.kind == FailureKind::Cancelled));
+    }
+    let (text, _) = drain(reset).await;
+    assert!(text.contains("new conversation"), "{text}");
+    // …and the message after it is the first of the new conversation.
+    let (text, _) = drain(after).await;
+    assert_eq!(text, "echo: asked after the reset");
+    let requests = router.inner.requests();
+    let prompts: Vec<_> = requests.iter().map(|r| r.prompt.content.as_str()).collect();
+    assert_eq!(prompts, ["gated first", "asked after the reset"]);
+    assert!(requests[1].history.is_empty());
+    let key = core.conversation_key(&core.config(), &dm("1", ""));
+    let meta = store.conversation(&key).unwrap().unwrap();
+    let texts: Vec<_> = store
+        .recent_turns(&key, meta.epoch, 10)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.text)
+        .collect();
+    assert_eq!(
+        texts,
+        ["asked after the reset", "echo: asked after the reset"]
+    );
+}
+
+#[tokio::test]
+async fn cancel_also_drops_turns_still_waiting() {
+    let (core, router, store, _h) = gated_core(UNLIMITED, false);
+    let answering = core.handle(dm("1", "gated first")).unwrap();
+    router.wait_for_calls(1).await;
+    let waiting = core.handle(dm("1", "second")).unwrap();
+    let (text, _) = collect(&core, dm("1", "/cancel")).await;
+    assert!(text.contains("Stopping 2 replies"), "{text}");
+    for stream in [answering, waiting] {
+        let (_, last) = drain(stream).await;
+        assert!(matches!(last, ReplyEvent::Failed(f) if f.kind == FailureKind::Cancelled));
+    }
+    assert_eq!(
+        router.calls(),
+        1,
+        "the waiting turn never reached the model"
+    );
+    let (text, _) = collect(&core, dm("1", "/cancel")).await;
+    assert_eq!(text, "Nothing to cancel.");
+    // The conversation goes on; the dropped turn left no trace in its history.
+    collect(&core, dm("1", "third")).await;
+    let key = core.conversation_key(&core.config(), &dm("1", ""));
+    let texts: Vec<_> = store
+        .recent_turns(&key, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.text)
+        .collect();
+    assert_eq!(texts, ["gated first", "third", "echo: third"]);
 }
 
 #[tokio::test]

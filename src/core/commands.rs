@@ -5,10 +5,14 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use super::{failed, reply_text, usage, Access, Core};
 use crate::config::Config;
-use crate::domain::{ChatRef, ConversationKey, FailureKind, Inbound, ReplyStream};
+use crate::domain::{
+    ChatRef, Completion, ConversationKey, FailureKind, Inbound, ReplyEvent, ReplyStream, Usage,
+    UserFacingError,
+};
 use crate::store::{get_json, put_json, Store, StoreError};
 
 /// A command every platform offers.
@@ -78,6 +82,8 @@ pub struct ChatSettings {
 }
 
 const SETTINGS_NS: &str = "core.chat";
+/// The reply when `/reset` could not reach the store.
+const COMMAND_FAILED_MESSAGE: &str = "Sorry — I couldn't do that just now. Please try again.";
 /// A system prompt longer than this is refused: it would crowd out the conversation in small windows.
 const MAX_SYSTEM_PROMPT_CHARS: usize = 4000;
 
@@ -138,34 +144,60 @@ impl Core {
         command: &CommandInfo,
         args: &str,
     ) -> ReplyStream {
-        let result = match command.name {
-            "help" => Ok(help_text()),
-            "reset" => self.store.reset_conversation(key, self.now_ms()).map(|_| {
-                self.cancel_running(key);
-                "Started a new conversation — I've forgotten the earlier messages.".to_owned()
-            }),
+        let text = match command.name {
+            "help" => help_text(),
+            "reset" => return self.reset_in_order(key),
             "model" => return self.model_command(config, inbound, args),
             "system" => return self.system_command(config, inbound, args),
-            "usage" => Ok(self.usage_text(inbound)),
-            "status" => Ok(self.status_text()),
-            "cancel" => Ok(if self.cancel_running(key) {
-                "Stopping the reply in progress."
-            } else {
-                "Nothing to cancel."
-            }
-            .to_owned()),
-            other => Ok(format!("/{other} is not available here.")),
+            "usage" => self.usage_text(inbound),
+            "status" => self.status_text(),
+            "cancel" => match self.cancel_queued(key) {
+                0 => "Nothing to cancel.".to_owned(),
+                1 => "Stopping the reply in progress.".to_owned(),
+                n => format!("Stopping {n} replies: the one in progress and those waiting."),
+            },
+            other => format!("/{other} is not available here."),
         };
-        match result {
-            Ok(text) => reply_text(text),
-            Err(e) => {
-                tracing::error!(error = %e, command = command.name, "store failure in a command");
-                failed(
-                    FailureKind::Internal,
-                    "Sorry — I couldn't do that just now. Please try again.",
-                )
+        reply_text(text)
+    }
+
+    /// `/reset`: stops this conversation's replies (answering or waiting), then starts the new epoch in
+    /// the conversation's order — after those turns have wound up — so nothing asked before the reset
+    /// is answered in, or stored into, the new conversation.
+    fn reset_in_order(self: &Arc<Self>, key: &ConversationKey) -> ReplyStream {
+        self.cancel_queued(key);
+        let (mut slot, _) = self.take_slot(key, false);
+        let previous = slot.previous.take();
+        // Two events: the confirmation and `Finished`, or one `Failed`.
+        let (tx, rx) = mpsc::channel(2);
+        let core = Arc::clone(self);
+        let key = key.clone();
+        self.spawn_job(key.clone(), slot, tx.clone(), async move {
+            super::queue::Slot::wait_previous(previous).await;
+            let events = match core.store.reset_conversation(&key, core.now_ms()) {
+                Ok(_) => vec![
+                    ReplyEvent::Delta(
+                        "Started a new conversation — I've forgotten the earlier messages."
+                            .to_owned(),
+                    ),
+                    ReplyEvent::Finished(Completion {
+                        source: None,
+                        usage: Usage::default(),
+                    }),
+                ],
+                Err(e) => {
+                    tracing::error!(error = %e, "store failure in /reset");
+                    vec![ReplyEvent::Failed(UserFacingError::new(
+                        FailureKind::Internal,
+                        COMMAND_FAILED_MESSAGE,
+                    ))]
+                }
+            };
+            for event in events {
+                let _ = tx.send(event).await;
             }
-        }
+        });
+        super::tokio_stream_from(rx)
     }
 
     fn model_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {

@@ -5,6 +5,7 @@
 
 mod access;
 mod commands;
+mod queue;
 mod turn;
 mod usage;
 
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futures_util::future::{FutureExt, Shared};
+use futures_util::future::Shared;
 use futures_util::stream::{self, StreamExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -54,10 +55,10 @@ pub struct Core {
     router: Arc<dyn LlmRouter>,
     clock: SharedClock,
     access: Access,
-    /// Per conversation, the last queued turn's completion signal (and its id, to clean up after itself).
+    /// Per conversation, the last queued job's completion signal (and its id, to clean up after itself).
     queues: Mutex<HashMap<ConversationKey, (u64, Tail)>>,
-    /// Per conversation, the cancel switch of the turn being answered (for `/cancel`).
-    running: Mutex<HashMap<ConversationKey, (u64, CancellationToken)>>,
+    /// Per conversation, the cancel switches of its turns answering or waiting (for `/cancel`, `/reset`).
+    stoppable: Mutex<HashMap<ConversationKey, Vec<(u64, CancellationToken)>>>,
     permits: RwLock<Arc<Semaphore>>,
     tracker: TaskTracker,
     shutting_down: AtomicBool,
@@ -84,7 +85,7 @@ impl Core {
             router,
             clock,
             queues: Mutex::default(),
-            running: Mutex::default(),
+            stoppable: Mutex::default(),
             tracker: TaskTracker::new(),
             shutting_down: AtomicBool::new(false),
             cut: CancellationToken::new(),
@@ -95,8 +96,20 @@ impl Core {
 
     /// Handles one inbound message. `None`: the message is ignored (unaddressed in a group, or from a
     /// refused user who was already told once). Otherwise the stream ends with `Finished` or `Failed`.
-    /// Turns of one conversation are answered in the order `handle` was called.
+    /// Turns of one conversation are answered in the order `handle` was called. A panic while handling
+    /// the message (a command, a bug in a check) is contained: the user gets [`INTERNAL_ERROR_MESSAGE`]
+    /// and the caller — an adapter's poll loop — carries on.
     pub fn handle(self: &Arc<Self>, inbound: Inbound) -> Option<ReplyStream> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle_inner(inbound)))
+            .unwrap_or_else(|_| {
+                tracing::error!(
+                    "a panic while handling a message was contained; the user got an error reply"
+                );
+                Some(failed(FailureKind::Internal, INTERNAL_ERROR_MESSAGE))
+            })
+    }
+
+    fn handle_inner(self: &Arc<Self>, inbound: Inbound) -> Option<ReplyStream> {
         if !inbound.addressed && inbound.chat_kind == ChatKind::Group {
             return None;
         }
@@ -240,33 +253,41 @@ impl Core {
         key: ConversationKey,
         prompt: String,
     ) -> ReplyStream {
-        let turn_id = self.next_turn.fetch_add(1, Ordering::Relaxed);
-        // Take our place in the conversation's queue now, synchronously, so order = arrival order.
-        let (done_tx, done_rx) = oneshot::channel::<()>();
-        let previous = {
-            let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-            queues
-                .insert(key.clone(), (turn_id, done_rx.shared()))
-                .map(|(_, tail)| tail)
-        };
+        let (mut slot, cancel) = self.take_slot(&key, true);
+        let previous = slot.previous.take();
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let core = Arc::clone(self);
-        let panic_tx = tx.clone();
+        let (job_key, job_tx) = (key.clone(), tx.clone());
         let work = async move {
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            let permits = core
-                .permits
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let _permit = permits.acquire_owned().await;
-            let cancel = core.cut.child_token();
-            core.running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone(), (turn_id, cancel.clone()));
+            let previous = queue::Slot::wait_previous(previous);
+            tokio::pin!(previous);
+            // A turn stopped while it waits (by /cancel, /reset or the shutdown cut) never starts: no
+            // user turn is stored and no model is asked.
+            let waited = tokio::select! {
+                biased;
+                () = cancel.cancelled() => false,
+                () = &mut previous => true,
+            };
+            let permit = if waited {
+                let permits = core
+                    .permits
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => None,
+                    permit = permits.acquire_owned() => permit.ok(),
+                }
+            } else {
+                None
+            };
+            let Some(_permit) = permit else {
+                let _ = tx.send(ReplyEvent::Failed(turn::stop_reason(&core))).await;
+                // Keep the conversation's order: the slot is released only after the earlier turns.
+                previous.await;
+                return;
+            };
             let spec = turn::TurnSpec {
                 config,
                 inbound,
@@ -275,56 +296,9 @@ impl Core {
                 cancel,
             };
             turn::run(&core, spec, &tx).await;
-            core.finish_turn(&key, turn_id);
         };
-        let core = Arc::clone(self);
-        self.tracker.spawn(async move {
-            let key_for_cleanup = core.clone();
-            let outcome = std::panic::AssertUnwindSafe(work).catch_unwind().await;
-            drop(done_tx);
-            if outcome.is_err() {
-                tracing::error!(
-                    "a panic while answering a message was contained; the user got an error reply"
-                );
-                let _ = panic_tx
-                    .send(ReplyEvent::Failed(UserFacingError::new(
-                        FailureKind::Internal,
-                        INTERNAL_ERROR_MESSAGE,
-                    )))
-                    .await;
-                key_for_cleanup.cleanup_after_panic(turn_id);
-            }
-        });
+        self.spawn_job(job_key, slot, job_tx, work);
         tokio_stream_from(rx)
-    }
-
-    fn finish_turn(&self, key: &ConversationKey, turn_id: u64) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.get(key).is_some_and(|(id, _)| *id == turn_id) {
-            running.remove(key);
-        }
-        drop(running);
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if queues.get(key).is_some_and(|(id, _)| *id == turn_id) {
-            queues.remove(key);
-        }
-    }
-
-    fn cleanup_after_panic(&self, turn_id: u64) {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (id, _)| *id != turn_id);
-        self.queues
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (id, _)| *id != turn_id);
-    }
-
-    /// Cancels the reply being answered in `key`; false if none is.
-    fn cancel_running(&self, key: &ConversationKey) -> bool {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.get(key).map(|(_, token)| token.cancel()).is_some()
     }
 
     fn now_ms(&self) -> i64 {

@@ -95,13 +95,7 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
     let ending = loop {
         let event = tokio::select! {
             biased;
-            () = cancel.cancelled() => {
-                break if core.cut.is_cancelled() {
-                    UserFacingError::new(FailureKind::ShuttingDown, RESTARTING_MESSAGE)
-                } else {
-                    UserFacingError::new(FailureKind::Cancelled, "Stopped.")
-                };
-            }
+            () = cancel.cancelled() => break stop_reason(core),
             () = &mut deadline => break UserFacingError::new(FailureKind::Interrupted, "That answer took too long and was stopped."),
             event = events.next() => event,
         };
@@ -167,6 +161,16 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
     let _ = tx.send(ReplyEvent::Failed(ending)).await;
     if let Err(e) = core.store.flush().await {
         tracing::error!(error = %e, "flushing the store after a cut turn failed");
+    }
+}
+
+/// What a stopped turn tells its user: the shutdown cut's "restarting" note, else a `/cancel` or
+/// `/reset` stopped it.
+pub(super) fn stop_reason(core: &Core) -> UserFacingError {
+    if core.cut.is_cancelled() {
+        UserFacingError::new(FailureKind::ShuttingDown, RESTARTING_MESSAGE)
+    } else {
+        UserFacingError::new(FailureKind::Cancelled, "Stopped.")
     }
 }
 
