@@ -145,6 +145,20 @@ fn a_config_error_names_the_key_and_exits_78() {
     let out = run(
         &["chat"],
         "",
+        &[("SWITCHBOARD__CORE__MAX_CONCURENT_TURNS", "4")],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("`core.max_concurent_turns`")
+            && stderr.contains("SWITCHBOARD__CORE__MAX_CONCURENT_TURNS"),
+        "an override's error names the key and the variable: {stderr}"
+    );
+
+    let out = run(
+        &["chat"],
+        "",
         &[("TELEGRAM_BOT_TOKEN_FILE", "/nonexistent/token")],
         dir.path(),
     );

@@ -56,9 +56,35 @@ impl Env {
     }
 }
 
-/// Applies every `SWITCHBOARD__SECTION__KEY=value` variable to the parsed TOML. The value is read as a
-/// TOML value when it parses as one (`20`, `true`, `["a", "b"]`), else as a string.
-pub fn apply_overrides(root: &mut toml::Value, env: &Env) -> Result<(), ConfigError> {
+/// Which config keys environment variables set, so an error in one can name the variable to fix.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// (dotted key, variable name), in the order applied.
+    set: Vec<(String, String)>,
+}
+
+impl Overrides {
+    /// The variable behind an error at `key`: one that set `key` itself, a table holding it, or a key
+    /// inside it (an override that created the table `key`).
+    pub fn variable_for(&self, key: &str) -> Option<&str> {
+        let within = |inner: &str, outer: &str| {
+            inner == outer
+                || inner
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        };
+        self.set
+            .iter()
+            .find(|(path, _)| within(key, path) || within(path, key))
+            .map(|(_, name)| name.as_str())
+    }
+}
+
+/// Applies every `SWITCHBOARD__SECTION__KEY=value` variable to the parsed TOML and returns which keys
+/// they set. The value is read as a TOML value when it parses as one (`20`, `true`, `["a", "b"]`), else
+/// as a string.
+pub fn apply_overrides(root: &mut toml::Value, env: &Env) -> Result<Overrides, ConfigError> {
+    let mut overrides = Overrides::default();
     for name in env.names().filter(|n| n.starts_with(ENV_PREFIX)) {
         let raw = env.get(name).unwrap_or_default();
         let path: Vec<String> = name[ENV_PREFIX.len()..]
@@ -93,8 +119,9 @@ pub fn apply_overrides(root: &mut toml::Value, env: &Env) -> Result<(), ConfigEr
                 .entry(part.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         }
+        overrides.set.push((path.join("."), name.to_owned()));
     }
-    Ok(())
+    Ok(overrides)
 }
 
 #[cfg(test)]
@@ -114,9 +141,36 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_override_is_an_error() {
-        let env = Env::from_pairs([("SWITCHBOARD__CORE__NOPE", "1")]);
+    fn an_unknown_override_names_the_key_and_the_variable() {
+        let env = Env::from_pairs([("SWITCHBOARD__CORE__MAX_CONCURENT_TURNS", "4")]);
         let err = parse("", "<test>", &env).unwrap_err();
-        assert!(err.to_string().contains("nope"), "{err}");
+        assert_eq!(err.key, "core.max_concurent_turns");
+        assert!(
+            err.problem
+                .contains("SWITCHBOARD__CORE__MAX_CONCURENT_TURNS")
+                && err.fix.contains("SWITCHBOARD__CORE__MAX_CONCURENT_TURNS"),
+            "{err}"
+        );
+        // A whole unknown section made by an override is blamed on it too.
+        let env = Env::from_pairs([("SWITCHBOARD__COER__X", "1")]);
+        let err = parse("", "<test>", &env).unwrap_err();
+        assert_eq!(err.key, "coer");
+        assert!(err.problem.contains("SWITCHBOARD__COER__X"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_override_value_names_the_variable_and_file_errors_do_not() {
+        let env = Env::from_pairs([("SWITCHBOARD__CORE__MAX_CONCURRENT_TURNS", "0")]);
+        let err = parse("", "<test>", &env).unwrap_err();
+        assert_eq!(err.key, "core.max_concurrent_turns");
+        assert!(
+            err.problem
+                .contains("SWITCHBOARD__CORE__MAX_CONCURRENT_TURNS"),
+            "{err}"
+        );
+        let env = Env::from_pairs([("SWITCHBOARD__CORE__SCOPE", "user")]);
+        let err = parse("[core]\nmax_input_chars = \"many\"\n", "<test>", &env).unwrap_err();
+        assert_eq!(err.key, "core.max_input_chars");
+        assert!(!err.to_string().contains("SWITCHBOARD__"), "{err}");
     }
 }

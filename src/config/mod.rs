@@ -198,24 +198,37 @@ pub fn parse(text: &str, source: &str, env: &Env) -> Result<Config, ConfigError>
             "compare with config/switchboard.example.toml",
         )
     })?;
-    env::apply_overrides(&mut value, env)?;
-    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let fix = if inner.contains("unknown field") {
-            "remove or correct the key (see config/switchboard.example.toml for every key)"
-                .to_string()
-        } else {
-            "give a value of the documented type (see config/switchboard.example.toml)".to_string()
-        };
-        ConfigError::new(
-            if key == "." { source.to_string() } else { key },
-            inner,
-            fix,
-        )
-    })?;
-    config.validate()?;
+    let overrides = env::apply_overrides(&mut value, env)?;
+    let config: Config = serde_path_to_error::deserialize(value)
+        .map_err(|e| {
+            // The path includes an unknown key itself (`core.max_concurent_turns`).
+            let key = e.path().to_string();
+            let key = if key == "." { source.to_string() } else { key };
+            let inner = e.into_inner().to_string();
+            let fix = if inner.starts_with("unknown field") {
+                "remove or correct the key (see config/switchboard.example.toml for every key)"
+            } else {
+                "give a value of the documented type (see config/switchboard.example.toml)"
+            };
+            ConfigError::new(key, inner, fix)
+        })
+        .map_err(|e| blame_override(e, &overrides))?;
+    config
+        .validate()
+        .map_err(|e| blame_override(e, &overrides))?;
     Ok(config)
+}
+
+/// Points an error at the `SWITCHBOARD__…` variable that set its key, if one did: the file may be fine.
+fn blame_override(mut error: ConfigError, overrides: &env::Overrides) -> ConfigError {
+    if let Some(variable) = overrides.variable_for(&error.key) {
+        error.problem = format!(
+            "{} (set by the environment variable {variable})",
+            error.problem
+        );
+        error.fix = format!("{} — in the environment variable {variable}", error.fix);
+    }
+    error
 }
 
 impl Config {
@@ -282,13 +295,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_names_the_key() {
+    fn unknown_key_names_the_full_dotted_path() {
         let err = parse("[core]\nsytem_prompt = \"x\"\n", "<test>", &Env::default()).unwrap_err();
-        assert!(
-            err.key.contains("sytem_prompt") || err.problem.contains("sytem_prompt"),
-            "{err}"
-        );
+        assert_eq!(err.key, "core.sytem_prompt");
         assert!(err.problem.contains("unknown field"), "{err}");
+        let err = parse("[coer]\nx = 1\n", "<test>", &Env::default()).unwrap_err();
+        assert_eq!(err.key, "coer");
+        let err = parse(
+            "[[tiers]]\nname = \"local\"\nkind = \"ollama\"\nbase_url = \"http://127.0.0.1:1\"\nmodles = []\n",
+            "<test>",
+            &Env::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "tiers[0].modles", "{err}");
     }
 
     #[test]
