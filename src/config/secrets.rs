@@ -18,8 +18,10 @@ pub const OLLAMA_KEY_VAR: &str = "OLLAMA_API_KEY";
 pub const TELEGRAM_TOKEN_VAR: &str = "TELEGRAM_BOT_TOKEN";
 /// The Discord bot token variable.
 pub const DISCORD_TOKEN_VAR: &str = "DISCORD_BOT_TOKEN";
-/// Numbered keys are looked for up to this suffix (`_1` … `_32`); more keys than that is a config smell.
-const MAX_NUMBERED_KEYS: u32 = 32;
+/// Numbered keys are looked for by name, `_1` … `_32`, rather than by listing the environment, so that
+/// `NAME_N`, `NAME_N_FILE` and `$CREDENTIALS_DIRECTORY/NAME_N` are all found the same way. 32 accounts is
+/// far past any real deployment; a key numbered outside the range is an error, not silently unused.
+pub const MAX_NUMBERED_KEYS: u32 = 32;
 
 /// Every secret switchboard uses. Has no `Debug` that shows a value.
 #[derive(Clone, Default)]
@@ -64,6 +66,7 @@ impl Secrets {
 }
 
 fn numbered(env: &Env, base: &str) -> Result<Vec<NamedSecret>, ConfigError> {
+    check_numbering(env, base)?;
     let mut out = Vec::new();
     let names = std::iter::once(base.to_string())
         .chain((1..=MAX_NUMBERED_KEYS).map(|i| format!("{base}_{i}")));
@@ -73,6 +76,47 @@ fn numbered(env: &Env, base: &str) -> Result<Vec<NamedSecret>, ConfigError> {
         }
     }
     Ok(out)
+}
+
+/// Refuses a numbered key the probe in [`numbered`] would never read: `_0`, `_07`, or above
+/// [`MAX_NUMBERED_KEYS`], whether a variable (or its `_FILE`) or a file in `$CREDENTIALS_DIRECTORY`.
+fn check_numbering(env: &Env, base: &str) -> Result<(), ConfigError> {
+    let prefix = format!("{base}_");
+    let mut names: Vec<String> = env.names().map(str::to_owned).collect();
+    if let Some(dir) = env.get("CREDENTIALS_DIRECTORY") {
+        // An unreadable directory is reported by `read` when a credential is looked up in it.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            names.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().to_ascii_uppercase()),
+            );
+        }
+    }
+    for name in names {
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let number = rest.strip_suffix("_FILE").unwrap_or(rest);
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let in_range = number
+            .parse::<u32>()
+            .is_ok_and(|n| (1..=MAX_NUMBERED_KEYS).contains(&n) && n.to_string() == number);
+        if !in_range {
+            return Err(ConfigError::new(
+                &name,
+                format!(
+                    "is numbered outside {base}_1 … {base}_{MAX_NUMBERED_KEYS} and would never be read"
+                ),
+                format!(
+                    "renumber it within 1..={MAX_NUMBERED_KEYS} without leading zeros (numbers may skip)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads one secret: `NAME`, else the file named by `NAME_FILE`, else `$CREDENTIALS_DIRECTORY/NAME` (or its
@@ -95,9 +139,21 @@ pub fn read(env: &Env, name: &str) -> Result<Option<SecretString>, ConfigError> 
     if let Some(dir) = env.get("CREDENTIALS_DIRECTORY") {
         for candidate in [name.to_string(), name.to_ascii_lowercase()] {
             let path = PathBuf::from(dir).join(&candidate);
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                return non_empty(&format!("credential {candidate}"), text.trim().to_owned())
-                    .map(Some);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    return non_empty(&format!("credential {candidate}"), text.trim().to_owned())
+                        .map(Some)
+                }
+                // Only a missing file means "not configured"; anything else (permissions, a
+                // directory, bad UTF-8) is a credential that exists and cannot be used.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(ConfigError::new(
+                        path.display().to_string(),
+                        format!("the credential {candidate} cannot be read ({e})"),
+                        "make it a readable file holding only the secret (LoadCredential= in the unit), or remove it",
+                    ))
+                }
             }
         }
     }
@@ -161,6 +217,51 @@ mod tests {
         assert_eq!(s.telegram_token.unwrap().expose_secret(), "from-file");
         assert_eq!(s.discord_token.unwrap().expose_secret(), "from-creds");
         assert!(!format!("{:?}", Secrets::load(&env).unwrap()).contains("from-"));
+    }
+
+    #[test]
+    fn an_unreadable_credential_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the credential should be: exists, but cannot be read as a file (this holds
+        // for root too, unlike a permissions test).
+        std::fs::create_dir(dir.path().join("TELEGRAM_BOT_TOKEN")).unwrap();
+        let env = Env::from_pairs([("CREDENTIALS_DIRECTORY", dir.path().display().to_string())]);
+        let err = Secrets::load(&env).unwrap_err();
+        assert!(err.key.ends_with("TELEGRAM_BOT_TOKEN"), "{err}");
+        assert!(
+            err.key.starts_with(&dir.path().display().to_string()),
+            "{err}"
+        );
+        // An absent one is simply not configured.
+        std::fs::remove_dir(dir.path().join("TELEGRAM_BOT_TOKEN")).unwrap();
+        assert!(Secrets::load(&env).unwrap().telegram_token.is_none());
+    }
+
+    #[test]
+    fn a_key_numbered_outside_the_probed_range_is_an_error() {
+        for name in [
+            "OPENROUTER_API_KEY_33",
+            "OPENROUTER_API_KEY_0",
+            "OPENROUTER_API_KEY_07",
+            "OLLAMA_API_KEY_40_FILE",
+        ] {
+            let env = Env::from_pairs([("OPENROUTER_API_KEY_1", "k1"), (name, "x")]);
+            let err = Secrets::load(&env).unwrap_err();
+            assert_eq!(err.key, name);
+            assert!(err.problem.contains("never be read"), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("openrouter_api_key_99"), "k\n").unwrap();
+        let env = Env::from_pairs([("CREDENTIALS_DIRECTORY", dir.path().display().to_string())]);
+        assert_eq!(
+            Secrets::load(&env).unwrap_err().key,
+            "OPENROUTER_API_KEY_99"
+        );
+        let env = Env::from_pairs([
+            ("OPENROUTER_API_KEY_32", "k32"),
+            ("OPENROUTER_API_KEY_FILE_X", "unrelated"),
+        ]);
+        assert_eq!(Secrets::load(&env).unwrap().openrouter_keys.len(), 1);
     }
 
     #[test]
