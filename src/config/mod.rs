@@ -234,27 +234,55 @@ fn blame_override(mut error: ConfigError, overrides: &env::Overrides) -> ConfigE
 impl Config {
     /// Checks values that types alone cannot (ranges, URLs, cross-section rules).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.core.max_concurrent_turns == 0 {
-            return Err(ConfigError::new(
-                "core.max_concurrent_turns",
-                "must be at least 1",
-                "set it to 64, or the number of replies to generate at once",
-            ));
-        }
-        if self.core.max_input_chars == 0 {
-            return Err(ConfigError::new(
-                "core.max_input_chars",
-                "must be at least 1",
-                "set it to 16000",
-            ));
-        }
-        if self.store.load_turns == 0 {
-            return Err(ConfigError::new(
-                "store.load_turns",
-                "must be at least 1",
-                "set it to 200",
-            ));
-        }
+        let (core, store) = (&self.core, &self.store);
+        check_range(
+            "core.max_concurrent_turns",
+            core.max_concurrent_turns,
+            1,
+            MAX_CONCURRENT_TURNS,
+            "the number of replies generated at once",
+            CoreConfig::default().max_concurrent_turns,
+        )?;
+        check_range(
+            "core.max_input_chars",
+            core.max_input_chars,
+            1,
+            MAX_INPUT_CHARS,
+            "the longest message accepted, in characters",
+            CoreConfig::default().max_input_chars,
+        )?;
+        check_range(
+            "core.turn_deadline_secs",
+            core.turn_deadline_secs,
+            1,
+            MAX_TURN_DEADLINE_SECS,
+            "how long one answer may take, in seconds",
+            CoreConfig::default().turn_deadline_secs,
+        )?;
+        check_range(
+            "core.system_prompt",
+            core.system_prompt.chars().count(),
+            0,
+            MAX_SYSTEM_PROMPT_CHARS,
+            "its length in characters; a longer prompt crowds the conversation out of small windows",
+            CoreConfig::default().system_prompt.chars().count(),
+        )?;
+        check_range(
+            "store.cache_mb",
+            store.cache_mb,
+            1,
+            MAX_CACHE_MB,
+            "sled's page cache in MiB",
+            StoreConfig::default().cache_mb,
+        )?;
+        check_range(
+            "store.load_turns",
+            store.load_turns,
+            1,
+            MAX_LOAD_TURNS,
+            "how many recent turns each reply loads",
+            StoreConfig::default().load_turns,
+        )?;
         self.access.validate()?;
         self.router.validate()?;
         self.openrouter.validate()?;
@@ -267,6 +295,47 @@ impl Config {
         self.daemon.validate()?;
         Ok(())
     }
+}
+
+/// At most this many replies at once: each holds a provider connection (a socket), and past a few thousand
+/// the process meets its file-descriptor limit long before any provider's; it is also far below the
+/// largest semaphore tokio can build, which would otherwise panic at start-up.
+pub const MAX_CONCURRENT_TURNS: usize = 10_000;
+/// The longest message a config may allow: no model's window holds more than ~250k tokens (about a
+/// million characters), and the limit is what keeps work per message bounded (reliability row 19).
+pub const MAX_INPUT_CHARS: usize = 1_000_000;
+/// An answer may be given at most an hour: far past the longest healthy reply, while stalled streams are
+/// cut sooner by the providers' idle timeout anyway.
+pub const MAX_TURN_DEADLINE_SECS: u64 = 3600;
+/// The longest system prompt, in the config or set with `/system`: a longer one would crowd the
+/// conversation itself out of an 8k-token window.
+pub const MAX_SYSTEM_PROMPT_CHARS: usize = 4000;
+/// sled's cache at most 64 GiB: anything larger is a unit mix-up (bytes or KiB given as MiB).
+pub const MAX_CACHE_MB: u64 = 65_536;
+/// Each reply loads at most this many turns: no context window holds more, and a load of 10,000 turns
+/// already costs more than a millisecond.
+pub const MAX_LOAD_TURNS: usize = 10_000;
+
+/// Checks `min <= value <= max` at `key`; the error gives the range, what the value means and the default.
+fn check_range<T>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+    meaning: &str,
+    default: T,
+) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if value >= min && value <= max {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        key,
+        format!("{value} is outside {min}..={max} ({meaning})"),
+        format!("set it between {min} and {max}, or leave it out for the default {default}"),
+    ))
 }
 
 /// Checks that `value` at `key` is an absolute http(s) URL.
@@ -319,6 +388,54 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.key, "core.max_concurrent_turns");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused_naming_the_key_and_the_fix() {
+        let long_prompt = format!("[core]\nsystem_prompt = \"{}\"\n", "x".repeat(4001));
+        for (toml, key) in [
+            (
+                "[core]\nturn_deadline_secs = 0\n",
+                "core.turn_deadline_secs",
+            ),
+            (
+                "[core]\nturn_deadline_secs = 86400\n",
+                "core.turn_deadline_secs",
+            ),
+            (
+                "[core]\nmax_concurrent_turns = 4611686018427387904\n",
+                "core.max_concurrent_turns",
+            ),
+            ("[core]\nmax_input_chars = 0\n", "core.max_input_chars"),
+            (
+                "[core]\nmax_input_chars = 50000000\n",
+                "core.max_input_chars",
+            ),
+            (long_prompt.as_str(), "core.system_prompt"),
+            ("[store]\ncache_mb = 0\n", "store.cache_mb"),
+            ("[store]\ncache_mb = 67108864\n", "store.cache_mb"),
+            ("[store]\nload_turns = 0\n", "store.load_turns"),
+            ("[store]\nload_turns = 1000000\n", "store.load_turns"),
+        ] {
+            let err = parse(toml, "<test>", &Env::default()).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+            assert!(
+                err.fix.contains("between") && err.fix.contains("default"),
+                "{err}"
+            );
+        }
+        let err = parse(
+            "[core]\nturn_deadline_secs = 0\n",
+            "<test>",
+            &Env::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration error at `core.turn_deadline_secs`: 0 is outside 1..=3600 (how long one \
+             answer may take, in seconds). Fix: set it between 1 and 3600, or leave it out for the \
+             default 300"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{failed, reply_text, usage, Access, Core};
-use crate::config::Config;
+use crate::config::{Config, MAX_SYSTEM_PROMPT_CHARS};
 use crate::domain::{
     ChatRef, Completion, ConversationKey, FailureKind, Inbound, ReplyEvent, ReplyStream, Usage,
     UserFacingError,
@@ -84,8 +84,6 @@ pub struct ChatSettings {
 const SETTINGS_NS: &str = "core.chat";
 /// The reply when `/reset` could not reach the store.
 const COMMAND_FAILED_MESSAGE: &str = "Sorry — I couldn't do that just now. Please try again.";
-/// A system prompt longer than this is refused: it would crowd out the conversation in small windows.
-const MAX_SYSTEM_PROMPT_CHARS: usize = 4000;
 
 /// This chat's settings.
 pub(super) fn chat_settings(store: &dyn Store, chat: &ChatRef) -> Result<ChatSettings, StoreError> {
