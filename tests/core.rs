@@ -469,6 +469,58 @@ async fn cancel_also_drops_turns_still_waiting() {
     assert_eq!(texts, ["gated first", "third", "echo: third"]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn usage_counters_and_refusal_markers_are_aged_out_by_the_sweep() {
+    use switchboard::clock::{Clock, TokioClock, DAY_MS};
+    use switchboard::store::prune_dated;
+    const DAY: Duration = Duration::from_secs(86_400);
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(TokioClock::starting_at(20_000 * DAY_MS + DAY_MS / 2));
+    let core = Core::new(
+        config("[access]\nallowed_users = [\"telegram:1\"]\n"),
+        store.clone(),
+        ScriptedRouter::new(),
+        clock.clone(),
+    );
+    let keys = |ns: &str| -> Vec<String> {
+        store
+            .kv_scan(ns, "")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    collect(&core, dm("1", "hi")).await;
+    assert!(!admitted(&core, dm("2", "let me in")).await);
+    assert!(core.handle(dm("2", "please?")).is_none(), "told once a day");
+    tokio::time::advance(DAY).await;
+    assert!(
+        !admitted(&core, dm("2", "a day later")).await,
+        "told again the next day"
+    );
+    assert_eq!(keys("core.refused").len(), 2);
+    tokio::time::advance(35 * DAY).await;
+    collect(&core, dm("1", "hi again")).await;
+    assert_eq!(
+        keys("core.usage").len(),
+        4,
+        "two days of user and chat counters"
+    );
+    let removed = prune_dated(store.as_ref(), clock.now_ms()).unwrap();
+    assert_eq!(removed, 4, "36-day-old counters and both refusal markers");
+    assert!(
+        keys("core.usage").iter().all(|k| k.starts_with("20036/")),
+        "{:?}",
+        keys("core.usage")
+    );
+    assert!(keys("core.refused").is_empty());
+    let (usage, _) = collect(&core, dm("1", "/usage")).await;
+    assert!(
+        usage.contains("you: 1 requests"),
+        "today's counters are intact: {usage}"
+    );
+}
+
 #[tokio::test]
 async fn only_admins_set_the_system_prompt_and_it_is_used() {
     let (core, router, _, _h) = core_with("[access]\nadmins = [\"telegram:9\"]\n");

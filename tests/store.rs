@@ -5,14 +5,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use switchboard::clock::DAY_MS;
 use switchboard::domain::{AnswerSource, ConversationKey, Role, TierName};
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::sled_store::{
     OpenedStore, SledStore, META_TREE, SCHEMA_KEY, SCHEMA_VERSION,
 };
 use switchboard::store::{
-    decode, encode, get_json, put_json, ConversationMeta, PruneReport, RetentionPolicy, Store,
-    StoreError, Turn, TurnStatus,
+    decode, encode, get_json, prune_dated, put_json, ConversationMeta, DatedNamespace, PruneReport,
+    RetentionPolicy, Store, StoreError, Turn, TurnStatus,
 };
 use tempfile::TempDir;
 
@@ -355,6 +356,41 @@ fn check_value_round_trip(store: &dyn Store) {
     ));
 }
 
+fn check_dated_records_age_out(store: &dyn Store) {
+    assert_eq!(prune_dated(store, NOW_MS).unwrap(), 0, "nothing declared");
+    let usage = DatedNamespace {
+        ns: "t.usage",
+        keep_days: 35,
+    };
+    store.declare_dated(usage);
+    // Declaring again replaces, never duplicates.
+    store.declare_dated(usage);
+    assert_eq!(store.dated_namespaces(), [usage]);
+    let today = NOW_MS / DAY_MS;
+    for day in [today - 40, today - 36, today - 35, today - 1, today] {
+        store
+            .kv_put("t.usage", &format!("{day}/user/telegram:1"), b"x")
+            .unwrap();
+    }
+    store.kv_put("t.usage", "telegram:1", b"pre-dated").unwrap();
+    store
+        .kv_put("t.usagex", "1/y", b"another namespace")
+        .unwrap();
+    assert_eq!(prune_dated(store, NOW_MS).unwrap(), 3);
+    let left: Vec<String> = store
+        .kv_scan("t.usage", "")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let expected: Vec<String> = [today - 35, today - 1, today]
+        .iter()
+        .map(|d| format!("{d}/user/telegram:1"))
+        .collect();
+    assert_eq!(left, expected);
+    assert!(store.kv_get("t.usagex", "1/y").unwrap().is_some());
+}
+
 macro_rules! contract {
     ($($check:ident),* $(,)?) => {
         mod sled_contract {
@@ -375,6 +411,7 @@ contract!(
     check_kv,
     check_prune,
     check_value_round_trip,
+    check_dated_records_age_out,
 );
 
 // ---------------------------------------------------------------------------------------------------------

@@ -23,20 +23,27 @@ use tokio_util::task::TaskTracker;
 pub use self::access::Access;
 pub use self::commands::{CommandInfo, COMMANDS};
 pub use self::usage::UsageCounter;
-use crate::clock::SharedClock;
+use crate::clock::{utc_day, SharedClock};
 use crate::config::{Config, Scope};
 use crate::domain::{
     ChatKind, Completion, ConversationKey, FailureKind, Inbound, Platform, ReplyEvent, ReplyStream,
     Usage, UserFacingError,
 };
 use crate::router::LlmRouter;
-use crate::store::Store;
+use crate::store::{DatedNamespace, Store};
 
 /// Reply events buffered between a turn and its adapter. Small: adapters consume as fast as deltas come,
 /// and a full buffer only slows the model stream down (backpressure), never drops text.
 const EVENT_BUFFER: usize = 64;
 /// After the shutdown grace, cut turns get this long to write their "restarting" note and history.
 const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Refusal markers, one per refused user and UTC day. Only today's are read; yesterday's is kept too so
+/// a sweep running just after midnight never races a refusal written just before it.
+const REFUSED: DatedNamespace = DatedNamespace {
+    ns: "core.refused",
+    keep_days: 1,
+};
 
 /// The message a user gets when something broke on our side (a contained panic).
 pub const INTERNAL_ERROR_MESSAGE: &str =
@@ -77,6 +84,9 @@ impl Core {
         clock: SharedClock,
     ) -> Arc<Self> {
         let started_ms = clock.now_ms();
+        // The retention sweep ages these out; without it they would grow with every user and day.
+        store.declare_dated(usage::DATED);
+        store.declare_dated(REFUSED);
         Arc::new(Self {
             access: Access::new(&config.access),
             permits: RwLock::new(Arc::new(Semaphore::new(config.core.max_concurrent_turns))),
@@ -95,7 +105,7 @@ impl Core {
     }
 
     /// Handles one inbound message. `None`: the message is ignored (unaddressed in a group, or from a
-    /// refused user who was already told once). Otherwise the stream ends with `Finished` or `Failed`.
+    /// refused user who was already told today). Otherwise the stream ends with `Finished` or `Failed`.
     /// Turns of one conversation are answered in the order `handle` was called. A panic while handling
     /// the message (a command, a bug in a check) is contained: the user gets [`INTERNAL_ERROR_MESSAGE`]
     /// and the caller — an adapter's poll loop — carries on.
@@ -227,13 +237,15 @@ impl Core {
         )
     }
 
+    /// The polite refusal, once per user per UTC day; after that the user's messages are ignored, so a
+    /// stranger cannot make the bot talk (or spend) by repeating themselves.
     fn refuse_once(&self, inbound: &Inbound, refusal: &str) -> Option<ReplyStream> {
-        const NS: &str = "core.refused";
         let user = inbound.sender.user.to_string();
-        match self.store.kv_get(NS, &user) {
+        let key = format!("{}/{user}", utc_day(self.now_ms()));
+        match self.store.kv_get(REFUSED.ns, &key) {
             Ok(Some(_)) => None,
             Ok(None) => {
-                if let Err(e) = self.store.kv_put(NS, &user, b"1") {
+                if let Err(e) = self.store.kv_put(REFUSED.ns, &key, b"1") {
                     tracing::warn!(error = %e, "could not record a refusal");
                 }
                 tracing::info!(user = %user, chat = %inbound.chat, "refused a message (not on the allow list)");

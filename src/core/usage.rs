@@ -7,10 +7,16 @@ use super::Core;
 use crate::clock::utc_day;
 use crate::config::Config;
 use crate::domain::{AnswerSource, ChatRef, Inbound, Usage, UserRef};
-use crate::store::{decode, encode, get_json};
+use crate::store::{decode, encode, get_json, DatedNamespace};
 
 /// The store namespace of the counters.
 const NS: &str = "core.usage";
+/// Counters are kept 35 days and then aged out by the retention sweep: `/usage` and the paid cap read only
+/// today, and 35 days still covers a whole calendar month for an operator reading the store after it.
+pub(super) const DATED: DatedNamespace = DatedNamespace {
+    ns: NS,
+    keep_days: 35,
+};
 
 /// One day's counters for a user or a chat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use futures_util::future::{self, BoxFuture, FutureExt};
 
 use super::{
-    decode, encode, ConversationMeta, PruneReport, RetentionPolicy, Store, StoreError, Turn,
-    ValueUpdate,
+    decode, encode, ConversationMeta, DatedNamespace, DatedRegistry, PruneReport, RetentionPolicy,
+    Store, StoreError, Turn, ValueUpdate,
 };
 use crate::domain::ConversationKey;
 
@@ -23,6 +23,7 @@ struct Inner {
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    dated: DatedRegistry,
 }
 
 impl MemoryStore {
@@ -188,5 +189,13 @@ impl Store for MemoryStore {
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         future::ready(Ok(())).boxed()
+    }
+
+    fn declare_dated(&self, dated: DatedNamespace) {
+        self.dated.declare(dated);
+    }
+
+    fn dated_namespaces(&self) -> Vec<DatedNamespace> {
+        self.dated.list()
     }
 }

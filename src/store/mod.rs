@@ -7,10 +7,13 @@ pub mod memory;
 pub mod open;
 pub mod sled_store;
 
+use std::sync::Mutex;
+
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::utc_day;
 use crate::domain::{AnswerSource, ConversationKey, Role};
 
 /// Whether a stored turn is a complete answer.
@@ -71,6 +74,54 @@ pub struct PruneReport {
     pub conversations: u64,
     /// Turns deleted.
     pub turns_deleted: u64,
+}
+
+/// A namespace of dated records: every key starts with the UTC day number it belongs to (`20123/…`).
+/// Its owner declares it ([`Store::declare_dated`]) and each retention sweep removes its records older than
+/// `keep_days` days ([`prune_dated`]), so counters and markers written per day never grow without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatedNamespace {
+    /// The namespace.
+    pub ns: &'static str,
+    /// Records of the last `keep_days` days (and today) are kept; older ones are removed.
+    pub keep_days: i64,
+}
+
+/// The dated namespaces declared on a store, for its implementations to hold.
+#[derive(Debug, Default)]
+pub struct DatedRegistry(Mutex<Vec<DatedNamespace>>);
+
+impl DatedRegistry {
+    /// Adds `dated`, replacing an earlier declaration of the same namespace.
+    pub fn declare(&self, dated: DatedNamespace) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|d| d.ns != dated.ns);
+        list.push(dated);
+    }
+
+    /// The declarations so far.
+    pub fn list(&self) -> Vec<DatedNamespace> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Removes, in every declared dated namespace, the records older than its horizon and any key that does
+/// not start with a day number (written before the namespace was dated, so it cannot be aged). Returns
+/// how many records were removed.
+pub fn prune_dated(store: &dyn Store, now_ms: i64) -> Result<u64, StoreError> {
+    let today = utc_day(now_ms);
+    let mut removed = 0;
+    for dated in store.dated_namespaces() {
+        let oldest_kept = today - dated.keep_days;
+        for (key, _) in store.kv_scan(dated.ns, "")? {
+            let day = key.split('/').next().and_then(|d| d.parse::<i64>().ok());
+            if day.is_none_or(|day| day < oldest_kept) {
+                store.kv_remove(dated.ns, &key)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Store failures callers can tell apart.
@@ -162,6 +213,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything written so far durable. Called after each completed turn and at shutdown.
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Declares a namespace of dated records, aged out by the retention sweep ([`prune_dated`]).
+    fn declare_dated(&self, dated: DatedNamespace);
+
+    /// The dated namespaces declared so far.
+    fn dated_namespaces(&self) -> Vec<DatedNamespace>;
 }
 
 /// Reads a JSON value from the store's namespace `ns`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::sled_store::SledStore;
-use super::{RetentionPolicy, Store, StoreError};
+use super::{prune_dated, PruneReport, RetentionPolicy, Store, StoreError};
 use crate::clock::{SharedClock, DAY_MS};
 use crate::config::{Config, Env, StoreConfig};
 use crate::exit::Fatal;
@@ -59,7 +59,8 @@ pub fn retention_policy(config: &StoreConfig) -> RetentionPolicy {
 }
 
 /// Runs the retention sweep in the background every [`RETENTION_INTERVAL`] until `stop`, off the async
-/// workers (a sweep does blocking I/O). `policy` is read afresh each time, so a reload applies.
+/// workers (a sweep does blocking I/O): history by `policy` (read afresh each time, so a reload applies),
+/// then the dated records their owners declared on the store (usage counters, refusal markers).
 pub fn spawn_retention(
     store: Arc<dyn Store>,
     policy: impl Fn() -> RetentionPolicy + Send + 'static,
@@ -75,11 +76,12 @@ pub fn spawn_retention(
             }
             wait = RETENTION_INTERVAL;
             let (store, policy, now_ms) = (store.clone(), policy(), clock.now_ms());
-            match tokio::task::spawn_blocking(move || store.prune(policy, now_ms)).await {
-                Ok(Ok(report)) if report.turns_deleted > 0 => {
+            match tokio::task::spawn_blocking(move || sweep(store.as_ref(), policy, now_ms)).await {
+                Ok(Ok((report, records))) if report.turns_deleted > 0 || records > 0 => {
                     tracing::info!(
                         conversations = report.conversations,
                         deleted = report.turns_deleted,
+                        records,
                         "retention sweep"
                     );
                 }
@@ -91,13 +93,23 @@ pub fn spawn_retention(
     })
 }
 
+/// One sweep: history, then dated records.
+fn sweep(
+    store: &dyn Store,
+    policy: RetentionPolicy,
+    now_ms: i64,
+) -> Result<(PruneReport, u64), StoreError> {
+    let report = store.prune(policy, now_ms)?;
+    Ok((report, prune_dated(store, now_ms)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::TokioClock;
     use crate::domain::{ConversationKey, Role};
     use crate::store::memory::MemoryStore;
-    use crate::store::{Turn, TurnStatus};
+    use crate::store::{DatedNamespace, Turn, TurnStatus};
 
     #[tokio::test(start_paused = true)]
     async fn the_sweep_applies_retention_in_the_background() {
@@ -138,5 +150,51 @@ mod tests {
                 max_age_ms: 90 * DAY_MS
             }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_ages_out_dated_records_by_the_injected_clock() {
+        let store = Arc::new(MemoryStore::new());
+        store.declare_dated(DatedNamespace {
+            ns: "test.daily",
+            keep_days: 2,
+        });
+        let day = 20_000;
+        for (key, value) in [
+            (format!("{}/a", day - 3), "old"),
+            (format!("{}/a", day - 2), "kept: the horizon's edge"),
+            (format!("{day}/a"), "today"),
+            ("legacy-key-without-a-day".to_owned(), "undatable"),
+        ] {
+            store.kv_put("test.daily", &key, value.as_bytes()).unwrap();
+        }
+        store
+            .kv_put("test.other", "1/x", b"undeclared: untouched")
+            .unwrap();
+        let stop = CancellationToken::new();
+        let clock = Arc::new(TokioClock::starting_at(day * DAY_MS + 1000));
+        let none = || RetentionPolicy {
+            max_turns: 0,
+            max_age_ms: 0,
+        };
+        let task = spawn_retention(store.clone(), none, clock, stop.clone());
+        tokio::time::sleep(RETENTION_FIRST_DELAY + Duration::from_secs(1)).await;
+        let left: Vec<_> = store
+            .kv_scan("test.daily", "")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(left, [format!("{}/a", day - 2), format!("{day}/a")]);
+        // A day (and two sweeps) later the clock has moved on, and a sweep has taken the next day out.
+        tokio::time::sleep(
+            Duration::from_millis(u64::try_from(DAY_MS).unwrap()) + 2 * RETENTION_INTERVAL,
+        )
+        .await;
+        let left = store.kv_scan("test.daily", "").unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(store.kv_get("test.other", "1/x").unwrap().is_some());
+        stop.cancel();
+        task.await.unwrap();
     }
 }

@@ -53,8 +53,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Db, Tree};
 
 use super::{
-    decode, encode, ConversationMeta, PruneReport, RetentionPolicy, Store, StoreError, Turn,
-    ValueUpdate,
+    decode, encode, ConversationMeta, DatedNamespace, DatedRegistry, PruneReport, RetentionPolicy,
+    Store, StoreError, Turn, ValueUpdate,
 };
 use crate::domain::ConversationKey;
 
@@ -110,6 +110,7 @@ pub struct SledStore {
     conversations: Tree,
     turns: Tree,
     kv: Tree,
+    dated: DatedRegistry,
 }
 
 impl fmt::Debug for SledStore {
@@ -198,6 +199,7 @@ impl SledStore {
             kv: tree(KV_TREE)?,
             db,
             path,
+            dated: DatedRegistry::default(),
         })
     }
     /// The database directory (`<dir>/db`).
@@ -697,5 +699,13 @@ impl Store for SledStore {
             Ok(())
         }
         .boxed()
+    }
+
+    fn declare_dated(&self, dated: DatedNamespace) {
+        self.dated.declare(dated);
+    }
+
+    fn dated_namespaces(&self) -> Vec<DatedNamespace> {
+        self.dated.list()
     }
 }
