@@ -1,8 +1,10 @@
 //! The terminal adapter: `switchboard chat` and `switchboard demo`. Reads one message per line, streams the
 //! reply as it is generated, and after each reply prints one dim line naming the tier, provider and model
-//! that answered. On a terminal it shows a prompt and colours; when stdin is not a terminal it prints plainly,
+//! that answered (marked incomplete when the reply was cut short). On a terminal it shows a prompt and
+//! colours, and Ctrl-C stops a reply — or, at the prompt, ends the chat; when stdin is not a terminal it prints plainly,
 //! so it can be scripted (`printf 'hi\n/usage\n' | switchboard chat`).
 
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,7 +98,8 @@ pub fn source_line(source: &AnswerSource) -> String {
     line
 }
 
-/// Runs a chat session: one message per line of `input` until EOF (or `/quit`), replies to `out`.
+/// Runs a chat session: one message per line of `input` until EOF (or `/quit`), replies to `out`. On a
+/// terminal, Ctrl-C stops a reply in progress, and at the prompt it ends the session.
 pub async fn run_session<R, W>(
     core: &Arc<Core>,
     input: R,
@@ -107,13 +110,49 @@ where
     R: AsyncBufRead + Unpin,
     W: Write,
 {
+    run_session_with(core, input, out, style, ctrl_c).await
+}
+
+/// Resolves on the next Ctrl-C. Once tokio listens for SIGINT it does so for the rest of the process, so
+/// the session itself must handle Ctrl-C at the prompt too; if the handler cannot be installed, never.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// [`run_session`] with the interrupt source given: `interrupt()` resolves when the user presses Ctrl-C
+/// (tests send their own). Interrupts are listened for only in [`Style::Interactive`].
+pub async fn run_session_with<R, W, I, F>(
+    core: &Arc<Core>,
+    input: R,
+    out: &mut W,
+    style: Style,
+    mut interrupt: I,
+) -> std::io::Result<()>
+where
+    R: AsyncBufRead + Unpin,
+    W: Write,
+    I: FnMut() -> F,
+    F: Future<Output = ()>,
+{
     let mut lines = input.lines();
     loop {
-        if style == Style::Interactive {
+        let line = if style == Style::Interactive {
             write!(out, "\n> ")?;
             out.flush()?;
-        }
-        let Some(line) = lines.next_line().await? else {
+            tokio::select! {
+                line = lines.next_line() => line?,
+                () = interrupt() => {
+                    // Ctrl-C at the prompt ends the chat, as a shell user expects.
+                    writeln!(out)?;
+                    break;
+                }
+            }
+        } else {
+            lines.next_line().await?
+        };
+        let Some(line) = line else {
             break;
         };
         let line = line.trim();
@@ -129,26 +168,34 @@ where
         let Some(stream) = core.handle(terminal_inbound(line)) else {
             continue;
         };
-        render_reply(stream, out, style).await?;
+        render_reply(stream, out, style, &mut interrupt).await?;
     }
     Ok(())
 }
 
-async fn render_reply<W: Write>(
+async fn render_reply<W, I, F>(
     mut stream: crate::domain::ReplyStream,
     out: &mut W,
     style: Style,
-) -> std::io::Result<()> {
+    interrupt: &mut I,
+) -> std::io::Result<()>
+where
+    W: Write,
+    I: FnMut() -> F,
+    F: Future<Output = ()>,
+{
     let mut source: Option<AnswerSource> = None;
     let mut wrote_text = false;
     loop {
         let event = if style == Style::Interactive {
             tokio::select! {
                 event = stream.next() => event,
-                _ = tokio::signal::ctrl_c() => {
+                () = interrupt() => {
                     // Dropping the stream stops the turn; the core stores what arrived as incomplete.
+                    drop(stream);
                     writeln!(out, "\n{}", style.warn("⚠ cancelled"))?;
-                    return Ok(());
+                    cut_short_line(out, style, source.as_ref(), wrote_text)?;
+                    return out.flush();
                 }
             }
         } else {
@@ -187,11 +234,30 @@ async fn render_reply<W: Write>(
                     writeln!(out)?;
                 }
                 writeln!(out, "{}", style.warn(&format!("⚠ {}", failure.message)))?;
+                cut_short_line(out, style, source.as_ref(), wrote_text)?;
                 break;
             }
         }
     }
     out.flush()
+}
+
+/// After a reply that was cut short, the dim source line too (marked incomplete), so the user knows which
+/// model the partial text came from. Nothing when no text was shown: there is no answer to attribute.
+fn cut_short_line<W: Write>(
+    out: &mut W,
+    style: Style,
+    source: Option<&AnswerSource>,
+    wrote_text: bool,
+) -> std::io::Result<()> {
+    match source {
+        Some(s) if wrote_text => writeln!(
+            out,
+            "{}",
+            style.dim(&format!("{} · incomplete", source_line(s)))
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// `switchboard chat`: the terminal chat over the configured router and store, with history in sled
@@ -369,5 +435,130 @@ then the paid tier: Ollama Cloud models ({}).
             ),
             self.config.ollama.models.join(", "),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::{mpsc, Mutex};
+
+    use super::*;
+    use crate::router::scripted::{Script, ScriptedRouter};
+    use crate::store::memory::MemoryStore;
+
+    fn core(router: Arc<ScriptedRouter>) -> Arc<Core> {
+        Core::new(
+            Arc::new(Config::default()),
+            Arc::new(MemoryStore::new()),
+            router,
+            Arc::new(SystemClock),
+        )
+    }
+
+    /// A writer the test can read while the session still holds it.
+    #[derive(Clone, Default)]
+    struct Screen(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Screen {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Screen {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn piped_output_is_plain_and_a_cut_reply_names_its_source() {
+        let router = ScriptedRouter::new();
+        router.on(
+            "cut",
+            Script::CutAfter(vec!["The answer is".into(), " forty".into()]),
+        );
+        let core = core(router);
+        let mut out = Vec::new();
+        let input: &[u8] = b"hi\ncut me\n";
+        run_session(&core, input, &mut out, Style::Plain)
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "> hi\n\
+             echo: hi\n\
+             \u{2014} free tier \u{b7} scripted \u{b7} echo-1 \u{b7} 18 tokens\n\
+             > cut me\n\
+             The answer is forty\n\
+             \u{26a0} The model stopped responding; the answer above is incomplete.\n\
+             \u{2014} free tier \u{b7} scripted \u{b7} echo-1 \u{b7} incomplete\n"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ctrl_c_stops_a_reply_and_at_the_prompt_ends_the_chat() {
+        let router = ScriptedRouter::new();
+        router.on("slow", Script::Slow(Duration::from_secs(60)));
+        router.on("cut", Script::CutAfter(vec!["partial".into()]));
+        let core = core(router);
+        let (mut keyboard, input) = tokio::io::duplex(1024);
+        let (press, presses) = mpsc::unbounded_channel::<()>();
+        let presses = Arc::new(Mutex::new(presses));
+        let screen = Screen::default();
+        let session = tokio::spawn({
+            let (core, mut screen) = (core.clone(), screen.clone());
+            async move {
+                let interrupt = move || {
+                    let presses = presses.clone();
+                    async move {
+                        presses.lock().await.recv().await;
+                    }
+                };
+                run_session_with(
+                    &core,
+                    tokio::io::BufReader::new(input),
+                    &mut screen,
+                    Style::Interactive,
+                    interrupt,
+                )
+                .await
+            }
+        });
+        // With the clock paused, a short sleep returns only once the session is blocked: a barrier.
+        let settle = || tokio::time::sleep(Duration::from_millis(10));
+        keyboard.write_all(b"cut me\nslow one\n").await.unwrap();
+        settle().await;
+        press.send(()).unwrap();
+        settle().await;
+        let shown = screen.text();
+        assert!(shown.contains("partial"), "{shown}");
+        assert!(
+            shown.contains("\u{26a0} cancelled"),
+            "the slow reply was stopped: {shown}"
+        );
+        assert!(!shown.contains("echo: slow one"), "{shown}");
+        assert!(
+            shown.contains(
+                "\x1b[2m\u{2014} free tier \u{b7} scripted \u{b7} echo-1 \u{b7} incomplete\x1b[0m"
+            ),
+            "the cut reply names its source, dimmed: {shown:?}"
+        );
+        assert!(!session.is_finished(), "back at the prompt, still chatting");
+        // Ctrl-C at the prompt (after replies have listened for it) ends the session; stdin is still open.
+        press.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ended on Ctrl-C")
+            .unwrap()
+            .unwrap();
+        drop(keyboard);
     }
 }
