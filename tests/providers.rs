@@ -604,6 +604,7 @@ async fn no_error_shows_the_key_or_the_base_url() {
             ProviderError::ModelNotFound => "404",
             ProviderError::Connect => "connect",
             ProviderError::Malformed(_) => "malformed",
+            ProviderError::Refused => "refused",
         })
         .collect();
     assert_eq!(
