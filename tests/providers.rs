@@ -566,6 +566,13 @@ async fn no_error_shows_the_key_or_the_base_url() {
             after: 1,
             message: format!("upstream said {CANARY} at {base}/chat/completions"),
         },
+        Fault::RateLimitResetOnly { reset_in_secs: 30 },
+        Fault::Moderated,
+        Fault::MidStreamStatus {
+            after: 1,
+            code: 429,
+            message: format!("rate limited {CANARY} at {base}/chat/completions"),
+        },
     ];
     let mut errors = Vec::new();
     for fault in faults {
@@ -604,6 +611,7 @@ async fn no_error_shows_the_key_or_the_base_url() {
             ProviderError::ModelNotFound => "404",
             ProviderError::Connect => "connect",
             ProviderError::Malformed(_) => "malformed",
+            ProviderError::Refused => "refused",
         })
         .collect();
     assert_eq!(
@@ -619,6 +627,9 @@ async fn no_error_shows_the_key_or_the_base_url() {
             "stalled",
             "truncated",
             "midstream",
+            "minute",
+            "refused",
+            "minute",
             "404",
             "connect"
         ]

@@ -18,6 +18,7 @@ use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
 use switchboard::sim::openrouter::{SimKey, SimModel, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::Fault;
 use switchboard::store::memory::MemoryStore;
+use switchboard::store::sled_store::SledStore;
 use switchboard::store::Store;
 
 /// 2026-11-22 12:00:00 UTC.
@@ -55,6 +56,16 @@ struct Rig {
 /// OpenRouter keys `k1..kN` (`OPENROUTER_API_KEY_1..N`) on the given sim accounts with `daily` free
 /// requests each; one Ollama key `p1`. The router learns the daily quota from `GET /key`.
 async fn rig(accounts: &[&str], daily: u32, configure: impl FnOnce(&mut Config)) -> Rig {
+    rig_with(accounts, daily, |_| {}, configure).await
+}
+
+/// [`rig`], with the simulated OpenRouter's options adjusted by `sim` before it starts.
+async fn rig_with(
+    accounts: &[&str],
+    daily: u32,
+    sim: impl FnOnce(&mut SimOpenRouterOptions),
+    configure: impl FnOnce(&mut Config),
+) -> Rig {
     let clock = Arc::new(ManualClock(AtomicI64::new(NOON)));
     let shared: SharedClock = clock.clone();
     let keys: Vec<SimKey> = accounts
@@ -62,7 +73,7 @@ async fn rig(accounts: &[&str], daily: u32, configure: impl FnOnce(&mut Config))
         .enumerate()
         .map(|(i, a)| SimKey::new(format!("k{}", i + 1), *a, daily))
         .collect();
-    let openrouter = SimOpenRouter::start(SimOpenRouterOptions {
+    let mut options = SimOpenRouterOptions {
         keys,
         models: vec![
             SimModel::free(FREE_MODEL, 163_840),
@@ -71,9 +82,9 @@ async fn rig(accounts: &[&str], daily: u32, configure: impl FnOnce(&mut Config))
         free_router_picks: PICKED_BY_FREE_ROUTER.into(),
         clock: shared.clone(),
         ..SimOpenRouterOptions::default()
-    })
-    .await
-    .unwrap();
+    };
+    sim(&mut options);
+    let openrouter = SimOpenRouter::start(options).await.unwrap();
     let ollama = SimOllama::start(SimOllamaOptions {
         keys: vec!["p1".into(), "p2".into()],
         ..SimOllamaOptions::default()
@@ -541,4 +552,237 @@ async fn context_too_long_is_refitted_not_resent_unchanged() {
         "halving converges quickly: {statuses:?}"
     );
     assert!(sim.unexpected().is_empty());
+}
+
+#[tokio::test]
+async fn restart_over_a_real_sled_directory_keeps_quota_and_cooldowns() {
+    let rig = rig(&["a1", "a2", "a3"], 2, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let open =
+        || -> Arc<dyn Store> { Arc::new(SledStore::open(dir.path(), 8, NOON).unwrap().store) };
+    let router_over = |store: Arc<dyn Store>| {
+        FreeFirstRouter::from_config(
+            &rig.config,
+            &rig.secrets,
+            store,
+            rig.clock.clone() as SharedClock,
+        )
+        .unwrap()
+    };
+    let store = open();
+    let router = router_over(store.clone());
+    router.refresh_quotas().await;
+    rig.openrouter.push_key_fault(
+        "k2",
+        Fault::RateLimitPerMinute {
+            retry_after_secs: 120,
+        },
+    );
+    for _ in 0..3 {
+        answered(&ask(&router, "c").await);
+    }
+    assert_eq!(
+        (
+            free_calls(&rig, "k1"),
+            free_calls(&rig, "k2"),
+            free_calls(&rig, "k3")
+        ),
+        (2, 1, 1)
+    );
+    // The process ends: the store is dropped (its lock released) before the directory is reopened.
+    drop(router);
+    drop(store);
+    let store = open();
+    let again = router_over(store.clone());
+    let status = again.status();
+    assert_eq!(
+        status.tiers[0].accounts[0].state,
+        "exhausted until 00:00 UTC"
+    );
+    assert_eq!(
+        status.tiers[0].accounts[1].state,
+        "cooling down until 12:02:00 UTC"
+    );
+    assert_eq!(status.tiers[0].accounts[2].requests_left_today, Some(1));
+    assert_eq!(answered(&ask(&again, "c").await).1, fp("k3"));
+    assert_eq!(answered(&ask(&again, "c").await).0, "paid");
+    assert_eq!(
+        (
+            free_calls(&rig, "k1"),
+            free_calls(&rig, "k2"),
+            free_calls(&rig, "k3")
+        ),
+        (2, 1, 2),
+        "nothing re-spent on exhausted or cooling accounts"
+    );
+    rig.clock.advance_ms(120_000);
+    assert_eq!(answered(&ask(&again, "c").await).1, fp("k2"));
+}
+
+#[tokio::test]
+async fn an_older_key_answer_infers_the_daily_limit_from_the_tier() {
+    let rig = rig_with(
+        &["a1", "a2"],
+        50,
+        |o| {
+            o.key_info_legacy = true;
+            o.keys[1].daily_free_quota = 1000;
+        },
+        |_| {},
+    )
+    .await;
+    let accounts = &rig.router.status().tiers[0].accounts;
+    assert_eq!(
+        (accounts[0].daily_limit, accounts[0].requests_left_today),
+        (Some(50), Some(50)),
+        "is_free_tier: true"
+    );
+    assert_eq!(
+        (accounts[1].daily_limit, accounts[1].requests_left_today),
+        (Some(1000), Some(1000)),
+        "is_free_tier: false"
+    );
+}
+
+#[tokio::test]
+async fn a_429_with_only_a_reset_time_cools_down_until_that_time() {
+    let rig = rig(&["a1", "a2"], 50, |_| {}).await;
+    rig.openrouter
+        .push_key_fault("k1", Fault::RateLimitResetOnly { reset_in_secs: 45 });
+    assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k2"));
+    assert_eq!(
+        rig.router.status().tiers[0].accounts[0].state,
+        "cooling down until 12:00:45 UTC"
+    );
+    rig.clock.advance_ms(44_999);
+    assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k2"));
+    assert_eq!(free_calls(&rig, "k1"), 1, "still cooling down");
+    rig.clock.advance_ms(1);
+    assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k1"));
+}
+
+#[tokio::test]
+async fn in_stream_error_codes_cool_down_or_take_out_the_account() {
+    let rig = rig(&["a1", "a2"], 50, |_| {}).await;
+    rig.openrouter.push_key_fault(
+        "k1",
+        Fault::MidStreamStatus {
+            after: 0,
+            code: 429,
+            message: "Rate limit exceeded: free-models-per-min.".into(),
+        },
+    );
+    // Before the first token: the next account at once, and this one cools down.
+    assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k2"));
+    assert!(
+        rig.router.status().tiers[0].accounts[0]
+            .state
+            .starts_with("cooling down until"),
+        "{:?}",
+        rig.router.status()
+    );
+    // After the first token: the reply is cut, and the account is still taken out (402).
+    rig.openrouter.push_key_fault(
+        "k2",
+        Fault::MidStreamStatus {
+            after: 2,
+            code: 402,
+            message: "Insufficient credits".into(),
+        },
+    );
+    let events = ask(&rig.router, "d").await;
+    assert!(
+        matches!(events.last(), Some(ReplyEvent::Failed(f)) if f.kind == FailureKind::Interrupted),
+        "{events:?}"
+    );
+    assert!(rig.router.status().tiers[0].accounts[1]
+        .state
+        .starts_with("out of credits (402)"));
+    assert_eq!(free_calls(&rig, "k2"), 2);
+}
+
+#[tokio::test]
+async fn a_moderation_403_declines_the_request_not_the_key() {
+    let rig = rig(&["a1"], 50, |c| {
+        c.openrouter.free_models = vec![FREE_MODEL.into(), "openrouter/free".into()];
+    })
+    .await;
+    rig.openrouter.push_key_fault("k1", Fault::Moderated);
+    let events = ask(&rig.router, "c").await;
+    assert_eq!(
+        answered(&events),
+        ("free".into(), fp("k1")),
+        "the next model"
+    );
+    assert_eq!(rig.router.status().tiers[0].accounts[0].state, "ready");
+
+    // Every model declines, free and paid: a friendly reply, and every key stays in.
+    rig.openrouter.set_fault(Some(Fault::Moderated));
+    rig.ollama.set_fault(Some(Fault::Moderated));
+    let events = ask(&rig.router, "d").await;
+    match events.last() {
+        Some(ReplyEvent::Failed(f)) => {
+            assert_eq!(f.kind, FailureKind::Refused);
+            assert!(f.message.starts_with("The provider declined this message"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let status = rig.router.status();
+    assert!(status
+        .tiers
+        .iter()
+        .flat_map(|t| &t.accounts)
+        .all(|a| a.state == "ready"));
+    rig.openrouter.set_fault(None);
+    rig.ollama.set_fault(None);
+    assert_eq!(
+        answered(&ask(&rig.router, "e").await),
+        ("free".into(), fp("k1"))
+    );
+}
+
+#[tokio::test]
+async fn openrouter_free_answers_stick_to_the_model_it_picked() {
+    let rig = rig(&["a1"], 50, |c| {
+        c.openrouter.free_models = vec!["openrouter/free".into()];
+    })
+    .await;
+    answered(&ask(&rig.router, "c").await);
+    answered(&ask(&rig.router, "c").await);
+    let models: Vec<_> = rig
+        .openrouter
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_chat())
+        .filter_map(|r| r.model)
+        .collect();
+    assert_eq!(models, ["openrouter/free", PICKED_BY_FREE_ROUTER]);
+}
+
+#[tokio::test]
+async fn paid_off_and_free_only_never_send_a_paid_request() {
+    for free_only in [false, true] {
+        let rig = rig(&["a1"], 1, |c| {
+            if free_only {
+                c.router.free_only = true;
+            } else {
+                c.router.paid_enabled = false;
+            }
+        })
+        .await;
+        assert_eq!(answered(&ask(&rig.router, "c").await).0, "free");
+        let events = ask(&rig.router, "c").await;
+        match events.last() {
+            Some(ReplyEvent::Failed(f)) => {
+                assert_eq!(f.kind, FailureKind::Unavailable);
+                assert_eq!(
+                    f.message,
+                    "The free quota is used up until 00:00 UTC and the paid models are switched off. Please try again after 00:00 UTC."
+                );
+            }
+            other => panic!("free_only {free_only}: {other:?}"),
+        }
+        assert_eq!(rig.ollama.chat_requests(), 0, "free_only {free_only}");
+        assert!(!rig.router.status().tiers[1].enabled);
+    }
 }

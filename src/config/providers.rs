@@ -35,6 +35,15 @@ pub struct RouterConfig {
     /// Our own count is exact between refreshes; the refresh catches use by other programs on the same
     /// account. 15 minutes by default.
     pub quota_refresh_secs: u64,
+    /// When every free account is only at its per-minute limit and the first one frees up within this
+    /// many seconds, wait for it instead of answering from the paid tier (0 = never wait). A per-minute
+    /// window frees within a minute, so a short wait saves money at the price of a slower answer; past a
+    /// few seconds the user would rather have the paid answer now. 5 by default.
+    pub free_wait_max_secs: u64,
+    /// The order tiers are tried in, by name: `free`, `paid` and the `[[tiers]]` names. Tiers not listed
+    /// follow in the default order (free, paid, then `[[tiers]]` as written). Empty = the default order.
+    /// E.g. `["free", "local", "paid"]` asks a local Ollama before spending paid requests.
+    pub tier_order: Vec<String>,
 }
 
 impl Default for RouterConfig {
@@ -50,11 +59,37 @@ impl Default for RouterConfig {
             deadline_secs: 300,
             payment_cooldown_secs: 6 * 3600,
             quota_refresh_secs: 15 * 60,
+            free_wait_max_secs: 5,
+            tier_order: Vec::new(),
         }
     }
 }
 
 impl RouterConfig {
+    /// Checks that `tier_order` names only known tiers (`free`, `paid`, one of `extra`), each once.
+    pub fn check_tier_order(&self, extra: &[ExtraTierConfig]) -> Result<(), ConfigError> {
+        for (i, name) in self.tier_order.iter().enumerate() {
+            let known = name == "free" || name == "paid" || extra.iter().any(|t| &t.name == name);
+            if !known {
+                let mut names = vec!["free".to_owned(), "paid".to_owned()];
+                names.extend(extra.iter().map(|t| t.name.clone()));
+                return Err(ConfigError::new(
+                    format!("router.tier_order[{i}]"),
+                    format!("names {name:?}, which is not a tier"),
+                    format!("use the tier names {}", names.join(", ")),
+                ));
+            }
+            if self.tier_order[..i].contains(name) {
+                return Err(ConfigError::new(
+                    format!("router.tier_order[{i}]"),
+                    format!("lists {name:?} twice"),
+                    "list each tier once",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks timeouts are sensible.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, v) in [

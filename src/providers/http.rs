@@ -252,58 +252,97 @@ pub(crate) fn body_error(error: reqwest::Error) -> ProviderError {
 
 /// Classifies a failed HTTP status from its headers and (already read) body.
 ///
-/// 429 → `RateLimited` (with `Retry-After` seconds and `X-RateLimit-Reset` epoch ms; `daily` when the
-/// message names a per-day quota or the remaining count is 0 with a reset more than
-/// [`DAILY_RESET_THRESHOLD_MS`] away); 402 → `PaymentRequired`; 401/403 → `Unauthorized`; 400/413 naming
-/// the context length → `ContextTooLong`; 404 → `ModelNotFound`; anything else → `Upstream`.
+/// 429 → `RateLimited` (with `Retry-After` in seconds or as an HTTP date, and `X-RateLimit-Reset` epoch ms;
+/// `daily` when the message names a per-day quota or the remaining count is 0 with a reset more than
+/// [`DAILY_RESET_THRESHOLD_MS`] away); 402 → `PaymentRequired`; 403 from a content filter → `Refused`;
+/// 401/403 → `Unauthorized`; 400/413 naming the context length → `ContextTooLong`; 404 →
+/// `ModelNotFound`; anything else → `Upstream`.
 pub fn map_status(status: u16, headers: &HeaderMap, body: &str, now_ms: i64) -> ProviderError {
-    let message = error_text(body).to_ascii_lowercase();
+    let rate = RateHeaders {
+        retry_after: header_str(headers, "retry-after").and_then(|v| retry_after(v, now_ms)),
+        reset_at_ms: header_str(headers, "x-ratelimit-reset")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            // OpenRouter sends epoch milliseconds; some OpenAI-compatible servers send seconds.
+            // Any value below 10^11 cannot be a millisecond timestamp after 1973.
+            .map(|v| if v < 100_000_000_000 { v * 1000 } else { v }),
+        remaining_zero: header_str(headers, "x-ratelimit-remaining")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            == Some(0),
+    };
+    classify(status, &error_text(body), &rate, now_ms)
+}
+
+/// Classifies an `error` value that arrived inside a stream (an SSE data event, an NDJSON line) or in a
+/// `200` body. When its `code` is a status with its own reaction (429, 402, 401, 403) it gets the same
+/// class as that HTTP status, so a mid-stream rate limit cools the account down like a 429 response
+/// would; anything else is [`ProviderError::MidStream`] with the provider's (sanitized) message.
+pub fn map_stream_error(error: &serde_json::Value) -> ProviderError {
+    let code = error.get("code").and_then(|c| match c {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    });
+    match code.and_then(|c| u16::try_from(c).ok()) {
+        Some(status @ (429 | 402 | 401 | 403)) => {
+            // No headers inside a stream: the reset time is unknown, so "now" does not matter.
+            classify(status, &error_value_text(error), &RateHeaders::default(), 0)
+        }
+        _ => ProviderError::MidStream {
+            message: sanitize_message(&super::sse::error_message(error)),
+        },
+    }
+}
+
+/// The rate-limit headers of a 429 (none inside a stream).
+#[derive(Debug, Default)]
+struct RateHeaders {
+    retry_after: Option<Duration>,
+    reset_at_ms: Option<i64>,
+    remaining_zero: bool,
+}
+
+/// Words a provider's 429 message uses for a per-day (or longer) quota, as opposed to a per-minute one.
+const DAILY_WORDS: [&str; 5] = [
+    "per-day",
+    "per day",
+    "daily",
+    "free-models-per-day",
+    "weekly",
+];
+
+/// Words in a 403's message that mean a content filter declined this request (OpenRouter: "… requires
+/// moderation … your input was flagged"), not that the key is bad.
+const MODERATION_WORDS: [&str; 2] = ["moderation", "flagged"];
+
+/// Words in a 400/413's message that mean the prompt is longer than the model's context window.
+const CONTEXT_WORDS: [&str; 6] = [
+    "context length",
+    "context_length",
+    "maximum context",
+    "context window",
+    "too many tokens",
+    "prompt is too long",
+];
+
+/// The taxonomy shared by HTTP statuses and in-stream error codes. `text` is the provider's message.
+fn classify(status: u16, text: &str, rate: &RateHeaders, now_ms: i64) -> ProviderError {
+    let message = text.to_ascii_lowercase();
+    let says = |words: &[&str]| words.iter().any(|w| message.contains(w));
     match status {
         429 => {
-            let retry_after = header_str(headers, "retry-after")
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64);
-            let reset_at_ms = header_str(headers, "x-ratelimit-reset")
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                // OpenRouter sends epoch milliseconds; some OpenAI-compatible servers send seconds.
-                // Any value below 10^11 cannot be a millisecond timestamp after 1973.
-                .map(|v| if v < 100_000_000_000 { v * 1000 } else { v });
-            let remaining_zero = header_str(headers, "x-ratelimit-remaining")
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                == Some(0);
-            let far_reset = reset_at_ms.is_some_and(|r| r - now_ms > DAILY_RESET_THRESHOLD_MS);
-            let says_daily = [
-                "per-day",
-                "per day",
-                "daily",
-                "free-models-per-day",
-                "weekly",
-            ]
-            .iter()
-            .any(|w| message.contains(w));
+            let far_reset = rate
+                .reset_at_ms
+                .is_some_and(|r| r - now_ms > DAILY_RESET_THRESHOLD_MS);
             ProviderError::RateLimited {
-                retry_after,
-                reset_at_ms,
-                daily: says_daily || (remaining_zero && far_reset),
+                retry_after: rate.retry_after,
+                reset_at_ms: rate.reset_at_ms,
+                daily: says(&DAILY_WORDS) || (rate.remaining_zero && far_reset),
             }
         }
         402 => ProviderError::PaymentRequired,
+        403 if says(&MODERATION_WORDS) => ProviderError::Refused,
         401 | 403 => ProviderError::Unauthorized { status },
-        400 | 413
-            if [
-                "context length",
-                "context_length",
-                "maximum context",
-                "context window",
-                "too many tokens",
-                "prompt is too long",
-            ]
-            .iter()
-            .any(|w| message.contains(w)) =>
-        {
-            ProviderError::ContextTooLong
-        }
+        400 | 413 if says(&CONTEXT_WORDS) => ProviderError::ContextTooLong,
         404 => ProviderError::ModelNotFound,
         _ => {
             tracing::debug!(status, message = %sanitize_message(&message), "provider error status");
@@ -312,23 +351,40 @@ pub fn map_status(status: u16, headers: &HeaderMap, body: &str, now_ms: i64) -> 
     }
 }
 
+/// `Retry-After`: delay seconds, or an HTTP date (RFC 9110 allows both) turned into the wait from `now_ms`.
+fn retry_after(value: &str, now_ms: i64) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(crate::clock::until(now_ms, at.timestamp_millis()))
+}
+
 /// The message of an error body: `error.message`, `error` as a string, or the raw body.
 fn error_text(body: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(body) {
         Ok(v) => match v.get("error") {
-            Some(e) => {
-                let mut text = super::sse::error_message(e);
-                // OpenRouter puts the upstream's own words in `error.metadata.raw`.
-                if let Some(raw) = e.pointer("/metadata/raw").and_then(|r| r.as_str()) {
-                    text.push(' ');
-                    text.push_str(raw);
-                }
-                text
-            }
+            Some(e) => error_value_text(e),
             None => body.to_owned(),
         },
         Err(_) => body.to_owned(),
     }
+}
+
+/// The readable text of an `error` value, with the details OpenRouter adds in `error.metadata`.
+fn error_value_text(error: &serde_json::Value) -> String {
+    let mut text = super::sse::error_message(error);
+    // OpenRouter puts the upstream's own words in `error.metadata.raw`.
+    if let Some(raw) = error.pointer("/metadata/raw").and_then(|r| r.as_str()) {
+        text.push(' ');
+        text.push_str(raw);
+    }
+    // Its moderation errors carry `metadata.flagged_input` and `metadata.reasons`.
+    if error.pointer("/metadata/flagged_input").is_some() {
+        text.push_str(" (flagged)");
+    }
+    text
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -492,6 +548,115 @@ mod tests {
         assert_eq!(
             map_status(503, &h, "", NOW),
             ProviderError::Upstream { status: 503 }
+        );
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date_is_a_wait_from_now() {
+        // NOW is 2023-11-14T22:13:20Z.
+        let limited = map_status(
+            429,
+            &headers(&[("retry-after", "Tue, 14 Nov 2023 22:13:50 GMT")]),
+            "",
+            NOW,
+        );
+        assert_eq!(
+            limited,
+            ProviderError::RateLimited {
+                retry_after: Some(Duration::from_secs(30)),
+                reset_at_ms: None,
+                daily: false
+            }
+        );
+        let past = map_status(
+            429,
+            &headers(&[("retry-after", "Tue, 14 Nov 2023 22:00:00 GMT")]),
+            "",
+            NOW,
+        );
+        assert!(
+            matches!(past, ProviderError::RateLimited { retry_after: Some(d), .. } if d.is_zero())
+        );
+        let garbage = map_status(429, &headers(&[("retry-after", "soon")]), "", NOW);
+        assert!(matches!(
+            garbage,
+            ProviderError::RateLimited {
+                retry_after: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_moderation_403_is_a_refusal_not_a_bad_key() {
+        let h = HeaderMap::new();
+        let flagged = r#"{"error":{"code":403,"message":"meta-llama/llama-guard requires moderation on OpenInference. Your input was flagged for \"violence\"","metadata":{"reasons":["violence"],"flagged_input":"...","provider_name":"X","model_slug":"m"}}}"#;
+        assert_eq!(map_status(403, &h, flagged, NOW), ProviderError::Refused);
+        let metadata_only =
+            r#"{"error":{"code":403,"message":"Forbidden","metadata":{"flagged_input":"..."}}}"#;
+        assert_eq!(
+            map_status(403, &h, metadata_only, NOW),
+            ProviderError::Refused
+        );
+        assert_eq!(
+            map_status(403, &h, r#"{"error":{"message":"Key disabled"}}"#, NOW),
+            ProviderError::Unauthorized { status: 403 }
+        );
+        // A 401 is always the key, whatever it says.
+        assert_eq!(
+            map_status(401, &h, r#"{"error":{"message":"flagged"}}"#, NOW),
+            ProviderError::Unauthorized { status: 401 }
+        );
+    }
+
+    #[test]
+    fn stream_error_codes_map_to_the_same_taxonomy() {
+        let v = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        assert_eq!(
+            map_stream_error(&v(
+                r#"{"code":429,"message":"Rate limit exceeded: free-models-per-min."}"#
+            )),
+            ProviderError::RateLimited {
+                retry_after: None,
+                reset_at_ms: None,
+                daily: false
+            }
+        );
+        assert!(matches!(
+            map_stream_error(&v(
+                r#"{"code":"429","message":"Rate limit exceeded: free-models-per-day"}"#
+            )),
+            ProviderError::RateLimited { daily: true, .. }
+        ));
+        assert_eq!(
+            map_stream_error(&v(r#"{"code":402,"message":"Insufficient credits"}"#)),
+            ProviderError::PaymentRequired
+        );
+        assert_eq!(
+            map_stream_error(&v(r#"{"code":401,"message":"User not found."}"#)),
+            ProviderError::Unauthorized { status: 401 }
+        );
+        assert_eq!(
+            map_stream_error(&v(r#"{"code":403,"message":"Your input was flagged"}"#)),
+            ProviderError::Refused
+        );
+        assert_eq!(
+            map_stream_error(&v(r#"{"code":"server_error","message":"overloaded"}"#)),
+            ProviderError::MidStream {
+                message: "overloaded".into()
+            }
+        );
+        assert_eq!(
+            map_stream_error(&v(r#"{"code":502,"message":"bad gateway"}"#)),
+            ProviderError::MidStream {
+                message: "bad gateway".into()
+            }
+        );
+        assert_eq!(
+            map_stream_error(&serde_json::Value::String("model crashed".into())),
+            ProviderError::MidStream {
+                message: "model crashed".into()
+            }
         );
     }
 }

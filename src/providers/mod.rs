@@ -75,6 +75,10 @@ pub enum ProviderError {
         /// 401 or 403.
         status: u16,
     },
+    /// HTTP 403 from a content filter (OpenRouter moderation: "your input was flagged"): this request was
+    /// declined, the key is fine. Another model may accept it.
+    #[error("declined by the provider's moderation")]
+    Refused,
     /// The prompt does not fit the model's context window.
     #[error("context length exceeded")]
     ContextTooLong,

@@ -6,9 +6,9 @@
 
 use serde::Deserialize;
 
+use super::http::map_stream_error;
 use super::lines::LineSplitter;
 use super::sanitize::sanitize_message;
-use super::sse::error_message;
 use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
 use crate::domain::Usage;
 
@@ -79,8 +79,8 @@ impl State {
             }
         };
         if let Some(error) = obj.error {
-            let message = sanitize_message(&error_message(&error));
-            self.fail(out, ProviderError::MidStream { message });
+            // An error code with its own reaction (429, 402, 401/403) keeps it; the rest are mid-stream.
+            self.fail(out, map_stream_error(&error));
             return;
         }
         if let Some(model) = obj.model.filter(|m| !m.is_empty()) {
@@ -173,6 +173,28 @@ mod tests {
         assert_eq!(
             parse_all(NdjsonParser::new(), [HAPPY.trim_end().as_bytes()]),
             happy_events()
+        );
+    }
+
+    #[test]
+    fn coded_errors_keep_their_class() {
+        let wire = "{\"model\":\"m\",\"message\":{\"content\":\"a\"},\"done\":false}\n{\"error\":{\"code\":429,\"message\":\"too many requests\"}}\n";
+        assert_eq!(
+            parse_all(NdjsonParser::new(), [wire.as_bytes()]),
+            vec![
+                Ok(ProviderEvent::Model("m".into())),
+                Ok(ProviderEvent::Delta("a".into())),
+                Err(ProviderError::RateLimited {
+                    retry_after: None,
+                    reset_at_ms: None,
+                    daily: false
+                })
+            ]
+        );
+        let wire = "{\"error\":{\"code\":401,\"message\":\"unauthorized\"}}\n";
+        assert_eq!(
+            parse_all(NdjsonParser::new(), [wire.as_bytes()]),
+            vec![Err(ProviderError::Unauthorized { status: 401 })]
         );
     }
 

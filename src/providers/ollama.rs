@@ -10,7 +10,6 @@ use tokio::time::Instant;
 
 use super::http::{self, ClientBuildError, Endpoint, Timeouts};
 use super::ndjson::{Line, NdjsonParser};
-use super::sanitize::sanitize_message;
 use super::{
     wire_messages, ChatProvider, Completion, ProviderError, ProviderRequest, ProviderStream,
 };
@@ -94,9 +93,7 @@ impl OllamaClient {
         let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
         let answer: Line = http::read_json(response, deadline).await?;
         if let Some(error) = answer.error {
-            return Err(ProviderError::MidStream {
-                message: sanitize_message(&super::sse::error_message(&error)),
-            });
+            return Err(http::map_stream_error(&error));
         }
         if !answer.done {
             return Err(ProviderError::Truncated);

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::http::{self, ClientBuildError, Endpoint, Timeouts};
-use super::sanitize::sanitize_message;
 use super::sse::SseParser;
 use super::{
     wire_messages, ChatProvider, Completion, ProviderError, ProviderRequest, ProviderStream,
@@ -171,9 +170,7 @@ impl OpenAiClient {
         let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
         let answer: CompletionBody = http::read_json(response, deadline).await?;
         if let Some(error) = answer.error {
-            return Err(ProviderError::MidStream {
-                message: sanitize_message(&super::sse::error_message(&error)),
-            });
+            return Err(http::map_stream_error(&error));
         }
         let choice = answer
             .choices

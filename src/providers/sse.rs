@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use super::http::map_stream_error;
 use super::lines::LineSplitter;
 use super::sanitize::sanitize_message;
 use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
@@ -135,8 +136,8 @@ impl State {
             }
         };
         if let Some(error) = chunk.error {
-            let message = sanitize_message(&error_message(&error));
-            self.fail(out, ProviderError::MidStream { message });
+            // An error code with its own reaction (429, 402, 401/403) keeps it; the rest are mid-stream.
+            self.fail(out, map_stream_error(&error));
             return;
         }
         if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
@@ -287,6 +288,29 @@ data: {\"choices\":[{\"delta\":{\"content\":\"ignored\"}}]}\n\n";
                     message: "Provider disconnected, see [url]".into()
                 }),
             ]
+        );
+    }
+
+    #[test]
+    fn coded_mid_stream_errors_keep_their_class() {
+        let wire = "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+data: {\"error\":{\"code\":429,\"message\":\"Rate limit exceeded: free-models-per-day\"}}\n\n";
+        assert_eq!(
+            parse_all(SseParser::new(), [wire.as_bytes()]),
+            vec![
+                Ok(ProviderEvent::Model("m".into())),
+                delta("Hi"),
+                Err(ProviderError::RateLimited {
+                    retry_after: None,
+                    reset_at_ms: None,
+                    daily: true
+                }),
+            ]
+        );
+        let wire = "data: {\"error\":{\"code\":402,\"message\":\"no credits\"}}\n\n";
+        assert_eq!(
+            parse_all(SseParser::new(), [wire.as_bytes()]),
+            vec![Err(ProviderError::PaymentRequired)]
         );
     }
 

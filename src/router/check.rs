@@ -12,6 +12,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use super::clients;
+use super::quota::free_daily_limit;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::providers::ProviderKind;
 use crate::config::{self, Config, Env, Secrets};
@@ -116,12 +117,17 @@ pub async fn run_check(
                         Some(false) => "credits bought",
                         None => "tier unknown",
                     };
-                    let left = match (info.free_remaining, info.free_daily_limit) {
+                    let limit = free_daily_limit(info.free_daily_limit, info.is_free_tier);
+                    let left = match (info.free_remaining, limit) {
                         (Some(left), Some(limit)) => {
                             format!("{left} of {limit} free requests left today")
                         }
                         (Some(left), None) => format!("{left} free requests left today"),
-                        _ => "free requests left today unknown".into(),
+                        // An older GET /key shape: the tier says the limit, not what is left.
+                        (None, Some(limit)) => {
+                            format!("{limit} free requests a day, left today unknown")
+                        }
+                        (None, None) => "free requests left today unknown".into(),
                     };
                     r.ok(&format!("{item}: {tier}, {left}"))?;
                 }

@@ -2,7 +2,7 @@
 //! models on Ollama Cloud, then any extra tiers), account-aware quotas, the error taxonomy with one
 //! reaction per error, fallback before the first token, stickiness, the one-time paid notice and usage
 //! accounting. The routing decision takes one short mutex hold over in-memory state; store writes happen
-//! after it is released.
+//! after it is released (versioned, so a late write of an older record is skipped).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -16,10 +16,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::quota::{backoff_with_jitter, AccountBook, Availability, Hold, Persist, Spread, NS};
+use super::quota::{
+    backoff_with_jitter, free_daily_limit, write_newer, AccountBook, Availability, Hold, Persist,
+    Reserved, Spread, NS,
+};
 use super::usage::{self, PaidDay, PAID_DAY_KEY};
 use super::{AccountStatus, CompletionRequest, LlmRouter, ModelInfo, RouterStatus, TierStatus};
-use crate::clock::{next_utc_midnight, utc_day, SharedClock};
+use crate::clock::{next_utc_midnight, until, utc_day, SharedClock};
 use crate::config::providers::{ExtraTierConfig, Price};
 use crate::config::{Config, ConfigError, Env, Secrets};
 use crate::context::{fit_context, message_tokens, prompt_budget};
@@ -97,9 +100,28 @@ struct Tier {
     display: String,
     provider: Arc<dyn ChatProvider>,
     models: Vec<ModelSpec>,
+    /// Context windows of models not in `models` that the tier can still route (see `routes`).
+    context_windows: BTreeMap<String, usize>,
+    default_context_window: usize,
+    /// Whether any `:free` model id is routable here (OpenRouter): `openrouter/free` answers with one,
+    /// and stickiness keeps it.
+    routes_free_ids: bool,
     accounts: Vec<usize>,
     spread: Spread,
     paid: bool,
+}
+
+impl Tier {
+    /// A model this tier can be asked for by name: a configured one, or on OpenRouter any `:free` id.
+    fn routes(&self, model: &str) -> Option<ModelSpec> {
+        if let Some(m) = self.models.iter().find(|m| m.name == model) {
+            return Some(m.clone());
+        }
+        (self.routes_free_ids && model.ends_with(":free")).then(|| ModelSpec {
+            name: model.to_owned(),
+            context_window: window(&self.context_windows, self.default_context_window, model),
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -111,6 +133,7 @@ struct Switches {
     sticky: bool,
     payment_cooldown: Duration,
     quota_refresh: Duration,
+    free_wait_max: Duration,
 }
 
 #[derive(Clone)]
@@ -167,6 +190,8 @@ enum TierOutcome {
     KeysRejected,
     /// Providers failed (5xx, timeouts, missing models, …).
     Failing,
+    /// The provider's content filter declined this message.
+    Refused,
     /// Policy: free only.
     FreeOnly,
     /// Policy: the paid tier is off.
@@ -239,7 +264,7 @@ impl FreeFirstRouter {
             .ok()
             .flatten()
             .unwrap_or_default();
-        let policy = build_policy(config, &providers, &book);
+        let policy = build_policy(config, &providers, &book)?;
         if policy.tiers.is_empty() {
             tracing::warn!("no model tier is usable: set OPENROUTER_API_KEY_1 or OLLAMA_API_KEY (see `switchboard check`)");
         }
@@ -294,13 +319,14 @@ impl FreeFirstRouter {
             match probe.key_quota(&secret).await {
                 Ok(Some(q)) => {
                     let now = self.shared.clock.now_ms();
+                    let limit = free_daily_limit(q.daily_limit, q.is_free_tier);
                     let p = self
                         .shared
                         .lock()
                         .book
-                        .learn(account, q.daily_limit, q.remaining, now);
+                        .learn(account, limit, q.remaining, now);
                     self.shared.write(&p);
-                    tracing::info!(account = %label, limit = ?q.daily_limit, remaining = ?q.remaining, "free quota learned");
+                    tracing::info!(account = %label, limit = ?limit, remaining = ?q.remaining, free_tier = ?q.is_free_tier, "free quota learned");
                 }
                 Ok(None) => {
                     tracing::debug!(account = %label, "GET /key not offered: quota unknown")
@@ -335,7 +361,13 @@ impl FreeFirstRouter {
     /// base URLs need a restart (their clients are built at start-up); a warning says so.
     pub fn reload(&self, config: &Config) {
         let mut st = self.shared.lock();
-        let policy = build_policy(config, &self.shared.providers, &st.book);
+        let policy = match build_policy(config, &self.shared.providers, &st.book) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("router configuration not reloaded, keeping the current one: {e}");
+                return;
+            }
+        };
         for tier in &config.tiers {
             if !self.shared.providers.extra.contains_key(&tier.name) {
                 tracing::warn!(tier = %tier.name, "new tier needs a restart to be used");
@@ -363,10 +395,8 @@ impl FreeFirstRouter {
         let mut st = self.shared.lock();
         for (t, tier) in policy.tiers.iter().enumerate() {
             let State { book, cursors, .. } = &mut *st;
-            if let Some((_, key, _)) =
-                book.reserve(&tier.accounts, tier.spread, &mut cursors[t], now)
-            {
-                return Some((tier.name.clone(), book.keys[key].fingerprint.clone()));
+            if let Some(r) = book.reserve(&tier.accounts, tier.spread, &mut cursors[t], now) {
+                return Some((tier.name.clone(), book.keys[r.key].fingerprint.clone()));
             }
         }
         None
@@ -377,7 +407,12 @@ fn window(map: &BTreeMap<String, usize>, default: usize, model: &str) -> usize {
     map.get(model).copied().unwrap_or(default)
 }
 
-fn build_policy(config: &Config, providers: &ProviderSet, book: &AccountBook) -> Policy {
+fn build_policy(
+    config: &Config,
+    providers: &ProviderSet,
+    book: &AccountBook,
+) -> Result<Policy, ConfigError> {
+    config.router.check_tier_order(&config.tiers)?;
     let accounts_of = |provider: &str| -> Vec<usize> {
         book.accounts
             .iter()
@@ -386,6 +421,7 @@ fn build_policy(config: &Config, providers: &ProviderSet, book: &AccountBook) ->
             .map(|(i, _)| i)
             .collect()
     };
+    // The default order: free, paid, then the extra tiers as written.
     let mut tiers = Vec::new();
     if let Some(client) = &providers.openrouter {
         let accounts = accounts_of(OPENROUTER);
@@ -404,6 +440,9 @@ fn build_policy(config: &Config, providers: &ProviderSet, book: &AccountBook) ->
                         context_window: window(&or.context_windows, or.default_context_window, m),
                     })
                     .collect(),
+                context_windows: or.context_windows.clone(),
+                default_context_window: or.default_context_window,
+                routes_free_ids: true,
                 accounts,
                 spread: Spread::InOrder,
                 paid: false,
@@ -427,6 +466,9 @@ fn build_policy(config: &Config, providers: &ProviderSet, book: &AccountBook) ->
                         context_window: window(&ol.context_windows, ol.default_context_window, m),
                     })
                     .collect(),
+                context_windows: ol.context_windows.clone(),
+                default_context_window: ol.default_context_window,
+                routes_free_ids: false,
                 accounts,
                 spread: Spread::LeastUsed,
                 paid: true,
@@ -438,8 +480,16 @@ fn build_policy(config: &Config, providers: &ProviderSet, book: &AccountBook) ->
             tiers.push(extra_tier(extra, client, accounts_of(&extra.name)));
         }
     }
+    // `tier_order` moves the tiers it names to the front, in its order (a stable sort keeps the rest).
+    let order = &config.router.tier_order;
+    tiers.sort_by_key(|t| {
+        order
+            .iter()
+            .position(|n| *n == t.name.0)
+            .unwrap_or(order.len())
+    });
     let r = &config.router;
-    Policy {
+    Ok(Policy {
         tiers,
         switches: Switches {
             free_only: r.free_only,
@@ -449,9 +499,10 @@ fn build_policy(config: &Config, providers: &ProviderSet, book: &AccountBook) ->
             sticky: r.sticky,
             payment_cooldown: Duration::from_secs(r.payment_cooldown_secs),
             quota_refresh: Duration::from_secs(r.quota_refresh_secs),
+            free_wait_max: Duration::from_secs(r.free_wait_max_secs),
         },
         prices: config.ollama.prices.clone(),
-    }
+    })
 }
 
 fn extra_tier(
@@ -474,34 +525,50 @@ fn extra_tier(
                 context_window: extra.context_window,
             })
             .collect(),
+        context_windows: BTreeMap::new(),
+        default_context_window: extra.context_window,
+        routes_free_ids: false,
         accounts,
         spread: Spread::LeastUsed,
     }
 }
 
+/// One model to try on one tier.
+#[derive(Clone)]
+struct Candidate {
+    tier: usize,
+    model: ModelSpec,
+}
+
 impl Policy {
     /// Candidates in order: an explicitly chosen model first, then every tier's models in order with the
     /// conversation's sticky model first within its tier. Tier order always wins over stickiness, so a
-    /// conversation that fell back to the paid tier returns to the free tier when quota is back.
-    fn candidates(&self, explicit: Option<&str>, sticky: Option<&Sticky>) -> Vec<(usize, usize)> {
-        let mut out = Vec::with_capacity(self.tiers.iter().map(|t| t.models.len()).sum());
+    /// conversation that fell back to the paid tier returns to the free tier when quota is back. A sticky
+    /// model the tier routes without listing it (a `:free` id `openrouter/free` picked) is tried first too.
+    fn candidates(&self, explicit: Option<&str>, sticky: Option<&Sticky>) -> Vec<Candidate> {
+        let mut out: Vec<Candidate> =
+            Vec::with_capacity(self.tiers.iter().map(|t| t.models.len() + 1).sum());
+        let push = |out: &mut Vec<Candidate>, tier: usize, model: ModelSpec| {
+            if !out
+                .iter()
+                .any(|c| c.tier == tier && c.model.name == model.name)
+            {
+                out.push(Candidate { tier, model });
+            }
+        };
         if let Some(name) = explicit {
-            if let Some(c) = self.find(|_, m| m.name == name) {
-                out.push(c);
+            if let Some((t, m)) = self.find(|_, m| m.name == name) {
+                push(&mut out, t, self.tiers[t].models[m].clone());
             }
         }
         for (t, tier) in self.tiers.iter().enumerate() {
             if let Some(s) = sticky.filter(|s| s.tier == tier.name.0) {
-                if let Some(m) = tier.models.iter().position(|m| m.name == s.model) {
-                    if !out.contains(&(t, m)) {
-                        out.push((t, m));
-                    }
+                if let Some(spec) = tier.routes(&s.model) {
+                    push(&mut out, t, spec);
                 }
             }
-            for m in 0..tier.models.len() {
-                if !out.contains(&(t, m)) {
-                    out.push((t, m));
-                }
+            for m in &tier.models {
+                push(&mut out, t, m.clone());
             }
         }
         out
@@ -527,8 +594,22 @@ impl Shared {
     }
 
     fn write(&self, (key, record): &Persist) {
-        if let Err(e) = store::put_json(self.store.as_ref(), NS, key, record) {
+        if let Err(e) = write_newer(self.store.as_ref(), key, record) {
             tracing::warn!("router state not written: {e}");
+        }
+    }
+
+    fn write_paid(&self, paid: &PaidDay) {
+        if let Err(e) = write_newer(self.store.as_ref(), PAID_DAY_KEY, paid) {
+            tracing::warn!("paid counter not written: {e}");
+        }
+    }
+
+    /// Makes the state just written durable: a hold must survive a crash right after it was learned
+    /// (sled alone would lose the last half second), or the restarted router spends on it again.
+    async fn flush(&self) {
+        if let Err(e) = self.store.flush().await {
+            tracing::warn!("router state not flushed: {e}");
         }
     }
 
@@ -578,8 +659,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Reserves a request on a ready account of tier `t`. On `None`, says why no account was ready.
-    fn reserve(&self, t: usize, tier: &Tier, now: i64) -> Result<(usize, usize), TierOutcome> {
+    /// Reserves a request on a ready account of tier `t`: (account, key, ticket). On `Err`, says why no
+    /// account was ready.
+    fn reserve(&self, t: usize, tier: &Tier, now: i64) -> Result<(usize, usize, u64), TierOutcome> {
         let (reserved, paid_write) = {
             let mut st = self.lock();
             let State {
@@ -590,7 +672,7 @@ impl Shared {
                 ..
             } = &mut *st;
             match book.reserve(&tier.accounts, tier.spread, &mut cursors[t], now) {
-                Some((a, k, persist)) => {
+                Some(reserved) => {
                     let today = utc_day(now);
                     let entry = tier_requests
                         .entry(tier.name.0.clone())
@@ -603,25 +685,35 @@ impl Shared {
                         if paid.day != today {
                             *paid = PaidDay {
                                 day: today,
+                                version: paid.version,
                                 ..PaidDay::default()
                             };
                         }
                         paid.requests += 1;
+                        paid.version += 1;
                         *paid
                     });
-                    (Ok((a, k, persist)), paid_write)
+                    (Ok(reserved), paid_write)
                 }
                 None => (Err(why_unavailable(book, &tier.accounts, now)), None),
             }
         };
-        let (a, k, persist) = reserved?;
+        let Reserved {
+            account,
+            key,
+            ticket,
+            persist,
+        } = reserved?;
         self.write(&persist);
         if let Some(p) = paid_write {
-            if let Err(e) = store::put_json(self.store.as_ref(), NS, PAID_DAY_KEY, &p) {
-                tracing::warn!("paid counter not written: {e}");
-            }
+            self.write_paid(&p);
         }
-        Ok((a, k))
+        Ok((account, key, ticket))
+    }
+
+    /// When tier `tier`'s first account held back only by its per-minute limit frees up, if one will.
+    fn soonest_minute_free(&self, tier: &Tier, now: i64) -> Option<i64> {
+        self.lock().book.soonest_minute_free(&tier.accounts, now)
     }
 
     fn model_missing(&self, tier: &Tier, model: &str, now: i64) -> bool {
@@ -631,8 +723,9 @@ impl Shared {
             .is_some_and(|&until| until > now)
     }
 
-    /// The error taxonomy: how the router reacts to each provider error before the first token.
-    fn react(
+    /// The error taxonomy: how the router reacts to each provider error before the first token. A hold
+    /// it records is flushed to disk before the turn goes on.
+    async fn react(
         &self,
         policy: &Policy,
         tier: &Tier,
@@ -682,6 +775,7 @@ impl Shared {
         };
         if let Some(p) = persist {
             self.write(&p);
+            self.flush().await;
         }
         tracing::info!(tier = %tier.name, provider = %tier.provider_name, model, "provider call failed: {error}");
         match error {
@@ -693,9 +787,10 @@ impl Shared {
                 Reaction::NextAccount
             }
             ProviderError::ContextTooLong => Reaction::Refit,
-            ProviderError::ModelNotFound => Reaction::NextModel,
-            ProviderError::Upstream { .. }
-            | ProviderError::Connect
+            ProviderError::Refused => Reaction::Declined,
+            ProviderError::Connect => Reaction::EndpointDown,
+            ProviderError::ModelNotFound
+            | ProviderError::Upstream { .. }
             | ProviderError::Timeout
             | ProviderError::Stalled
             | ProviderError::Truncated
@@ -704,8 +799,9 @@ impl Shared {
         }
     }
 
-    fn succeeded(&self, account: usize) {
-        let p = self.lock().book.succeeded(account);
+    fn succeeded(&self, account: usize, ticket: u64) {
+        let now = self.clock.now_ms();
+        let p = self.lock().book.succeeded(account, ticket, now);
         if let Some(p) = p {
             self.write(&p);
         }
@@ -756,10 +852,12 @@ impl Shared {
             if st.paid.day != day {
                 st.paid = PaidDay {
                     day,
+                    version: st.paid.version,
                     ..PaidDay::default()
                 };
             }
             st.paid.cost_usd += cost;
+            st.paid.version += 1;
             let limit = policy.switches.paid_spend_alert_usd;
             let alert = limit > 0.0 && !st.paid.alerted && st.paid.cost_usd >= limit;
             if alert {
@@ -774,9 +872,7 @@ impl Shared {
                 "estimated paid-tier spend today passed the alert threshold"
             );
         }
-        if let Err(e) = store::put_json(self.store.as_ref(), NS, PAID_DAY_KEY, &paid) {
-            tracing::warn!("paid counter not written: {e}");
-        }
+        self.write_paid(&paid);
     }
 }
 
@@ -816,6 +912,11 @@ enum Reaction {
     NextModel,
     /// Send again with a smaller context, or move on if it cannot shrink.
     Refit,
+    /// The provider's content filter declined this request: try the next model (the key is fine).
+    Declined,
+    /// The endpoint cannot be reached at all: skip the rest of its candidates for this turn (every
+    /// other model and key there would only fail the same way, one connect timeout each).
+    EndpointDown,
 }
 
 /// The reason shown in the paid notice, from what happened to the free tiers.
@@ -829,6 +930,7 @@ fn notice_reason(free: TierOutcome, explicit: bool) -> &'static str {
         TierOutcome::NoCredits => "The free accounts are out of credits",
         TierOutcome::KeysRejected => "The free tier's keys were rejected",
         TierOutcome::Failing => "The free models are not answering right now",
+        TierOutcome::Refused => "The free models declined this message",
         _ => "No free tier is configured",
     }
 }
@@ -857,6 +959,33 @@ fn unavailable_message(free: TierOutcome, paid: TierOutcome) -> String {
     format!("{free_part}{paid_part}. Please try again {when}.")
 }
 
+/// After waiting for a busy free tier: its candidates again from where they were first skipped, then
+/// the candidates not tried yet.
+fn retry_busy_tier(
+    order: &mut Vec<Candidate>,
+    i: &mut usize,
+    blocked: &mut [Option<TierOutcome>],
+    busy: Option<FreeBusy>,
+) {
+    let Some(b) = busy else {
+        return;
+    };
+    let end = (*i).min(order.len());
+    let mut next: Vec<Candidate> = order[b.from..end]
+        .iter()
+        .filter(|c| c.tier == b.tier)
+        .cloned()
+        .collect();
+    next.extend_from_slice(&order[end..]);
+    *order = next;
+    *i = 0;
+    blocked[b.tier] = None;
+}
+
+/// Shown when every model that was asked declined the message (a content filter flagged it).
+const DECLINED_MESSAGE: &str =
+    "The provider declined this message (its content filter flagged it), so there is no answer. Try rephrasing it.";
+
 /// Shown when a reply is cut after it started.
 const INTERRUPTED_MESSAGE: &str =
     "The model stopped answering mid-reply, so this answer is incomplete. Send your message again to retry.";
@@ -877,6 +1006,17 @@ struct Turn<'a> {
     free: TierOutcome,
     paid: TierOutcome,
     explicit_paid: bool,
+    /// A model's content filter declined the message (the final message then says so).
+    declined: bool,
+}
+
+/// A free tier found with every account at its per-minute limit: when the first frees, and where in the
+/// candidate list its models start.
+#[derive(Clone, Copy)]
+struct FreeBusy {
+    until_ms: i64,
+    tier: usize,
+    from: usize,
 }
 
 impl Turn<'_> {
@@ -895,94 +1035,160 @@ impl Turn<'_> {
         } else {
             None
         };
-        let order = policy.candidates(req.model.as_deref(), sticky.as_ref());
-        if let (Some(name), Some(&(t, _))) = (req.model.as_deref(), order.first()) {
-            self.explicit_paid =
-                policy.tiers[t].paid && policy.tiers[t].models.iter().any(|m| m.name == name);
+        let mut order = policy.candidates(req.model.as_deref(), sticky.as_ref());
+        if let (Some(name), Some(first)) = (req.model.as_deref(), order.first()) {
+            let tier = &policy.tiers[first.tier];
+            self.explicit_paid = tier.paid && tier.models.iter().any(|m| m.name == name);
         }
         let mut blocked: Vec<Option<TierOutcome>> = vec![None; policy.tiers.len()];
-        let mut budgets: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut budgets: HashMap<(usize, String), usize> = HashMap::new();
+        let mut wait_left = policy.switches.free_wait_max;
+        let mut free_busy: Option<FreeBusy> = None;
         let mut i = 0;
         let mut attempts = 0;
-        while i < order.len() && attempts < MAX_ATTEMPTS_PER_TURN {
-            let (t, m) = order[i];
-            let tier = &policy.tiers[t];
-            let model = &tier.models[m];
-            let now = self.shared.clock.now_ms();
-            if blocked[t].is_some() || self.shared.model_missing(tier, &model.name, now) {
-                i += 1;
-                continue;
-            }
-            if tier.paid {
-                if let Err(why) = self.shared.paid_gate(policy, req, now) {
-                    self.note(tier, why);
-                    blocked[t] = Some(why);
+        loop {
+            while i < order.len() && attempts < MAX_ATTEMPTS_PER_TURN {
+                let Candidate { tier: t, ref model } = order[i];
+                let model = model.clone();
+                let tier = &policy.tiers[t];
+                let now = self.shared.clock.now_ms();
+                if blocked[t].is_some() || self.shared.model_missing(tier, &model.name, now) {
                     i += 1;
                     continue;
                 }
-            }
-            let budget = *budgets
-                .entry((t, m))
-                .or_insert_with(|| prompt_budget(model.context_window));
-            let messages = fit_context(&req.system_prompt, &req.history, &req.prompt, budget);
-            let (account, key) = match self.shared.reserve(t, tier, now) {
-                Ok(ak) => ak,
-                Err(why) => {
-                    self.note(tier, why);
-                    blocked[t] = Some(why);
-                    i += 1;
-                    continue;
-                }
-            };
-            attempts += 1;
-            let sent_tokens: usize = messages.iter().map(message_tokens).sum();
-            let sent_len = messages.len();
-            let request = ProviderRequest {
-                model: model.name.clone(),
-                messages,
-            };
-            let secret = self.shared.secrets[key].clone();
-            let error = match tier.provider.chat_stream(secret.as_ref(), request).await {
-                Ok(stream) => match self.consume(tier, model, account, key, stream).await {
-                    StreamEnd::Finished | StreamEnd::Interrupted | StreamEnd::ConsumerGone => {
-                        return
+                if tier.paid {
+                    if let Err(why) = self.shared.paid_gate(policy, req, now) {
+                        self.note(tier, why);
+                        blocked[t] = Some(why);
+                        i += 1;
+                        continue;
                     }
-                    StreamEnd::FailedBeforeFirst(e) => e,
-                },
-                Err(e) => e,
-            };
-            let now = self.shared.clock.now_ms();
-            match self
-                .shared
-                .react(policy, tier, &model.name, (account, key), &error, now)
-            {
-                Reaction::NextAccount => {}
-                Reaction::NextModel => {
-                    self.note(tier, TierOutcome::Failing);
-                    i += 1;
+                    // About to spend a paid request: a free account freeing within the wait is cheaper.
+                    if self.wait_for_free(&mut free_busy, &mut wait_left).await {
+                        retry_busy_tier(&mut order, &mut i, &mut blocked, free_busy.take());
+                        continue;
+                    }
                 }
-                Reaction::Refit => {
-                    // Never resend unchanged: shrink the budget below what was sent; if the context
-                    // cannot shrink (only the system prompt and the prompt are left), try the next model
-                    // (later candidates may have larger windows).
-                    let smaller = sent_tokens / REFIT_DIVISOR;
-                    let refit = fit_context(&req.system_prompt, &req.history, &req.prompt, smaller);
-                    if refit.len() < sent_len {
-                        budgets.insert((t, m), smaller);
-                    } else {
+                let budget = *budgets
+                    .entry((t, model.name.clone()))
+                    .or_insert_with(|| prompt_budget(model.context_window));
+                let messages = fit_context(&req.system_prompt, &req.history, &req.prompt, budget);
+                let (account, key, ticket) = match self.shared.reserve(t, tier, now) {
+                    Ok(reserved) => reserved,
+                    Err(why) => {
+                        if why == TierOutcome::Busy && !tier.paid && free_busy.is_none() {
+                            free_busy =
+                                self.shared.soonest_minute_free(tier, now).map(|until_ms| {
+                                    FreeBusy {
+                                        until_ms,
+                                        tier: t,
+                                        from: i,
+                                    }
+                                });
+                        }
+                        self.note(tier, why);
+                        blocked[t] = Some(why);
+                        i += 1;
+                        continue;
+                    }
+                };
+                attempts += 1;
+                let sent_tokens: usize = messages.iter().map(message_tokens).sum();
+                let sent_len = messages.len();
+                let request = ProviderRequest {
+                    model: model.name.clone(),
+                    messages,
+                };
+                let secret = self.shared.secrets[key].clone();
+                let error = match tier.provider.chat_stream(secret.as_ref(), request).await {
+                    Ok(stream) => {
+                        let reserved = (account, key, ticket);
+                        match self.consume(tier, &model, reserved, stream).await {
+                            StreamEnd::Finished
+                            | StreamEnd::Interrupted
+                            | StreamEnd::ConsumerGone => return,
+                            StreamEnd::FailedBeforeFirst(e) => e,
+                        }
+                    }
+                    Err(e) => e,
+                };
+                let now = self.shared.clock.now_ms();
+                match self
+                    .shared
+                    .react(policy, tier, &model.name, (account, key), &error, now)
+                    .await
+                {
+                    Reaction::NextAccount => {}
+                    Reaction::NextModel => {
                         self.note(tier, TierOutcome::Failing);
                         i += 1;
                     }
+                    Reaction::Declined => {
+                        self.declined = true;
+                        self.note(tier, TierOutcome::Refused);
+                        i += 1;
+                    }
+                    Reaction::EndpointDown => {
+                        self.note(tier, TierOutcome::Failing);
+                        blocked[t] = Some(TierOutcome::Failing);
+                        i += 1;
+                    }
+                    Reaction::Refit => {
+                        // Never resend unchanged: shrink the budget below what was sent; if the context
+                        // cannot shrink (only the system prompt and the prompt are left), try the next
+                        // model (later candidates may have larger windows).
+                        let smaller = sent_tokens / REFIT_DIVISOR;
+                        let refit =
+                            fit_context(&req.system_prompt, &req.history, &req.prompt, smaller);
+                        if refit.len() < sent_len {
+                            budgets.insert((t, model.name.clone()), smaller);
+                        } else {
+                            self.note(tier, TierOutcome::Failing);
+                            i += 1;
+                        }
+                    }
                 }
             }
+            // Nothing answered: rather than give up, wait for a free account about to free up.
+            if attempts < MAX_ATTEMPTS_PER_TURN
+                && self.wait_for_free(&mut free_busy, &mut wait_left).await
+            {
+                retry_busy_tier(&mut order, &mut i, &mut blocked, free_busy.take());
+                continue;
+            }
+            break;
         }
-        let message = unavailable_message(self.free, self.paid);
-        let _ = self
-            .send(ReplyEvent::Failed(UserFacingError::new(
+        let failure = if self.declined {
+            UserFacingError::new(FailureKind::Refused, DECLINED_MESSAGE)
+        } else {
+            UserFacingError::new(
                 FailureKind::Unavailable,
-                message,
-            )))
-            .await;
+                unavailable_message(self.free, self.paid),
+            )
+        };
+        let _ = self.send(ReplyEvent::Failed(failure)).await;
+    }
+
+    /// Waits for the busy free tier's first account when it frees within what is left of the turn's
+    /// wait allowance (`[router] free_wait_max_secs`); returns whether it waited. The sleep is on tokio
+    /// time, which the router's clock follows (the system clock; `TokioClock` under paused time).
+    async fn wait_for_free(&self, busy: &mut Option<FreeBusy>, wait_left: &mut Duration) -> bool {
+        let Some(b) = *busy else {
+            return false;
+        };
+        let wait = until(self.shared.clock.now_ms(), b.until_ms);
+        if wait > *wait_left {
+            // Too long: do not ask again this turn.
+            *busy = None;
+            return false;
+        }
+        *wait_left -= wait;
+        tracing::debug!(
+            wait_ms = wait.as_millis(),
+            "every free account is at its per-minute limit: waiting for the first rather than paying"
+        );
+        tokio::time::sleep(wait).await;
+        true
     }
 
     /// Remembers the first reason a free or paid tier could not answer.
@@ -1003,10 +1209,10 @@ impl Turn<'_> {
         &mut self,
         tier: &Tier,
         model: &ModelSpec,
-        account: usize,
-        key: usize,
+        reserved: (usize, usize, u64),
         mut stream: crate::providers::ProviderStream,
     ) -> StreamEnd {
+        let (account, key, _) = reserved;
         let mut real_model: Option<String> = None;
         let mut source: Option<AnswerSource> = None;
         loop {
@@ -1022,10 +1228,7 @@ impl Turn<'_> {
                         continue;
                     }
                     if source.is_none() {
-                        match self
-                            .start(tier, model, account, key, real_model.take())
-                            .await
-                        {
+                        match self.start(tier, model, reserved, real_model.take()).await {
                             Some(s) => source = Some(s),
                             None => return StreamEnd::ConsumerGone,
                         }
@@ -1037,10 +1240,7 @@ impl Turn<'_> {
                 Ok(ProviderEvent::Done { usage, .. }) => {
                     let source = match source {
                         Some(s) => s,
-                        None => match self
-                            .start(tier, model, account, key, real_model.take())
-                            .await
-                        {
+                        None => match self.start(tier, model, reserved, real_model.take()).await {
                             Some(s) => s,
                             None => return StreamEnd::ConsumerGone,
                         },
@@ -1068,9 +1268,10 @@ impl Turn<'_> {
                     let now = self.shared.clock.now_ms();
                     // The account still learns from it (e.g. a mid-stream rate limit), but there is no
                     // fallback once the user has seen part of an answer.
-                    let _ =
-                        self.shared
-                            .react(self.policy, tier, &model.name, (account, key), &e, now);
+                    let _ = self
+                        .shared
+                        .react(self.policy, tier, &model.name, (account, key), &e, now)
+                        .await;
                     let _ = self
                         .send(ReplyEvent::Failed(UserFacingError::new(
                             FailureKind::Interrupted,
@@ -1089,12 +1290,11 @@ impl Turn<'_> {
         &mut self,
         tier: &Tier,
         model: &ModelSpec,
-        account: usize,
-        key: usize,
+        (account, key, ticket): (usize, usize, u64),
         real_model: Option<String>,
     ) -> Option<AnswerSource> {
         let shared = self.shared;
-        shared.succeeded(account);
+        shared.succeeded(account, ticket);
         let fingerprint = shared.lock().book.keys[key].fingerprint.clone();
         let source = AnswerSource {
             tier: tier.name.clone(),
@@ -1120,9 +1320,14 @@ impl Turn<'_> {
             return None;
         }
         if self.policy.switches.sticky {
+            // Keep the model that really answered (`openrouter/free` names the one it picked) when the
+            // tier can be asked for it by name; otherwise the configured one.
+            let answered = tier
+                .routes(&source.model)
+                .map_or_else(|| model.name.clone(), |m| m.name);
             let sticky = Sticky {
                 tier: tier.name.0.clone(),
-                model: model.name.clone(),
+                model: answered,
             };
             remember_sticky(shared.store.as_ref(), &self.req.conversation, &sticky);
         }
@@ -1162,6 +1367,7 @@ impl LlmRouter for FreeFirstRouter {
                 free: TierOutcome::Untried,
                 paid: TierOutcome::Untried,
                 explicit_paid: false,
+                declined: false,
             };
             turn.run().await;
         }));

@@ -1,20 +1,41 @@
 //! Quota bookkeeping per account: requests per minute, free requests per UTC day, cooldowns and disabled
 //! keys. Everything lives in one in-memory [`AccountBook`] behind the router's mutex (a routing decision
 //! is a scan over a few integers per account), and every change is written through to the store as a
-//! small JSON value per account, so a restart does not re-spend requests on exhausted accounts.
+//! small JSON value per account, so a restart does not re-spend requests on exhausted accounts. Each
+//! record carries a version bumped on every change; a write of an older version than the stored one is
+//! skipped, so turns racing to persist after releasing the lock never put an older record over a newer.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{next_utc_midnight, utc_day};
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreError};
 
 /// The store namespace of all router state.
 pub const NS: &str = "router";
 /// The per-minute window of the requests-per-minute limit.
 const MINUTE_MS: i64 = 60_000;
+/// OpenRouter's free requests per UTC day for an account that never bought credits (`is_free_tier`).
+pub const FREE_TIER_DAILY_REQUESTS: u64 = 50;
+/// OpenRouter's free requests per UTC day once an account bought at least 10 credits.
+pub const CREDITED_DAILY_REQUESTS: u64 = 1000;
+
+/// The daily free-request limit of an OpenRouter account: as reported, else inferred from `is_free_tier`
+/// (older `GET /auth/key` answers lack `free_model_daily_requests` but say whether credits were bought).
+pub fn free_daily_limit(reported: Option<u64>, is_free_tier: Option<bool>) -> Option<u64> {
+    reported.or_else(|| {
+        is_free_tier.map(|free| {
+            if free {
+                FREE_TIER_DAILY_REQUESTS
+            } else {
+                CREDITED_DAILY_REQUESTS
+            }
+        })
+    })
+}
 
 /// Why an account is held out of rotation for a while.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +66,57 @@ pub struct AccountRecord {
     pub backoff_step: u32,
     /// Send times within the last minute, oldest first (at most the per-minute limit).
     pub recent_ms: VecDeque<i64>,
+    /// Bumped on every change, so a stale write is recognised and skipped (see [`write_newer`]).
+    #[serde(default)]
+    pub version: u64,
+    /// Bumped every time a hold is set, so a success can tell a hold set while its request was in flight
+    /// (kept) from one that was already there when it started (cleared).
+    #[serde(default)]
+    pub hold_seq: u64,
+}
+
+/// A stored value with a version that grows with every change.
+pub trait Versioned {
+    /// The version of this value.
+    fn version(&self) -> u64;
+}
+
+impl Versioned for AccountRecord {
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+/// Writes `value` at `key` unless the store already holds the same or a newer version. Routing state is
+/// copied under the router's lock and written after releasing it; two turns can reach the store in the
+/// other order, and the older copy must not win.
+pub fn write_newer<T: Serialize + DeserializeOwned + Versioned>(
+    store: &dyn Store,
+    key: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    let bytes = store::encode(value)?;
+    store.kv_update(NS, key, &mut |old| {
+        let stored = old.and_then(|b| store::decode::<T>(b).ok());
+        match (old, stored) {
+            (Some(old), Some(stored)) if stored.version() >= value.version() => Some(old.to_vec()),
+            _ => Some(bytes.clone()),
+        }
+    })?;
+    Ok(())
+}
+
+/// A request reserved on an account by [`AccountBook::reserve`].
+#[derive(Clone, Debug)]
+pub struct Reserved {
+    /// The account.
+    pub account: usize,
+    /// The key to send with.
+    pub key: usize,
+    /// The account's hold sequence when the request started (pass it to [`AccountBook::succeeded`]).
+    pub ticket: u64,
+    /// The store write of the reservation.
+    pub persist: Persist,
 }
 
 /// One account: a quota shared by one or more keys.
@@ -233,6 +305,21 @@ impl AccountBook {
         Availability::Ready
     }
 
+    /// When the first of `accounts` that is held back only by a per-minute limit (its window is full or a
+    /// per-minute 429 cools it down) can take a request again; `None` if none will before something else
+    /// (the day's quota, a 402, a rejected key) keeps it out.
+    pub fn soonest_minute_free(&self, accounts: &[usize], now_ms: i64) -> Option<i64> {
+        accounts
+            .iter()
+            .filter_map(|&a| match self.availability(a, now_ms) {
+                Availability::MinuteFull(until) | Availability::Held(Hold::RateLimited, until) => {
+                    (self.availability(a, until) == Availability::Ready).then_some(until)
+                }
+                _ => None,
+            })
+            .min()
+    }
+
     /// Picks a ready account among `accounts` and reserves one request on it (counting it against the
     /// minute and the day before it is sent: OpenRouter counts failed attempts too). Returns the account
     /// and the key to use. `cursor` is the tier's round-robin position for [`Spread::LeastUsed`].
@@ -242,7 +329,7 @@ impl AccountBook {
         spread: Spread,
         cursor: &mut usize,
         now_ms: i64,
-    ) -> Option<(usize, usize, Persist)> {
+    ) -> Option<Reserved> {
         let chosen = match spread {
             Spread::InOrder => accounts
                 .iter()
@@ -281,7 +368,13 @@ impl AccountBook {
                 recent.pop_front();
             }
         }
-        Some((chosen, key, self.persist(chosen)))
+        let ticket = account.record.hold_seq;
+        Some(Reserved {
+            account: chosen,
+            key,
+            ticket,
+            persist: self.persist(chosen),
+        })
     }
 
     fn next_key(&mut self, account: usize) -> Option<usize> {
@@ -297,22 +390,36 @@ impl AccountBook {
         None
     }
 
-    /// The account's record as a store write.
-    pub fn persist(&self, account: usize) -> Persist {
-        let a = &self.accounts[account];
+    /// The account's record as a store write, with its version bumped (call it after every change).
+    pub fn persist(&mut self, account: usize) -> Persist {
+        let a = &mut self.accounts[account];
+        a.record.version += 1;
         (account_store_key(&a.provider, &a.label), a.record.clone())
     }
 
-    /// A request on the account succeeded: the per-minute backoff starts over.
-    pub fn succeeded(&mut self, account: usize) -> Option<Persist> {
+    /// A request on the account, reserved with `ticket`, succeeded: the per-minute backoff starts over.
+    /// A hold is cleared only if it has expired or was already there when that request started: a 429
+    /// or 402 another turn recorded while this request was in flight is newer news and stays.
+    pub fn succeeded(&mut self, account: usize, ticket: u64, now_ms: i64) -> Option<Persist> {
         let rec = &mut self.accounts[account].record;
-        if rec.backoff_step == 0 && rec.hold.is_none() {
+        let clear_hold =
+            rec.hold.is_some() && (rec.hold_until_ms <= now_ms || rec.hold_seq == ticket);
+        if rec.backoff_step == 0 && !clear_hold {
             return None;
         }
         rec.backoff_step = 0;
-        rec.hold = None;
-        rec.hold_until_ms = 0;
+        if clear_hold {
+            rec.hold = None;
+            rec.hold_until_ms = 0;
+        }
         Some(self.persist(account))
+    }
+
+    /// Sets a hold on a record (every hold goes through here, so its sequence always moves).
+    fn set_hold(rec: &mut AccountRecord, hold: Hold, until_ms: i64) {
+        rec.hold = Some(hold);
+        rec.hold_until_ms = until_ms;
+        rec.hold_seq += 1;
     }
 
     /// Holds the account for a per-minute 429 until `until_ms`.
@@ -323,8 +430,7 @@ impl AccountBook {
         backed_off: bool,
     ) -> Persist {
         let rec = &mut self.accounts[account].record;
-        rec.hold = Some(Hold::RateLimited);
-        rec.hold_until_ms = until_ms;
+        Self::set_hold(rec, Hold::RateLimited, until_ms);
         if backed_off {
             rec.backoff_step = rec.backoff_step.saturating_add(1);
         }
@@ -340,16 +446,15 @@ impl AccountBook {
         if let Some(limit) = limit {
             rec.used_today = rec.used_today.max(limit);
         }
-        rec.hold = Some(Hold::DailyExhausted);
-        rec.hold_until_ms = next_utc_midnight(now_ms);
+        Self::set_hold(rec, Hold::DailyExhausted, next_utc_midnight(now_ms));
         self.persist(account)
     }
 
     /// The account has no credits (402): out for `cooldown`.
     pub fn hold_no_credits(&mut self, account: usize, now_ms: i64, cooldown: Duration) -> Persist {
         let rec = &mut self.accounts[account].record;
-        rec.hold = Some(Hold::NoCredits);
-        rec.hold_until_ms = now_ms + i64::try_from(cooldown.as_millis()).unwrap_or(i64::MAX / 2);
+        let until = now_ms + i64::try_from(cooldown.as_millis()).unwrap_or(i64::MAX / 2);
+        Self::set_hold(rec, Hold::NoCredits, until);
         self.persist(account)
     }
 
@@ -387,8 +492,7 @@ impl AccountBook {
         if let (Some(limit), Some(remaining)) = (limit, remaining) {
             rec.used_today = limit.saturating_sub(remaining);
             if remaining == 0 {
-                rec.hold = Some(Hold::DailyExhausted);
-                rec.hold_until_ms = next_utc_midnight(now_ms);
+                Self::set_hold(rec, Hold::DailyExhausted, next_utc_midnight(now_ms));
             } else if rec.hold == Some(Hold::DailyExhausted) {
                 rec.hold = None;
                 rec.hold_until_ms = 0;
@@ -468,7 +572,10 @@ mod tests {
         let all = [0, 1];
         let mut c = 0;
         let picks: Vec<_> = (0..5)
-            .map(|_| b.reserve(&all, Spread::InOrder, &mut c, NOON).map(|p| p.0))
+            .map(|_| {
+                b.reserve(&all, Spread::InOrder, &mut c, NOON)
+                    .map(|r| r.account)
+            })
             .collect();
         assert_eq!(picks, [Some(0), Some(0), Some(1), Some(1), None]);
         assert_eq!(b.availability(0, NOON), Availability::Exhausted);
@@ -477,7 +584,7 @@ mod tests {
         assert_eq!(b.left_today(0, tomorrow), Some(2));
         assert_eq!(
             b.reserve(&all, Spread::InOrder, &mut c, tomorrow)
-                .map(|p| p.0),
+                .map(|r| r.account),
             Some(0)
         );
     }
@@ -503,7 +610,11 @@ mod tests {
         let all = [0, 1, 2];
         let mut c = 0;
         let picks: Vec<_> = (0..6)
-            .map(|_| b.reserve(&all, Spread::LeastUsed, &mut c, NOON).unwrap().0)
+            .map(|_| {
+                b.reserve(&all, Spread::LeastUsed, &mut c, NOON)
+                    .unwrap()
+                    .account
+            })
             .collect();
         let mut counts = [0; 3];
         for p in picks {
@@ -515,7 +626,9 @@ mod tests {
         assert_eq!(b.availability(1, NOON), Availability::Rejected(401));
         for _ in 0..4 {
             assert_ne!(
-                b.reserve(&all, Spread::LeastUsed, &mut c, NOON).unwrap().0,
+                b.reserve(&all, Spread::LeastUsed, &mut c, NOON)
+                    .unwrap()
+                    .account,
                 1
             );
         }
@@ -531,7 +644,10 @@ mod tests {
         b.add_key(a, "K2", None);
         let mut c = 0;
         let keys: Vec<_> = (0..4)
-            .map(|_| b.reserve(&[a], Spread::InOrder, &mut c, NOON).map(|p| p.1))
+            .map(|_| {
+                b.reserve(&[a], Spread::InOrder, &mut c, NOON)
+                    .map(|r| r.key)
+            })
             .collect();
         assert_eq!(keys, [Some(0), Some(1), Some(0), None]);
     }
@@ -554,10 +670,13 @@ mod tests {
         let store = crate::store::memory::MemoryStore::new();
         let mut b = book(1, Some(20), Some(50));
         let mut c = 0;
-        let (_, _, p) = b.reserve(&[0], Spread::InOrder, &mut c, NOON).unwrap();
-        store::put_json(&store, NS, &p.0, &p.1).unwrap();
+        let p = b
+            .reserve(&[0], Spread::InOrder, &mut c, NOON)
+            .unwrap()
+            .persist;
+        write_newer(&store, &p.0, &p.1).unwrap();
         let p = b.hold_no_credits(0, NOON, Duration::from_secs(3600));
-        store::put_json(&store, NS, &p.0, &p.1).unwrap();
+        write_newer(&store, &p.0, &p.1).unwrap();
         let mut again = book(1, Some(20), Some(50));
         again.load(&store);
         assert_eq!(again.accounts[0].record, b.accounts[0].record);
@@ -565,5 +684,83 @@ mod tests {
             again.availability(0, NOON + 1),
             Availability::Held(Hold::NoCredits, NOON + 3_600_000)
         );
+    }
+
+    #[test]
+    fn a_late_success_keeps_a_hold_set_while_it_was_in_flight() {
+        let mut b = book(1, None, None);
+        let mut c = 0;
+        // Turn A reserves, then turn B reserves and gets a per-minute 429 while A is still streaming.
+        let a = b.reserve(&[0], Spread::InOrder, &mut c, NOON).unwrap();
+        let _b = b.reserve(&[0], Spread::InOrder, &mut c, NOON).unwrap();
+        b.hold_rate_limited(0, NOON + 30_000, true);
+        assert!(
+            b.succeeded(0, a.ticket, NOON + 10).is_some(),
+            "backoff reset"
+        );
+        assert_eq!(b.accounts[0].record.backoff_step, 0);
+        assert_eq!(
+            b.availability(0, NOON + 10),
+            Availability::Held(Hold::RateLimited, NOON + 30_000)
+        );
+        // A request that started after the hold was set (it had expired) clears it.
+        let later = b
+            .reserve(&[0], Spread::InOrder, &mut c, NOON + 30_000)
+            .unwrap();
+        assert!(b.succeeded(0, later.ticket, NOON + 30_001).is_some());
+        assert_eq!(b.accounts[0].record.hold, None);
+        // An expired hold is cleared whoever succeeds.
+        b.hold_rate_limited(0, NOON + 40_000, false);
+        assert!(b.succeeded(0, a.ticket, NOON + 40_000).is_some());
+        assert_eq!(b.accounts[0].record.hold, None);
+        assert!(
+            b.succeeded(0, a.ticket, NOON + 40_001).is_none(),
+            "nothing to do"
+        );
+    }
+
+    #[test]
+    fn a_stale_record_never_overwrites_a_newer_one() {
+        let store = crate::store::memory::MemoryStore::new();
+        let mut b = book(1, Some(20), Some(50));
+        let mut c = 0;
+        // Two turns copy the record under the lock, then reach the store in the other order.
+        let older = b
+            .reserve(&[0], Spread::InOrder, &mut c, NOON)
+            .unwrap()
+            .persist;
+        let newer = b.hold_daily(0, NOON + 1);
+        assert!(newer.1.version > older.1.version);
+        write_newer(&store, &newer.0, &newer.1).unwrap();
+        write_newer(&store, &older.0, &older.1).unwrap();
+        let stored: AccountRecord = store::get_json(&store, NS, &newer.0).unwrap().unwrap();
+        assert_eq!(stored, newer.1);
+        // A reloaded book continues from the stored version, so its writes are not mistaken for stale.
+        let mut again = book(1, Some(20), Some(50));
+        again.load(&store);
+        let next = again.succeeded(0, 0, NOON + DAY_MS).unwrap();
+        write_newer(&store, &next.0, &next.1).unwrap();
+        let stored: AccountRecord = store::get_json(&store, NS, &next.0).unwrap().unwrap();
+        assert_eq!(stored.hold, None);
+    }
+
+    #[test]
+    fn soonest_minute_free_ignores_accounts_out_for_the_day() {
+        let mut b = book(3, Some(1), Some(1));
+        let mut c = 0;
+        b.reserve(&[0], Spread::InOrder, &mut c, NOON).unwrap(); // full for the minute and the day
+        b.hold_rate_limited(1, NOON + 4_000, false);
+        b.hold_rate_limited(2, NOON + 9_000, false);
+        assert_eq!(b.soonest_minute_free(&[0, 1, 2], NOON), Some(NOON + 4_000));
+        assert_eq!(b.soonest_minute_free(&[0, 2], NOON), Some(NOON + 9_000));
+        assert_eq!(b.soonest_minute_free(&[0], NOON), None);
+    }
+
+    #[test]
+    fn the_daily_limit_is_inferred_from_the_free_tier_flag() {
+        assert_eq!(free_daily_limit(Some(7), Some(true)), Some(7));
+        assert_eq!(free_daily_limit(None, Some(true)), Some(50));
+        assert_eq!(free_daily_limit(None, Some(false)), Some(1000));
+        assert_eq!(free_daily_limit(None, None), None);
     }
 }

@@ -47,6 +47,10 @@ enum Act {
     Fail(ProviderError),
     /// Send one delta, then fail.
     CutAfterOne,
+    /// Answer, reporting this model as the one that answered.
+    AnswerAs(&'static str),
+    /// Wait until the gate opens, then do the inner act (two turns in flight at once).
+    Gated(Arc<tokio::sync::Notify>, Box<Act>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +146,13 @@ impl ChatProvider for Fake {
             .unwrap_or(Act::Answer("hello"));
         let model = request.model;
         Box::pin(async move {
+            let act = match act {
+                Act::Gated(gate, inner) => {
+                    gate.notified().await;
+                    *inner
+                }
+                other => other,
+            };
             let done = ProviderEvent::Done {
                 usage: Usage {
                     prompt_tokens: 10,
@@ -162,6 +173,13 @@ impl ChatProvider for Fake {
                     Err(ProviderError::Stalled),
                 ])
                 .boxed()),
+                Act::AnswerAs(real) => Ok(stream::iter(vec![
+                    Ok(ProviderEvent::Model(real.into())),
+                    Ok(ProviderEvent::Delta("hello".into())),
+                    Ok(done),
+                ])
+                .boxed()),
+                Act::Gated(..) => unreachable!("gates do not nest"),
             }
         })
     }
@@ -801,4 +819,486 @@ async fn dropping_the_reply_stream_cancels_the_provider_call() {
         2,
         "dropping the reply cancelled it"
     );
+}
+
+/// Log lines written while the returned guard lives (on this thread: `#[tokio::test]` runs every task
+/// of the test on it).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches(needle)
+            .count()
+    }
+}
+
+fn rate_limited(secs: u64) -> Act {
+    Act::Fail(ProviderError::RateLimited {
+        retry_after: Some(Duration::from_secs(secs)),
+        reset_at_ms: None,
+        daily: false,
+    })
+}
+
+/// Waits until the fake has seen `n` calls (a spawned turn reached its provider call).
+async fn calls_reach(fake: &Fake, n: usize) {
+    while fake.calls().len() < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_late_success_does_not_clear_a_cooldown_recorded_meanwhile() {
+    let rig = rig_with(config(0), &["k1", "k2"], &[]);
+    let gate = Arc::new(tokio::sync::Notify::new());
+    rig.free.on_key(
+        "k1",
+        Act::Gated(gate.clone(), Box::new(Act::Answer("slow"))),
+    );
+    rig.free.on_key("k1", rate_limited(30));
+    // Turn A is in flight on k1 when turn B gets a 429 on k1 and moves to k2.
+    let router = Arc::clone(&rig.router);
+    let slow = tokio::spawn(async move { ask(&router, request("a", "hi")).await });
+    calls_reach(&rig.free, 1).await;
+    assert!(finished(&ask(&rig.router, request("b", "hi")).await));
+    assert_eq!(rig.free.keys(), ["k1", "k1", "k2"]);
+    // A's first token arrives after B's 429: the cooldown stays.
+    gate.notify_one();
+    assert!(finished(&slow.await.unwrap()));
+    assert!(rig.router.status().tiers[0].accounts[0]
+        .state
+        .starts_with("cooling down until 12:00:30"));
+    ask(&rig.router, request("c", "hi")).await;
+    assert_eq!(rig.free.keys().last().unwrap(), "k2", "nothing sent to k1");
+    rig.clock.advance(30_000);
+    ask(&rig.router, request("d", "hi")).await;
+    assert_eq!(rig.free.keys().last().unwrap(), "k1");
+}
+
+#[tokio::test]
+async fn sticky_keeps_the_model_that_answered_when_the_tier_routes_it() {
+    let rig = rig_with(config(0), &["k1"], &[]);
+    rig.free
+        .on_model("a:free", Act::Fail(ProviderError::Upstream { status: 503 }));
+    rig.free
+        .on_model("openrouter/free", Act::AnswerAs("picked/model:free"));
+    let ev = ask(&rig.router, request("c", "hi")).await;
+    assert_eq!(started(&ev).1, "picked/model:free");
+    ask(&rig.router, request("c", "again")).await;
+    assert_eq!(
+        rig.free.calls().last().unwrap().model,
+        "picked/model:free",
+        "the model that answered, asked for by name"
+    );
+    // A reported name the tier cannot be asked for (not a :free id) keeps the configured one.
+    rig.free
+        .on_model("a:free", Act::Fail(ProviderError::Upstream { status: 503 }));
+    rig.free
+        .on_model("openrouter/free", Act::AnswerAs("vendor/unlisted"));
+    ask(&rig.router, request("d", "hi")).await;
+    ask(&rig.router, request("d", "again")).await;
+    assert_eq!(rig.free.calls().last().unwrap().model, "openrouter/free");
+}
+
+#[tokio::test]
+async fn a_moderation_refusal_tries_the_next_model_and_keeps_the_key() {
+    let rig = rig_with(config(0), &["k1"], &["p1"]);
+    rig.free
+        .on_model("a:free", Act::Fail(ProviderError::Refused));
+    let ev = ask(&rig.router, request("c", "hi")).await;
+    assert!(finished(&ev));
+    assert_eq!(started(&ev), ("free".into(), "openrouter/free@real".into()));
+    assert_eq!(rig.router.status().tiers[0].accounts[0].state, "ready");
+
+    // Every model declines: the user is told so, and no key is taken out.
+    for m in ["a:free", "openrouter/free"] {
+        rig.free.on_model(m, Act::Fail(ProviderError::Refused));
+    }
+    for m in ["gpt-oss:120b", "kimi-k2.5"] {
+        rig.paid.on_model(m, Act::Fail(ProviderError::Refused));
+    }
+    let ev = ask(&rig.router, request("d", "something flagged")).await;
+    match ev.last() {
+        Some(ReplyEvent::Failed(f)) => {
+            assert_eq!(f.kind, FailureKind::Refused);
+            assert!(
+                f.message.starts_with("The provider declined this message"),
+                "{}",
+                f.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let st = rig.router.status();
+    assert_eq!(st.tiers[0].accounts[0].state, "ready");
+    assert_eq!(st.tiers[1].accounts[0].state, "ready");
+    assert!(finished(&ask(&rig.router, request("e", "hi")).await));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_free_account_freeing_within_the_wait_is_waited_for_instead_of_paying() {
+    let mut c = config(0);
+    c.openrouter.requests_per_minute = 1;
+    let secrets = Secrets {
+        openrouter_keys: vec![secret("OPENROUTER_API_KEY_1", "k1")],
+        ollama_keys: vec![secret("OLLAMA_API_KEY", "p1")],
+        ..Secrets::default()
+    };
+    let (free, paid) = (Fake::new("openrouter"), Fake::new("ollama-cloud"));
+    let router = FreeFirstRouter::with_providers(
+        &c,
+        &secrets,
+        ProviderSet {
+            openrouter: Some(free.clone()),
+            ollama: Some(paid.clone()),
+            ..ProviderSet::default()
+        },
+        Arc::new(MemoryStore::new()),
+        Arc::new(crate::clock::TokioClock::starting_at(NOON)),
+    )
+    .unwrap();
+    assert_eq!(started(&ask(&router, request("c", "hi")).await).0, "free");
+    // 57 s later the minute frees in 3 s, within the default 5 s: wait rather than pay.
+    tokio::time::advance(Duration::from_secs(57)).await;
+    let t = tokio::time::Instant::now();
+    assert_eq!(started(&ask(&router, request("c", "hi")).await).0, "free");
+    assert_eq!(t.elapsed(), Duration::from_secs(3));
+    assert!(paid.calls().is_empty());
+    // Right after, the minute frees in 60 s: too long, the paid tier answers at once.
+    let t = tokio::time::Instant::now();
+    assert_eq!(started(&ask(&router, request("c", "hi")).await).0, "paid");
+    assert_eq!(t.elapsed(), Duration::ZERO);
+    // 0 = never wait.
+    c.router.free_wait_max_secs = 0;
+    router.reload(&c);
+    tokio::time::advance(Duration::from_secs(58)).await;
+    let t = tokio::time::Instant::now();
+    assert_eq!(started(&ask(&router, request("c", "hi")).await).0, "paid");
+    assert_eq!(t.elapsed(), Duration::ZERO);
+    assert_eq!((free.calls().len(), paid.calls().len()), (2, 2));
+}
+
+fn local_tier() -> crate::config::providers::ExtraTierConfig {
+    crate::config::providers::ExtraTierConfig {
+        name: "local".into(),
+        kind: crate::config::providers::ProviderKind::Ollama,
+        base_url: "http://127.0.0.1:9".into(),
+        models: vec!["llama3.2:3b".into()],
+        key_env: None,
+        context_window: 8192,
+    }
+}
+
+fn with_local(
+    config: &Config,
+    free: &Arc<Fake>,
+    paid: &Arc<Fake>,
+    local: &Arc<Fake>,
+) -> Result<Arc<FreeFirstRouter>, crate::config::ConfigError> {
+    let secrets = Secrets {
+        openrouter_keys: vec![secret("OPENROUTER_API_KEY_1", "k1")],
+        ollama_keys: vec![secret("OLLAMA_API_KEY", "p1")],
+        ..Secrets::default()
+    };
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert(
+        "local".to_owned(),
+        (local.clone() as Arc<dyn ChatProvider>, None),
+    );
+    FreeFirstRouter::with_providers(
+        config,
+        &secrets,
+        ProviderSet {
+            openrouter: Some(free.clone()),
+            ollama: Some(paid.clone()),
+            extra,
+            ..ProviderSet::default()
+        },
+        Arc::new(MemoryStore::new()),
+        Arc::new(ManualClock(AtomicI64::new(NOON))),
+    )
+}
+
+#[tokio::test]
+async fn a_local_tier_placed_before_paid_answers_before_paid() {
+    let (free, paid, local) = (
+        Fake::new("openrouter"),
+        Fake::new("ollama-cloud"),
+        Fake::new("local"),
+    );
+    let mut c = config(1);
+    c.tiers.push(local_tier());
+    c.router.tier_order = vec!["free".into(), "local".into(), "paid".into()];
+    let router = with_local(&c, &free, &paid, &local).unwrap();
+    let names: Vec<_> = router.models().into_iter().map(|m| m.name).collect();
+    assert_eq!(
+        names,
+        [
+            "a:free",
+            "openrouter/free",
+            "llama3.2:3b",
+            "gpt-oss:120b",
+            "kimi-k2.5"
+        ]
+    );
+    assert_eq!(started(&ask(&router, request("c", "hi")).await).0, "free");
+    let ev = ask(&router, request("c", "hi")).await;
+    assert_eq!(started(&ev), ("local".into(), "llama3.2:3b@real".into()));
+    assert!(
+        !ev.iter().any(|e| matches!(e, ReplyEvent::Notice(_))),
+        "a free tier: no paid notice"
+    );
+    assert_eq!((local.calls().len(), paid.calls().len()), (1, 0));
+
+    // The default order keeps extra tiers after paid.
+    let (free, paid, local) = (
+        Fake::new("openrouter"),
+        Fake::new("ollama-cloud"),
+        Fake::new("local"),
+    );
+    c.router.tier_order.clear();
+    let router = with_local(&c, &free, &paid, &local).unwrap();
+    ask(&router, request("c", "hi")).await;
+    assert_eq!(started(&ask(&router, request("c", "hi")).await).0, "paid");
+    assert!(local.calls().is_empty());
+
+    // Unknown or repeated names are configuration errors.
+    c.router.tier_order = vec!["free".into(), "cloud".into()];
+    let e = with_local(&c, &free, &paid, &local).err().unwrap();
+    assert_eq!(e.key, "router.tier_order[1]");
+    c.router.tier_order = vec!["local".into(), "local".into()];
+    let e = with_local(&c, &free, &paid, &local).err().unwrap();
+    assert_eq!(e.key, "router.tier_order[1]");
+}
+
+#[tokio::test]
+async fn the_spend_alert_is_logged_once_a_day_when_the_estimate_passes_it() {
+    let mut c = config(0);
+    // 10 prompt tokens per answer at $100,000 per million: $1 an answer.
+    c.ollama.prices.insert(
+        "gpt-oss:120b".into(),
+        crate::config::providers::Price {
+            prompt: 100_000.0,
+            completion: 0.0,
+        },
+    );
+    c.router.paid_spend_alert_usd = 1.5;
+    let rig = rig_with(c, &[], &["p1"]);
+    let (logs, _guard) = Logs::capture();
+    const ALERT: &str = "estimated paid-tier spend today passed the alert threshold";
+    ask(&rig.router, request("c", "hi")).await;
+    assert_eq!(logs.count(ALERT), 0);
+    ask(&rig.router, request("c", "hi")).await;
+    ask(&rig.router, request("c", "hi")).await;
+    assert_eq!(logs.count(ALERT), 1, "once, when $2 passed $1.50");
+    assert_eq!(rig.router.status().tiers[0].estimated_cost_usd, Some(3.0));
+    // A restart the same day does not warn again; the next UTC day may.
+    let again = build(
+        &rig.config,
+        &rig.secrets,
+        &rig.free,
+        &rig.paid,
+        &rig.store,
+        &rig.clock,
+    );
+    ask(&again, request("c", "hi")).await;
+    assert_eq!(logs.count(ALERT), 1);
+    rig.clock.advance(DAY_MS);
+    ask(&again, request("c", "hi")).await;
+    ask(&again, request("c", "hi")).await;
+    assert_eq!(logs.count(ALERT), 2);
+}
+
+#[tokio::test]
+async fn a_rejected_key_is_warned_about_loudly_exactly_once() {
+    let rig = rig_with(config(0), &["k1", "k2"], &[]);
+    let (logs, _guard) = Logs::capture();
+    const WARNING: &str = "API key REJECTED by the provider (HTTP 401)";
+    let unauthorized = || Act::Fail(ProviderError::Unauthorized { status: 401 });
+    // Two turns in flight on k1 both get its 401.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    rig.free
+        .on_key("k1", Act::Gated(gate.clone(), Box::new(unauthorized())));
+    rig.free.on_key("k1", unauthorized());
+    let router = Arc::clone(&rig.router);
+    let first = tokio::spawn(async move { ask(&router, request("a", "hi")).await });
+    calls_reach(&rig.free, 1).await;
+    assert!(finished(&ask(&rig.router, request("b", "hi")).await));
+    gate.notify_one();
+    assert!(finished(&first.await.unwrap()));
+    for _ in 0..3 {
+        ask(&rig.router, request("c", "hi")).await;
+    }
+    assert_eq!(rig.free.keys(), ["k1", "k1", "k2", "k2", "k2", "k2", "k2"]);
+    assert_eq!(logs.count(WARNING), 1);
+    assert!(logs.count("OPENROUTER_API_KEY_1") >= 1, "names the key");
+    // After a reload the key gets another chance, and a new rejection is news again.
+    rig.router.reload(&rig.config);
+    rig.free.on_key("k1", unauthorized());
+    ask(&rig.router, request("d", "hi")).await;
+    assert_eq!(logs.count(WARNING), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_skipped_for_the_rest_of_the_turn() {
+    let rig = rig_with(config(0), &["k1", "k2"], &["p1"]);
+    rig.free.on_key("k1", Act::Fail(ProviderError::Connect));
+    let ev = ask(&rig.router, request("c", "hi")).await;
+    assert_eq!(started(&ev).0, "paid");
+    assert_eq!(
+        rig.free.calls().len(),
+        1,
+        "no other free model or key tried on a dead endpoint"
+    );
+    // Only for that turn: the next one asks the free tier again, on the same (not held) account.
+    let ev = ask(&rig.router, request("d", "hi")).await;
+    assert_eq!(started(&ev).0, "free");
+    assert_eq!(rig.free.keys(), ["k1", "k1"]);
+}
+
+/// A [`MemoryStore`] that counts flushes.
+#[derive(Default)]
+struct FlushCounting {
+    inner: MemoryStore,
+    flushes: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for FlushCounting {
+    fn conversation(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<crate::store::ConversationMeta>, crate::store::StoreError> {
+        self.inner.conversation(key)
+    }
+    fn put_conversation(
+        &self,
+        key: &ConversationKey,
+        meta: &crate::store::ConversationMeta,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.put_conversation(key, meta)
+    }
+    fn list_conversations(
+        &self,
+    ) -> Result<Vec<(ConversationKey, crate::store::ConversationMeta)>, crate::store::StoreError>
+    {
+        self.inner.list_conversations()
+    }
+    fn append_turn(
+        &self,
+        key: &ConversationKey,
+        epoch: u32,
+        turn: &crate::store::Turn,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.append_turn(key, epoch, turn)
+    }
+    fn recent_turns(
+        &self,
+        key: &ConversationKey,
+        epoch: u32,
+        limit: usize,
+    ) -> Result<Vec<crate::store::Turn>, crate::store::StoreError> {
+        self.inner.recent_turns(key, epoch, limit)
+    }
+    fn reset_conversation(
+        &self,
+        key: &ConversationKey,
+        now_ms: i64,
+    ) -> Result<u32, crate::store::StoreError> {
+        self.inner.reset_conversation(key, now_ms)
+    }
+    fn prune(
+        &self,
+        policy: crate::store::RetentionPolicy,
+        now_ms: i64,
+    ) -> Result<crate::store::PruneReport, crate::store::StoreError> {
+        self.inner.prune(policy, now_ms)
+    }
+    fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+        self.inner.kv_get(ns, key)
+    }
+    fn kv_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), crate::store::StoreError> {
+        self.inner.kv_put(ns, key, value)
+    }
+    fn kv_remove(&self, ns: &str, key: &str) -> Result<(), crate::store::StoreError> {
+        self.inner.kv_remove(ns, key)
+    }
+    fn kv_update(
+        &self,
+        ns: &str,
+        key: &str,
+        f: &mut crate::store::ValueUpdate<'_>,
+    ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+        self.inner.kv_update(ns, key, f)
+    }
+    fn kv_scan(
+        &self,
+        ns: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, crate::store::StoreError> {
+        self.inner.kv_scan(ns, prefix)
+    }
+    fn flush(&self) -> BoxFuture<'static, Result<(), crate::store::StoreError>> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        self.inner.flush()
+    }
+}
+
+#[tokio::test]
+async fn a_recorded_hold_is_flushed_at_once() {
+    let store = Arc::new(FlushCounting::default());
+    let free = Fake::new("openrouter");
+    let secrets = Secrets {
+        openrouter_keys: vec![
+            secret("OPENROUTER_API_KEY_1", "k1"),
+            secret("OPENROUTER_API_KEY_2", "k2"),
+        ],
+        ..Secrets::default()
+    };
+    let router = FreeFirstRouter::with_providers(
+        &config(0),
+        &secrets,
+        ProviderSet {
+            openrouter: Some(free.clone()),
+            ..ProviderSet::default()
+        },
+        store.clone(),
+        Arc::new(ManualClock(AtomicI64::new(NOON))),
+    )
+    .unwrap();
+    assert!(finished(&ask(&router, request("c", "hi")).await));
+    assert_eq!(store.flushes.load(Ordering::SeqCst), 0, "a plain answer");
+    free.on_key("k1", rate_limited(30));
+    assert!(finished(&ask(&router, request("c", "hi")).await));
+    assert_eq!(store.flushes.load(Ordering::SeqCst), 1, "the 429's hold");
+    free.on_key("k2", Act::Fail(ProviderError::PaymentRequired));
+    ask(&router, request("c", "hi")).await;
+    assert_eq!(store.flushes.load(Ordering::SeqCst), 2, "the 402's hold");
 }

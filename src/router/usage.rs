@@ -34,6 +34,15 @@ pub struct PaidDay {
     pub cost_usd: f64,
     /// Whether the daily spend alert was already logged.
     pub alerted: bool,
+    /// Bumped on every change, so a stale write is skipped (see [`super::quota::write_newer`]).
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl super::quota::Versioned for PaidDay {
+    fn version(&self) -> u64 {
+        self.version
+    }
 }
 
 /// The store key of the paid-day totals.

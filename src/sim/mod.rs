@@ -51,12 +51,22 @@ pub enum Fault {
         /// Seconds to wait.
         retry_after_secs: u64,
     },
+    /// HTTP 429 for the per-minute limit with only `X-RateLimit-Reset` (epoch ms, that many seconds
+    /// ahead) and `X-RateLimit-Remaining: 0`, no `Retry-After`: the client must take the wait from the
+    /// reset time.
+    RateLimitResetOnly {
+        /// Seconds until the reset.
+        reset_in_secs: u64,
+    },
     /// HTTP 429 saying the daily (free-models-per-day) quota is spent, reset at the next 00:00 UTC.
     RateLimitDaily,
     /// HTTP 402: no credits.
     PaymentRequired,
     /// HTTP 401: the key is refused (the request is still a known key: not "unexpected").
     Unauthorized,
+    /// HTTP 403 from OpenRouter's moderation: "… requires moderation … your input was flagged", with
+    /// `metadata.reasons` and `metadata.flagged_input`. The key is fine; this request is declined.
+    Moderated,
     /// HTTP 500.
     ServerError,
     /// Never answers: no response head until the simulator shuts down.
@@ -70,6 +80,16 @@ pub enum Fault {
     MidStreamError {
         /// Deltas before the error.
         after: usize,
+        /// The error message.
+        message: String,
+    },
+    /// Like `MidStreamError`, but the error carries a status `code` (OpenRouter sends e.g. 429 or 402
+    /// inside the stream when the upstream fails that way after the response head).
+    MidStreamStatus {
+        /// Deltas before the error.
+        after: usize,
+        /// The status code in the error object.
+        code: u16,
         /// The error message.
         message: String,
     },

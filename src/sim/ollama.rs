@@ -240,6 +240,31 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             }
             Some((r, 429))
         }
+        Some(Fault::RateLimitResetOnly { reset_in_secs }) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests, please slow down",
+            );
+            // This simulator has no quota days, so no injected clock: the reset is on the system clock.
+            let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+            let reset = now + i64::try_from(*reset_in_secs).unwrap_or(0) * 1000;
+            for (name, value) in [
+                ("x-ratelimit-reset", reset.to_string()),
+                ("x-ratelimit-remaining", "0".to_owned()),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    r.headers_mut().insert(name, v);
+                }
+            }
+            Some((r, 429))
+        }
+        Some(Fault::Moderated) => Some((
+            error(
+                StatusCode::FORBIDDEN,
+                "your input was flagged by moderation",
+            ),
+            403,
+        )),
         Some(Fault::RateLimitDaily) => Some((
             error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -312,7 +337,9 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     let line = |v: serde_json::Value| Step::Send(Bytes::from(format!("{v}\n")));
     let cut_after = match &fault {
         Some(Fault::StallAfter(n) | Fault::TruncateAfter(n)) => Some(*n),
-        Some(Fault::MidStreamError { after, .. }) => Some(*after),
+        Some(Fault::MidStreamError { after, .. } | Fault::MidStreamStatus { after, .. }) => {
+            Some(*after)
+        }
         _ => None,
     };
     let mut steps = Vec::new();
@@ -333,6 +360,9 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         Some(Fault::TruncateAfter(_)) => {}
         Some(Fault::MidStreamError { message, .. }) => {
             steps.push(line(json!({ "error": message })))
+        }
+        Some(Fault::MidStreamStatus { code, message, .. }) => {
+            steps.push(line(json!({ "error": {"code": code, "message": message} })))
         }
         _ => steps.push(line(done_line(""))),
     }

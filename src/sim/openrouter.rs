@@ -106,6 +106,9 @@ pub struct SimOpenRouterOptions {
     pub clock: SharedClock,
     /// Serve `GET /key`; when false it answers 404 (as OpenAI-compatible servers without it do).
     pub key_endpoint: bool,
+    /// Answer `GET /key` in the older `/auth/key` shape: `label`, `usage`, `limit`, `is_free_tier` and
+    /// `rate_limit`, without `free_model_daily_requests`.
+    pub key_info_legacy: bool,
     /// Refuse any prompt longer than this many characters with a context-length error.
     pub max_prompt_chars: Option<usize>,
 }
@@ -126,6 +129,7 @@ impl Default for SimOpenRouterOptions {
             reply: ReplyShape::default(),
             clock: Arc::new(SystemClock),
             key_endpoint: true,
+            key_info_legacy: false,
             max_prompt_chars: None,
         }
     }
@@ -458,7 +462,25 @@ fn answer(
             let reset = now + i64::try_from(retry_after_secs).unwrap_or(0) * 1000;
             return minute_429(reset);
         }
+        Some(Fault::RateLimitResetOnly { reset_in_secs }) => {
+            let (Answer::Now(mut r), status) =
+                minute_429(now + i64::try_from(reset_in_secs).unwrap_or(0) * 1000)
+            else {
+                unreachable!("minute_429 answers at once")
+            };
+            r.headers_mut().remove("retry-after");
+            return (Answer::Now(r), status);
+        }
         Some(Fault::RateLimitDaily) => return daily_429(),
+        Some(Fault::Moderated) => {
+            let body = json!({"error": {
+                "code": 403,
+                "message": format!("{model} requires moderation on OpenInference. Your input was flagged for \"harassment\". No credits were charged."),
+                "metadata": {"reasons": ["harassment"], "flagged_input": last_user_message(messages),
+                             "provider_name": "OpenInference", "model_slug": model},
+            }});
+            return (Answer::Now(json(StatusCode::FORBIDDEN, body)), 403);
+        }
         Some(Fault::PaymentRequired) => {
             return (
                 Answer::Now(error(
@@ -605,7 +627,9 @@ fn sse_script(
     }
     let cut_after = match &fault {
         Some(Fault::StallAfter(n) | Fault::TruncateAfter(n)) => Some(*n),
-        Some(Fault::MidStreamError { after, .. }) => Some(*after),
+        Some(Fault::MidStreamError { after, .. } | Fault::MidStreamStatus { after, .. }) => {
+            Some(*after)
+        }
         _ => None,
     };
     for (i, text) in chunks.iter().enumerate() {
@@ -634,6 +658,12 @@ fn sse_script(
             let mut error_chunk =
                 chunk(json!([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]));
             error_chunk["error"] = json!({"code": "server_error", "message": message});
+            steps.push(event(error_chunk));
+        }
+        Some(Fault::MidStreamStatus { code, message, .. }) => {
+            let mut error_chunk =
+                chunk(json!([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]));
+            error_chunk["error"] = json!({"code": code, "message": message});
             steps.push(event(error_chunk));
         }
         _ => {
@@ -690,9 +720,9 @@ async fn key_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let (key_endpoint, now) = {
+    let (key_endpoint, legacy, now) = {
         let o = lock(&shared.options);
-        (o.key_endpoint, o.clock.now_ms())
+        (o.key_endpoint, o.key_info_legacy, o.clock.now_ms())
     };
     let status = if key_endpoint { 200 } else { 404 };
     shared.book.record(SimRequest {
@@ -709,6 +739,18 @@ async fn key_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     });
     if !key_endpoint {
         return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    if legacy {
+        return json(
+            StatusCode::OK,
+            json!({"data": {
+                "label": format!("simulated key on {}", caller.account),
+                "usage": 0,
+                "limit": null,
+                "is_free_tier": caller.quota < 1000,
+                "rate_limit": {"requests": 20, "interval": "10s"},
+            }}),
+        );
     }
     let used = {
         let accounts = lock(&shared.accounts);
