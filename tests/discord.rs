@@ -1,6 +1,9 @@
-//! End-to-end tests of the Discord adapter: the real adapter, core and (scripted) router against a fake
-//! Discord — REST on 127.0.0.1 plus a `ws://` gateway — built by one helper, [`fake_discord`], which
-//! records and refuses any route it does not expect. Time is paused: waits are exact and instant.
+//! End-to-end tests of the Discord adapter: the real adapter, core and free-first router against a fake
+//! Discord — REST on 127.0.0.1 plus a `ws://` gateway — built by one helper, [`fake_discord`], and the
+//! simulated OpenRouter and Ollama servers of `switchboard::sim`; every one of them records and refuses
+//! any route it does not expect. A few cases that need exact control over the answer (a code block
+//! across a split, a model that stalls or fails) use the scripted router instead. Time is paused: waits
+//! are exact and instant.
 
 #[path = "support/fake_discord.rs"]
 mod fake_discord;
@@ -11,7 +14,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::Method;
-use futures_util::stream::{self, StreamExt};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio::sync::watch;
@@ -21,17 +23,21 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use switchboard::clock::SystemClock;
-use switchboard::config::Config;
+use switchboard::clock::{SharedClock, TokioClock, DAY_MS};
+use switchboard::config::{Config, Env, Secrets};
 use switchboard::core::Core;
-use switchboard::domain::{AnswerSource, Completion, ReplyEvent, ReplyStream, TierName, Usage};
+use switchboard::domain::{ConversationKey, ReplyStream};
 use switchboard::exit::{Fatal, EXIT_CONFIG};
 use switchboard::health::Health;
-use switchboard::platforms::discord::DiscordAdapter;
+use switchboard::platforms::discord::{DiscordAdapter, SHUTTING_DOWN_NOTE};
 use switchboard::platforms::{AdapterContext, PlatformAdapter};
 use switchboard::router::scripted::{Script, ScriptedRouter};
-use switchboard::router::{CompletionRequest, LlmRouter, ModelInfo, RouterStatus};
+use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter, ModelInfo, RouterStatus};
+use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
+use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
+use switchboard::sim::{reply_text, ReplyShape};
 use switchboard::store::memory::MemoryStore;
+use switchboard::store::Store;
 
 use fake_discord::*;
 
@@ -95,55 +101,107 @@ fn assert_token_not_logged() {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// A router that drips deltas (for streaming edits); everything else goes to the scripted router.
+// The model side: the real free-first router over the simulated OpenRouter and Ollama (127.0.0.1), or a
+// scripted router for cases that need exact control. Either way a recorder in front keeps every request.
 
-struct DripRouter {
-    scripted: Arc<ScriptedRouter>,
-    /// Prompts containing "drip" are answered with these deltas, `DRIP_GAP` apart.
-    drip: Vec<String>,
+/// Records every request, then hands it to the router behind it unchanged.
+struct Recorder {
+    inner: Arc<dyn LlmRouter>,
+    seen: Mutex<Vec<CompletionRequest>>,
 }
 
-const DRIP_GAP: Duration = Duration::from_millis(400);
-
-impl LlmRouter for DripRouter {
+impl LlmRouter for Recorder {
     fn complete(&self, request: CompletionRequest) -> ReplyStream {
-        if !request.prompt.content.contains("drip") {
-            return self.scripted.complete(request);
-        }
-        let source = AnswerSource {
-            tier: TierName::free(),
-            provider: "drip".into(),
-            model: "drip-1".into(),
-            key_fingerprint: None,
-        };
-        let deltas = self.drip.clone();
-        let started = stream::iter(vec![ReplyEvent::Started(source.clone())]);
-        let body = stream::iter(deltas).then(|d| async move {
-            tokio::time::sleep(DRIP_GAP).await;
-            ReplyEvent::Delta(d)
-        });
-        let done = stream::iter(vec![ReplyEvent::Finished(Completion {
-            source: Some(source),
-            usage: Usage::default(),
-        })]);
-        started.chain(body).chain(done).boxed()
+        self.seen.lock().unwrap().push(request.clone());
+        self.inner.complete(request)
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        self.scripted.models()
+        self.inner.models()
     }
 
     fn status(&self) -> RouterStatus {
-        self.scripted.status()
+        self.inner.status()
     }
 }
 
+/// Which router answers.
+enum Model {
+    /// `ScriptedRouter` (echo unless a test scripts otherwise).
+    Scripted,
+    /// `FreeFirstRouter` over `SimOpenRouter` + `SimOllama`, answering with this shape.
+    Real(ReplyShape),
+}
+
+/// The simulators behind the real router.
+struct Sims {
+    openrouter: SimOpenRouter,
+    ollama: SimOllama,
+    sentences: usize,
+}
+
+/// 2026-11-22 12:00:00 UTC: quota days and minute windows move with paused tokio time from here.
+const NOON: i64 = 20_414 * DAY_MS + DAY_MS / 2;
+const OPENROUTER_KEY: &str = "sk-or-sim-1";
+const OLLAMA_KEY: &str = "ollama-sim-1";
+
+/// Points `config` at fresh simulators and builds the real router over them.
+async fn real_router(
+    config: &mut Config,
+    shape: ReplyShape,
+    store: &Arc<MemoryStore>,
+    clock: &SharedClock,
+) -> (Arc<dyn LlmRouter>, Sims) {
+    let sentences = shape.sentences;
+    let openrouter = SimOpenRouter::start(SimOpenRouterOptions {
+        keys: vec![SimKey::new(OPENROUTER_KEY, "alice", 1000)],
+        per_minute_limit: None,
+        reply: shape.clone(),
+        clock: clock.clone(),
+        ..SimOpenRouterOptions::default()
+    })
+    .await
+    .unwrap();
+    let ollama = SimOllama::start(SimOllamaOptions {
+        keys: vec![OLLAMA_KEY.into()],
+        reply: shape,
+        ..SimOllamaOptions::default()
+    })
+    .await
+    .unwrap();
+    config.openrouter.base_url = openrouter.base_url();
+    config.ollama.base_url = ollama.base_url();
+    let env = Env::from_pairs([
+        ("OPENROUTER_API_KEY_1", OPENROUTER_KEY),
+        ("OLLAMA_API_KEY", OLLAMA_KEY),
+    ]);
+    let secrets = Secrets::load(&env).unwrap();
+    let router = FreeFirstRouter::from_config(
+        config,
+        &secrets,
+        store.clone() as Arc<dyn Store>,
+        clock.clone(),
+    )
+    .unwrap();
+    router.refresh_quotas().await;
+    (
+        router,
+        Sims {
+            openrouter,
+            ollama,
+            sentences,
+        },
+    )
+}
+
 // ---------------------------------------------------------------------------------------------------
-// The harness: fake Discord + real adapter + real core + scripted router + memory store.
+// The harness: fake Discord + real adapter + real core + a router + memory store.
 
 struct Harness {
     fake: FakeDiscord,
     scripted: Arc<ScriptedRouter>,
+    recorder: Arc<Recorder>,
+    sims: Option<Sims>,
     intake: CancellationToken,
     adapter: tokio::task::JoinHandle<Result<(), Fatal>>,
     health: Health,
@@ -152,20 +210,41 @@ struct Harness {
 }
 
 struct Options {
+    model: Model,
     edit_interval_ms: u64,
-    drip: Vec<String>,
     close_on_identify: Option<u16>,
     command_guilds: Vec<String>,
+    configure: fn(&mut Config),
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
+            model: Model::Scripted,
             edit_interval_ms: 1000,
-            drip: Vec::new(),
             close_on_identify: None,
             command_guilds: Vec::new(),
+            configure: |_| {},
         }
+    }
+}
+
+impl Options {
+    /// The real router over the simulators, answering with `shape`.
+    fn real(shape: ReplyShape) -> Self {
+        Self {
+            model: Model::Real(shape),
+            ..Self::default()
+        }
+    }
+}
+
+/// A model that streams two words every 400 ms: slow enough that a reply is edited several times.
+fn streaming() -> ReplyShape {
+    ReplyShape {
+        chunk_delay: Duration::from_millis(400),
+        words_per_chunk: 2,
+        ..ReplyShape::default()
     }
 }
 
@@ -173,26 +252,35 @@ async fn start(options: Options) -> Harness {
     logs();
     let fake = fake_discord().await;
     *fake.state.close_on_identify.lock().unwrap() = options.close_on_identify;
+    let clock: SharedClock = Arc::new(TokioClock::starting_at(NOON));
+    let store = Arc::new(MemoryStore::new());
     let mut config = Config::default();
     config.discord.proxy_url = Some(fake.url());
     config.discord.edit_interval_ms = options.edit_interval_ms;
     config.discord.command_guilds = options.command_guilds;
     config.access.user_messages_per_minute = 0;
+    (options.configure)(&mut config);
+    let scripted = ScriptedRouter::new();
+    let (inner, sims) = match options.model {
+        Model::Scripted => (scripted.clone() as Arc<dyn LlmRouter>, None),
+        Model::Real(shape) => {
+            let (router, sims) = real_router(&mut config, shape, &store, &clock).await;
+            (router, Some(sims))
+        }
+    };
     config.validate().unwrap();
     let config = Arc::new(config);
-    let scripted = ScriptedRouter::new();
-    let router = Arc::new(DripRouter {
-        scripted: scripted.clone(),
-        drip: options.drip,
+    let recorder = Arc::new(Recorder {
+        inner,
+        seen: Mutex::default(),
     });
-    let store = Arc::new(MemoryStore::new());
-    let core = Core::new(config.clone(), store.clone(), router, Arc::new(SystemClock));
+    let core = Core::new(config.clone(), store.clone(), recorder.clone(), clock);
     let (config_tx, config_rx) = watch::channel(config);
     let health = Health::new();
     let intake = CancellationToken::new();
     let ctx = AdapterContext {
         core,
-        store,
+        store: store.clone(),
         health: health.clone(),
         config: config_rx,
         intake: intake.clone(),
@@ -201,6 +289,8 @@ async fn start(options: Options) -> Harness {
     let harness = Harness {
         fake,
         scripted,
+        recorder,
+        sims,
         intake,
         adapter,
         health,
@@ -255,6 +345,102 @@ impl Harness {
         id
     }
 
+    /// Sends a slash command (INTERACTION_CREATE) from Alice; returns its interaction token.
+    fn slash(&self, channel: &str, guild: bool, name: &str, args: Option<&str>) -> String {
+        let n = self.next_message.fetch_add(1, Ordering::SeqCst);
+        let token = format!("interaction-token-{n}");
+        let mut data = json!({"id": "820000000000000001", "name": name, "type": 1});
+        if let Some(args) = args {
+            data["options"] = json!([{"name": "args", "type": 3, "value": args}]);
+        }
+        let mut interaction = json!({
+            "id": n.to_string(), "application_id": APP_ID, "type": 2, "token": token,
+            "version": 1, "channel_id": channel, "locale": "en-US", "entitlements": [],
+            "authorizing_integration_owners": {}, "attachment_size_limit": 8388608, "data": data,
+        });
+        if guild {
+            interaction["guild_id"] = json!(GUILD);
+            interaction["member"] = json!({"user": user(ALICE, "Alice"), "roles": [], "deaf": false,
+                "mute": false, "joined_at": "2026-01-01T00:00:00.000000+00:00", "nick": null,
+                "permissions": "0", "flags": 0});
+        } else {
+            interaction["user"] = user(ALICE, "Alice");
+        }
+        self.fake.dispatch("INTERACTION_CREATE", interaction);
+        token
+    }
+
+    /// The last text written into a slash command's deferred response, once there is one.
+    fn interaction_answer(&self, token: &str) -> Option<String> {
+        self.fake
+            .calls()
+            .into_iter()
+            .rev()
+            .find(|c| c.path.ends_with(&format!("/{token}/messages/@original")))
+            .map(|c| c.body["content"].as_str().unwrap().to_owned())
+    }
+
+    /// Every request the router was asked.
+    fn requests(&self) -> Vec<CompletionRequest> {
+        self.recorder.seen.lock().unwrap().clone()
+    }
+
+    /// The request whose prompt contains `needle`.
+    fn request_for(&self, needle: &str) -> CompletionRequest {
+        self.requests()
+            .into_iter()
+            .find(|r| r.prompt.content.contains(needle))
+            .unwrap_or_else(|| panic!("no request for {needle}"))
+    }
+
+    /// What the simulated model answered to the request whose prompt contains `needle`: the free
+    /// model the simulator served last and its deterministic reply to that prompt.
+    fn model_output(&self, needle: &str) -> String {
+        let sims = self.sims.as_ref().expect("the real router");
+        let model = sims
+            .openrouter
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.is_chat() && r.status == 200)
+            .and_then(|r| r.model)
+            .expect("the simulated OpenRouter answered");
+        reply_text(
+            &model,
+            &self.request_for(needle).prompt.content,
+            sims.sentences,
+        )
+    }
+
+    /// Waits until the model was asked the prompt containing `needle`, then returns its answer.
+    async fn wait_for_model_output(&self, needle: &str) -> String {
+        let asked = |h: &Self| {
+            h.requests()
+                .iter()
+                .any(|r| r.prompt.content.contains(needle))
+                && h.sims
+                    .as_ref()
+                    .is_some_and(|s| s.openrouter.requests().iter().any(|r| r.is_chat()))
+        };
+        self.fake
+            .wait_until("the model's answer", |_| asked(self))
+            .await;
+        self.model_output(needle)
+    }
+
+    /// Waits until message `index` in `channel` reads exactly what the model answered to the prompt
+    /// containing `needle`.
+    async fn answered(&self, channel: &str, index: usize, needle: &str) {
+        let want = self.wait_for_model_output(needle).await;
+        self.fake
+            .wait_until(needle, |f| {
+                f.messages_in(channel)
+                    .get(index)
+                    .is_some_and(|(_, t)| *t == want)
+            })
+            .await;
+    }
+
     /// Stops the adapter the way the daemon does and checks it ends cleanly.
     async fn stop(self) {
         self.intake.cancel();
@@ -268,16 +454,12 @@ impl Harness {
             result.err().map(|e| e.to_string())
         );
         self.fake.assert_no_unexpected_routes();
+        if let Some(sims) = &self.sims {
+            assert!(sims.openrouter.unexpected().is_empty());
+            assert!(sims.ollama.unexpected().is_empty());
+        }
         assert_token_not_logged();
     }
-}
-
-fn requests_for(scripted: &ScriptedRouter, needle: &str) -> CompletionRequest {
-    scripted
-        .requests()
-        .into_iter()
-        .find(|r| r.prompt.content.contains(needle))
-        .unwrap_or_else(|| panic!("no request for {needle}"))
 }
 
 fn history_text(request: &CompletionRequest) -> String {
@@ -294,13 +476,7 @@ fn history_text(request: &CompletionRequest) -> String {
 
 #[tokio::test(start_paused = true)]
 async fn a_dm_is_answered_with_typing_then_paced_edits_and_the_final_text() {
-    let drip: Vec<String> = (0..8).map(|i| format!("part{i} ")).collect();
-    let expected: String = drip.concat();
-    let h = start(Options {
-        drip,
-        ..Options::default()
-    })
-    .await;
+    let h = start(Options::real(streaming())).await;
     // Serenity identified with the bot token (over the fake gateway only).
     let identify = h.fake.state.identify.lock().unwrap().clone().unwrap();
     assert_eq!(
@@ -317,10 +493,11 @@ async fn a_dm_is_answered_with_typing_then_paced_edits_and_the_final_text() {
         (ALICE, "Alice"),
         DM_CHANNEL,
         false,
-        "please drip an answer",
+        "please stream an answer",
         None,
     );
-    let want = expected.trim_end().to_owned();
+    // The final text is exactly what the simulated model streamed through the real router.
+    let want = h.wait_for_model_output("please stream an answer").await;
     h.fake
         .wait_until("the final text", |f| {
             f.messages_in(DM_CHANNEL)
@@ -352,7 +529,7 @@ async fn a_dm_is_answered_with_typing_then_paced_edits_and_the_final_text() {
         "the growing text is edited in: {}",
         edits.len()
     );
-    // Edits are paced: at least edit_interval apart (1 s), so 8 deltas 400 ms apart need few edits.
+    // Edits are paced: at least edit_interval apart (1 s), so deltas 400 ms apart are coalesced.
     let mut writes: Vec<Instant> = vec![posts[0].at];
     writes.extend(edits.iter().map(|c| c.at));
     for pair in writes.windows(2) {
@@ -362,7 +539,12 @@ async fn a_dm_is_answered_with_typing_then_paced_edits_and_the_final_text() {
             pair[1] - pair[0]
         );
     }
-    assert!(edits.len() < 8, "edits are coalesced, not one per delta");
+    let deltas = want.split_inclusive(' ').count().div_ceil(2);
+    assert!(
+        edits.len() < deltas / 2,
+        "edits are coalesced, not one per delta: {} edits for {deltas} deltas",
+        edits.len()
+    );
     assert_eq!(edits.last().unwrap().body["content"], json!(want));
     h.stop().await;
 }
@@ -392,7 +574,7 @@ async fn typing_repeats_while_the_model_is_slow() {
 
 #[tokio::test(start_paused = true)]
 async fn guild_policy_and_reply_chains_keep_separate_histories() {
-    let h = start(Options::default()).await;
+    let h = start(Options::real(ReplyShape::default())).await;
     let mention = format!("<@{BOT_ID}>");
     h.say(
         (BOB, "Bob"),
@@ -408,11 +590,7 @@ async fn guild_policy_and_reply_chains_keep_separate_histories() {
         &format!("{mention} alpha one"),
         None,
     );
-    h.fake
-        .wait_until("alice's answer", |f| {
-            f.messages_in(GUILD_CHANNEL).len() == 1
-        })
-        .await;
+    h.answered(GUILD_CHANNEL, 0, "alpha one").await;
     h.say(
         (BOB, "Bob"),
         GUILD_CHANNEL,
@@ -420,13 +598,14 @@ async fn guild_policy_and_reply_chains_keep_separate_histories() {
         &format!("{mention} beta one"),
         None,
     );
-    h.fake
-        .wait_until("bob's answer", |f| f.messages_in(GUILD_CHANNEL).len() == 2)
-        .await;
+    h.answered(GUILD_CHANNEL, 1, "beta one").await;
     let answers = h.fake.messages_in(GUILD_CHANNEL);
     // The core prefixes group prompts with the sender's name; the mention itself is stripped.
-    assert_eq!(answers[0].1, "echo: Alice: alpha one");
-    assert_eq!(answers[1].1, "echo: Bob: beta one");
+    assert_eq!(
+        h.request_for("alpha one").prompt.content,
+        "Alice: alpha one"
+    );
+    assert!(answers[0].1.contains("You said: Alice: alpha one."));
     // Replies to the bot, without a mention, continue each person's own chain.
     h.say(
         (ALICE, "Alice"),
@@ -442,13 +621,10 @@ async fn guild_policy_and_reply_chains_keep_separate_histories() {
         "beta two",
         Some(&answers[1].0),
     );
-    h.fake
-        .wait_until("both replies answered", |f| {
-            f.messages_in(GUILD_CHANNEL).len() == 4
-        })
-        .await;
+    h.answered(GUILD_CHANNEL, 2, "alpha two").await;
+    h.answered(GUILD_CHANNEL, 3, "beta two").await;
 
-    let requests = h.scripted.requests();
+    let requests = h.requests();
     assert!(
         requests
             .iter()
@@ -456,15 +632,15 @@ async fn guild_policy_and_reply_chains_keep_separate_histories() {
         "an unaddressed guild message is ignored"
     );
     assert_eq!(requests.len(), 4);
-    let alpha_two = history_text(&requests_for(&h.scripted, "alpha two"));
+    let alpha_two = history_text(&h.request_for("alpha two"));
     assert!(alpha_two.contains("alpha one"), "{alpha_two}");
     assert!(!alpha_two.contains("beta"), "chains are apart: {alpha_two}");
-    let beta_two = history_text(&requests_for(&h.scripted, "beta two"));
+    let beta_two = history_text(&h.request_for("beta two"));
     assert!(beta_two.contains("beta one"), "{beta_two}");
     assert!(!beta_two.contains("alpha"), "chains are apart: {beta_two}");
     assert_ne!(
-        requests_for(&h.scripted, "alpha two").conversation,
-        requests_for(&h.scripted, "beta two").conversation
+        h.request_for("alpha two").conversation,
+        h.request_for("beta two").conversation
     );
     // The first message of a reply references the user's message and pings nobody.
     let posts: Vec<Call> = h
@@ -516,7 +692,7 @@ async fn a_thread_is_one_conversation_and_text_commands_work_after_a_mention() {
             f.messages_in(THREAD_CHANNEL).len() == 2
         })
         .await;
-    let history = history_text(&requests_for(&h.scripted, "gamma two"));
+    let history = history_text(&h.request_for("gamma two"));
     assert!(history.contains("gamma one"), "{history}");
     // `/reset` after a mention reaches the core as a command (the model is not asked).
     h.say(
@@ -531,7 +707,7 @@ async fn a_thread_is_one_conversation_and_text_commands_work_after_a_mention() {
             f.messages_in(THREAD_CHANNEL).len() == 3
         })
         .await;
-    assert_eq!(h.scripted.request_count(), 2);
+    assert_eq!(h.requests().len(), 2);
     h.say(
         (ALICE, "Alice"),
         THREAD_CHANNEL,
@@ -542,7 +718,7 @@ async fn a_thread_is_one_conversation_and_text_commands_work_after_a_mention() {
     h.fake
         .wait_until("after reset", |f| f.messages_in(THREAD_CHANNEL).len() == 4)
         .await;
-    let history = history_text(&requests_for(&h.scripted, "gamma three"));
+    let history = history_text(&h.request_for("gamma three"));
     assert!(
         !history.contains("gamma"),
         "reset forgot the thread: {history}"
@@ -632,22 +808,17 @@ async fn a_5000_character_reply_arrives_as_three_messages_with_fences_intact() {
 
 #[tokio::test(start_paused = true)]
 async fn a_429_on_an_edit_is_waited_out_exactly_and_the_final_text_arrives() {
-    let drip: Vec<String> = (0..6).map(|i| format!("chunk{i} ")).collect();
-    let want = drip.concat().trim_end().to_owned();
-    let h = start(Options {
-        drip,
-        ..Options::default()
-    })
-    .await;
+    let h = start(Options::real(streaming())).await;
     *h.fake.state.edits_to_refuse.lock().unwrap() = 1;
     *h.fake.state.retry_after.lock().unwrap() = 2.5;
     h.say(
         (ALICE, "Alice"),
         DM_CHANNEL,
         false,
-        "drip with a limit",
+        "stream with a limit",
         None,
     );
+    let want = h.wait_for_model_output("stream with a limit").await;
     h.fake
         .wait_until("the final text", |f| {
             f.messages_in(DM_CHANNEL)
@@ -821,7 +992,7 @@ async fn a_dropped_gateway_resumes_and_a_replayed_message_is_not_answered_twice(
         .collect();
     assert_eq!(texts, vec!["echo: before the drop", "echo: after the drop"]);
     assert_eq!(
-        h.scripted.request_count(),
+        h.requests().len(),
         2,
         "the replayed event was not answered again"
     );
@@ -882,11 +1053,7 @@ async fn failures_end_in_a_friendly_note_and_other_bots_are_ignored() {
     assert!(texts
         .iter()
         .all(|t| !t.contains("Error") && !t.contains("http")));
-    assert_eq!(
-        h.scripted.request_count(),
-        2,
-        "the bot's message was ignored"
-    );
+    assert_eq!(h.requests().len(), 2, "the bot's message was ignored");
     h.stop().await;
 }
 
@@ -894,7 +1061,7 @@ async fn failures_end_in_a_friendly_note_and_other_bots_are_ignored() {
 async fn gateway_close_4014_is_a_config_error_with_the_intent_hint() {
     let h = start(Options {
         close_on_identify: Some(4014),
-        ..Options::default()
+        ..Options::real(ReplyShape::default())
     })
     .await;
     let result = tokio::time::timeout(Duration::from_secs(120), h.adapter)
@@ -935,4 +1102,253 @@ async fn gateway_close_4004_is_a_config_error_about_the_token() {
     assert!(fatal.to_string().contains("DISCORD_BOT_TOKEN was rejected"));
     assert!(!fatal.to_string().contains(TOKEN));
     assert_token_not_logged();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_5000_character_model_answer_arrives_as_three_messages_pinging_nobody() {
+    // The simulator's answer echoes the prompt (mentions included) and adds fixed sentences: pick
+    // enough of them for 5,000 characters.
+    let prompt = "a long plan for @everyone, @here, <@&123> and <@456> please";
+    let model = Config::default().openrouter.free_models[0].clone();
+    let sentences = (1..)
+        .find(|n| reply_text(&model, prompt, *n).chars().count() >= 5000)
+        .unwrap();
+    let h = start(Options::real(ReplyShape {
+        sentences,
+        words_per_chunk: 40,
+        ..ReplyShape::default()
+    }))
+    .await;
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, prompt, None);
+    let want = h.wait_for_model_output("a long plan").await;
+    assert!(want.chars().count() >= 5000 && want.contains("@everyone"));
+    let squeeze = |t: &str| t.split_whitespace().collect::<String>();
+    h.fake
+        .wait_until("three messages", |f| {
+            let joined: String = f
+                .messages_in(DM_CHANNEL)
+                .iter()
+                .map(|(_, t)| squeeze(t))
+                .collect();
+            joined == squeeze(&want)
+        })
+        .await;
+    let messages = h.fake.messages_in(DM_CHANNEL);
+    assert_eq!(messages.len(), 3);
+    for (_, text) in &messages {
+        assert!(text.encode_utf16().count() <= 2000);
+    }
+    assert!(
+        messages[0].1.contains("@everyone"),
+        "passed through as text"
+    );
+    for call in h
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.method != Method::GET && c.body.is_object())
+    {
+        assert_eq!(
+            call.body["allowed_mentions"],
+            json!({"parse": []}),
+            "{}",
+            call.path
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn slash_commands_in_a_thread_act_on_the_thread_conversation_only() {
+    let h = start(Options::real(ReplyShape::default())).await;
+    h.fake
+        .state
+        .threads
+        .lock()
+        .unwrap()
+        .insert(THREAD_CHANNEL.to_owned());
+    let mention = format!("<@{BOT_ID}>");
+    h.say(
+        (ALICE, "Alice"),
+        THREAD_CHANNEL,
+        true,
+        &format!("{mention} gamma one"),
+        None,
+    );
+    h.answered(THREAD_CHANNEL, 0, "gamma one").await;
+    // Another conversation in the thread's parent channel: a reply chain.
+    h.say(
+        (BOB, "Bob"),
+        GUILD_CHANNEL,
+        true,
+        &format!("{mention} delta one"),
+        None,
+    );
+    h.answered(GUILD_CHANNEL, 0, "delta one").await;
+
+    // /ask in the thread continues the thread's history.
+    let ask = h.slash(THREAD_CHANNEL, true, "ask", Some("gamma two"));
+    let want = h.wait_for_model_output("gamma two").await;
+    h.fake
+        .wait_until("the /ask answer", |_| {
+            h.interaction_answer(&ask).is_some_and(|t| t == want)
+        })
+        .await;
+    let thread = ConversationKey(format!("discord:{GUILD_CHANNEL}/t:thread-{THREAD_CHANNEL}"));
+    assert_eq!(h.request_for("gamma one").conversation, thread);
+    assert_eq!(h.request_for("gamma two").conversation, thread);
+    let history = history_text(&h.request_for("gamma two"));
+    assert!(history.contains("gamma one"), "{history}");
+
+    // /reset in the thread forgets the thread, and only the thread.
+    let asked = h.requests().len();
+    let reset = h.slash(THREAD_CHANNEL, true, "reset", None);
+    h.fake
+        .wait_until("the /reset answer", |_| {
+            h.interaction_answer(&reset).is_some()
+        })
+        .await;
+    assert_eq!(h.requests().len(), asked, "/reset does not ask the model");
+    h.say(
+        (ALICE, "Alice"),
+        THREAD_CHANNEL,
+        true,
+        &format!("{mention} gamma three"),
+        None,
+    );
+    h.answered(THREAD_CHANNEL, 1, "gamma three").await;
+    let history = history_text(&h.request_for("gamma three"));
+    assert!(
+        !history.contains("gamma"),
+        "the thread was reset: {history}"
+    );
+    let chain = h.fake.messages_in(GUILD_CHANNEL)[0].0.clone();
+    h.say((BOB, "Bob"), GUILD_CHANNEL, true, "delta two", Some(&chain));
+    h.answered(GUILD_CHANNEL, 1, "delta two").await;
+    let history = history_text(&h.request_for("delta two"));
+    assert!(
+        history.contains("delta one"),
+        "the chain was kept: {history}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thread_under_an_allowed_channel_is_admitted() {
+    let h = start(Options {
+        configure: |c| c.access.allowed_chats = vec![format!("discord:{GUILD_CHANNEL}")],
+        ..Options::default()
+    })
+    .await;
+    h.fake
+        .state
+        .threads
+        .lock()
+        .unwrap()
+        .insert(THREAD_CHANNEL.to_owned());
+    let mention = format!("<@{BOT_ID}>");
+    h.say(
+        (ALICE, "Alice"),
+        THREAD_CHANNEL,
+        true,
+        &format!("{mention} inside the thread"),
+        None,
+    );
+    h.say(
+        (ALICE, "Alice"),
+        OTHER_CHANNEL,
+        true,
+        &format!("{mention} somewhere else"),
+        None,
+    );
+    h.fake
+        .wait_until("both handled", |f| {
+            !f.messages_in(THREAD_CHANNEL).is_empty() && !f.messages_in(OTHER_CHANNEL).is_empty()
+        })
+        .await;
+    assert_eq!(
+        h.fake.messages_in(THREAD_CHANNEL)[0].1,
+        "echo: Alice: inside the thread"
+    );
+    assert!(
+        h.fake.messages_in(OTHER_CHANNEL)[0]
+            .1
+            .starts_with("⚠️ Sorry, I'm not set up to talk with you here"),
+        "a channel that is not listed is refused"
+    );
+    assert_eq!(h.requests().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_during_shutdown_get_a_restarting_note() {
+    let h = start(Options::default()).await;
+    h.scripted.on("slow", Script::Slow(Duration::from_secs(5)));
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "slow one", None);
+    h.fake
+        .wait_until("typing", |f| {
+            f.calls().iter().any(|c| c.path.ends_with("/typing"))
+        })
+        .await;
+    // The daemon stops taking new messages while the slow reply is still being answered.
+    h.intake.cancel();
+    let late = h.say((ALICE, "Alice"), DM_CHANNEL, false, "are you there?", None);
+    h.say(
+        (BOB, "Bob"),
+        GUILD_CHANNEL,
+        true,
+        "unaddressed chatter",
+        None,
+    );
+    let slash = h.slash(DM_CHANNEL, false, "ask", Some("anyone?"));
+    h.fake
+        .wait_until("the note", |f| {
+            f.messages_in(DM_CHANNEL)
+                .iter()
+                .any(|(_, t)| t == SHUTTING_DOWN_NOTE)
+        })
+        .await;
+    h.fake
+        .wait_until("the slash note", |f| {
+            f.calls().iter().any(|c| {
+                c.path.ends_with(&format!("/{slash}/callback"))
+                    && c.body["data"]["content"] == SHUTTING_DOWN_NOTE
+            })
+        })
+        .await;
+    let note = h
+        .fake
+        .calls()
+        .into_iter()
+        .find(|c| c.body["content"] == SHUTTING_DOWN_NOTE)
+        .unwrap();
+    assert_eq!(note.body["message_reference"]["message_id"], json!(late));
+    assert_eq!(note.body["allowed_mentions"], json!({"parse": []}));
+    let fake = h.fake.clone();
+    let asked: Vec<String> = h.requests().into_iter().map(|r| r.prompt.content).collect();
+    h.stop().await;
+    assert_eq!(asked, vec!["slow one"], "nothing new reached the model");
+    let texts: Vec<String> = fake
+        .messages_in(DM_CHANNEL)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(texts.contains(&"echo: slow one".to_owned()), "{texts:?}");
+    assert!(
+        fake.messages_in(GUILD_CHANNEL).is_empty(),
+        "an unaddressed message gets no note"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_adapter_keeps_beating_the_watchdog_while_nothing_happens() {
+    let h = start(Options::default()).await;
+    // Ten quiet minutes: no gateway events at all. The adapter's own pulse keeps it fresh for the
+    // daemon's watchdog (default `stale_after_secs` = 90).
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(h.health.stale(Duration::from_secs(90)).is_empty());
+    }
+    assert!(h.health.summary().contains("discord: connected"));
+    h.stop().await;
 }

@@ -28,7 +28,10 @@ pub const BOB: &str = "100000000000000012";
 pub const DM_CHANNEL: &str = "300000000000000001";
 pub const GUILD: &str = "400000000000000001";
 pub const GUILD_CHANNEL: &str = "400000000000000002";
+/// A thread under `GUILD_CHANNEL`.
 pub const THREAD_CHANNEL: &str = "400000000000000003";
+/// Another guild channel.
+pub const OTHER_CHANNEL: &str = "400000000000000004";
 
 // ---------------------------------------------------------------------------------------------------
 // The fake Discord.

@@ -9,9 +9,10 @@ use serde_json::{json, Value};
 use serenity::all::{CommandDataOptionValue, CommandInteraction};
 use serenity::model::id::{ApplicationId, GuildId};
 
+use super::policy::Scope;
 use super::render::{self, Target};
 use super::rest::{Rest, RestError};
-use super::{policy, Shared};
+use super::{chat_of, policy, Shared, SHUTTING_DOWN_NOTE};
 use crate::core::{CommandInfo, Core};
 use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
 use crate::platforms::AdapterContext;
@@ -110,7 +111,8 @@ pub fn command_text(command: &CommandInteraction) -> String {
     text
 }
 
-/// Answers one slash command.
+/// Answers one slash command, in the same conversation a text message in that channel would join (a
+/// thread's own conversation in a thread).
 pub(super) async fn handle(
     shared: &Arc<Shared>,
     rest: &Arc<Rest>,
@@ -119,9 +121,11 @@ pub(super) async fn handle(
 ) {
     let config = shared.ctx.config.borrow().clone();
     let user = UserRef::new(Platform::Discord, command.user.id.to_string());
-    let chat_kind = if let Some(guild_id) = command.guild_id {
+    let (chat, chat_kind, scope) = if let Some(guild_id) = command.guild_id {
+        let kind = shared.channel_kind(rest, command.channel_id).await;
         let guild = guild_id.to_string();
         let channel = command.channel_id.to_string();
+        let parent = kind.parent.map(|p| p.to_string());
         let roles: Vec<String> = command
             .member
             .as_ref()
@@ -130,7 +134,7 @@ pub(super) async fn handle(
         let facts = policy::GuildMessageFacts {
             guild_id: &guild,
             channel_id: &channel,
-            parent_id: None,
+            parent_id: parent.as_deref(),
             roles: &roles,
             // A slash command is addressed to the bot by construction.
             mentions_bot: true,
@@ -140,7 +144,16 @@ pub(super) async fn handle(
         if policy::admit_guild_message(&config.discord, &facts).is_err() {
             return;
         }
-        ChatKind::Group
+        // Not a reply and not a mention: a thread's conversation in a thread, else the channel's.
+        let scope = policy::guild_scope(
+            kind.is_thread,
+            &channel,
+            &command.id.to_string(),
+            None,
+            false,
+            false,
+        );
+        (chat_of(command.channel_id, kind), ChatKind::Group, scope)
     } else {
         if !policy::admit_direct_message(
             &config.discord,
@@ -150,8 +163,21 @@ pub(super) async fn handle(
         ) {
             return;
         }
-        ChatKind::Direct
+        (
+            ChatRef::new(Platform::Discord, command.channel_id.to_string()),
+            ChatKind::Direct,
+            Scope::Chat,
+        )
     };
+    if shared.ctx.intake.is_cancelled() {
+        if let Err(e) = rest
+            .respond_interaction(command.id, &command.token, SHUTTING_DOWN_NOTE)
+            .await
+        {
+            tracing::warn!(error = %e, "discord: could not send the restarting note");
+        }
+        return;
+    }
     if let Err(e) = rest.defer_interaction(command.id, &command.token).await {
         tracing::warn!(error = %e, "discord: could not acknowledge a slash command");
         return;
@@ -163,13 +189,13 @@ pub(super) async fn handle(
         .or_else(|| command.user.global_name.clone())
         .unwrap_or_else(|| command.user.name.clone());
     let inbound = Inbound {
-        chat: ChatRef::new(Platform::Discord, command.channel_id.to_string()),
+        chat,
         chat_kind,
         sender: Sender { user, display_name },
         text: command_text(&command),
         addressed: true,
         reply_to: None,
-        thread: None,
+        thread: scope.into_thread(),
     };
     let target = Target::Interaction {
         application_id,

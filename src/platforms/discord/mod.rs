@@ -2,10 +2,15 @@
 //! streams rendered back with typing, paced edits and splitting. Guild policy, allow lists and
 //! conversation scoping live in [`policy`], the reply-chain map in [`chain`], REST (and the one switch
 //! between Discord and a test proxy) in [`rest`], streaming in [`render`], slash commands in
-//! [`commands`].
+//! [`commands`], the watchdog's view of the adapter in [`liveness`].
+//!
+//! A thread belongs to its parent channel: the core sees the parent as the chat (so `access.allowed_chats`,
+//! per-chat settings and usage follow the channel a thread was opened in), and the thread as one
+//! conversation within it.
 
 pub mod chain;
 pub mod commands;
+pub mod liveness;
 pub mod policy;
 pub mod render;
 pub mod rest;
@@ -22,12 +27,16 @@ use serenity::all::{
     Interaction, Message, Ready, ResumedEvent, ShardStageUpdateEvent,
 };
 use serenity::model::id::{ApplicationId, ChannelId, UserId};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::chain::ChainMap;
+use self::liveness::Liveness;
 use self::policy::{GuildMessageFacts, Scope};
 use self::render::Target;
 use self::rest::{ChannelKind, Rest};
 use super::{AdapterContext, PlatformAdapter};
+use crate::clock::SystemClock;
 use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
 use crate::exit::Fatal;
 use crate::health::ComponentHandle;
@@ -38,6 +47,11 @@ const SEEN_CAPACITY: usize = 4096;
 
 /// The health component name.
 pub const COMPONENT: &str = "discord";
+
+/// The answer to a message that arrives while switchboard is stopping: Discord never redelivers a
+/// gateway event, so silence would lose the message without the sender knowing.
+pub const SHUTTING_DOWN_NOTE: &str =
+    "⚠️ switchboard is restarting. Please send that again in a minute.";
 
 /// What the bot fixes on: guild messages, DMs, and their text (privileged: enabled in the portal).
 pub fn intents() -> GatewayIntents {
@@ -99,6 +113,10 @@ struct Shared {
     commands_registered: AtomicBool,
     /// Recently handled message ids (see [`SEEN_CAPACITY`]).
     seen: Mutex<RecentIds>,
+    /// Which conversation each message belongs to.
+    chains: ChainMap,
+    /// Event handlers in progress, watched by the liveness pulse.
+    liveness: Arc<Liveness>,
 }
 
 /// A bounded set of recent ids, oldest evicted first.
@@ -132,7 +150,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         rest::build_http(&token, config.discord.proxy_url.as_deref())
             .map_err(|e| Fatal::Other(anyhow::anyhow!("discord: {e}")))?;
     drop(token);
-    let status = ctx.health.status_only(COMPONENT);
+    let status = ctx.health.component(COMPONENT);
     status.set_status("connecting");
     let shared = Arc::new(Shared {
         ctx: ctx.clone(),
@@ -140,10 +158,22 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         bot: OnceLock::new(),
         tasks: TaskTracker::new(),
         channels: Mutex::new(HashMap::new()),
-        status,
+        status: status.clone(),
         commands_registered: AtomicBool::new(false),
         seen: Mutex::new(RecentIds::default()),
+        chains: ChainMap::new(ctx.store.clone(), Arc::new(SystemClock)),
+        liveness: Arc::new(Liveness::default()),
     });
+    // The pulse and the chain sweep run until this function returns (also when it is dropped), so the
+    // adapter keeps beating while it drains replies on shutdown.
+    let background = CancellationToken::new();
+    let _stop_background = background.clone().drop_guard();
+    tokio::spawn(liveness::pulse(
+        shared.liveness.clone(),
+        status,
+        background.clone(),
+    ));
+    tokio::spawn(sweep_chains(shared.chains.clone(), background));
     let mut client = ClientBuilder::new_with_http(http, intents())
         .event_handler_arc(Arc::new(Handler(shared.clone())))
         .await
@@ -187,6 +217,21 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// Prunes the reply-chain map every [`chain::CHAIN_SWEEP_EVERY`] until `stop`.
+async fn sweep_chains(chains: ChainMap, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(chain::CHAIN_SWEEP_EVERY) => {}
+        }
+        match chains.prune() {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "discord: swept old reply-chain entries"),
+            Err(e) => tracing::warn!(error = %e, "discord: could not sweep the reply-chain map"),
+        }
+    }
+}
+
 /// Maps what `Client::start` returned to the daemon's fatal errors: bad token and refused intents are
 /// configuration errors (exit 78, no restart: a crash loop burns the daily IDENTIFY budget).
 fn map_gateway_error(error: &serenity::Error) -> Fatal {
@@ -209,6 +254,7 @@ fn map_gateway_error(error: &serenity::Error) -> Fatal {
 #[serenity::async_trait]
 impl EventHandler for Handler {
     async fn ready(&self, _ctx: Context, ready: Ready) {
+        let _busy = self.0.liveness.enter();
         let identity = BotIdentity {
             user_id: ready.user.id,
             application_id: ready.application.id,
@@ -226,10 +272,12 @@ impl EventHandler for Handler {
     }
 
     async fn resume(&self, _ctx: Context, _event: ResumedEvent) {
+        let _busy = self.0.liveness.enter();
         self.0.status.set_status("connected");
     }
 
     async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
+        let _busy = self.0.liveness.enter();
         let status = match event.new {
             ConnectionStage::Connected => "connected",
             _ => "reconnecting",
@@ -238,15 +286,14 @@ impl EventHandler for Handler {
     }
 
     async fn message(&self, _ctx: Context, message: Message) {
+        let _busy = self.0.liveness.enter();
         self.0.on_message(message).await;
     }
 
     async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
+        let _busy = self.0.liveness.enter();
         if let Interaction::Command(command) = interaction {
             let shared = self.0.clone();
-            if shared.ctx.intake.is_cancelled() {
-                return;
-            }
             let Some(rest) = shared.rest.get().cloned() else {
                 return;
             };
@@ -268,9 +315,6 @@ fn shared_rest(shared: &Shared) -> Arc<Rest> {
 
 impl Shared {
     async fn on_message(self: &Arc<Self>, message: Message) {
-        if self.ctx.intake.is_cancelled() {
-            return;
-        }
         let (Some(bot), Some(rest)) = (self.bot.get().copied(), self.rest.get().cloned()) else {
             return;
         };
@@ -300,16 +344,14 @@ impl Shared {
             .as_ref()
             .and_then(|r| r.message_id)
             .or_else(|| message.referenced_message.as_ref().map(|m| m.id));
-        let (chat_kind, scope) = if let Some(guild_id) = message.guild_id {
+        let (chat, chat_kind, scope) = if let Some(guild_id) = message.guild_id {
             let mentions_bot = message.mentions.iter().any(|u| u.id == bot.user_id)
                 || policy::mentions(&message.content, &bot_id);
             let replied_scope = match reply_to {
-                Some(id) => {
-                    chain::lookup(self.ctx.store.as_ref(), &id.to_string()).unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "discord: reply-chain lookup failed");
-                        None
-                    })
-                }
+                Some(id) => self.chains.lookup(&id.to_string()).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "discord: reply-chain lookup failed");
+                    None
+                }),
                 None => None,
             };
             let replies_to_bot = message
@@ -349,7 +391,11 @@ impl Shared {
                 replies_to_bot,
                 mentions_bot,
             );
-            (ChatKind::Group, Some(scope))
+            (
+                chat_of(message.channel_id, kind),
+                ChatKind::Group,
+                Some(scope),
+            )
         } else {
             if !policy::admit_direct_message(
                 &config.discord,
@@ -360,13 +406,27 @@ impl Shared {
                 tracing::debug!("discord: DM refused by the role allow list");
                 return;
             }
-            (ChatKind::Direct, None)
+            (
+                ChatRef::new(Platform::Discord, message.channel_id.to_string()),
+                ChatKind::Direct,
+                None,
+            )
         };
+        if self.ctx.intake.is_cancelled() {
+            // Checked after the policy: only a message the bot would have answered gets the note.
+            if let Err(e) = rest
+                .create_message(message.channel_id, SHUTTING_DOWN_NOTE, Some(message.id))
+                .await
+            {
+                tracing::warn!(error = %e, "discord: could not send the restarting note");
+            }
+            return;
+        }
         if let Some(scope) = &scope {
             self.record_chain(&message.id.to_string(), scope);
         }
         let inbound = Inbound {
-            chat: ChatRef::new(Platform::Discord, message.channel_id.to_string()),
+            chat,
             chat_kind,
             sender: Sender { user, display_name },
             text: policy::strip_bot_mention(&message.content, &bot_id),
@@ -394,7 +454,7 @@ impl Shared {
     }
 
     fn record_chain(&self, message_id: &str, scope: &Scope) {
-        if let Err(e) = chain::record(self.ctx.store.as_ref(), message_id, scope) {
+        if let Err(e) = self.chains.record(message_id, scope) {
             tracing::warn!(error = %e, "discord: could not record a reply chain");
         }
     }
@@ -427,4 +487,14 @@ impl Shared {
             }
         }
     }
+}
+
+/// The chat the core sees for a guild channel: a thread's parent channel (see the module doc), else
+/// the channel itself.
+fn chat_of(channel_id: ChannelId, kind: ChannelKind) -> ChatRef {
+    let chat = match kind.parent {
+        Some(parent) if kind.is_thread => parent,
+        _ => channel_id,
+    };
+    ChatRef::new(Platform::Discord, chat.to_string())
 }

@@ -254,6 +254,26 @@ impl Rest {
             .map(drop)
     }
 
+    /// Answers a slash command at once with `content` (a channel-message response, type 4).
+    pub async fn respond_interaction(
+        &self,
+        interaction_id: InteractionId,
+        token: &str,
+        content: &str,
+    ) -> Result<(), RestError> {
+        let route = Route::InteractionResponse {
+            interaction_id,
+            token,
+        };
+        let body = json!({
+            "type": 4,
+            "data": { "content": content, "allowed_mentions": no_mentions() },
+        });
+        self.call(Request::new(route, LightMethod::Post).body(Self::body(&body)))
+            .await
+            .map(drop)
+    }
+
     /// Edits the deferred response (`message_id = None`) or a follow-up; returns the message id.
     pub async fn edit_interaction_message(
         &self,
@@ -388,5 +408,28 @@ impl Rest {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_keeps_the_ratelimiter_and_no_proxy() {
+        let token = SecretString::from("not-a-real-token");
+        let (http, _, mode) = build_http(&token, None).unwrap();
+        assert_eq!(mode, Mode::Production);
+        assert!(http.ratelimiter.is_some(), "serenity's ratelimiter is on");
+        assert!(http.proxy.is_none(), "no proxy: requests go to Discord");
+    }
+
+    #[test]
+    fn the_test_proxy_turns_the_ratelimiter_off_or_it_would_be_ignored() {
+        let token = SecretString::from("not-a-real-token");
+        let (http, _, mode) = build_http(&token, Some("http://127.0.0.1:9")).unwrap();
+        assert_eq!(mode, Mode::Proxy);
+        assert!(http.ratelimiter.is_none());
+        assert_eq!(http.proxy.as_deref(), Some("http://127.0.0.1:9"));
     }
 }
