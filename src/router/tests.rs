@@ -1269,6 +1269,12 @@ impl Store for FlushCounting {
         self.flushes.fetch_add(1, Ordering::SeqCst);
         self.inner.flush()
     }
+    fn declare_dated(&self, dated: crate::store::DatedNamespace) {
+        self.inner.declare_dated(dated);
+    }
+    fn dated_namespaces(&self) -> Vec<crate::store::DatedNamespace> {
+        self.inner.dated_namespaces()
+    }
 }
 
 #[tokio::test]
