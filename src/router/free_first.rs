@@ -260,6 +260,7 @@ impl FreeFirstRouter {
             key_secrets.push(key.as_ref().map(|k| k.value.clone()));
         }
         book.load(store.as_ref());
+        usage::prepare(store.as_ref());
         let paid = store::get_json::<PaidDay>(store.as_ref(), NS, PAID_DAY_KEY)
             .ok()
             .flatten()

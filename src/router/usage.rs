@@ -1,13 +1,14 @@
 //! Usage accounting: requests and tokens per provider, model, user and UTC day, and the paid tier's daily
-//! request count and estimated spend. Counters live in the store (namespace [`super::quota::NS`]) so they
-//! survive restarts; the paid-day totals are also cached in memory for the cap check on every request.
+//! request count and estimated spend. Counters live in the store (the dated namespace [`USAGE_NS`], aged out
+//! by the retention sweep) so they survive restarts; the paid-day totals (in [`super::quota::NS`]) are also
+//! cached in memory for the cap check on every request.
 
 use serde::{Deserialize, Serialize};
 
 use super::quota::NS;
 use crate::config::providers::Price;
 use crate::domain::{Usage, UserRef};
-use crate::store::{decode, encode, Store};
+use crate::store::{decode, encode, DatedNamespace, Store};
 
 /// Tokens per million, the unit prices are quoted in.
 const TOKENS_PER_PRICE_UNIT: f64 = 1_000_000.0;
@@ -48,9 +49,36 @@ impl super::quota::Versioned for PaidDay {
 /// The store key of the paid-day totals.
 pub const PAID_DAY_KEY: &str = "paid/day";
 
+/// The store namespace of the per-day usage counters; every key starts with its UTC day number.
+pub const USAGE_NS: &str = "router.usage";
+
+/// The usage counters are kept 35 days, then aged out by the retention sweep: nothing in switchboard reads
+/// past today, and 35 days still covers a whole calendar month for an operator reading the store (the same
+/// horizon as the core's per-user counters).
+pub const USAGE_DATED: DatedNamespace = DatedNamespace {
+    ns: USAGE_NS,
+    keep_days: 35,
+};
+
+/// The prefix under which releases before [`USAGE_NS`] kept usage counters in [`NS`]; removed at start-up.
+const LEGACY_USAGE_PREFIX: &str = "usage/";
+
 /// The store key of one usage counter. `/` inside names is kept: keys are only ever read by prefix.
 pub fn usage_key(day: i64, provider: &str, model: &str, user: &UserRef) -> String {
-    format!("usage/{day}/{provider}/{model}/{user}")
+    format!("{day}/{provider}/{model}/{user}")
+}
+
+/// Declares the usage namespace to the store's retention sweep and removes counters an older release
+/// wrote into the router's own namespace, where no sweep could ever age them.
+pub fn prepare(store: &dyn Store) {
+    store.declare_dated(USAGE_DATED);
+    let legacy = store.kv_scan(NS, LEGACY_USAGE_PREFIX).unwrap_or_default();
+    for (key, _) in legacy {
+        if let Err(e) = store.kv_remove(NS, &key) {
+            tracing::warn!("old usage counter not removed: {e}");
+            return;
+        }
+    }
 }
 
 /// Adds one answered request with `usage` to its counter.
@@ -63,7 +91,7 @@ pub fn record(
     usage: Usage,
 ) {
     let key = usage_key(day, provider, model, user);
-    let result = store.kv_update(NS, &key, &mut |old| {
+    let result = store.kv_update(USAGE_NS, &key, &mut |old| {
         let mut rec: UsageRecord = old.and_then(|b| decode(b).ok()).unwrap_or_default();
         rec.requests += 1;
         rec.prompt_tokens += usage.prompt_tokens;
@@ -77,9 +105,9 @@ pub fn record(
 
 /// Every usage counter of UTC day `day`, as (`provider/model/user`, counter).
 pub fn day_usage(store: &dyn Store, day: i64) -> Vec<(String, UsageRecord)> {
-    let prefix = format!("usage/{day}/");
+    let prefix = format!("{day}/");
     store
-        .kv_scan(NS, &prefix)
+        .kv_scan(USAGE_NS, &prefix)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(k, v)| Some((k[prefix.len()..].to_owned(), decode(&v).ok()?)))
@@ -98,6 +126,30 @@ mod tests {
     use super::*;
     use crate::domain::Platform;
     use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn counters_are_dated_and_old_layout_counters_are_removed() {
+        let store = MemoryStore::new();
+        store
+            .kv_put(NS, "usage/7/openrouter/m/telegram:1", b"{}")
+            .unwrap();
+        store.kv_put(NS, "paid/day", b"{}").unwrap();
+        prepare(&store);
+        assert!(store.dated_namespaces().contains(&USAGE_DATED));
+        assert!(store.kv_scan(NS, LEGACY_USAGE_PREFIX).unwrap().is_empty());
+        assert!(store.kv_get(NS, "paid/day").unwrap().is_some());
+        let alice = UserRef::new(Platform::Telegram, "1");
+        record(&store, 7, "openrouter", "m:free", &alice, Usage::default());
+        let keys: Vec<String> = store
+            .kv_scan(USAGE_NS, "")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["7/openrouter/m:free/telegram:1"]);
+        crate::store::prune_dated(&store, 60 * 86_400_000).unwrap();
+        assert!(store.kv_scan(USAGE_NS, "").unwrap().is_empty());
+    }
 
     #[test]
     fn counters_add_up_per_user_and_day() {
