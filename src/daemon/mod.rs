@@ -207,6 +207,10 @@ pub async fn serve(
     // Start-up: READY once every adapter is up (or the bound passed), unless told to stop first.
     let ready_deadline = tokio::time::Instant::now() + ready_timeout;
     let mut stop = false;
+    notifier.notify(&[Notice::Status(format!(
+        "starting: connecting {}",
+        names.join(", ")
+    ))]);
     let mut last_progress = String::new();
     loop {
         main_loop.beat();

@@ -234,7 +234,8 @@ async fn ready_waits_for_the_adapter_and_terminate_stops_cleanly() {
     let notices = h.notifier.notices();
     let ready = notices.iter().position(|n| *n == Notice::Ready).unwrap();
     assert!(
-        notices[..ready].contains(&Notice::Status("starting: telegram: connecting".into())),
+        notices[..ready].contains(&Notice::Status("starting: connecting telegram".into()))
+            && notices[..ready].contains(&Notice::Status("starting: telegram: connecting".into())),
         "{notices:?}"
     );
     // The main loop's own health entry never shows.
