@@ -7,10 +7,11 @@ pub const EXIT_OK: u8 = 0;
 /// Unexpected failure (a bug, or an I/O error we could not handle). systemd restarts on it.
 pub const EXIT_UNEXPECTED: u8 = 1;
 /// Another instance holds the store lock or polls the same Telegram token (HTTP 409). Distinct so an
-/// operator sees "two instances" at once; we never fight the other process.
+/// operator sees "two instances" at once; we never fight the other process, and the unit's
+/// `RestartPreventExitStatus=73 78` keeps systemd from restarting us into the same 409 every `RestartSec`.
 pub const EXIT_CONFLICT: u8 = 73;
 /// Configuration or credentials are wrong (sysexits `EX_CONFIG`). The unit sets
-/// `RestartPreventExitStatus=78`, so a bad token does not crash-loop (and burn Discord identifies).
+/// `RestartPreventExitStatus=73 78`, so a bad token does not crash-loop (and burn Discord identifies).
 pub const EXIT_CONFIG: u8 = 78;
 
 /// An error that ends the process, classified by what the operator must do about it.

@@ -1,6 +1,10 @@
 //! Liveness and status of switchboard's own loops: each loop beats, the watchdog pings systemd only while
 //! every registered loop is beating, and the status line (`STATUS=` for systemd, `/status` for users) is
 //! assembled from what each component last reported. Upstream outages do not stop a loop's beat.
+//!
+//! Three kinds of component: an adapter's loop ([`Health::component`]: beats and shows a status), a
+//! status that has no loop of its own ([`Health::status_only`]: never stale), and a loop of the process
+//! itself ([`Health::internal`]: beats, but has nothing to tell users, so it stays out of the status).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +18,8 @@ struct Component {
     last_beat: Instant,
     /// Components that only report status (no loop of their own) are never stale.
     beats: bool,
+    /// Whether the status appears in [`Health::statuses`] and [`Health::summary`].
+    shown: bool,
 }
 
 /// The registry of components; cheap to clone.
@@ -37,15 +43,21 @@ impl Health {
 
     /// Registers (or re-registers) a component with a loop that must keep beating.
     pub fn component(&self, name: &str) -> ComponentHandle {
-        self.register(name, true)
+        self.register(name, true, true)
     }
 
     /// Registers a component that only reports status and is never considered stale.
     pub fn status_only(&self, name: &str) -> ComponentHandle {
-        self.register(name, false)
+        self.register(name, false, true)
     }
 
-    fn register(&self, name: &str, beats: bool) -> ComponentHandle {
+    /// Registers a loop of the process itself (the daemon's main loop): it must keep beating like an
+    /// adapter's, but its status is not shown to operators or users.
+    pub fn internal(&self, name: &str) -> ComponentHandle {
+        self.register(name, true, false)
+    }
+
+    fn register(&self, name: &str, beats: bool, shown: bool) -> ComponentHandle {
         let mut map = self.components.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(
             name.to_owned(),
@@ -53,6 +65,7 @@ impl Health {
                 status: "starting".into(),
                 last_beat: Instant::now(),
                 beats,
+                shown,
             },
         );
         ComponentHandle {
@@ -79,19 +92,20 @@ impl Health {
             .collect()
     }
 
-    /// Every component's name and current status, in name order.
+    /// Every shown component's name and current status, in name order.
     pub fn statuses(&self) -> Vec<(String, String)> {
         let map = self.components.lock().unwrap_or_else(|e| e.into_inner());
         map.iter()
+            .filter(|(_, c)| c.shown)
             .map(|(n, c)| (n.clone(), c.status.clone()))
             .collect()
     }
 
-    /// `name: status` pairs joined by `, `, in name order.
+    /// `name: status` pairs of the shown components joined by `, `, in name order.
     pub fn summary(&self) -> String {
-        let map = self.components.lock().unwrap_or_else(|e| e.into_inner());
-        map.iter()
-            .map(|(n, c)| format!("{n}: {}", c.status))
+        self.statuses()
+            .iter()
+            .map(|(n, s)| format!("{n}: {s}"))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -142,5 +156,25 @@ mod tests {
         poller.beat();
         assert!(health.stale(Duration::from_secs(5)).is_empty());
         assert_eq!(health.summary(), "router: starting, telegram: polling");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_internal_loop_goes_stale_but_never_shows_in_the_status() {
+        let health = Health::new();
+        let main_loop = health.internal("daemon");
+        let poller = health.component("telegram");
+        poller.set_status("polling");
+        assert_eq!(health.summary(), "telegram: polling");
+        assert_eq!(health.statuses().len(), 1);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            health.stale(Duration::from_secs(5)),
+            vec!["daemon".to_string(), "telegram".to_string()]
+        );
+        main_loop.beat();
+        assert_eq!(
+            health.stale(Duration::from_secs(5)),
+            vec!["telegram".to_string()]
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Log setup: one event per line on stderr — human-readable by default (for journald), JSON with
-//! `--log-format json` or `[daemon].log_format = "json"` — with levels from `RUST_LOG` (default `info`).
+//! `--log-format json` or `[daemon].log_format = "json"` — with levels from `RUST_LOG` (unset:
+//! [`DEFAULT_FILTER`]; the systemd unit leaves it unset so that default applies).
 //! Secrets never reach a log line: nothing that holds one implements a `Debug` that shows it, keys are
 //! logged by [`crate::secrets::fingerprint`], and reqwest errors are stripped of their URL.
 

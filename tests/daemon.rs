@@ -1,6 +1,10 @@
 //! `switchboard run` as systemd runs it: the real binary, spawned with `NOTIFY_SOCKET` pointing at a
-//! datagram socket this test owns, against a fake Telegram Bot API and a fake OpenRouter on 127.0.0.1.
-//! Both fakes record anything they did not expect and the tests assert that list is empty.
+//! datagram socket this test owns, against a fake Telegram Bot API and a fake OpenRouter on 127.0.0.1
+//! (and the shared fake Discord for the gateway tests). The fakes record anything they did not expect
+//! and the tests assert that list is empty. Every run's stderr is checked for every canary secret.
+
+#[path = "support/fake_discord.rs"]
+mod fake_discord;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -39,6 +43,8 @@ const WAIT: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct Telegram {
     token_ok: bool,
+    /// Answer every getUpdates with 409, as Telegram does while another process polls the token.
+    conflict: bool,
     next_update_id: i64,
     pending: VecDeque<Value>,
     /// Every `offset` sent with getUpdates, in order.
@@ -80,6 +86,12 @@ async fn telegram_route(
             }))
         }
         "setmycommands" | "deletewebhook" | "sendchataction" => ok(json!(true)),
+        "getupdates" if tg.lock().unwrap().conflict => (
+            StatusCode::CONFLICT,
+            Json(json!({"ok": false, "error_code": 409, "description":
+                "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"})),
+        )
+            .into_response(),
         "getupdates" => {
             let offset = body.get("offset").and_then(Value::as_i64);
             let hold = body
@@ -430,7 +442,8 @@ impl Daemon {
         assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
     }
 
-    /// Waits for the exit; returns the code and how long it took.
+    /// Waits for the exit; returns the code and how long it took. Every test ends each run here, so
+    /// this is where the whole of its stderr is checked for the canary secrets.
     async fn exit(&mut self) -> (i32, Duration) {
         let since = Instant::now();
         let status = tokio::time::timeout(WAIT, self.child.wait())
@@ -439,14 +452,23 @@ impl Daemon {
             .unwrap();
         // Let the stderr reader drain.
         tokio::time::sleep(Duration::from_millis(50)).await;
+        self.assert_no_secret_in_logs();
         (status.code().unwrap_or(-1), since.elapsed())
     }
 
+    /// No token or key value — nor any part marked as a canary — in anything the daemon wrote.
     fn assert_no_secret_in_logs(&self) {
         let logs = self.logs();
+        for secret in [TOKEN, OR_KEY, fake_discord::TOKEN] {
+            assert!(
+                !logs.contains(secret),
+                "a secret reached the logs:\n{}",
+                logs.replace(secret, "<SECRET>")
+            );
+        }
         assert!(
-            !logs.contains("CANARY"),
-            "a secret reached the logs:\n{logs}"
+            !logs.to_ascii_lowercase().contains("canary"),
+            "part of a secret reached the logs:\n{logs}"
         );
     }
 }
@@ -494,6 +516,24 @@ async fn ready_after_start_up_then_sigterm_mid_stream_finishes_the_reply_and_exi
     assert!(status.contains("free tier"), "{status}");
     // READY came only after the adapter had reached Telegram (getMe answered).
     assert_eq!(*d.get_me_at_ready.lock().unwrap(), Some(1));
+    // Before it, STATUS= said what start-up was doing.
+    let notices = d.notices();
+    let ready = notices.iter().position(|n| n == "READY=1").unwrap();
+    let before: Vec<&String> = notices[..ready]
+        .iter()
+        .filter(|n| n.starts_with("STATUS="))
+        .collect();
+    assert_eq!(
+        before.first().map(|s| s.as_str()),
+        Some("STATUS=starting: opening the store"),
+        "{notices:?}"
+    );
+    assert!(
+        before
+            .iter()
+            .any(|s| *s == "STATUS=starting: connecting telegram"),
+        "{notices:?}"
+    );
 
     let update = Telegram::deliver(&world.tg, "tell me something long");
     d.wait_for("the reply to be streaming", |_| {
@@ -530,7 +570,6 @@ async fn ready_after_start_up_then_sigterm_mid_stream_finishes_the_reply_and_exi
     assert_eq!(turns[0].text, "tell me something long");
     assert_eq!(turns[1].text.trim(), full.trim());
     assert_eq!(turns[1].status, TurnStatus::Complete);
-    d.assert_no_secret_in_logs();
 
     // After a restart on the same state nothing is answered twice.
     let sent_before = world.tg.lock().unwrap().messages.len();
@@ -572,7 +611,6 @@ async fn json_logs_are_one_object_per_line() {
         );
     }
     assert!(logs.contains("\"ready\""), "{logs}");
-    d.assert_no_secret_in_logs();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,7 +652,6 @@ async fn sigterm_past_the_grace_cuts_the_reply_with_a_restarting_note() {
     assert_eq!(turns.len(), 2, "{turns:?}");
     assert_eq!(turns[1].status, TurnStatus::Incomplete);
     assert!(turns[1].text.contains("slow0"));
-    d.assert_no_secret_in_logs();
     assert_fakes_clean(&world);
 }
 
@@ -711,7 +748,6 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one()
     );
     d.signal(libc::SIGTERM);
     assert_eq!(d.exit().await.0, 0);
-    d.assert_no_secret_in_logs();
     assert_fakes_clean(&world);
 }
 
@@ -725,7 +761,6 @@ async fn a_bad_token_exits_78_without_ready() {
     assert_eq!(code, 78, "logs:\n{}", d.logs());
     assert_eq!(d.count("READY=1"), 0);
     assert!(d.logs().contains("TELEGRAM_BOT_TOKEN"), "{}", d.logs());
-    d.assert_no_secret_in_logs();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -770,6 +805,80 @@ async fn a_second_instance_on_the_same_state_exits_73() {
     // The first one is unharmed.
     first.signal(libc::SIGTERM);
     assert_eq!(first.exit().await.0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_warns_that_a_changed_restart_only_setting_needs_a_restart() {
+    let world = World::new().await;
+    world.write_config("");
+    let mut d = world.start(&[]).await;
+    d.ready().await;
+    world.write_config("[discord]\ncommand_guilds = [\"400000000000000001\"]\n");
+    d.signal(libc::SIGHUP);
+    d.wait_for("READY=1 after the reload", |d| d.count("READY=1") == 2)
+        .await;
+    let status = d.last_status();
+    assert!(
+        status.starts_with("reloaded (needs a restart: discord.command_guilds);"),
+        "{status}"
+    );
+    d.wait_for("the warning in the log", |d| {
+        d.logs().lines().any(|l| {
+            l.contains("WARN")
+                && l.contains("need a restart")
+                && l.contains("discord.command_guilds")
+        })
+    })
+    .await;
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.exit().await.0, 0);
+    assert_fakes_clean(&world);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_close_4014_exits_78_with_the_intent_hint_and_no_ready() {
+    let world = World::new().await;
+    world.write_config("");
+    let discord = fake_discord::fake_discord().await;
+    *discord.state.close_on_identify.lock().unwrap() = Some(4014);
+    let proxy = discord.url();
+    let mut d = world
+        .start(&[
+            ("TELEGRAM_BOT_TOKEN", ""),
+            ("DISCORD_BOT_TOKEN", fake_discord::TOKEN),
+            ("SWITCHBOARD__DISCORD__PROXY_URL", &proxy),
+        ])
+        .await;
+    let (code, _) = d.exit().await;
+    assert_eq!(code, 78, "logs:\n{}", d.logs());
+    assert_eq!(d.count("READY=1"), 0, "{:?}", d.notices());
+    let logs = d.logs();
+    assert!(
+        logs.contains("Message Content intent") && logs.contains("Privileged Gateway Intents"),
+        "{logs}"
+    );
+    assert!(
+        discord.state.identify.lock().unwrap().is_some(),
+        "the bot identified before the close"
+    );
+    discord.assert_no_unexpected_routes();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telegram_409_exits_73_saying_another_process_polls_the_token() {
+    let world = World::new().await;
+    world.write_config("");
+    world.tg.lock().unwrap().conflict = true;
+    let mut d = world.start(&[]).await;
+    let (code, _) = d.exit().await;
+    assert_eq!(code, 73, "logs:\n{}", d.logs());
+    let logs = d.logs();
+    assert!(
+        logs.contains("another process is polling this Telegram token (HTTP 409")
+            && logs.contains("stop the other switchboard"),
+        "{logs}"
+    );
+    assert_fakes_clean(&world);
 }
 
 /// Start-up time (exec → READY=1) and idle RSS over 20 starts. Run with

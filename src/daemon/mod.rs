@@ -2,8 +2,9 @@
 //!
 //! [`run`] loads configuration and secrets, builds the real components ([`build_parts`]) and hands them to
 //! [`serve`], which owns the process lifecycle: start every adapter over one core, announce `READY=1` once
-//! they are up, keep `STATUS=` current, ping the watchdog while our own loops live, reload on SIGHUP, and
-//! on SIGTERM/SIGINT stop intake, drain in-flight replies within the grace, stop adapters, flush, exit 0.
+//! they are up, keep `STATUS=` current, ping the watchdog while our own loops (its own main loop included)
+//! live, reload on SIGHUP, and on SIGTERM/SIGINT stop intake, drain in-flight replies within the grace,
+//! stop adapters, flush, exit 0.
 //! Tests call [`serve`] with injected parts, a signal stream and a recording notifier.
 
 mod build;
@@ -12,7 +13,7 @@ pub mod signals;
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{FutureExt, Stream, StreamExt};
@@ -36,8 +37,12 @@ pub use self::notify::{Notice, Notifier, RecordingNotifier, SdNotifier};
 pub use self::signals::Signal;
 
 /// How often `STATUS=` is refreshed while running. Cheap (a lock and a format); 10 s keeps
-/// `systemctl status` current without spamming the manager.
+/// `systemctl status` current without spamming the manager. The same tick is the main loop's beat, so
+/// it runs at least twice per `[daemon].stale_after_secs`.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+/// The health name of `serve`'s own select loop (signals, adapter ends, the status tick). If it wedges,
+/// SIGTERM and SIGHUP go unanswered, so it beats like any adapter's loop and the watchdog watches it.
+const MAIN_LOOP: &str = "daemon";
 /// How often start-up re-checks whether every adapter left "starting"; short so READY follows at once.
 const READY_POLL: Duration = Duration::from_millis(5);
 /// After the grace, adapters get this long to deliver the cut replies, acknowledge Telegram's offset and
@@ -63,6 +68,8 @@ pub async fn run(config_path: Option<PathBuf>, log_format: Option<LogFormat>) ->
     };
     crate::logging::init(log_format.unwrap_or(config.daemon.log_format));
     let secrets = Secrets::load(&env).map_err(|e| config_fatal(&e))?;
+    // `systemctl status` shows what start-up is waiting for (the store lock, then each adapter).
+    SdNotifier.notify(&[Notice::Status("starting: opening the store".into())]);
     info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %path.as_deref().map_or_else(|| "<defaults>".into(), |p| p.display().to_string()),
@@ -192,16 +199,28 @@ pub async fn serve(
         health: health.clone(),
         notifier: notifier.clone(),
         config_tx,
-        reload,
+        reload: Arc::new(Mutex::new(reload)),
     };
     let mut outcome: Result<(), Fatal> = Ok(());
+    let main_loop = health.internal(MAIN_LOOP);
 
     // Start-up: READY once every adapter is up (or the bound passed), unless told to stop first.
     let ready_deadline = tokio::time::Instant::now() + ready_timeout;
     let mut stop = false;
+    notifier.notify(&[Notice::Status(format!(
+        "starting: connecting {}",
+        names.join(", ")
+    ))]);
+    let mut last_progress = String::new();
     loop {
+        main_loop.beat();
         if adapters_up(&health, &names) {
             break;
+        }
+        let progress = health.summary();
+        if progress != last_progress {
+            notifier.notify(&[Notice::Status(format!("starting: {progress}"))]);
+            last_progress = progress;
         }
         if tokio::time::Instant::now() >= ready_deadline {
             warn!(
@@ -213,7 +232,7 @@ pub async fn serve(
         }
         tokio::select! {
             sig = signals.next() => match sig {
-                Some(Signal::Reload) => daemon.reload(),
+                Some(Signal::Reload) => daemon.reload().await,
                 Some(Signal::Terminate) | None => { stop = true; break; }
             },
             Some(joined) = running.join_next() => {
@@ -231,12 +250,13 @@ pub async fn serve(
         let line = daemon.status_line();
         info!(status = %line, "ready");
         notifier.notify(&[Notice::Ready, Notice::Status(line)]);
-        let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
+        let mut status_tick = tokio::time::interval(STATUS_INTERVAL.min(stale_after / 2));
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            main_loop.beat();
             tokio::select! {
                 sig = signals.next() => match sig {
-                    Some(Signal::Reload) => daemon.reload(),
+                    Some(Signal::Reload) => daemon.reload().await,
                     Some(Signal::Terminate) | None => break,
                 },
                 Some(joined) = running.join_next() => {
@@ -252,7 +272,9 @@ pub async fn serve(
         }
     }
 
-    // Shutdown: stop intake, drain within the grace, let adapters finish and acknowledge, flush.
+    // Shutdown: stop intake, drain within the grace, let adapters finish and acknowledge, flush. The
+    // main loop has ended on purpose; every step below has its own deadline within `TimeoutStopSec=`.
+    health.remove(MAIN_LOOP);
     let in_flight = core.in_flight();
     info!(in_flight, grace_secs = grace.as_secs(), "stopping");
     notifier.notify(&[
@@ -309,7 +331,8 @@ struct Daemon {
     health: Health,
     notifier: Arc<dyn Notifier>,
     config_tx: watch::Sender<Arc<Config>>,
-    reload: ConfigLoader,
+    /// Shared with the blocking thread that runs it (it reads a file).
+    reload: Arc<Mutex<ConfigLoader>>,
 }
 
 impl Daemon {
@@ -335,10 +358,24 @@ impl Daemon {
     }
 
     /// SIGHUP: read the file again; a valid config goes live everywhere, an invalid one is rejected and
-    /// the running one kept.
-    fn reload(&mut self) {
+    /// the running one kept. Settings that only a restart applies are named in a warning and `STATUS=`.
+    async fn reload(&mut self) {
         self.notifier.notify(&[Notice::Reloading]);
-        let result = (self.reload)().and_then(|new| {
+        // Reading the file is blocking I/O: keep it off the async workers. The main loop waits for it
+        // (and does not beat meanwhile: a reload stuck on a dead file system is a hung daemon).
+        let loader = self.reload.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            (loader.lock().unwrap_or_else(|e| e.into_inner()))()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConfigError::new(
+                "<config file>",
+                format!("reading the configuration failed: {e}"),
+                "see the log above; the running configuration stays",
+            ))
+        });
+        let result = loaded.and_then(|new| {
             if let Some(rc) = &self.router_control {
                 rc.reload(&new)?;
             }
@@ -347,12 +384,17 @@ impl Daemon {
         match result {
             Ok(new) => {
                 let restart_only = restart_only_changes(&self.config, &new);
-                if !restart_only.is_empty() {
+                let pending = if restart_only.is_empty() {
+                    String::new()
+                } else {
+                    let keys = restart_only.join(", ");
                     warn!(
-                        keys = %restart_only.join(", "),
-                        "these settings changed but take effect only after a restart"
+                        keys = %keys,
+                        "configuration reloaded, but these changed settings need a restart to take effect \
+                         (systemctl restart switchboard); until then the old values stay in force"
                     );
-                }
+                    format!(" (needs a restart: {keys})")
+                };
                 let new = Arc::new(new);
                 self.core.reload(new.clone());
                 self.config = new.clone();
@@ -360,7 +402,7 @@ impl Daemon {
                 info!("configuration reloaded");
                 self.notifier.notify(&[
                     Notice::Ready,
-                    Notice::Status(format!("reloaded; {}", self.status_line())),
+                    Notice::Status(format!("reloaded{pending}; {}", self.status_line())),
                 ]);
             }
             Err(e) => {
@@ -378,25 +420,77 @@ impl Daemon {
     }
 }
 
-/// Settings that a SIGHUP cannot apply (the store is open, adapters are connected, logging is set up).
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    fn differ<T: serde::Serialize>(a: &T, b: &T) -> bool {
-        serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
+/// Settings that a SIGHUP cannot apply, by key: the store is open (its directory and cache), adapters are connected (Telegram's
+/// API URL, Discord's proxy and slash-command guilds are used once, at start), the provider clients are
+/// built (base URLs, timeouts, extra tiers' endpoints and keys), and logging is set up. Everything else
+/// goes live on reload.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut check = |key: &str, changed: bool| {
+        if changed {
+            keys.push(key.to_owned());
+        }
+    };
+    // Retention (`store.max_turns`, `store.max_age_days`) is read by each sweep, so it reloads live.
+    check("store.dir", old.store.dir != new.store.dir);
+    check("store.cache_mb", old.store.cache_mb != new.store.cache_mb);
+    check(
+        "telegram.enabled",
+        old.telegram.enabled != new.telegram.enabled,
+    );
+    check(
+        "telegram.api_url",
+        old.telegram.api_url != new.telegram.api_url,
+    );
+    check(
+        "discord.enabled",
+        old.discord.enabled != new.discord.enabled,
+    );
+    check(
+        "discord.proxy_url",
+        old.discord.proxy_url != new.discord.proxy_url,
+    );
+    check(
+        "discord.command_guilds",
+        old.discord.command_guilds != new.discord.command_guilds,
+    );
+    check(
+        "openrouter.base_url",
+        old.openrouter.base_url != new.openrouter.base_url,
+    );
+    check(
+        "ollama.base_url",
+        old.ollama.base_url != new.ollama.base_url,
+    );
+    check(
+        "router.connect_timeout_secs",
+        old.router.connect_timeout_secs != new.router.connect_timeout_secs,
+    );
+    check(
+        "router.idle_timeout_secs",
+        old.router.idle_timeout_secs != new.router.idle_timeout_secs,
+    );
+    check(
+        "router.deadline_secs",
+        old.router.deadline_secs != new.router.deadline_secs,
+    );
+    for (i, tier) in new.tiers.iter().enumerate() {
+        // A tier's client and key are built at start; its models and context window reload live. (A
+        // tier that is new altogether gets the router's own "needs a restart" warning.)
+        let endpoint = |t: &crate::config::providers::ExtraTierConfig| {
+            serde_json::to_value((&t.kind, &t.base_url, &t.key_env)).ok()
+        };
+        if let Some(before) = old.tiers.iter().find(|t| t.name == tier.name) {
+            check(
+                &format!("tiers[{i}] ({}) kind/base_url/key_env", tier.name),
+                endpoint(before) != endpoint(tier),
+            );
+        }
     }
-    let mut keys = Vec::new();
-    if differ(&old.store, &new.store) {
-        keys.push("store");
-    }
-    if old.telegram.api_url != new.telegram.api_url || old.telegram.enabled != new.telegram.enabled
-    {
-        keys.push("telegram.api_url/enabled");
-    }
-    if differ(&old.discord.enabled, &new.discord.enabled) {
-        keys.push("discord.enabled");
-    }
-    if old.daemon.log_format != new.daemon.log_format {
-        keys.push("daemon.log_format");
-    }
+    check(
+        "daemon.log_format",
+        old.daemon.log_format != new.daemon.log_format,
+    );
     keys
 }
 

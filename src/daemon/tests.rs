@@ -117,6 +117,9 @@ struct Harness {
     shared: Shared,
     beats: Arc<std::sync::atomic::AtomicBool>,
     reload_with: Arc<Mutex<Result<Config, ConfigError>>>,
+    /// While set, the config loader blocks (a config file on a dead file system).
+    reload_hold: Arc<std::sync::atomic::AtomicBool>,
+    health: Health,
     serve: tokio::task::JoinHandle<Result<(), Fatal>>,
 }
 
@@ -140,6 +143,9 @@ fn start(config: Config, startup: Startup, watchdog: Option<Duration>) -> Harnes
         shared: shared.clone(),
     };
     let reload_source = reload_with.clone();
+    let reload_hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hold = reload_hold.clone();
+    let health = Health::new();
     let parts = Parts {
         config: Arc::new(config),
         store: store.clone(),
@@ -147,8 +153,13 @@ fn start(config: Config, startup: Startup, watchdog: Option<Duration>) -> Harnes
         router_control: None,
         adapters: vec![Box::new(adapter)],
         clock: Arc::new(TokioClock::starting_at(1_700_000_000_000)),
-        health: Health::new(),
-        reload: Box::new(move || reload_source.lock().unwrap().clone()),
+        health: health.clone(),
+        reload: Box::new(move || {
+            while hold.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            reload_source.lock().unwrap().clone()
+        }),
         watchdog,
     };
     let serve = tokio::spawn(serve(parts, signal_stream(sig_rx), notifier.clone()));
@@ -161,6 +172,8 @@ fn start(config: Config, startup: Startup, watchdog: Option<Duration>) -> Harnes
         shared,
         beats,
         reload_with,
+        reload_hold,
+        health,
         serve,
     }
 }
@@ -217,6 +230,16 @@ async fn ready_waits_for_the_adapter_and_terminate_stops_cleanly() {
     until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
     let line = statuses(&h.notifier).last().cloned().unwrap();
     assert!(line.contains("telegram: polling"), "{line}");
+    // Before READY, STATUS= said what start-up was waiting for.
+    let notices = h.notifier.notices();
+    let ready = notices.iter().position(|n| *n == Notice::Ready).unwrap();
+    assert!(
+        notices[..ready].contains(&Notice::Status("starting: connecting telegram".into()))
+            && notices[..ready].contains(&Notice::Status("starting: telegram: connecting".into())),
+        "{notices:?}"
+    );
+    // The main loop's own health entry never shows.
+    assert!(statuses(&h.notifier).iter().all(|s| !s.contains(MAIN_LOOP)));
 
     h.signals.send(Signal::Terminate).unwrap();
     let result = h.serve.await.unwrap();
@@ -415,5 +438,172 @@ fn no_token_is_a_config_error_naming_both_variables() {
     assert!(
         text.contains("TELEGRAM_BOT_TOKEN") && text.contains("DISCORD_BOT_TOKEN"),
         "{text}"
+    );
+}
+
+/// Moves the paused clock by hand in small steps: while a blocking task runs (the wedged config loader)
+/// tokio does not auto-advance time.
+async fn advance(total: Duration) {
+    let step = Duration::from_millis(50);
+    let mut moved = Duration::ZERO;
+    while moved < total {
+        tokio::time::advance(step).await;
+        moved += step;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_pings_through_an_upstream_outage_and_stops_when_a_loop_stops_beating() {
+    let health = Health::new();
+    let poller = health.component("telegram");
+    let gateway = health.status_only("discord");
+    let notifier = RecordingNotifier::new();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let watchdog = tokio::spawn(watchdog_loop(
+        Duration::from_secs(2),
+        Duration::from_secs(3),
+        health.clone(),
+        store,
+        Arc::new(notifier.clone()),
+    ));
+    // Telegram and Discord are unreachable, but our poller's loop still runs: pings go on.
+    poller.set_status("connecting");
+    gateway.set_status("reconnecting");
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        poller.beat();
+    }
+    let pinged = notifier.count(&Notice::Watchdog);
+    // One ping a second (half the period) for 10 s.
+    assert!((9..=11).contains(&pinged), "{pinged} pings in 10 s");
+
+    // The poller's loop stops: after `stale_after` (3 s) no more pings.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after_hang = notifier.count(&Notice::Watchdog);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(notifier.count(&Notice::Watchdog), after_hang);
+
+    poller.beat();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(notifier.count(&Notice::Watchdog) > after_hang);
+    watchdog.abort();
+}
+
+/// Clears a hold flag when dropped.
+struct ReleaseOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wedged_main_loop_stops_the_watchdog_pings() {
+    let mut config = Config::default();
+    config.daemon.stale_after_secs = 2;
+    let h = start(
+        config,
+        Startup::UpAfter(Duration::ZERO),
+        Some(Duration::from_secs(1)),
+    );
+    until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    // Idle for longer than `stale_after`: the main loop's tick keeps it fresh.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let pinged = h.notifier.count(&Notice::Watchdog);
+    assert!((19..=22).contains(&pinged), "{pinged} pings in 10 s");
+
+    // A reload that never returns wedges the main loop (it would not see SIGTERM either); the
+    // adapter's loop keeps beating, so only the main loop's silence can stop the pings.
+    h.reload_hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Released even if an assertion fails: the runtime waits for the blocking loader when it shuts down.
+    let _release = ReleaseOnDrop(h.reload_hold.clone());
+    h.signals.send(Signal::Reload).unwrap();
+    advance(Duration::from_secs(3)).await;
+    assert_eq!(h.notifier.count(&Notice::Reloading), 1);
+    let after_wedge = h.notifier.count(&Notice::Watchdog);
+    advance(Duration::from_secs(5)).await;
+    assert_eq!(
+        h.notifier.count(&Notice::Watchdog),
+        after_wedge,
+        "pinged while the main loop was wedged"
+    );
+    // And for the right reason: the main loop's silence, not a slow probe.
+    let store: Arc<dyn Store> = h.store.clone();
+    let why = liveness(
+        &h.health,
+        &store,
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(why, format!("no beat for 2s from {MAIN_LOOP}"));
+
+    // The reload returns: the loop beats again and the pings resume.
+    h.reload_hold
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    until("READY after the reload", || {
+        h.notifier.count(&Notice::Ready) == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(h.notifier.count(&Notice::Watchdog) > after_wedge);
+    h.signals.send(Signal::Terminate).unwrap();
+    assert!(h.serve.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn sighup_names_the_changed_settings_that_need_a_restart() {
+    let h = start(Config::default(), Startup::UpAfter(Duration::ZERO), None);
+    until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    let mut new = Config::default();
+    new.discord.command_guilds = vec!["400000000000000001".into()];
+    new.core.system_prompt = "Answer in haiku.".into();
+    *h.reload_with.lock().unwrap() = Ok(new);
+    h.signals.send(Signal::Reload).unwrap();
+    until("READY after reload", || {
+        h.notifier.count(&Notice::Ready) == 2
+    })
+    .await;
+    let line = statuses(&h.notifier).last().cloned().unwrap();
+    assert!(
+        line.starts_with("reloaded (needs a restart: discord.command_guilds);"),
+        "{line}"
+    );
+    // The live part still applied.
+    let ctx = h.shared.ctx.lock().unwrap().clone().unwrap();
+    assert_eq!(ctx.core.config().core.system_prompt, "Answer in haiku.");
+    h.signals.send(Signal::Terminate).unwrap();
+    assert!(h.serve.await.unwrap().is_ok());
+}
+
+#[test]
+fn restart_only_changes_name_each_key_and_ignore_live_ones() {
+    let old = Config::default();
+    let mut new = old.clone();
+    new.core.system_prompt = "Answer in haiku.".into();
+    new.store.max_turns += 1;
+    new.discord.edit_interval_ms += 1;
+    new.telegram.poll_timeout_secs += 1;
+    assert!(restart_only_changes(&old, &new).is_empty());
+
+    new.store.dir = Some("/var/lib/elsewhere".into());
+    new.telegram.api_url = "http://127.0.0.1:1".into();
+    new.discord.proxy_url = Some("http://127.0.0.1:2".into());
+    new.discord.command_guilds = vec!["1".into()];
+    new.openrouter.base_url = "http://127.0.0.1:3/api/v1".into();
+    new.router.idle_timeout_secs += 1;
+    assert_eq!(
+        restart_only_changes(&old, &new),
+        vec![
+            "store.dir",
+            "telegram.api_url",
+            "discord.proxy_url",
+            "discord.command_guilds",
+            "openrouter.base_url",
+            "router.idle_timeout_secs",
+        ]
     );
 }
