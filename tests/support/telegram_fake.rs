@@ -86,6 +86,8 @@ struct Inner {
     delivered: Vec<(i64, Instant)>,
     /// Every update queued with `push_message`, for redelivery.
     pushed: Vec<Value>,
+    /// How many getUpdates answers carried each update id.
+    deliveries: HashMap<i64, usize>,
 }
 
 struct Shared {
@@ -186,6 +188,33 @@ impl FakeTelegram {
             .last()
             .cloned()
             .expect("nothing pushed yet")
+    }
+
+    /// Deletes one of the bot's messages, as a user or admin would: later edits of it fail with
+    /// "message to edit not found".
+    pub fn delete_message(&self, chat: i64, id: i64) {
+        assert!(
+            self.lock().messages.remove(&(chat, id)).is_some(),
+            "no message {id} in chat {chat}"
+        );
+    }
+
+    /// How many getUpdates answers carried update `update_id`.
+    pub fn deliveries(&self, update_id: i64) -> usize {
+        self.lock().deliveries.get(&update_id).copied().unwrap_or(0)
+    }
+
+    /// The ids of the bot's messages in `chat`, in order.
+    pub fn bot_message_ids(&self, chat: i64) -> Vec<i64> {
+        let inner = self.lock();
+        let mut ids: Vec<i64> = inner
+            .messages
+            .keys()
+            .filter(|(c, _)| *c == chat)
+            .map(|(_, id)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Injects a one-shot fault for the next call of `method` (any case).
@@ -452,6 +481,12 @@ async fn get_updates(shared: &Shared, body: &Value) -> Response {
             }
             if !inner.updates.is_empty() || Instant::now() >= deadline {
                 let batch: Vec<Value> = inner.updates.iter().take(limit).cloned().collect();
+                if inner.record {
+                    for update in &batch {
+                        let id = update["update_id"].as_i64().unwrap_or(0);
+                        *inner.deliveries.entry(id).or_default() += 1;
+                    }
+                }
                 return ok(Value::Array(batch));
             }
         }
