@@ -82,8 +82,10 @@ struct Inner {
     /// (chat, message id) → current text.
     messages: HashMap<(i64, i64), String>,
     next_message_id: HashMap<i64, i64>,
-    /// Final-text hook for benchmarks: (chat, when) of every sendMessage/editMessageText.
+    /// Final-text hook for benchmarks: (chat, when) of every sendMessage/editMessageText whose text
+    /// ends with `final_suffix` (every one when unset).
     delivered: Vec<(i64, Instant)>,
+    final_suffix: Option<String>,
     /// Every update queued with `push_message`, for redelivery.
     pushed: Vec<Value>,
     /// How many getUpdates answers carried each update id.
@@ -274,6 +276,11 @@ impl FakeTelegram {
         self.lock().acked_offset
     }
 
+    /// Logs only deliveries whose text ends with `suffix`: a streamed reply's final text (benchmarks).
+    pub fn set_final_suffix(&self, suffix: &str) {
+        self.lock().final_suffix = Some(suffix.to_owned());
+    }
+
     /// Takes the delivery log (benchmarks).
     pub fn take_delivered(&self) -> Vec<(i64, Instant)> {
         std::mem::take(&mut self.lock().delivered)
@@ -429,7 +436,13 @@ async fn handle(
             if inner.record {
                 inner.messages.insert((chat, id), text.clone());
             }
-            inner.delivered.push((chat, Instant::now()));
+            if inner
+                .final_suffix
+                .as_ref()
+                .is_none_or(|s| text.ends_with(s))
+            {
+                inner.delivered.push((chat, Instant::now()));
+            }
             ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))
         }
         "editmessagetext" => {
@@ -445,7 +458,13 @@ async fn handle(
                 }
                 inner.messages.insert((chat, id), text.clone());
             }
-            inner.delivered.push((chat, Instant::now()));
+            if inner
+                .final_suffix
+                .as_ref()
+                .is_none_or(|s| text.ends_with(s))
+            {
+                inner.delivered.push((chat, Instant::now()));
+            }
             ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))
         }
         other => {
