@@ -20,11 +20,12 @@ use switchboard::domain::{
 };
 use switchboard::exit::Fatal;
 use switchboard::health::Health;
-use switchboard::platforms::telegram::TelegramAdapter;
+use switchboard::platforms::telegram::{ledger, TelegramAdapter};
 use switchboard::platforms::{AdapterContext, PlatformAdapter};
 use switchboard::router::scripted::{Script, ScriptedRouter};
 use switchboard::router::{CompletionRequest, LlmRouter, ModelInfo, RouterStatus};
 use switchboard::store::memory::MemoryStore;
+use switchboard::store::sled_store::SledStore;
 use switchboard::store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -248,18 +249,28 @@ async fn group_policy_ignores_unaddressed_and_answers_mention_reply_and_ask() {
     let h = start(&fake, memory(), router.clone(), |_| {});
     fake.push_text(GROUP, 11, "Bob", "just chatting among ourselves");
     fake.push_text(GROUP, 11, "Bob", "/ask@other_bot not for us");
+    fake.push_text(GROUP, 11, "Bob", "/roll 2d6"); // another bot's command, not naming one
     let mention = fake.push_text(GROUP, 11, "Bob", &format!("@{BOT_USERNAME} what is Rust?"));
     fake.wait_until(WAIT, "mention answered", |f| sends(f, GROUP) == 1)
         .await;
+    // Handled in order: had anything before the mention been answered, it would be the first reply.
     let first_reply = fake.calls_of("sendmessage")[0].clone();
     assert_eq!(first_reply.body["reply_parameters"]["message_id"], mention);
-    let bot_msg = 4; // ids in the chat: 1, 2, 3 users; 4 the bot's answer
+    let bot_msg = 5; // ids in the chat: 1–4 users; 5 the bot's answer
+                     // One of our commands needs no mention.
+    let usage = fake.push_text(GROUP, 11, "Bob", "/usage");
+    fake.wait_until(WAIT, "/usage answered", |f| sends(f, GROUP) == 2)
+        .await;
+    assert_eq!(
+        fake.calls_of("sendmessage")[1].body["reply_parameters"]["message_id"],
+        usage
+    );
     fake.push_message(GROUP, 12, "Carol", "and in Go?", Some((bot_msg, true)));
-    fake.wait_until(WAIT, "reply answered", |f| sends(f, GROUP) == 2)
+    fake.wait_until(WAIT, "reply answered", |f| sends(f, GROUP) == 3)
         .await;
     fake.push_message(GROUP, 12, "Carol", "a reply to a person", Some((1, false)));
     fake.push_text(GROUP, 13, "Dave", &format!("/ask@{BOT_USERNAME} why?"));
-    fake.wait_until(WAIT, "/ask answered", |f| sends(f, GROUP) == 3)
+    fake.wait_until(WAIT, "/ask answered", |f| sends(f, GROUP) == 4)
         .await;
     h.stop().await.unwrap();
 
@@ -279,7 +290,7 @@ async fn group_policy_ignores_unaddressed_and_answers_mention_reply_and_ask() {
         prompts[2].contains("Dave") && prompts[2].ends_with("why?"),
         "{prompts:?}"
     );
-    assert_eq!(sends(&fake, GROUP), 3);
+    assert_eq!(sends(&fake, GROUP), 4);
     assert_clean(&fake);
 }
 
@@ -379,20 +390,23 @@ async fn retry_after_on_an_edit_is_obeyed_exactly_and_the_final_text_arrives() {
     h.stop().await.unwrap();
 
     let calls = fake.chat_calls(PRIVATE);
-    let limited = calls
+    let at = calls
         .iter()
-        .find(|c| c.faulted)
+        .position(|c| c.faulted)
         .expect("the 429 was served");
-    let after: Vec<_> = calls.iter().filter(|c| c.at > limited.at).collect();
-    assert!(!after.is_empty());
-    for c in &after {
-        assert!(
-            c.at - limited.at >= Duration::from_secs(5),
-            "a request reached the chat {:?} after the 429: {:#?}",
-            c.at - limited.at,
-            fake.summary()
-        );
-    }
+    let limited = &calls[at];
+    let after: Vec<_> = calls[at + 1..].iter().collect();
+    // `retry_after` is obeyed exactly: the adapter adds no jitter and no backoff of its own, so the
+    // retry comes at 5 s. The only slack is paused time auto-advancing while loopback I/O is in
+    // flight (the fake's own 20 ms polling), far below Telegram's one-second resolution.
+    let first = after.first().expect("a retry after the 429");
+    let waited = first.at - limited.at;
+    assert!(
+        waited >= Duration::from_secs(5) && waited <= Duration::from_millis(5_050),
+        "the retry came {waited:?} after the 429: {:#?}",
+        fake.summary()
+    );
+    assert_eq!(first.method, "editmessagetext");
     // Coalesced: one edit after the wait carries everything that arrived meanwhile.
     assert!(after.len() <= 2, "{:#?}", fake.summary());
     assert_clean(&fake);
@@ -446,45 +460,79 @@ async fn cant_parse_entities_resends_plain_text_and_not_modified_counts_as_succe
     assert_clean(&fake);
 }
 
-#[tokio::test(start_paused = true)]
+/// Waits until nothing but `store` holds the store (the crashed adapter's reply and turn tasks have
+/// ended), so sled can be closed and reopened.
+async fn sole_owner(store: &Arc<dyn Store>) {
+    let deadline = Instant::now() + WAIT;
+    while Arc::strong_count(store) > 1 {
+        assert!(Instant::now() < deadline, "the store is still in use");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn open_sled(dir: &std::path::Path) -> Arc<dyn Store> {
+    Arc::new(SledStore::open(dir, 16, 1_700_000_000_000).unwrap().store)
+}
+
+// Real time, not paused: sled flushes on its own threads, and paused time would jump past every
+// timeout while a flush runs. Nothing here measures time.
+#[tokio::test]
 async fn a_redelivered_update_after_a_restart_is_answered_once_and_history_continues() {
     let fake = FakeTelegram::start().await;
-    let store = memory();
+    let dir = tempfile::tempdir().unwrap();
     let router = ScriptedRouter::new();
+    let store = open_sled(dir.path());
     let first = start(&fake, store.clone(), router.clone(), |_| {});
     fake.push_text(PRIVATE, PRIVATE, "Alice", "my name is Alice");
-    fake.wait_until(WAIT, "first answer", |f| sends(f, PRIVATE) == 1)
-        .await;
     let update = fake.last_pushed();
-    // Crash: no graceful stop, no acknowledgement from this process.
-    first.task.abort();
-    let _ = first.task.await;
-
-    let second = start(&fake, store.clone(), router.clone(), |_| {});
-    fake.push_raw(update.clone());
-    let redelivered = update["update_id"].as_i64().unwrap();
-    fake.wait_until(WAIT, "redelivery consumed", |f| {
-        f.acked_offset() > redelivered
+    let update_id = update["update_id"].as_i64().unwrap();
+    fake.wait_until(WAIT, "first answer", |f| {
+        f.bot_texts(PRIVATE).len() == 1 && f.deliveries(update_id) == 1
     })
     .await;
+    // Crash: no graceful stop, no acknowledging getUpdates from this process.
+    first.task.abort();
+    let _ = first.task.await;
+    // The crash window: the answer is recorded, but the offset never made it (the process died
+    // between answering and saving it), so Telegram redelivers the unacknowledged update.
+    sole_owner(&store).await;
+    for (key, _) in store.kv_scan(ledger::STATE_NS, "").unwrap() {
+        store.kv_remove(ledger::STATE_NS, &key).unwrap();
+    }
+    drop(store);
+    fake.push_raw(update.clone());
+
+    // Restart on the reopened database.
+    let store = open_sled(dir.path());
+    let second = start(&fake, store.clone(), router.clone(), |_| {});
+    fake.wait_until(WAIT, "redelivered", |f| f.deliveries(update_id) == 2)
+        .await;
+    // Updates are handled in order, so once this is answered the redelivery was handled before it.
     fake.push_text(PRIVATE, PRIVATE, "Alice", "what is my name?");
-    fake.wait_until(WAIT, "second answer", |f| sends(f, PRIVATE) == 2)
+    fake.wait_until(WAIT, "second answer", |f| f.bot_texts(PRIVATE).len() == 2)
         .await;
     second.stop().await.unwrap();
 
-    assert_eq!(sends(&fake, PRIVATE), 2, "{:#?}", fake.summary());
+    assert_eq!(
+        sends(&fake, PRIVATE),
+        2,
+        "the redelivered update was answered again: {:#?}",
+        fake.summary()
+    );
     let requests = router.requests();
     assert_eq!(
         requests.len(),
         2,
         "the redelivered message reached the model again"
     );
+    assert_eq!(requests[1].prompt.content, "what is my name?");
     let history: Vec<&str> = requests[1]
         .history
         .iter()
         .map(|m| m.content.as_str())
         .collect();
     assert!(history.contains(&"my name is Alice"), "{history:?}");
+    assert_eq!(history.len(), 2, "one question, one answer: {history:?}");
     assert_clean(&fake);
 }
 
@@ -698,4 +746,133 @@ async fn the_token_never_appears_in_logs_errors_or_replies() {
     );
     assert!(fake.bot_texts(PRIVATE + 2)[0].contains("half an"));
     let _ = Instant::now();
+}
+
+/// Sends and edits that reached `chat` (the requests Telegram's flood limits count), in order.
+fn writes(fake: &FakeTelegram, chat: i64) -> Vec<support::telegram_fake::Call> {
+    fake.chat_calls(chat)
+        .into_iter()
+        .filter(|c| c.method == "sendmessage" || c.method == "editmessagetext")
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_groups_every_request_takes_its_own_pacer_slot_even_when_a_reply_rolls_over() {
+    let fake = FakeTelegram::start().await;
+    // 30,000 characters in 1,000-character pieces every half second: the reply rolls over to a new
+    // message every few seconds, so many flushes need an edit and a new message.
+    let reply = long_reply(30_000);
+    let pieces: Vec<String> = reply
+        .as_bytes()
+        .chunks(1000)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let router = TimedRouter::drip(&refs, Duration::from_millis(500));
+    let h = start(&fake, memory(), router, |_| {});
+    fake.push_text(GROUP, 11, "Bob", &format!("@{BOT_USERNAME} write a book"));
+    fake.wait_until(WAIT, "first message", |f| sends(f, GROUP) == 1)
+        .await;
+    h.stop().await.unwrap(); // waits for the reply to finish
+    let writes = writes(&fake, GROUP);
+    assert!(sends(&fake, GROUP) >= 8, "{:#?}", fake.summary());
+    // The default group interval, 3500 ms, between any two requests: at most 17 a minute, under
+    // Telegram's 20 per group.
+    for pair in writes.windows(2) {
+        assert!(
+            pair[1].at - pair[0].at >= Duration::from_millis(3500),
+            "two requests {:?} apart: {:#?}",
+            pair[1].at - pair[0].at,
+            fake.summary()
+        );
+    }
+    // Nothing was lost to the pacing: every code line arrived, in order, once.
+    let shown = fake.bot_texts(GROUP).join("\n");
+    let count = |text: &str| text.lines().filter(|l| l.contains("let value_")).count();
+    assert_eq!(count(&shown), count(&reply));
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_deleted_mid_stream_is_continued_in_a_new_one() {
+    let fake = FakeTelegram::start().await;
+    let deltas = ["first", " second", " third", " fourth", " fifth"];
+    let router = TimedRouter::drip(&deltas, Duration::from_millis(1500));
+    let h = start(&fake, memory(), router, |_| {});
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "go");
+    fake.wait_until(WAIT, "first message", |f| sends(f, PRIVATE) == 1)
+        .await;
+    let gone = fake.bot_message_ids(PRIVATE)[0];
+    fake.delete_message(PRIVATE, gone);
+    let full = deltas.concat();
+    fake.wait_until(WAIT, "final text", |f| {
+        f.bot_texts(PRIVATE) == [full.clone()]
+    })
+    .await;
+    h.stop().await.unwrap();
+    // One failed edit of the deleted message, then a new message carries on.
+    let edits_of_gone = fake
+        .calls_of("editmessagetext")
+        .iter()
+        .filter(|c| c.body["message_id"].as_i64() == Some(gone))
+        .count();
+    assert_eq!(edits_of_gone, 1, "{:#?}", fake.summary());
+    assert_eq!(sends(&fake, PRIVATE), 2);
+    assert_ne!(fake.bot_message_ids(PRIVATE), [gone]);
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn typing_continues_while_the_first_message_waits_for_its_slot() {
+    let fake = FakeTelegram::start().await;
+    let router = ScriptedRouter::new();
+    // A slow group pacing: the second answer is ready at once but must wait 10 s for its slot.
+    let h = start(&fake, memory(), router, |c| {
+        c.telegram.edit_interval_group_ms = 10_000;
+    });
+    fake.push_text(GROUP, 11, "Bob", &format!("@{BOT_USERNAME} one"));
+    fake.push_text(GROUP, 12, "Carol", &format!("@{BOT_USERNAME} two"));
+    fake.wait_until(WAIT, "both answered", |f| sends(f, GROUP) == 2)
+        .await;
+    h.stop().await.unwrap();
+    let sent = fake.calls_of("sendmessage");
+    let gap = sent[1].at - sent[0].at;
+    assert!(gap >= Duration::from_secs(10), "{:#?}", fake.summary());
+    // "typing" every 4 s while the second answer waited, and none once it was sent.
+    let typing: Vec<_> = fake
+        .calls_of("sendchataction")
+        .into_iter()
+        .filter(|c| c.at > sent[0].at)
+        .collect();
+    assert_eq!(typing.len(), 2, "{:#?}", fake.summary());
+    assert!(typing.iter().all(|c| c.at < sent[1].at));
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_plain_text_fallback_shows_notices_without_escapes() {
+    let fake = FakeTelegram::start().await;
+    let router = TimedRouter::new(vec![
+        (
+            Duration::ZERO,
+            ReplyEvent::Notice("Free models are busy; answering with the paid tier.".into()),
+        ),
+        (Duration::ZERO, ReplyEvent::Started(source())),
+        (
+            Duration::from_millis(100),
+            ReplyEvent::Delta("**Bold** and `a\\b`.".into()),
+        ),
+        (Duration::ZERO, finished()),
+    ]);
+    let h = start(&fake, memory(), router, |c| c.telegram.streaming = false);
+    fake.fail_next("sendMessage", Fault::CantParseEntities);
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "hi");
+    fake.wait_until(WAIT, "plain resend", |f| sends(f, PRIVATE) == 1)
+        .await;
+    h.stop().await.unwrap();
+    assert_eq!(
+        fake.bot_texts(PRIVATE),
+        ["_Free models are busy; answering with the paid tier._\n\n**Bold** and `a\\b`."]
+    );
+    assert_clean(&fake);
 }

@@ -29,9 +29,13 @@ pub struct TelegramConfig {
     pub api_url: String,
     /// Default policy in groups.
     pub group_policy: GroupPolicy,
-    /// Minimum milliseconds between edits of a streamed reply in private chats (Telegram: ~1 msg/s per chat).
+    /// Minimum milliseconds between requests (sends and edits) of streamed replies in private chats
+    /// (Telegram: about one message a second per chat).
     pub edit_interval_private_ms: u64,
-    /// Minimum milliseconds between edits in groups (Telegram: 20 messages a minute per group).
+    /// Minimum milliseconds between requests (sends and edits) in groups. Telegram allows 20 messages a
+    /// minute per group, which is 3000 ms; the default 3500 (about 17 a minute) leaves a margin for the
+    /// bursts the pacer allows (a plain-text resend goes at once after a rejected send) and for clock
+    /// differences between us and Telegram.
     pub edit_interval_group_ms: u64,
     /// Stream replies by editing a message; off sends the answer once, complete.
     pub streaming: bool,
@@ -64,7 +68,7 @@ impl Default for TelegramConfig {
             api_url: "https://api.telegram.org".into(),
             group_policy: GroupPolicy::Mention,
             edit_interval_private_ms: 1000,
-            edit_interval_group_ms: 3000,
+            edit_interval_group_ms: 3500,
             streaming: true,
             chats: BTreeMap::new(),
             bot_username: None,

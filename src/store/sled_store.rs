@@ -694,8 +694,15 @@ impl Store for SledStore {
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         let db = self.db.clone();
+        // Not `flush_async`: in sled 0.34 concurrent `flush_async` futures can stop being woken
+        // (spacejam/sled#1308, #1241; fixed only on sled's unreleased main). The core flushes after
+        // every turn, so under load turns hung holding their concurrency permits. The blocking
+        // flush on the blocking pool has no such problem.
         async move {
-            db.flush_async().await.map_err(backend)?;
+            tokio::task::spawn_blocking(move || db.flush())
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))?
+                .map_err(backend)?;
             Ok(())
         }
         .boxed()
@@ -707,5 +714,33 @@ impl Store for SledStore {
 
     fn dated_namespaces(&self) -> Vec<DatedNamespace> {
         self.dated.list()
+    }
+}
+
+#[cfg(test)]
+mod flush_tests {
+    use super::*;
+
+    /// Many turns finishing at once each flush: every flush must complete (sled's own `flush_async`
+    /// left some of them waiting forever).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_flushes_all_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(
+            SledStore::open(dir.path(), 16, 1_700_000_000_000)
+                .unwrap()
+                .store,
+        );
+        let flushes = (0..200).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store.kv_put("t", &i.to_string(), b"x").unwrap();
+                store.flush().await.unwrap();
+            })
+        });
+        let all = futures_util::future::join_all(flushes);
+        // Generous: 200 fsyncs on a loaded 2-core machine; a lost wake-up never finishes at all.
+        let done = tokio::time::timeout(Duration::from_secs(60), all).await;
+        assert!(done.is_ok(), "some flushes never completed");
     }
 }

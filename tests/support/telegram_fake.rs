@@ -82,10 +82,14 @@ struct Inner {
     /// (chat, message id) → current text.
     messages: HashMap<(i64, i64), String>,
     next_message_id: HashMap<i64, i64>,
-    /// Final-text hook for benchmarks: (chat, when) of every sendMessage/editMessageText.
+    /// Final-text hook for benchmarks: (chat, when) of every sendMessage/editMessageText whose text
+    /// ends with `final_suffix` (every one when unset).
     delivered: Vec<(i64, Instant)>,
+    final_suffix: Option<String>,
     /// Every update queued with `push_message`, for redelivery.
     pushed: Vec<Value>,
+    /// How many getUpdates answers carried each update id.
+    deliveries: HashMap<i64, usize>,
 }
 
 struct Shared {
@@ -188,6 +192,33 @@ impl FakeTelegram {
             .expect("nothing pushed yet")
     }
 
+    /// Deletes one of the bot's messages, as a user or admin would: later edits of it fail with
+    /// "message to edit not found".
+    pub fn delete_message(&self, chat: i64, id: i64) {
+        assert!(
+            self.lock().messages.remove(&(chat, id)).is_some(),
+            "no message {id} in chat {chat}"
+        );
+    }
+
+    /// How many getUpdates answers carried update `update_id`.
+    pub fn deliveries(&self, update_id: i64) -> usize {
+        self.lock().deliveries.get(&update_id).copied().unwrap_or(0)
+    }
+
+    /// The ids of the bot's messages in `chat`, in order.
+    pub fn bot_message_ids(&self, chat: i64) -> Vec<i64> {
+        let inner = self.lock();
+        let mut ids: Vec<i64> = inner
+            .messages
+            .keys()
+            .filter(|(c, _)| *c == chat)
+            .map(|(_, id)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Injects a one-shot fault for the next call of `method` (any case).
     pub fn fail_next(&self, method: &str, fault: Fault) {
         self.lock()
@@ -243,6 +274,11 @@ impl FakeTelegram {
     /// The highest offset acknowledged by a getUpdates call.
     pub fn acked_offset(&self) -> i64 {
         self.lock().acked_offset
+    }
+
+    /// Logs only deliveries whose text ends with `suffix`: a streamed reply's final text (benchmarks).
+    pub fn set_final_suffix(&self, suffix: &str) {
+        self.lock().final_suffix = Some(suffix.to_owned());
     }
 
     /// Takes the delivery log (benchmarks).
@@ -400,7 +436,13 @@ async fn handle(
             if inner.record {
                 inner.messages.insert((chat, id), text.clone());
             }
-            inner.delivered.push((chat, Instant::now()));
+            if inner
+                .final_suffix
+                .as_ref()
+                .is_none_or(|s| text.ends_with(s))
+            {
+                inner.delivered.push((chat, Instant::now()));
+            }
             ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))
         }
         "editmessagetext" => {
@@ -416,7 +458,13 @@ async fn handle(
                 }
                 inner.messages.insert((chat, id), text.clone());
             }
-            inner.delivered.push((chat, Instant::now()));
+            if inner
+                .final_suffix
+                .as_ref()
+                .is_none_or(|s| text.ends_with(s))
+            {
+                inner.delivered.push((chat, Instant::now()));
+            }
             ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))
         }
         other => {
@@ -452,6 +500,12 @@ async fn get_updates(shared: &Shared, body: &Value) -> Response {
             }
             if !inner.updates.is_empty() || Instant::now() >= deadline {
                 let batch: Vec<Value> = inner.updates.iter().take(limit).cloned().collect();
+                if inner.record {
+                    for update in &batch {
+                        let id = update["update_id"].as_i64().unwrap_or(0);
+                        *inner.deliveries.entry(id).or_default() += 1;
+                    }
+                }
                 return ok(Value::Array(batch));
             }
         }

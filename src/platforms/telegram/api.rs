@@ -41,6 +41,9 @@ pub enum ApiFailure {
     /// The text is over Telegram's limit: split further.
     #[error("message is too long")]
     TooLong,
+    /// The message being edited no longer exists (someone deleted it mid-stream): send a new one.
+    #[error("the message to edit is gone")]
+    MessageGone,
     /// HTTP 409: another process polls this token.
     #[error("another process is polling this token")]
     Conflict,
@@ -89,6 +92,9 @@ impl Api {
                 ApiError::MessageIsTooLong | ApiError::EditedMessageIsTooLong => {
                     ApiFailure::TooLong
                 }
+                ApiError::MessageToEditNotFound | ApiError::MessageIdInvalid => {
+                    ApiFailure::MessageGone
+                }
                 ApiError::TerminatedByOtherGetUpdates => ApiFailure::Conflict,
                 ApiError::InvalidToken => ApiFailure::Unauthorized,
                 ApiError::BotBlocked
@@ -110,6 +116,8 @@ impl Api {
                         ApiFailure::CantParseEntities
                     } else if lower.contains("too long") {
                         ApiFailure::TooLong
+                    } else if lower.contains("message to edit not found") {
+                        ApiFailure::MessageGone
                     } else if lower.starts_with("conflict") {
                         ApiFailure::Conflict
                     } else {
@@ -278,5 +286,10 @@ mod tests {
             ))),
             ApiFailure::NotModified
         );
+        assert_eq!(
+            api.classify(RequestError::Api(ApiError::MessageToEditNotFound)),
+            ApiFailure::MessageGone
+        );
+        assert!(!ApiFailure::MessageGone.is_transient());
     }
 }

@@ -90,12 +90,43 @@ pub fn escape_markdown(s: &str) -> String {
     out
 }
 
+/// The Markdown as it reads in plain text (the fallback when Telegram rejects the HTML): the source as
+/// written, except that backslash escapes and entity references outside code are resolved, so the
+/// `\.` that [`escape_markdown`] puts into notices never shows. Code keeps its backslashes.
+pub fn markdown_plain(markdown: &str) -> String {
+    let mut out = String::with_capacity(markdown.len());
+    let mut copied = 0;
+    let mut in_code_block = false;
+    for (event, range) in Parser::new_ext(markdown, OPTIONS).into_offset_iter() {
+        match event {
+            Event::Start(Tag::CodeBlock(_)) => in_code_block = true,
+            Event::End(TagEnd::CodeBlock) => in_code_block = false,
+            Event::Text(text) if !in_code_block && range.start >= copied => {
+                // The parser skips an escaping backslash: it sits just before the escaped text.
+                let escaped = range.start > copied
+                    && markdown.as_bytes()[range.start - 1] == b'\\'
+                    && text.starts_with(|c: char| c.is_ascii_punctuation());
+                if escaped || markdown.get(range.clone()) != Some(&*text) {
+                    out.push_str(&markdown[copied..range.start - usize::from(escaped)]);
+                    out.push_str(&text);
+                    copied = range.end;
+                }
+            }
+            _ => {}
+        }
+    }
+    out.push_str(&markdown[copied..]);
+    out
+}
+
+/// The Markdown extensions the model's output is read with.
+const OPTIONS: Options = Options::ENABLE_STRIKETHROUGH.union(Options::ENABLE_TASKLISTS);
+
 /// Renders Markdown to Telegram's HTML subset. Headings become bold lines, list items `• ` lines
 /// (numbered lists keep numbers), tables and raw HTML are shown as text.
 pub fn markdown_to_html(markdown: &str) -> String {
-    let options = Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     let mut r = Renderer::default();
-    for event in Parser::new_ext(markdown, options) {
+    for event in Parser::new_ext(markdown, OPTIONS) {
         r.event(event);
     }
     r.out
@@ -303,6 +334,19 @@ mod tests {
         );
         let html = markdown_to_html("```\n<tag> & stuff");
         assert_eq!(html, "<pre><code>&lt;tag&gt; &amp; stuff</code></pre>");
+    }
+
+    #[test]
+    fn plain_text_resolves_escapes_but_keeps_code_and_markup() {
+        let notice = format!(
+            "_{}_\n\n**Bold** & `a\\b` \\* x &amp; y\n\n```\nprintln!(\"\\n\");\n```",
+            escape_markdown("Free models are busy; answering with the paid tier (3.5 s).")
+        );
+        assert_eq!(
+            markdown_plain(&notice),
+            "_Free models are busy; answering with the paid tier (3.5 s)._\n\n**Bold** & `a\\b` * x & y\n\n```\nprintln!(\"\\n\");\n```"
+        );
+        assert_eq!(markdown_plain("plain words."), "plain words.");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Telegram message → [`Inbound`]: whether the bot was addressed (private chat, `@mention`, reply to
-//! the bot, `/command` or `/command@bot`), under the chat's group policy, and the text with the mention
-//! removed. Pure: no I/O, so every rule is unit-tested.
+//! the bot, one of our `/command`s or any `/command@bot`), under the chat's group policy, and the text
+//! with the mention removed. Pure: no I/O, so every rule is unit-tested.
 
 use teloxide::types::{Message, UserId};
 
 use crate::config::telegram::GroupPolicy;
+use crate::core::Core;
 use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
 
 /// Who the bot is, as needed to recognise mentions and replies to it.
@@ -27,7 +28,9 @@ impl BotIdentity {
 }
 
 /// Translates `msg` into an [`Inbound`], or `None` when it is not for the bot: not text, sent by a bot,
-/// a command addressed to another bot, or a group message the policy does not answer.
+/// a command addressed to another bot, or a group message the policy does not answer. In a group a bare
+/// `/command` (no `@bot`) is ours only if the core knows it: other bots' commands are not answered with
+/// "unknown command" unless we are mentioned or replied to.
 pub fn translate(msg: &Message, me: &BotIdentity, policy: GroupPolicy) -> Option<Inbound> {
     let from = msg.from.as_ref()?;
     if from.is_bot {
@@ -35,10 +38,13 @@ pub fn translate(msg: &Message, me: &BotIdentity, policy: GroupPolicy) -> Option
     }
     let raw = msg.text().or_else(|| msg.caption())?;
     let direct = msg.chat.is_private();
-    let (text, command) = match strip_command_target(raw, &me.username) {
+    let (text, command, foreign) = match strip_command_target(raw, &me.username) {
         CommandTarget::Other => return None,
-        CommandTarget::Us(text) => (text, true),
-        CommandTarget::NotACommand => (raw.to_owned(), false),
+        CommandTarget::Us(text) => (text, true, false),
+        CommandTarget::Bare(name) if is_our_command(name) => (raw.to_owned(), true, false),
+        // Possibly another bot's: only an explicit mention or reply makes it ours in a group.
+        CommandTarget::Bare(_) => (raw.to_owned(), false, true),
+        CommandTarget::NotACommand => (raw.to_owned(), false, false),
     };
     let reply_to_bot = msg
         .reply_to_message()
@@ -49,7 +55,7 @@ pub fn translate(msg: &Message, me: &BotIdentity, policy: GroupPolicy) -> Option
         || command
         || reply_to_bot
         || match policy {
-            GroupPolicy::All => true,
+            GroupPolicy::All => !foreign,
             GroupPolicy::Mention => mentioned,
             GroupPolicy::Reply => false,
         };
@@ -74,15 +80,26 @@ pub fn translate(msg: &Message, me: &BotIdentity, policy: GroupPolicy) -> Option
     })
 }
 
-enum CommandTarget {
+enum CommandTarget<'a> {
     NotACommand,
-    /// A command for us, with any `@botname` suffix removed from it.
+    /// `/cmd@ourbot`, with the `@botname` suffix removed.
     Us(String),
+    /// `/cmd` with no bot named: its name.
+    Bare(&'a str),
     /// `/cmd@otherbot`: not ours to answer.
     Other,
 }
 
-fn strip_command_target(text: &str, username: &str) -> CommandTarget {
+/// Whether the core answers `/name` (its command list, plus Telegram's `/start`, which the core
+/// treats as `/help`).
+fn is_our_command(name: &str) -> bool {
+    name.eq_ignore_ascii_case("start")
+        || Core::commands()
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(name))
+}
+
+fn strip_command_target<'a>(text: &'a str, username: &str) -> CommandTarget<'a> {
     let Some(rest) = text.strip_prefix('/') else {
         return CommandTarget::NotACommand;
     };
@@ -101,7 +118,7 @@ fn strip_command_target(text: &str, username: &str) -> CommandTarget {
             CommandTarget::Us(format!("/{name}{}", &rest[end..]))
         }
         Some(_) => CommandTarget::Other,
-        None => CommandTarget::Us(text.to_owned()),
+        None => CommandTarget::Bare(word),
     }
 }
 
@@ -241,5 +258,36 @@ mod tests {
         .is_none());
         let i = translate(&message(7, "/help@sb_bot", None), &me(), GroupPolicy::All).unwrap();
         assert_eq!(i.text, "/help");
+    }
+
+    #[test]
+    fn in_groups_a_bare_unknown_command_needs_a_mention_or_a_reply() {
+        for policy in [GroupPolicy::Mention, GroupPolicy::Reply, GroupPolicy::All] {
+            // Another bot's command: not ours, whatever the policy.
+            assert!(
+                translate(&message(-100, "/roll 2d6", None), &me(), policy).is_none(),
+                "{policy:?}"
+            );
+            // Ours, bare or addressed.
+            for text in ["/usage", "/START", "/ask why?", "/frobnicate@sb_bot"] {
+                assert!(
+                    translate(&message(-100, text, None), &me(), policy).is_some(),
+                    "{text} under {policy:?}"
+                );
+            }
+            // An unknown command in a reply to the bot is addressed to us.
+            let i = translate(&message(-100, "/roll", Some(42)), &me(), policy).unwrap();
+            assert_eq!(i.text, "/roll");
+        }
+        let i = translate(
+            &message(-100, "/roll @sb_bot", None),
+            &me(),
+            GroupPolicy::Mention,
+        )
+        .unwrap();
+        assert_eq!(i.text, "/roll");
+        // Private chats answer every command, so an unknown one gets the core's "unknown command" help.
+        let i = translate(&message(7, "/roll", None), &me(), GroupPolicy::Mention).unwrap();
+        assert_eq!(i.text, "/roll");
     }
 }

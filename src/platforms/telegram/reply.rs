@@ -3,6 +3,7 @@
 //! stable split points, and a final edit with the complete text. Flood control (`retry_after`) is obeyed
 //! exactly; `MessageNotModified` is success; HTML Telegram rejects is resent as plain text.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use teloxide::types::{ChatId, MessageId};
 use tokio::time::{sleep_until, Instant};
 
 use super::api::{Api, ApiFailure};
-use super::format::{escape_markdown, telegram_chunks};
+use super::format::{escape_markdown, markdown_plain, telegram_chunks, Chunk};
 use crate::domain::{ReplyEvent, ReplyStream};
 use crate::platforms::render::fences_balanced;
 
@@ -72,10 +73,26 @@ impl Pacer {
         self.lock().get(&chat).map_or(now, |s| s.blocked_until)
     }
 
-    /// Records an update of `chat`: the next one waits `interval`.
+    /// Takes `chat`'s slot for one request (a send or an edit) if it is free now, and then holds the
+    /// next one back by `interval`; false if the slot is not free. Checking and taking happen under
+    /// one lock, so two replies in one chat never both take the same slot.
+    pub fn take(&self, chat: i64, interval: Duration) -> bool {
+        let now = Instant::now();
+        let mut taken = false;
+        self.update(chat, |s| {
+            if s.next_edit.max(s.blocked_until) <= now {
+                s.next_edit = now + interval;
+                taken = true;
+            }
+        });
+        taken
+    }
+
+    /// Charges a request to `chat` that went without a slot (a resend right after a rejected one):
+    /// the next slot moves back by `interval`.
     pub fn spent(&self, chat: i64, interval: Duration) {
         let now = Instant::now();
-        self.update(chat, |s| s.next_edit = s.next_edit.max(now + interval));
+        self.update(chat, |s| s.next_edit = s.next_edit.max(now) + interval);
     }
 
     /// Records flood control on `chat`: nothing goes to it for `wait`.
@@ -167,8 +184,9 @@ impl Reply {
             } else {
                 far()
             };
-            let want_typing =
-                !self.finished && (self.answer.is_empty() || !self.settings.streaming);
+            // Until the first message is really sent (it may wait on the pacer or flood control after
+            // the text exists), "typing" is the only sign the bot is on it.
+            let want_typing = self.sent.is_empty();
             let typing_due = if want_typing {
                 typing_at.max(self.pacer.blocked_until(chat))
             } else {
@@ -178,10 +196,9 @@ impl Reply {
                 biased;
                 event = stream.next(), if !self.finished => self.on_event(event),
                 () = sleep_until(flush_at), if want_flush => match self.flush().await {
-                    Ok(()) => {
+                    Ok(done) => {
                         attempts = 0;
-                        self.dirty = false;
-                        self.pacer.spent(chat, self.settings.interval);
+                        self.dirty = !done;
                     }
                     Err(ApiFailure::Migrated(to)) => {
                         tracing::info!(from = chat, to, "the group became a supergroup; answering there");
@@ -281,38 +298,74 @@ impl Reply {
         md
     }
 
-    /// Brings Telegram up to date with the reply: edits messages whose text changed, sends new ones.
-    async fn flush(&mut self) -> Result<(), ApiFailure> {
+    /// Brings Telegram up to date with the reply: edits messages whose text changed, sends new ones,
+    /// in order. Each request takes its own pacer slot: when one flush needs several (an edit that
+    /// closes a message and the new message after it), or another reply in the chat took the slot,
+    /// it stops and returns `Ok(false)`; the rest goes when the next slot is free.
+    async fn flush(&mut self) -> Result<bool, ApiFailure> {
         let markdown = self.compose();
         let chunks = telegram_chunks(&markdown);
         for (i, chunk) in chunks.iter().enumerate() {
             if chunk.markdown.trim().is_empty() {
                 continue; // Telegram refuses blank messages; only a trailing remnant can be blank.
             }
-            let forced_plain = self.sent.get(i).is_some_and(|s| s.plain);
-            let (text, html) = match &chunk.html {
-                Some(h) if !forced_plain && !h.trim().is_empty() => (h.as_str(), true),
-                _ => (chunk.markdown.as_str(), false),
-            };
-            if self.sent.get(i).is_some_and(|s| s.shown == text) {
+            if !self.needs_update(i, chunk) {
                 continue;
             }
-            match self.put(i, text, html).await {
-                Ok(()) => {}
-                Err(ApiFailure::CantParseEntities | ApiFailure::TooLong) if html => {
-                    tracing::warn!(
+            if !self.pacer.take(self.chat.0, self.settings.interval) {
+                return Ok(false);
+            }
+            match self.put_chunk(i, chunk).await {
+                Err(ApiFailure::MessageGone) => {
+                    // Someone deleted this message mid-stream: the reply goes on from here in new
+                    // messages (a send cannot hit a missing message, so this runs once).
+                    tracing::info!(
                         chat = self.chat.0,
-                        "Telegram rejected the formatting; sending plain text"
+                        "a message of the reply was deleted; continuing in a new one"
                     );
-                    self.put(i, &chunk.markdown, false).await?;
-                    if let Some(s) = self.sent.get_mut(i) {
-                        s.plain = true;
-                    }
+                    self.sent.truncate(i);
+                    self.pacer.spent(self.chat.0, self.settings.interval);
+                    self.put_chunk(i, chunk).await?;
                 }
-                Err(e) => return Err(e),
+                result => result?,
             }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// What message `i` should show for `chunk`: its HTML, or plain text once Telegram rejected it.
+    fn target<'c>(&self, i: usize, chunk: &'c Chunk) -> (Cow<'c, str>, bool) {
+        let forced_plain = self.sent.get(i).is_some_and(|s| s.plain);
+        match &chunk.html {
+            Some(h) if !forced_plain && !h.trim().is_empty() => (Cow::Borrowed(h.as_str()), true),
+            _ => (Cow::Owned(markdown_plain(&chunk.markdown)), false),
+        }
+    }
+
+    /// Whether message `i` does not show `chunk` yet (or does not exist).
+    fn needs_update(&self, i: usize, chunk: &Chunk) -> bool {
+        let (text, _) = self.target(i, chunk);
+        self.sent.get(i).is_none_or(|s| s.shown != text)
+    }
+
+    /// Shows `chunk` as message `i`: HTML unless Telegram rejects it, then plain text.
+    async fn put_chunk(&mut self, i: usize, chunk: &Chunk) -> Result<(), ApiFailure> {
+        let (text, html) = self.target(i, chunk);
+        match self.put(i, &text, html).await {
+            Err(ApiFailure::CantParseEntities | ApiFailure::TooLong) if html => {
+                tracing::warn!(
+                    chat = self.chat.0,
+                    "Telegram rejected the formatting; sending plain text"
+                );
+                self.pacer.spent(self.chat.0, self.settings.interval);
+                self.put(i, &markdown_plain(&chunk.markdown), false).await?;
+                if let Some(s) = self.sent.get_mut(i) {
+                    s.plain = true;
+                }
+                Ok(())
+            }
+            result => result,
+        }
     }
 
     /// Sets message `i` to `text`: an edit if it exists, else a new message.
@@ -327,13 +380,47 @@ impl Reply {
             }
         } else {
             let reply_to = if i == 0 { self.reply_to } else { None };
-            let id = self.api.send_text(self.chat, text, html, reply_to).await?;
-            self.sent.push(Sent {
-                id,
-                shown: text.to_owned(),
-                plain: !html,
-            });
-            Ok(())
+            self.api
+                .send_text(self.chat, text, html, reply_to)
+                .await
+                .map(|id| {
+                    self.sent.push(Sent {
+                        id,
+                        shown: text.to_owned(),
+                        plain: !html,
+                    });
+                })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLOT: Duration = Duration::from_millis(3500);
+
+    #[tokio::test(start_paused = true)]
+    async fn one_request_per_slot_and_charges_add_up() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        assert!(pacer.take(-1, SLOT));
+        // The slot is gone until the interval has passed, for every reply in the chat.
+        assert!(!pacer.take(-1, SLOT));
+        assert_eq!(pacer.ready_at(-1), t0 + SLOT);
+        assert!(pacer.take(-2, SLOT), "chats are paced apart");
+        // A resend without a slot pushes the next one back by another interval.
+        pacer.spent(-1, SLOT);
+        assert_eq!(pacer.ready_at(-1), t0 + 2 * SLOT);
+        tokio::time::advance(2 * SLOT).await;
+        assert!(pacer.take(-1, SLOT));
+        // Idle time is not banked: after a long pause the chat still gets one request per slot.
+        tokio::time::advance(10 * SLOT).await;
+        assert!(pacer.take(-1, SLOT) && !pacer.take(-1, SLOT));
+        // Flood control holds the slot exactly as long as Telegram said.
+        tokio::time::advance(SLOT).await;
+        pacer.block(-1, Duration::from_secs(5));
+        assert!(!pacer.take(-1, SLOT));
+        assert_eq!(pacer.ready_at(-1), Instant::now() + Duration::from_secs(5));
     }
 }
