@@ -195,6 +195,9 @@ async fn daemon_bench() {
         .env("STATE_DIRECTORY", dir.path().join("state"))
         // Unset (the daemon's default, info) unless the bench is run with SB_BENCH_DAEMON_LOG.
         .envs(std::env::var("SB_BENCH_DAEMON_LOG").map(|l| ("RUST_LOG", l)))
+        // Experiments: SWITCHBOARD__SECTION__KEY variables given to the bench reach the daemon (and are
+        // printed, so a figure never hides a changed setting).
+        .envs(overrides())
         .env("TELEGRAM_BOT_TOKEN", TOKEN)
         .env("OPENROUTER_API_KEY_1", SIM_KEY)
         .env("SWITCHBOARD__TELEGRAM__API_URL", &fake.url)
@@ -223,6 +226,8 @@ async fn daemon_bench() {
     });
     let peak_kb = proc_status_kb(pid, "VmHWM:");
     let rss_kb = proc_status_kb(pid, "VmRSS:");
+    let threads = proc_status_kb(pid, "Threads:");
+    let cpu = cpu_time(pid);
     // SAFETY: `kill` with a pid we spawned and still own (not yet reaped), and a valid signal.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
@@ -239,11 +244,24 @@ async fn daemon_bench() {
     for (section, setting, why) in DAEMON_CONFIG {
         println!("  [{section}] {setting}  -- {why}");
     }
+    for (name, value) in overrides() {
+        println!("  override from the environment: {name}={value}");
+    }
     figures.print("daemon path");
     println!(
         "  daemon peak RSS (VmHWM of pid {pid}): {:.1} MB ({peak_kb} KiB); RSS at the end {:.1} MB",
         peak_kb as f64 / 1024.0,
         rss_kb as f64 / 1024.0
+    );
+    println!(
+        "  daemon CPU time over the whole run ({} messages): user {:.1} s + system {:.1} s; threads at the end: {threads}",
+        CHATS as usize * (ROUNDS + 1) + SINGLES,
+        cpu.0.as_secs_f64(),
+        cpu.1.as_secs_f64()
+    );
+    println!(
+        "  Bot API writes (sendMessage + editMessageText + sendChatAction): {} in all",
+        fake.writes()
     );
     println!(
         "  model requests: {}; daemon exit: {status}; warning/error log lines: {warnings}",
@@ -354,7 +372,35 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A `kB` field (`VmHWM:`, `VmRSS:`) of `/proc/<pid>/status`, 0 if unreadable.
+/// `SWITCHBOARD__*` variables of the bench's environment, passed on to the daemon.
+fn overrides() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("SWITCHBOARD__"))
+        .collect()
+}
+
+/// User and system CPU time of `pid` so far (`/proc/<pid>/stat` fields 14 and 15, in clock ticks).
+fn cpu_time(pid: u32) -> (Duration, Duration) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may contain spaces: count fields after its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let time = |t: u64| Duration::from_millis(t * 1000 / per_second);
+    (time(ticks(11)), time(ticks(12)))
+}
+
+/// A numeric field (`VmHWM:`, `VmRSS:` in KiB, `Threads:`) of `/proc/<pid>/status`, 0 if unreadable.
 fn proc_status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
         .ok()

@@ -86,6 +86,8 @@ struct Inner {
     /// ends with `final_suffix` (every one when unset).
     delivered: Vec<(i64, Instant)>,
     final_suffix: Option<String>,
+    /// sendMessage, editMessageText and sendChatAction calls answered (counted even unrecorded).
+    writes: u64,
     /// Every update queued with `push_message`, for redelivery.
     pushed: Vec<Value>,
     /// How many getUpdates answers carried each update id.
@@ -281,6 +283,11 @@ impl FakeTelegram {
         self.lock().final_suffix = Some(suffix.to_owned());
     }
 
+    /// How many sendMessage, editMessageText and sendChatAction calls were answered.
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
     /// Takes the delivery log (benchmarks).
     pub fn take_delivered(&self) -> Vec<(i64, Instant)> {
         std::mem::take(&mut self.lock().delivered)
@@ -421,7 +428,11 @@ async fn handle(
         "getwebhookinfo" => {
             ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
         }
-        "deletewebhook" | "setmycommands" | "sendchataction" => ok(json!(true)),
+        "sendchataction" => {
+            shared.inner.lock().unwrap().writes += 1;
+            ok(json!(true))
+        }
+        "deletewebhook" | "setmycommands" => ok(json!(true)),
         "getme" => ok(json!({
             "id": BOT_ID, "is_bot": true, "first_name": "Switchboard", "username": BOT_USERNAME,
             "can_join_groups": true, "can_read_all_group_messages": false,
@@ -436,6 +447,7 @@ async fn handle(
             if inner.record {
                 inner.messages.insert((chat, id), text.clone());
             }
+            inner.writes += 1;
             if inner
                 .final_suffix
                 .as_ref()
@@ -458,6 +470,7 @@ async fn handle(
                 }
                 inner.messages.insert((chat, id), text.clone());
             }
+            inner.writes += 1;
             if inner
                 .final_suffix
                 .as_ref()
