@@ -3,6 +3,7 @@
 //! Conversation history, per-chat settings, router quota state, usage counters and adapters' dedupe
 //! records all live here, in one database per process. No conversation logic lives here.
 
+pub mod group_flush;
 pub mod memory;
 pub mod open;
 pub mod sled_store;

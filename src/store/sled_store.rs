@@ -52,6 +52,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Db, Tree};
 
+use super::group_flush::GroupFlush;
 use super::{
     decode, encode, ConversationMeta, DatedNamespace, DatedRegistry, PruneReport, RetentionPolicy,
     Store, StoreError, Turn, ValueUpdate,
@@ -111,6 +112,8 @@ pub struct SledStore {
     turns: Tree,
     kv: Tree,
     dated: DatedRegistry,
+    /// Runs the flushes, one fsync per group of turns finishing together.
+    flusher: GroupFlush,
 }
 
 impl fmt::Debug for SledStore {
@@ -193,6 +196,15 @@ impl SledStore {
         let meta = db.open_tree(META_TREE).map_err(classify)?;
         check_schema(&db, &meta, &path, existed)?;
         let tree = |name| db.open_tree(name).map_err(classify);
+        let flushed = db.clone();
+        let flusher = GroupFlush::start("sled-flush", move || {
+            flushed.flush().map(drop).map_err(|e| e.to_string())
+        })
+        .map_err(|e| {
+            OpenFailure::Other(StoreError::Backend(format!(
+                "cannot start the flusher: {e}"
+            )))
+        })?;
         Ok(Self {
             conversations: tree(CONVERSATIONS_TREE)?,
             turns: tree(TURNS_TREE)?,
@@ -200,6 +212,7 @@ impl SledStore {
             db,
             path,
             dated: DatedRegistry::default(),
+            flusher,
         })
     }
     /// The database directory (`<dir>/db`).
@@ -693,19 +706,13 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        let db = self.db.clone();
-        // Not `flush_async`: in sled 0.34 concurrent `flush_async` futures can stop being woken
-        // (spacejam/sled#1308, #1241; fixed only on sled's unreleased main). The core flushes after
-        // every turn, so under load turns hung holding their concurrency permits. The blocking
-        // flush on the blocking pool has no such problem.
-        async move {
-            tokio::task::spawn_blocking(move || db.flush())
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))?
-                .map_err(backend)?;
-            Ok(())
-        }
-        .boxed()
+        // Group-committed on the flusher's own thread (see `group_flush`): not sled's `flush_async`,
+        // whose concurrent futures can stop being woken in sled 0.34 (spacejam/sled#1308, #1241), which
+        // left turns hanging on their concurrency permits under load.
+        self.flusher
+            .flush()
+            .map(|result| result.map_err(StoreError::Backend))
+            .boxed()
     }
 
     fn declare_dated(&self, dated: DatedNamespace) {
