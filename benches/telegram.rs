@@ -195,6 +195,7 @@ async fn daemon_bench() {
         .env("STATE_DIRECTORY", dir.path().join("state"))
         // Unset (the daemon's default, info) unless the bench is run with SB_BENCH_DAEMON_LOG.
         .envs(std::env::var("SB_BENCH_DAEMON_LOG").map(|l| ("RUST_LOG", l)))
+        .envs(std::env::var("SB_BENCH_MALLOC_CONF").map(|c| ("_RJEM_MALLOC_CONF", c)))
         // Experiments: SWITCHBOARD__SECTION__KEY variables given to the bench reach the daemon (and are
         // printed, so a figure never hides a changed setting).
         .envs(overrides())

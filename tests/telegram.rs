@@ -876,3 +876,44 @@ async fn the_plain_text_fallback_shows_notices_without_escapes() {
     );
     assert_clean(&fake);
 }
+
+/// While a burst of replies is still in flight, the adapter stops fetching: further messages wait at
+/// Telegram (which keeps them), not in memory, and are fetched and answered once replies finish.
+#[tokio::test(start_paused = true)]
+async fn a_burst_beyond_the_in_flight_bound_waits_at_telegram_and_is_answered_later() {
+    let fake = FakeTelegram::start().await;
+    let router = ScriptedRouter::new();
+    router.on("slow", Script::Slow(Duration::from_secs(600)));
+    // Every fetched message is answering at once, so the adapter's own bound is what holds.
+    let h = start(&fake, memory(), router, |c| {
+        c.core.max_concurrent_turns = 1000
+    });
+    const CHATS: i64 = 300;
+    fake.push_text(1, 1, "User", "slow question");
+    let first = fake.last_pushed()["update_id"].as_i64().unwrap();
+    for chat in 2..=CHATS {
+        fake.push_text(chat, chat, "User", "slow question");
+    }
+    let fetched = |f: &FakeTelegram| {
+        (first..first + CHATS)
+            .filter(|&id| f.deliveries(id) > 0)
+            .count()
+    };
+    fake.wait_until(WAIT, "the first batches fetched", |f| fetched(f) >= 200)
+        .await;
+    // Two batches of 100 are in flight; a third would pass the bound of 256, so it stays at Telegram
+    // while every reply waits on the model.
+    // (30 s: well inside the core's turn deadline, which would end the replies.)
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(fetched(&fake), 200);
+    // Past the model's 600 s: every reply ends, and the third batch is fetched and answered.
+    tokio::time::sleep(Duration::from_secs(1300)).await;
+    fake.wait_until(WAIT, "every chat answered", |f| {
+        f.calls_of("sendmessage").len() >= CHATS as usize
+    })
+    .await;
+    assert!((1..=CHATS).all(|chat| sends(&fake, chat) == 1));
+    assert_eq!(fetched(&fake), CHATS as usize);
+    h.stop().await.unwrap();
+    assert_clean(&fake);
+}

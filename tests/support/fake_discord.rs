@@ -426,11 +426,18 @@ impl FakeDiscord {
             .unwrap()
     }
 
-    /// Waits (in paused time) until `done` holds; panics after five virtual minutes.
+    /// Waits (in paused time) until `done` holds; panics once five virtual minutes *and* a real minute
+    /// have passed. The real minute matters: while the test waits on work in real time (a socket, a
+    /// thread), paused time races ahead 20 ms per idle moment, and a busy machine could otherwise burn
+    /// the virtual budget before the work is done.
     pub async fn wait_until(&self, what: &str, mut done: impl FnMut(&Self) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(300);
+        let real_deadline = std::time::Instant::now() + Duration::from_secs(60);
         while !done(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                Instant::now() < deadline || std::time::Instant::now() < real_deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

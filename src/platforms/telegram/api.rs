@@ -3,6 +3,7 @@
 //! Error texts are scrubbed of the token before anyone sees them.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -13,11 +14,21 @@ use teloxide::types::{
     Update,
 };
 use teloxide::{ApiError, Bot, RequestError};
+use tokio::sync::Semaphore;
+
+/// At most this many sends, edits and "typing" requests are in flight at once; more wait their turn.
+/// Telegram accepts about 30 messages a second per bot, so a few dozen requests in flight already
+/// saturate it from anywhere; without a bound a burst of a thousand replies opens a thousand
+/// connections, and their buffers were most of the daemon's peak memory (docs/bench-telegram.md).
+/// Long polls do not take a slot.
+pub const MAX_WRITES_IN_FLIGHT: usize = 64;
 
 /// A Bot API client. Cheap to clone; its `Debug` shows nothing secret.
 #[derive(Clone)]
 pub struct Api {
     bot: Bot,
+    /// Slots for writes ([`MAX_WRITES_IN_FLIGHT`]), shared by every clone.
+    writes: Arc<Semaphore>,
 }
 
 impl fmt::Debug for Api {
@@ -79,7 +90,10 @@ impl Api {
             return Err(format!("telegram.api_url `{api_url}` cannot be a base URL"));
         }
         let bot = Bot::new(token.expose_secret()).set_api_url(url);
-        Ok(Self { bot })
+        Ok(Self {
+            bot,
+            writes: Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT)),
+        })
     }
 
     fn classify(&self, error: RequestError) -> ApiFailure {
@@ -203,6 +217,7 @@ impl Api {
         html: bool,
         reply_to: Option<MessageId>,
     ) -> Result<MessageId, ApiFailure> {
+        let _slot = self.writes.acquire().await;
         let mut request = self.bot.send_message(chat, text);
         if html {
             request = request.parse_mode(ParseMode::Html);
@@ -222,6 +237,7 @@ impl Api {
         text: &str,
         html: bool,
     ) -> Result<(), ApiFailure> {
+        let _slot = self.writes.acquire().await;
         let mut request = self.bot.edit_message_text(chat, id, text);
         if html {
             request = request.parse_mode(ParseMode::Html);
@@ -231,6 +247,7 @@ impl Api {
 
     /// Shows "typing…" in `chat` (for about 5 s, or until the bot sends a message).
     pub async fn typing(&self, chat: ChatId) -> Result<(), ApiFailure> {
+        let _slot = self.writes.acquire().await;
         self.bot
             .send_chat_action(chat, ChatAction::Typing)
             .await

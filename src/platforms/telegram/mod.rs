@@ -19,6 +19,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 use teloxide::types::{Message, MessageId, UpdateKind};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
@@ -41,6 +42,11 @@ const POLL_LIMIT: u8 = 100;
 const FIRST_POLL_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait between failed polls.
 const MAX_POLL_BACKOFF: Duration = Duration::from_secs(30);
+/// At most this many replies are in flight (answering or queued in the core) before the adapter stops
+/// fetching updates; further messages wait at Telegram, which keeps them for 24 hours, instead of in
+/// memory. The core answers at most `core.max_concurrent_turns` (64 by default) at once, so 256 keeps a
+/// deep queue ready while bounding the memory a burst can take.
+const MAX_REPLIES_IN_FLIGHT: usize = 256;
 /// How often old answered-message records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// While waiting for in-flight replies at shutdown, the health beat repeats this often (the watchdog
@@ -83,6 +89,8 @@ struct Poller {
     pacer: Arc<Pacer>,
     me: BotIdentity,
     tracker: TaskTracker,
+    /// One permit per reply in flight ([`MAX_REPLIES_IN_FLIGHT`]).
+    replies: Arc<Semaphore>,
 }
 
 async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
@@ -102,6 +110,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         pacer: Arc::new(Pacer::default()),
         me,
         tracker: TaskTracker::new(),
+        replies: Arc::new(Semaphore::new(MAX_REPLIES_IN_FLIGHT)),
     };
     let result = poller.poll(&ctx, &health).await;
     // After a 409 or 401 another getUpdates would only fail again: acknowledge only on a clean stop.
@@ -180,6 +189,10 @@ impl Poller {
                 tracing::debug!(removed, "telegram: pruned answered-message records");
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
+            // Room for a whole batch first, so no fetched message has to wait in memory for it.
+            let Some(mut room) = self.room_for_a_batch(ctx, health).await else {
+                return Ok(());
+            };
             let config = ctx.config.borrow().clone();
             let request =
                 self.api
@@ -203,7 +216,7 @@ impl Poller {
                                 .saturating_add(1),
                         );
                         if let UpdateKind::Message(msg) = update.kind {
-                            self.dispatch(&config, &msg);
+                            self.dispatch(&config, &msg, &mut room);
                         }
                     }
                     if let Some(offset) = offset {
@@ -240,8 +253,30 @@ impl Poller {
         }
     }
 
-    /// Turns one message into a turn (if it is for us and not answered before) and starts rendering.
-    fn dispatch(&self, config: &Config, msg: &Message) {
+    /// Waits until [`POLL_LIMIT`] more replies may be in flight, beating the health check meanwhile (slow
+    /// answers are not a hung adapter); `None` when intake stops first.
+    async fn room_for_a_batch(
+        &self,
+        ctx: &AdapterContext,
+        health: &ComponentHandle,
+    ) -> Option<OwnedSemaphorePermit> {
+        let room = self
+            .replies
+            .clone()
+            .acquire_many_owned(u32::from(POLL_LIMIT));
+        tokio::pin!(room);
+        loop {
+            tokio::select! {
+                () = ctx.intake.cancelled() => return None,
+                room = &mut room => return room.ok(),
+                () = tokio::time::sleep(DRAIN_BEAT) => health.beat(),
+            }
+        }
+    }
+
+    /// Turns one message into a turn (if it is for us and not answered before) and starts rendering;
+    /// the reply holds one permit of `room` until it is done.
+    fn dispatch(&self, config: &Config, msg: &Message, room: &mut OwnedSemaphorePermit) {
         let chat = msg.chat.id;
         let chat_key = chat.0.to_string();
         let Some(inbound) = translate(msg, &self.me, config.telegram.policy(&chat_key)) else {
@@ -278,7 +313,11 @@ impl Poller {
             reply_to,
             settings,
         );
-        self.tracker.spawn(reply.run(stream));
+        let in_flight = room.split(1);
+        self.tracker.spawn(async move {
+            reply.run(stream).await;
+            drop(in_flight);
+        });
     }
 
     /// Lets in-flight replies finish (the core ends each by its shutdown deadline), then acknowledges
