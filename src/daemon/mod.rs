@@ -431,48 +431,29 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             keys.push(key.to_owned());
         }
     };
+    // Each `section.key` named here is compared between the two configurations.
+    macro_rules! restart_only {
+        ($($section:ident . $key:ident),* $(,)?) => {
+            $(check(
+                concat!(stringify!($section), ".", stringify!($key)),
+                old.$section.$key != new.$section.$key,
+            );)*
+        };
+    }
     // Retention (`store.max_turns`, `store.max_age_days`) is read by each sweep, so it reloads live.
-    check("store.dir", old.store.dir != new.store.dir);
-    check("store.cache_mb", old.store.cache_mb != new.store.cache_mb);
-    check(
-        "telegram.enabled",
-        old.telegram.enabled != new.telegram.enabled,
-    );
-    check(
-        "telegram.api_url",
-        old.telegram.api_url != new.telegram.api_url,
-    );
-    check(
-        "discord.enabled",
-        old.discord.enabled != new.discord.enabled,
-    );
-    check(
-        "discord.proxy_url",
-        old.discord.proxy_url != new.discord.proxy_url,
-    );
-    check(
-        "discord.command_guilds",
-        old.discord.command_guilds != new.discord.command_guilds,
-    );
-    check(
-        "openrouter.base_url",
-        old.openrouter.base_url != new.openrouter.base_url,
-    );
-    check(
-        "ollama.base_url",
-        old.ollama.base_url != new.ollama.base_url,
-    );
-    check(
-        "router.connect_timeout_secs",
-        old.router.connect_timeout_secs != new.router.connect_timeout_secs,
-    );
-    check(
-        "router.idle_timeout_secs",
-        old.router.idle_timeout_secs != new.router.idle_timeout_secs,
-    );
-    check(
-        "router.deadline_secs",
-        old.router.deadline_secs != new.router.deadline_secs,
+    restart_only!(
+        store.dir,
+        store.cache_mb,
+        telegram.enabled,
+        telegram.api_url,
+        discord.enabled,
+        discord.proxy_url,
+        discord.command_guilds,
+        openrouter.base_url,
+        ollama.base_url,
+        router.connect_timeout_secs,
+        router.idle_timeout_secs,
+        router.deadline_secs,
     );
     for (i, tier) in new.tiers.iter().enumerate() {
         // A tier's client and key are built at start; its models and context window reload live. (A
@@ -487,10 +468,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             );
         }
     }
-    check(
-        "daemon.log_format",
-        old.daemon.log_format != new.daemon.log_format,
-    );
+    restart_only!(daemon.log_format);
     keys
 }
 
