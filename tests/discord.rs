@@ -781,19 +781,7 @@ async fn a_5000_character_reply_arrives_as_three_messages_with_fences_intact() {
         "the split code block is reopened with its language"
     );
     // Every write carries empty allowed_mentions.
-    for call in h
-        .fake
-        .calls()
-        .iter()
-        .filter(|c| c.method != Method::GET && c.body.is_object())
-    {
-        assert_eq!(
-            call.body["allowed_mentions"],
-            json!({"parse": []}),
-            "{}",
-            call.path
-        );
-    }
+    assert_every_write_pings_nobody(&h);
     // Nothing is lost: every code line arrives once.
     let joined: String = messages.iter().map(|(_, t)| t.as_str()).collect();
     for i in 0..line {
@@ -1142,19 +1130,7 @@ async fn a_5000_character_model_answer_arrives_as_three_messages_pinging_nobody(
         messages[0].1.contains("@everyone"),
         "passed through as text"
     );
-    for call in h
-        .fake
-        .calls()
-        .iter()
-        .filter(|c| c.method != Method::GET && c.body.is_object())
-    {
-        assert_eq!(
-            call.body["allowed_mentions"],
-            json!({"parse": []}),
-            "{}",
-            call.path
-        );
-    }
+    assert_every_write_pings_nobody(&h);
     h.stop().await;
 }
 
@@ -1351,4 +1327,21 @@ async fn the_adapter_keeps_beating_the_watchdog_while_nothing_happens() {
     }
     assert!(h.health.summary().contains("discord: connected"));
     h.stop().await;
+}
+
+/// Every write to Discord carries empty `allowed_mentions`, so model output can never ping anyone.
+fn assert_every_write_pings_nobody(h: &Harness) {
+    for call in h
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.method != Method::GET && c.body.is_object())
+    {
+        assert_eq!(
+            call.body["allowed_mentions"],
+            json!({"parse": []}),
+            "{}",
+            call.path
+        );
+    }
 }
