@@ -415,6 +415,24 @@ impl Daemon {
             .unwrap_or_default()
     }
 
+    /// The `STATUS=` sent with the `n`-th `READY=1` (1-based): a reload announces both in one datagram,
+    /// so a periodic status sent meanwhile cannot be mistaken for it.
+    fn status_with_ready(&self, n: usize) -> String {
+        self.notices()
+            .iter()
+            .skip_while({
+                let mut seen = 0;
+                move |notice| {
+                    if notice.as_str() == "READY=1" {
+                        seen += 1;
+                    }
+                    seen < n
+                }
+            })
+            .find_map(|notice| notice.strip_prefix("STATUS=").map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
@@ -695,11 +713,8 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one()
         .await;
     d.wait_for("READY=1 after the reload", |d| d.count("READY=1") == 2)
         .await;
-    assert!(
-        d.last_status().starts_with("reloaded"),
-        "{}",
-        d.last_status()
-    );
+    let status = d.status_with_ready(2);
+    assert!(status.starts_with("reloaded"), "{status}");
     Telegram::deliver(&world.tg, "first question");
     d.wait_for("the first request", |_| {
         world.llm.lock().unwrap().requests.len() == 1
@@ -714,7 +729,7 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one()
         d.count("READY=1") == 3
     })
     .await;
-    let status = d.last_status();
+    let status = d.status_with_ready(3);
     assert!(
         status.contains("reload rejected (core.max_concurrent_turns)"),
         "{status}"
@@ -817,7 +832,7 @@ async fn sighup_warns_that_a_changed_restart_only_setting_needs_a_restart() {
     d.signal(libc::SIGHUP);
     d.wait_for("READY=1 after the reload", |d| d.count("READY=1") == 2)
         .await;
-    let status = d.last_status();
+    let status = d.status_with_ready(2);
     assert!(
         status.starts_with("reloaded (needs a restart: discord.command_guilds);"),
         "{status}"
