@@ -473,7 +473,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
 }
 
 /// Statuses that mean an adapter has not reached its platform yet.
-const NOT_UP: [&str; 2] = ["starting", "connecting"];
+/// "stopped" counts too: an adapter that ended (a fatal gateway close, say) sets it just before its task
+/// returns the error, and READY=1 must not slip out in between.
+const NOT_UP: [&str; 3] = ["starting", "connecting", "stopped"];
 
 /// Whether every adapter has registered a health component (named after it, or `name-…`) and none of
 /// its components is still starting or connecting (Telegram: polling; Discord: connected).

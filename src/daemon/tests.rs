@@ -607,3 +607,16 @@ fn restart_only_changes_name_each_key_and_ignore_live_ones() {
         ]
     );
 }
+
+#[test]
+fn an_adapter_is_up_only_once_it_reached_its_platform_and_not_after_it_stopped() {
+    let health = Health::new();
+    assert!(!adapters_up(&health, &["discord"]), "not registered yet");
+    let discord = health.component("discord");
+    for not_up in ["starting", "connecting", "stopped"] {
+        discord.set_status(not_up);
+        assert!(!adapters_up(&health, &["discord"]), "{not_up}");
+    }
+    discord.set_status("connected");
+    assert!(adapters_up(&health, &["discord"]));
+}
