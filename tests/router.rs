@@ -354,9 +354,9 @@ async fn failure_before_the_first_token_falls_back_after_it_interrupts() {
     );
 }
 
-#[tokio::test]
-async fn restart_over_the_same_store_keeps_quota_and_cooldowns() {
-    let rig = rig(&["a1", "a2", "a3"], 2, |_| {}).await;
+/// Three accounts with 2 free requests a day: k2 answers a per-minute 429 (120 s), so three questions
+/// leave k1 spent (2), k2 cooling down (its 429 counted) and k3 used once.
+async fn spend_until_one_is_exhausted_and_one_cools_down(rig: &Rig, router: &FreeFirstRouter) {
     rig.openrouter.push_key_fault(
         "k2",
         Fault::RateLimitPerMinute {
@@ -364,26 +364,22 @@ async fn restart_over_the_same_store_keeps_quota_and_cooldowns() {
         },
     );
     for _ in 0..3 {
-        answered(&ask(&rig.router, "c").await);
+        answered(&ask(router, "c").await);
     }
-    // k1 spent (2), k2 cooling down (its 429 counted), k3 used once.
     assert_eq!(
         (
-            free_calls(&rig, "k1"),
-            free_calls(&rig, "k2"),
-            free_calls(&rig, "k3")
+            free_calls(rig, "k1"),
+            free_calls(rig, "k2"),
+            free_calls(rig, "k3")
         ),
         (2, 1, 1)
     );
-    // The old router is simply no longer used (a process restart).
-    let _ = &rig.router;
-    let again = FreeFirstRouter::from_config(
-        &rig.config,
-        &rig.secrets,
-        rig.store.clone() as Arc<dyn Store>,
-        rig.clock.clone() as SharedClock,
-    )
-    .unwrap();
+}
+
+/// A router built anew over the state [`spend_until_one_is_exhausted_and_one_cools_down`] left knows
+/// k1 is exhausted and k2 cooling down: it spends k3's last request, then goes paid, and uses k2 again
+/// only once its cooldown ends.
+async fn assert_the_restarted_router_kept_the_state(rig: &Rig, again: &FreeFirstRouter) {
     let status = again.status();
     assert_eq!(
         status.tiers[0].accounts[0].state,
@@ -393,19 +389,35 @@ async fn restart_over_the_same_store_keeps_quota_and_cooldowns() {
         status.tiers[0].accounts[1].state,
         "cooling down until 12:02:00 UTC"
     );
-    assert_eq!(answered(&ask(&again, "c").await).1, fp("k3"));
-    assert_eq!(answered(&ask(&again, "c").await).0, "paid");
+    assert_eq!(answered(&ask(again, "c").await).1, fp("k3"));
+    assert_eq!(answered(&ask(again, "c").await).0, "paid");
     assert_eq!(
         (
-            free_calls(&rig, "k1"),
-            free_calls(&rig, "k2"),
-            free_calls(&rig, "k3")
+            free_calls(rig, "k1"),
+            free_calls(rig, "k2"),
+            free_calls(rig, "k3")
         ),
         (2, 1, 2),
         "nothing re-spent on exhausted or cooling accounts"
     );
     rig.clock.advance_ms(120_000);
-    assert_eq!(answered(&ask(&again, "c").await).1, fp("k2"));
+    assert_eq!(answered(&ask(again, "c").await).1, fp("k2"));
+}
+
+#[tokio::test]
+async fn restart_over_the_same_store_keeps_quota_and_cooldowns() {
+    let rig = rig(&["a1", "a2", "a3"], 2, |_| {}).await;
+    spend_until_one_is_exhausted_and_one_cools_down(&rig, &rig.router).await;
+    // The old router is simply no longer used (a process restart).
+    let _ = &rig.router;
+    let again = FreeFirstRouter::from_config(
+        &rig.config,
+        &rig.secrets,
+        rig.store.clone() as Arc<dyn Store>,
+        rig.clock.clone() as SharedClock,
+    )
+    .unwrap();
+    assert_the_restarted_router_kept_the_state(&rig, &again).await;
 }
 
 #[tokio::test]
@@ -572,51 +584,17 @@ async fn restart_over_a_real_sled_directory_keeps_quota_and_cooldowns() {
     let store = open();
     let router = router_over(store.clone());
     router.refresh_quotas().await;
-    rig.openrouter.push_key_fault(
-        "k2",
-        Fault::RateLimitPerMinute {
-            retry_after_secs: 120,
-        },
-    );
-    for _ in 0..3 {
-        answered(&ask(&router, "c").await);
-    }
-    assert_eq!(
-        (
-            free_calls(&rig, "k1"),
-            free_calls(&rig, "k2"),
-            free_calls(&rig, "k3")
-        ),
-        (2, 1, 1)
-    );
+    spend_until_one_is_exhausted_and_one_cools_down(&rig, &router).await;
     // The process ends: the store is dropped (its lock released) before the directory is reopened.
     drop(router);
     drop(store);
     let store = open();
     let again = router_over(store.clone());
-    let status = again.status();
     assert_eq!(
-        status.tiers[0].accounts[0].state,
-        "exhausted until 00:00 UTC"
+        again.status().tiers[0].accounts[2].requests_left_today,
+        Some(1)
     );
-    assert_eq!(
-        status.tiers[0].accounts[1].state,
-        "cooling down until 12:02:00 UTC"
-    );
-    assert_eq!(status.tiers[0].accounts[2].requests_left_today, Some(1));
-    assert_eq!(answered(&ask(&again, "c").await).1, fp("k3"));
-    assert_eq!(answered(&ask(&again, "c").await).0, "paid");
-    assert_eq!(
-        (
-            free_calls(&rig, "k1"),
-            free_calls(&rig, "k2"),
-            free_calls(&rig, "k3")
-        ),
-        (2, 1, 2),
-        "nothing re-spent on exhausted or cooling accounts"
-    );
-    rig.clock.advance_ms(120_000);
-    assert_eq!(answered(&ask(&again, "c").await).1, fp("k2"));
+    assert_the_restarted_router_kept_the_state(&rig, &again).await;
 }
 
 #[tokio::test]
