@@ -662,12 +662,7 @@ async fn guild_policy_and_reply_chains_keep_separate_histories() {
 #[tokio::test(start_paused = true)]
 async fn a_thread_is_one_conversation_and_text_commands_work_after_a_mention() {
     let h = start(Options::default()).await;
-    h.fake
-        .state
-        .threads
-        .lock()
-        .unwrap()
-        .insert(THREAD_CHANNEL.to_owned());
+    h.fake.mark_thread(THREAD_CHANNEL);
     let mention = format!("<@{BOT_ID}>");
     h.say(
         (ALICE, "Alice"),
@@ -1137,12 +1132,7 @@ async fn a_5000_character_model_answer_arrives_as_three_messages_pinging_nobody(
 #[tokio::test(start_paused = true)]
 async fn slash_commands_in_a_thread_act_on_the_thread_conversation_only() {
     let h = start(Options::real(ReplyShape::default())).await;
-    h.fake
-        .state
-        .threads
-        .lock()
-        .unwrap()
-        .insert(THREAD_CHANNEL.to_owned());
+    h.fake.mark_thread(THREAD_CHANNEL);
     let mention = format!("<@{BOT_ID}>");
     h.say(
         (ALICE, "Alice"),
@@ -1216,12 +1206,7 @@ async fn a_thread_under_an_allowed_channel_is_admitted() {
         ..Options::default()
     })
     .await;
-    h.fake
-        .state
-        .threads
-        .lock()
-        .unwrap()
-        .insert(THREAD_CHANNEL.to_owned());
+    h.fake.mark_thread(THREAD_CHANNEL);
     let mention = format!("<@{BOT_ID}>");
     h.say(
         (ALICE, "Alice"),

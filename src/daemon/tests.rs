@@ -332,8 +332,8 @@ async fn a_bad_token_stops_the_daemon_with_exit_78_and_no_ready() {
     assert_eq!(h.notifier.count(&Notice::Stopping), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_watchdog_pings_while_loops_beat_and_stops_when_one_hangs() {
+/// A daemon that is up, with a 1 s watchdog period and loops counted stale after 2 s.
+async fn ready_with_a_watchdog() -> Harness {
     let mut config = Config::default();
     config.daemon.stale_after_secs = 2;
     let h = start(
@@ -342,6 +342,12 @@ async fn the_watchdog_pings_while_loops_beat_and_stops_when_one_hangs() {
         Some(Duration::from_secs(1)),
     );
     until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    h
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_pings_while_loops_beat_and_stops_when_one_hangs() {
+    let h = ready_with_a_watchdog().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let pinged = h.notifier.count(&Notice::Watchdog);
     // One ping every half period: about 10 in 5 s.
@@ -500,14 +506,7 @@ impl Drop for ReleaseOnDrop {
 
 #[tokio::test(start_paused = true)]
 async fn a_wedged_main_loop_stops_the_watchdog_pings() {
-    let mut config = Config::default();
-    config.daemon.stale_after_secs = 2;
-    let h = start(
-        config,
-        Startup::UpAfter(Duration::ZERO),
-        Some(Duration::from_secs(1)),
-    );
-    until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    let h = ready_with_a_watchdog().await;
     // Idle for longer than `stale_after`: the main loop's tick keeps it fresh.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let pinged = h.notifier.count(&Notice::Watchdog);

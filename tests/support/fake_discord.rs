@@ -415,6 +415,15 @@ impl FakeDiscord {
             .collect()
     }
 
+    /// Makes `channel` a public thread (the channel lookup answers type 11).
+    pub fn mark_thread(&self, channel: &str) {
+        self.state
+            .threads
+            .lock()
+            .unwrap()
+            .insert(channel.to_owned());
+    }
+
     pub fn created(&self, id: &str) -> Value {
         self.state
             .created

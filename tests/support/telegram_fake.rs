@@ -320,6 +320,19 @@ impl FakeTelegram {
     }
 }
 
+/// Counts one send or edit, and records `chat` as delivered when `text` is a final text (it ends with the
+/// benchmark's final suffix, or any text when none is set).
+fn count_write(inner: &mut Inner, chat: i64, text: &str) {
+    inner.writes += 1;
+    if inner
+        .final_suffix
+        .as_ref()
+        .is_none_or(|s| text.ends_with(s))
+    {
+        inner.delivered.push((chat, Instant::now()));
+    }
+}
+
 fn next_id(inner: &mut Inner, chat: i64) -> i64 {
     let n = inner.next_message_id.entry(chat).or_insert(1);
     let id = *n;
@@ -450,14 +463,7 @@ async fn handle(
             if inner.record {
                 inner.messages.insert((chat, id), text.clone());
             }
-            inner.writes += 1;
-            if inner
-                .final_suffix
-                .as_ref()
-                .is_none_or(|s| text.ends_with(s))
-            {
-                inner.delivered.push((chat, Instant::now()));
-            }
+            count_write(&mut inner, chat, &text);
             ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))
         }
         "editmessagetext" => {
@@ -473,14 +479,7 @@ async fn handle(
                 }
                 inner.messages.insert((chat, id), text.clone());
             }
-            inner.writes += 1;
-            if inner
-                .final_suffix
-                .as_ref()
-                .is_none_or(|s| text.ends_with(s))
-            {
-                inner.delivered.push((chat, Instant::now()));
-            }
+            count_write(&mut inner, chat, &text);
             ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))
         }
         other => {
