@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::delivery::Delivery;
 use super::{usage, Core, RESTARTING_MESSAGE};
 use crate::config::Config;
 use crate::domain::{
@@ -27,6 +28,8 @@ pub(super) struct TurnSpec {
     pub key: ConversationKey,
     pub prompt: String,
     pub cancel: CancellationToken,
+    /// The adapter's delivery report, if it gives one: the answer is then stored after it.
+    pub verdict: Option<oneshot::Receiver<Delivery>>,
 }
 
 /// Runs one turn to its end, sending every event to `tx`. Never panics on its own; errors become
@@ -38,6 +41,7 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
         key,
         prompt,
         cancel,
+        verdict,
     } = spec;
     let shared_chat = inbound.chat_kind == ChatKind::Group;
     let author = shared_chat.then(|| inbound.sender.display_name.clone());
@@ -113,16 +117,23 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
             ReplyEvent::Finished(completion) => {
                 let completion = completion.clone();
                 let answered_by = completion.source.clone().or(source);
-                store_answer(
-                    core,
-                    &key,
-                    epoch,
-                    &text,
-                    TurnStatus::Complete,
-                    answered_by.clone(),
-                );
+                let reported = verdict.is_some();
+                let status = match verdict {
+                    // Complete only once the user has it: the adapter reports after the final text.
+                    Some(verdict) => {
+                        let _ = tx.send(event).await;
+                        match super::delivery::verdict(verdict).await {
+                            Delivery::Delivered => TurnStatus::Complete,
+                            Delivery::Undelivered => TurnStatus::Incomplete,
+                        }
+                    }
+                    None => TurnStatus::Complete,
+                };
+                store_answer(core, &key, epoch, &text, status, answered_by.clone());
                 usage::record(core, &inbound, answered_by.as_ref(), completion.usage);
-                let _ = tx.send(event).await;
+                if !reported {
+                    let _ = tx.send(ReplyEvent::Finished(completion)).await;
+                }
                 // Durable after every completed turn (sled would otherwise fsync within ~500 ms).
                 if let Err(e) = core.store.flush().await {
                     tracing::error!(error = %e, "flushing the store after a turn failed");

@@ -7,14 +7,17 @@
 
 use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
 
-use crate::platforms::render::{split_message, utf16_len};
+use crate::platforms::render::{split_weighted, utf16_len};
 
 /// Telegram's limit on a message's text, in UTF-16 code units.
 pub const TELEGRAM_MESSAGE_LIMIT: usize = 4096;
 
-/// Markdown is cut into pieces of this many units before rendering. The margin below 4096 absorbs what
-/// rendering usually adds (tags, `&amp;`); a piece whose HTML still exceeds the limit is cut again.
-pub const MARKDOWN_CHUNK: usize = 3800;
+/// Markdown is cut into pieces of this many units before rendering, each character counted as long as
+/// its HTML escape (`<` as the 4 units of `&lt;`), so code full of `<`, `>` and `&` is cut by the
+/// length Telegram counts. The margin below 4096 absorbs the tags rendering adds (a code block's
+/// `<pre><code class="language-…">` is about 50 units, bold and links a few each); a piece whose HTML
+/// still exceeds the limit is cut again.
+pub const MARKDOWN_CHUNK: usize = 3900;
 
 /// Re-cutting a piece whose HTML is too long stops after this many rounds (each at least shrinks the
 /// piece by a tenth); what still does not fit is sent as plain text.
@@ -33,7 +36,7 @@ pub struct Chunk {
 /// `MARKDOWN_CHUNK`-sized piece are stable as text is appended, so streaming can roll over.
 pub fn telegram_chunks(markdown: &str) -> Vec<Chunk> {
     let mut out = Vec::new();
-    for piece in split_message(markdown, MARKDOWN_CHUNK) {
+    for piece in split_weighted(markdown, MARKDOWN_CHUNK, escaped_len) {
         fit(piece, MARKDOWN_CHUNK, 0, &mut out);
     }
     out
@@ -58,9 +61,37 @@ fn fit(piece: String, limit: usize, round: usize, out: &mut Vec<Chunk>) {
     }
     // Shrink in proportion to the overshoot, with a tenth to spare.
     let smaller = (limit * TELEGRAM_MESSAGE_LIMIT / len) * 9 / 10;
-    for sub in split_message(&piece, smaller) {
+    for sub in split_weighted(&piece, smaller, escaped_len) {
         fit(sub, smaller, round + 1, out);
     }
+}
+
+/// The UTF-16 length of `c` once escaped for Telegram HTML (see [`escape_html`]).
+fn escaped_len(c: char) -> usize {
+    match c {
+        '&' => 5,
+        '<' | '>' => 4,
+        '"' => 6,
+        c => c.len_utf16(),
+    }
+}
+
+/// Whether `markdown` shows no text at all once rendered (`>`, an empty code block, `[](https://…)`):
+/// Telegram refuses such a message ("message text is empty").
+pub fn shows_nothing(markdown: &str) -> bool {
+    let html = markdown_to_html(markdown);
+    let mut in_tag = false;
+    !html.chars().any(|c| match c {
+        '<' => {
+            in_tag = true;
+            false
+        }
+        '>' if in_tag => {
+            in_tag = false;
+            false
+        }
+        c => !in_tag && !c.is_whitespace(),
+    })
 }
 
 /// Escapes text for Telegram HTML.
