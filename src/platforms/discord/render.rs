@@ -145,6 +145,7 @@ impl Surface for DiscordSurface {
             .into_iter()
             .map(|c| Chunk {
                 rich: Some(c.clone()),
+                visible: !c.trim().is_empty(),
                 markdown: c,
             })
             .collect()

@@ -261,7 +261,9 @@ impl<S: Surface> Reply<S> {
         let chunks = self.chunks();
         for (i, chunk) in chunks.iter().enumerate() {
             if self.blank(chunk) {
-                continue; // Platforms refuse blank messages; only a trailing remnant can be blank.
+                // Platforms refuse blank messages; only a trailing remnant (or the start of a streamed
+                // answer, like an opened code block) can be blank.
+                continue;
             }
             if !self.needs_update(i, chunk) {
                 continue;
@@ -334,7 +336,7 @@ impl<S: Surface> Reply<S> {
 
     /// Whether `chunk` would show nothing.
     fn blank(&self, chunk: &Chunk) -> bool {
-        chunk.markdown.trim().is_empty()
+        !chunk.visible || chunk.markdown.trim().is_empty()
     }
 
     /// Waits for a write slot, then takes the chat's pacing slot right before the request goes (so

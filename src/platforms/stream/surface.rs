@@ -28,6 +28,10 @@ pub struct Chunk {
     pub markdown: String,
     /// The formatted text to send, or `None` when it must go as plain text.
     pub rich: Option<String>,
+    /// Whether it shows anything at all once rendered (`>` or an opened code block alone do not):
+    /// such a message is not sent (platforms refuse it), and a finished answer that shows nothing
+    /// is composed as the empty-answer note instead.
+    pub visible: bool,
 }
 
 /// A write the platform refused, in the terms the renderer acts on.

@@ -12,12 +12,12 @@ use crate::platforms::render::{split_weighted, utf16_len};
 /// Telegram's limit on a message's text, in UTF-16 code units.
 pub const TELEGRAM_MESSAGE_LIMIT: usize = 4096;
 
-/// Markdown is cut into pieces of this many units before rendering, each character counted as long as
-/// its HTML escape (`<` as the 4 units of `&lt;`), so code full of `<`, `>` and `&` is cut by the
-/// length Telegram counts. The margin below 4096 absorbs the tags rendering adds (a code block's
-/// `<pre><code class="language-…">` is about 50 units, bold and links a few each); a piece whose HTML
-/// still exceeds the limit is cut again.
-pub const MARKDOWN_CHUNK: usize = 3900;
+/// Markdown is cut into pieces of this many units before rendering, each character weighed by what it
+/// becomes in HTML ([`html_weight`]: `<` as the 4 units of `&lt;`, the backticks of a code block as
+/// its tags), so code full of `<`, `>` and `&` is cut by the length Telegram gets, not its source
+/// length. The margin below 4096 absorbs what the weights miss (a blockquote's or a link's tags,
+/// italics); a piece whose HTML still exceeds the limit is cut again.
+pub const MARKDOWN_CHUNK: usize = 4000;
 
 /// Re-cutting a piece whose HTML is too long stops after this many rounds (each at least shrinks the
 /// piece by a tenth); what still does not fit is sent as plain text.
@@ -36,7 +36,7 @@ pub struct Chunk {
 /// `MARKDOWN_CHUNK`-sized piece are stable as text is appended, so streaming can roll over.
 pub fn telegram_chunks(markdown: &str) -> Vec<Chunk> {
     let mut out = Vec::new();
-    for piece in split_weighted(markdown, MARKDOWN_CHUNK, escaped_len) {
+    for piece in split_weighted(markdown, MARKDOWN_CHUNK, html_weight) {
         fit(piece, MARKDOWN_CHUNK, 0, &mut out);
     }
     out
@@ -61,17 +61,23 @@ fn fit(piece: String, limit: usize, round: usize, out: &mut Vec<Chunk>) {
     }
     // Shrink in proportion to the overshoot, with a tenth to spare.
     let smaller = (limit * TELEGRAM_MESSAGE_LIMIT / len) * 9 / 10;
-    for sub in split_weighted(&piece, smaller, escaped_len) {
+    for sub in split_weighted(&piece, smaller, html_weight) {
         fit(sub, smaller, round + 1, out);
     }
 }
 
-/// The UTF-16 length of `c` once escaped for Telegram HTML (see [`escape_html`]).
-fn escaped_len(c: char) -> usize {
+/// About how many UTF-16 units `c` becomes in Telegram HTML: its escape (see [`escape_html`]), or its
+/// share of the tags the Markdown it marks up turns into (`**b**` → `<b>b</b>`, a backtick of a
+/// fence → `<pre><code class="…">`/`</code></pre>`). Characters that are mostly literal in code
+/// (`_`, brackets) weigh what they are; the links and italics they sometimes mark up fit in the
+/// margin of [`MARKDOWN_CHUNK`].
+fn html_weight(c: char) -> usize {
     match c {
         '&' => 5,
         '<' | '>' => 4,
         '"' => 6,
+        '`' => 7,
+        '*' | '~' => 2,
         c => c.len_utf16(),
     }
 }
@@ -79,7 +85,11 @@ fn escaped_len(c: char) -> usize {
 /// Whether `markdown` shows no text at all once rendered (`>`, an empty code block, `[](https://…)`):
 /// Telegram refuses such a message ("message text is empty").
 pub fn shows_nothing(markdown: &str) -> bool {
-    let html = markdown_to_html(markdown);
+    html_shows_nothing(&markdown_to_html(markdown))
+}
+
+/// Whether Telegram HTML shows no text once its tags are parsed away.
+pub fn html_shows_nothing(html: &str) -> bool {
     let mut in_tag = false;
     !html.chars().any(|c| match c {
         '<' => {

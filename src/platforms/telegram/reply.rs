@@ -10,7 +10,9 @@ use teloxide::types::{ChatId, MessageId};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::api::{Api, ApiFailure};
-use super::format::{escape_markdown, markdown_plain, shows_nothing, telegram_chunks};
+use super::format::{
+    escape_markdown, html_shows_nothing, markdown_plain, shows_nothing, telegram_chunks,
+};
 use crate::platforms::render::fences_balanced;
 use crate::platforms::stream::{Chunk, Draft, Post, Surface, WriteError};
 
@@ -82,8 +84,9 @@ impl Surface for TelegramSurface {
             md.push_str(&escape_markdown(notice));
             md.push_str("_\n\n");
         }
-        let blank = shows_nothing(&draft.answer);
-        if !(blank && draft.finished) {
+        // Rendering the whole answer once more is only worth it for the final text.
+        let blank = draft.finished && shows_nothing(&draft.answer);
+        if !blank {
             md.push_str(&draft.answer);
         }
         if let Some(failure) = &draft.failure {
@@ -95,7 +98,7 @@ impl Surface for TelegramSurface {
             }
             md.push_str("⚠️ ");
             md.push_str(&escape_markdown(failure));
-        } else if draft.finished && blank {
+        } else if blank {
             md.push_str(EMPTY_ANSWER);
         }
         md
@@ -104,10 +107,17 @@ impl Surface for TelegramSurface {
     fn chunks(&self, markdown: &str) -> Vec<Chunk> {
         telegram_chunks(markdown)
             .into_iter()
-            .map(|c| Chunk {
+            .map(|c| {
                 // HTML that shows nothing is refused by Telegram ("message text is empty").
-                rich: c.html.filter(|_| !shows_nothing(&c.markdown)),
-                markdown: c.markdown,
+                let visible = match &c.html {
+                    Some(html) => !html_shows_nothing(html),
+                    None => !c.markdown.trim().is_empty(),
+                };
+                Chunk {
+                    rich: c.html.filter(|_| visible),
+                    markdown: c.markdown,
+                    visible,
+                }
             })
             .collect()
     }
