@@ -452,3 +452,6 @@ impl<S: Surface> Reply<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
