@@ -42,6 +42,8 @@ const GROUP: i64 = -100_555;
 struct TimedRouter {
     events: Vec<(Duration, ReplyEvent)>,
     seen: Mutex<Vec<CompletionRequest>>,
+    /// Instead of `events`: answer `answer to <prompt>` after a delay chosen per prompt.
+    delay: Option<fn(&str) -> Duration>,
 }
 
 impl TimedRouter {
@@ -49,6 +51,28 @@ impl TimedRouter {
         Arc::new(Self {
             events,
             seen: Mutex::default(),
+            delay: None,
+        })
+    }
+
+    /// `text` in pieces of `size` bytes (ASCII text), `gap` apart.
+    fn pieces(text: &str, size: usize, gap: Duration) -> Arc<Self> {
+        let pieces: Vec<String> = text
+            .as_bytes()
+            .chunks(size)
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        Self::drip(&refs, gap)
+    }
+
+    /// Answers each prompt with `answer to <prompt>` after `delay(prompt)`, so a later question can
+    /// be answered before an earlier one.
+    fn echo(delay: fn(&str) -> Duration) -> Arc<Self> {
+        Arc::new(Self {
+            events: Vec::new(),
+            seen: Mutex::default(),
+            delay: Some(delay),
         })
     }
 
@@ -83,8 +107,22 @@ fn finished() -> ReplyEvent {
 
 impl LlmRouter for TimedRouter {
     fn complete(&self, request: CompletionRequest) -> ReplyStream {
+        let events = match self.delay {
+            Some(delay) => {
+                let prompt = &request.prompt.content;
+                vec![
+                    (delay(prompt), ReplyEvent::Started(source())),
+                    (
+                        Duration::ZERO,
+                        ReplyEvent::Delta(format!("answer to {prompt}")),
+                    ),
+                    (Duration::ZERO, finished()),
+                ]
+            }
+            None => self.events.clone(),
+        };
         self.seen.lock().unwrap().push(request);
-        stream::iter(self.events.clone())
+        stream::iter(events)
             .then(|(delay, event)| async move {
                 tokio::time::sleep(delay).await;
                 event
@@ -316,13 +354,7 @@ fn long_reply(len: usize) -> String {
 async fn a_ten_thousand_char_reply_arrives_as_three_messages_with_fences_intact() {
     let fake = FakeTelegram::start().await;
     let reply = long_reply(10_000);
-    let pieces: Vec<String> = reply
-        .as_bytes()
-        .chunks(500)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    let router = TimedRouter::drip(&refs, Duration::from_millis(400));
+    let router = TimedRouter::pieces(&reply, 500, Duration::from_millis(400));
     let h = start(&fake, memory(), router, |_| {});
     fake.push_text(PRIVATE, PRIVATE, "Alice", "write a lot");
     fake.wait_until(WAIT, "three messages", |f| f.bot_texts(PRIVATE).len() == 3)
@@ -762,13 +794,7 @@ async fn in_groups_every_request_takes_its_own_pacer_slot_even_when_a_reply_roll
     // 30,000 characters in 1,000-character pieces every half second: the reply rolls over to a new
     // message every few seconds, so many flushes need an edit and a new message.
     let reply = long_reply(30_000);
-    let pieces: Vec<String> = reply
-        .as_bytes()
-        .chunks(1000)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    let router = TimedRouter::drip(&refs, Duration::from_millis(500));
+    let router = TimedRouter::pieces(&reply, 1000, Duration::from_millis(500));
     let h = start(&fake, memory(), router, |_| {});
     fake.push_text(GROUP, 11, "Bob", &format!("@{BOT_USERNAME} write a book"));
     fake.wait_until(WAIT, "first message", |f| sends(f, GROUP) == 1)
@@ -918,38 +944,6 @@ async fn a_burst_beyond_the_in_flight_bound_waits_at_telegram_and_is_answered_la
     assert_clean(&fake);
 }
 
-/// A router that answers each prompt with `answer to <prompt>` after a delay chosen per prompt, so a
-/// later question can be answered before an earlier one.
-struct EchoRouter {
-    delay: fn(&str) -> Duration,
-}
-
-impl LlmRouter for EchoRouter {
-    fn complete(&self, request: CompletionRequest) -> ReplyStream {
-        let prompt = request.prompt.content;
-        let events = vec![
-            ((self.delay)(&prompt), ReplyEvent::Started(source())),
-            (
-                Duration::ZERO,
-                ReplyEvent::Delta(format!("answer to {prompt}")),
-            ),
-            (Duration::ZERO, finished()),
-        ];
-        stream::iter(events)
-            .then(|(delay, event)| async move {
-                tokio::time::sleep(delay).await;
-                event
-            })
-            .boxed()
-    }
-    fn models(&self) -> Vec<ModelInfo> {
-        Vec::new()
-    }
-    fn status(&self) -> RouterStatus {
-        RouterStatus::default()
-    }
-}
-
 /// The first message of each reply in `chat`, in the order they were sent, as the id of the question
 /// it quotes.
 fn first_messages_by_question(fake: &FakeTelegram, chat: i64) -> Vec<i64> {
@@ -964,11 +958,9 @@ fn first_messages_by_question(fake: &FakeTelegram, chat: i64) -> Vec<i64> {
 async fn a_burst_in_a_private_chat_is_answered_in_order_refusal_included() {
     let fake = FakeTelegram::start().await;
     // The later the question, the faster its answer; the third is refused by the rate limit at once.
-    let router = Arc::new(EchoRouter {
-        delay: |p| match p {
-            "one" => Duration::from_millis(900),
-            _ => Duration::from_millis(100),
-        },
+    let router = TimedRouter::echo(|p| match p {
+        "one" => Duration::from_millis(900),
+        _ => Duration::from_millis(100),
     });
     let h = start(&fake, memory(), router, |c| {
         c.access.user_messages_per_minute = 2;
@@ -1000,14 +992,12 @@ async fn a_burst_in_a_private_chat_is_answered_in_order_refusal_included() {
 async fn four_mentions_in_a_group_get_their_first_messages_in_arrival_order() {
     let fake = FakeTelegram::start().await;
     // Per-user conversations, so the four turns run at once; Dan's answer is ready first, Ann's last.
-    let router = Arc::new(EchoRouter {
-        delay: |p| {
-            let rank = ["Ann", "Ben", "Ann", "Cat", "Dan"]
-                .iter()
-                .position(|n| p.starts_with(n))
-                .unwrap_or(0);
-            Duration::from_millis(400 - 100 * rank.min(3) as u64)
-        },
+    let router = TimedRouter::echo(|p| {
+        let rank = ["Ann", "Ben", "Ann", "Cat", "Dan"]
+            .iter()
+            .position(|n| p.starts_with(n))
+            .unwrap_or(0);
+        Duration::from_millis(400 - 100 * rank.min(3) as u64)
     });
     let h = start(&fake, memory(), router, |c| {
         c.core.scope = switchboard::config::Scope::User;
@@ -1111,13 +1101,7 @@ async fn a_code_heavy_reply_takes_the_fewest_messages_the_limit_allows() {
 async fn a_runaway_reply_stops_at_the_message_cap_with_a_note() {
     let fake = FakeTelegram::start().await;
     let reply = long_reply(30_000);
-    let pieces: Vec<String> = reply
-        .as_bytes()
-        .chunks(1000)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    let router = TimedRouter::drip(&refs, Duration::from_millis(200));
+    let router = TimedRouter::pieces(&reply, 1000, Duration::from_millis(200));
     let h = start(&fake, memory(), router, |c| {
         c.telegram.max_reply_messages = 2
     });

@@ -10,7 +10,6 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::rest::{Rest, RestError};
 use crate::domain::ReplyStream;
-use crate::platforms::render::split_message;
 use crate::platforms::stream::{
     Chunk, Delivery, Draft, Post, Reply, Settings, Stage, Surface, Ticket, WriteError,
 };
@@ -141,14 +140,7 @@ impl Surface for DiscordSurface {
     }
 
     fn chunks(&self, markdown: &str) -> Vec<Chunk> {
-        split_message(markdown, MESSAGE_LIMIT)
-            .into_iter()
-            .map(|c| Chunk {
-                rich: Some(c.clone()),
-                visible: !c.trim().is_empty(),
-                markdown: c,
-            })
-            .collect()
+        Chunk::markdown_split(markdown, MESSAGE_LIMIT)
     }
 
     /// Discord parses nothing it could reject: the plain form is the text itself, posted without the

@@ -34,6 +34,21 @@ pub struct Chunk {
     pub visible: bool,
 }
 
+impl Chunk {
+    /// `markdown` cut at `limit` UTF-16 units, for a platform that sends Markdown as it is (its
+    /// formatted form is the text itself).
+    pub fn markdown_split(markdown: &str, limit: usize) -> Vec<Self> {
+        crate::platforms::render::split_message(markdown, limit)
+            .into_iter()
+            .map(|c| Self {
+                rich: Some(c.clone()),
+                visible: !c.trim().is_empty(),
+                markdown: c,
+            })
+            .collect()
+    }
+}
+
 /// A write the platform refused, in the terms the renderer acts on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {

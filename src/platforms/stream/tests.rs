@@ -7,7 +7,6 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::*;
 use crate::domain::{Completion, Usage};
-use crate::platforms::render::split_message;
 
 /// A platform with `slots` write slots that records when each request went.
 struct Scripted {
@@ -50,14 +49,7 @@ impl Surface for Scripted {
     }
 
     fn chunks(&self, markdown: &str) -> Vec<Chunk> {
-        split_message(markdown, 100)
-            .into_iter()
-            .map(|c| Chunk {
-                rich: Some(c.clone()),
-                visible: !c.trim().is_empty(),
-                markdown: c,
-            })
-            .collect()
+        Chunk::markdown_split(markdown, 100)
     }
 
     fn plain(&self, markdown: &str) -> String {
