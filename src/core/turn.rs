@@ -115,24 +115,13 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
             ReplyEvent::Delta(d) => text.push_str(d),
             ReplyEvent::Notice(_) => {}
             ReplyEvent::Finished(completion) => {
-                let completion = completion.clone();
+                let usage = completion.usage;
                 let answered_by = completion.source.clone().or(source);
-                let reported = verdict.is_some();
-                let status = match verdict {
-                    // Complete only once the user has it: the adapter reports after the final text.
-                    Some(verdict) => {
-                        let _ = tx.send(event).await;
-                        match super::delivery::verdict(verdict).await {
-                            Delivery::Delivered => TurnStatus::Complete,
-                            Delivery::Undelivered => TurnStatus::Incomplete,
-                        }
-                    }
-                    None => TurnStatus::Complete,
-                };
+                let (status, unsent) = finished_status(tx, event, verdict).await;
                 store_answer(core, &key, epoch, &text, status, answered_by.clone());
-                usage::record(core, &inbound, answered_by.as_ref(), completion.usage);
-                if !reported {
-                    let _ = tx.send(ReplyEvent::Finished(completion)).await;
+                usage::record(core, &inbound, answered_by.as_ref(), usage);
+                if let Some(event) = unsent {
+                    let _ = tx.send(event).await;
                 }
                 // Durable after every completed turn (sled would otherwise fsync within ~500 ms).
                 if let Err(e) = core.store.flush().await {
@@ -173,6 +162,25 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
     if let Err(e) = core.store.flush().await {
         tracing::error!(error = %e, "flushing the store after a cut turn failed");
     }
+}
+
+/// How a finished answer is stored. With the adapter's delivery report (`verdict`) the `Finished`
+/// event goes out first and the answer is complete only once the adapter says the user has it;
+/// without one it is complete at once and the event is returned, to be sent after storing.
+async fn finished_status(
+    tx: &mpsc::Sender<ReplyEvent>,
+    event: ReplyEvent,
+    verdict: Option<oneshot::Receiver<Delivery>>,
+) -> (TurnStatus, Option<ReplyEvent>) {
+    let Some(verdict) = verdict else {
+        return (TurnStatus::Complete, Some(event));
+    };
+    let _ = tx.send(event).await;
+    let status = match super::delivery::verdict(verdict).await {
+        Delivery::Delivered => TurnStatus::Complete,
+        Delivery::Undelivered => TurnStatus::Incomplete,
+    };
+    (status, None)
 }
 
 /// What a stopped turn tells its user: the shutdown cut's "restarting" note, else a `/cancel` or
