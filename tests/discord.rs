@@ -1398,3 +1398,30 @@ async fn an_answer_that_cannot_be_posted_is_stored_undelivered_and_logged() {
     );
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn replies_in_a_channel_start_in_the_order_their_messages_arrived() {
+    let h = start(Options::default()).await;
+    h.scripted
+        .on("slowly", Script::Slow(Duration::from_secs(3)));
+    h.say(
+        (ALICE, "Alice"),
+        DM_CHANNEL,
+        false,
+        "answer me slowly",
+        None,
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The core answers a command at once; its reply still waits for the earlier answer's start.
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "/help", None);
+    h.fake
+        .wait_until("two replies", |f| f.messages_in(DM_CHANNEL).len() == 2)
+        .await;
+    let texts = h.fake.messages_in(DM_CHANNEL);
+    assert_eq!(texts[0].1, "echo: answer me slowly", "{texts:?}");
+    assert!(
+        texts[1].1.contains("/reset"),
+        "the help text second: {texts:?}"
+    );
+    h.stop().await;
+}

@@ -320,5 +320,17 @@ mod tests {
             ApiFailure::MessageGone
         );
         assert!(!ApiFailure::MessageGone.is_transient());
+        // HTML that shows nothing after entity parsing: resent as plain text, never retried as is.
+        assert_eq!(
+            api.classify(RequestError::Api(ApiError::MessageTextIsEmpty)),
+            ApiFailure::EmptyText
+        );
+        assert_eq!(
+            api.classify(RequestError::Api(ApiError::Unknown(
+                "Bad Request: text must be non-empty; message text is empty".into()
+            ))),
+            ApiFailure::EmptyText
+        );
+        assert!(!ApiFailure::EmptyText.is_transient());
     }
 }
