@@ -26,7 +26,7 @@ use tracing_subscriber::Layer;
 use switchboard::clock::{SharedClock, TokioClock, DAY_MS};
 use switchboard::config::{Config, Env, Secrets};
 use switchboard::core::Core;
-use switchboard::domain::{ConversationKey, ReplyStream};
+use switchboard::domain::{ConversationKey, ReplyStream, Role};
 use switchboard::exit::{Fatal, EXIT_CONFIG};
 use switchboard::health::Health;
 use switchboard::platforms::discord::{DiscordAdapter, SHUTTING_DOWN_NOTE};
@@ -37,7 +37,7 @@ use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
 use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::{reply_text, ReplyShape};
 use switchboard::store::memory::MemoryStore;
-use switchboard::store::Store;
+use switchboard::store::{Store, TurnStatus};
 
 use fake_discord::*;
 
@@ -207,6 +207,7 @@ struct Harness {
     health: Health,
     _config: watch::Sender<Arc<Config>>,
     next_message: AtomicU64,
+    store: Arc<MemoryStore>,
 }
 
 struct Options {
@@ -296,6 +297,7 @@ async fn start(options: Options) -> Harness {
         health,
         _config: config_tx,
         next_message: AtomicU64::new(500_000_000_000_000_000),
+        store,
     };
     if options.close_on_identify.is_none() {
         harness
@@ -1329,4 +1331,97 @@ fn assert_every_write_pings_nobody(h: &Harness) {
             call.path
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_that_cannot_quote_the_question_is_posted_without_the_reference() {
+    let h = start(Options::default()).await;
+    *h.fake.state.refuse_referenced_posts.lock().unwrap() = 1;
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "quote me", None);
+    h.fake
+        .wait_until("the answer", |f| {
+            f.messages_in(DM_CHANNEL)
+                .first()
+                .is_some_and(|(_, t)| t == "echo: quote me")
+        })
+        .await;
+    let refused = h.fake.state.refused_posts.lock().unwrap().clone();
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].get("message_reference").is_some());
+    let posts: Vec<Call> = h
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == Method::POST && c.path.ends_with("/messages"))
+        .collect();
+    assert_eq!(posts.len(), 1);
+    assert!(posts[0].body.get("message_reference").is_none());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_cannot_be_posted_is_stored_undelivered_and_logged() {
+    let h = start(Options::default()).await;
+    *h.fake.state.refuse_posts.lock().unwrap() = 100;
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "say it anyway", None);
+    // Quoting, then not quoting, then plain: three tries before giving up.
+    h.fake
+        .wait_until("three refused posts", |f| {
+            f.state.refused_posts.lock().unwrap().len() == 3
+        })
+        .await;
+    let store = h.store.clone();
+    let assistant = || {
+        let (key, meta) = store.list_conversations().unwrap().pop()?;
+        store
+            .recent_turns(&key, meta.epoch, 10)
+            .unwrap()
+            .into_iter()
+            .find(|t| t.role == Role::Assistant)
+    };
+    h.fake
+        .wait_until("the stored answer", |_| assistant().is_some())
+        .await;
+    let turn = assistant().unwrap();
+    assert_eq!(turn.text, "echo: say it anyway");
+    assert_eq!(
+        turn.status,
+        TurnStatus::Incomplete,
+        "an answer the user never saw is not history as said"
+    );
+    assert!(h.fake.messages_in(DM_CHANNEL).is_empty());
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("WARN") && l.contains("recorded as undelivered")),
+        "no WARN about the undelivered reply"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn replies_in_a_channel_start_in_the_order_their_messages_arrived() {
+    let h = start(Options::default()).await;
+    h.scripted
+        .on("slowly", Script::Slow(Duration::from_secs(3)));
+    h.say(
+        (ALICE, "Alice"),
+        DM_CHANNEL,
+        false,
+        "answer me slowly",
+        None,
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The core answers a command at once; its reply still waits for the earlier answer's start.
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "/help", None);
+    h.fake
+        .wait_until("two replies", |f| f.messages_in(DM_CHANNEL).len() == 2)
+        .await;
+    let texts = h.fake.messages_in(DM_CHANNEL);
+    assert_eq!(texts[0].1, "echo: answer me slowly", "{texts:?}");
+    assert!(
+        texts[1].1.contains("/reset"),
+        "the help text second: {texts:?}"
+    );
+    h.stop().await;
 }

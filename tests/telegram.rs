@@ -42,6 +42,8 @@ const GROUP: i64 = -100_555;
 struct TimedRouter {
     events: Vec<(Duration, ReplyEvent)>,
     seen: Mutex<Vec<CompletionRequest>>,
+    /// Instead of `events`: answer `answer to <prompt>` after a delay chosen per prompt.
+    delay: Option<fn(&str) -> Duration>,
 }
 
 impl TimedRouter {
@@ -49,6 +51,28 @@ impl TimedRouter {
         Arc::new(Self {
             events,
             seen: Mutex::default(),
+            delay: None,
+        })
+    }
+
+    /// `text` in pieces of `size` bytes (ASCII text), `gap` apart.
+    fn pieces(text: &str, size: usize, gap: Duration) -> Arc<Self> {
+        let pieces: Vec<String> = text
+            .as_bytes()
+            .chunks(size)
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        Self::drip(&refs, gap)
+    }
+
+    /// Answers each prompt with `answer to <prompt>` after `delay(prompt)`, so a later question can
+    /// be answered before an earlier one.
+    fn echo(delay: fn(&str) -> Duration) -> Arc<Self> {
+        Arc::new(Self {
+            events: Vec::new(),
+            seen: Mutex::default(),
+            delay: Some(delay),
         })
     }
 
@@ -83,8 +107,22 @@ fn finished() -> ReplyEvent {
 
 impl LlmRouter for TimedRouter {
     fn complete(&self, request: CompletionRequest) -> ReplyStream {
+        let events = match self.delay {
+            Some(delay) => {
+                let prompt = &request.prompt.content;
+                vec![
+                    (delay(prompt), ReplyEvent::Started(source())),
+                    (
+                        Duration::ZERO,
+                        ReplyEvent::Delta(format!("answer to {prompt}")),
+                    ),
+                    (Duration::ZERO, finished()),
+                ]
+            }
+            None => self.events.clone(),
+        };
         self.seen.lock().unwrap().push(request);
-        stream::iter(self.events.clone())
+        stream::iter(events)
             .then(|(delay, event)| async move {
                 tokio::time::sleep(delay).await;
                 event
@@ -316,13 +354,7 @@ fn long_reply(len: usize) -> String {
 async fn a_ten_thousand_char_reply_arrives_as_three_messages_with_fences_intact() {
     let fake = FakeTelegram::start().await;
     let reply = long_reply(10_000);
-    let pieces: Vec<String> = reply
-        .as_bytes()
-        .chunks(500)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    let router = TimedRouter::drip(&refs, Duration::from_millis(400));
+    let router = TimedRouter::pieces(&reply, 500, Duration::from_millis(400));
     let h = start(&fake, memory(), router, |_| {});
     fake.push_text(PRIVATE, PRIVATE, "Alice", "write a lot");
     fake.wait_until(WAIT, "three messages", |f| f.bot_texts(PRIVATE).len() == 3)
@@ -762,13 +794,7 @@ async fn in_groups_every_request_takes_its_own_pacer_slot_even_when_a_reply_roll
     // 30,000 characters in 1,000-character pieces every half second: the reply rolls over to a new
     // message every few seconds, so many flushes need an edit and a new message.
     let reply = long_reply(30_000);
-    let pieces: Vec<String> = reply
-        .as_bytes()
-        .chunks(1000)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    let router = TimedRouter::drip(&refs, Duration::from_millis(500));
+    let router = TimedRouter::pieces(&reply, 1000, Duration::from_millis(500));
     let h = start(&fake, memory(), router, |_| {});
     fake.push_text(GROUP, 11, "Bob", &format!("@{BOT_USERNAME} write a book"));
     fake.wait_until(WAIT, "first message", |f| sends(f, GROUP) == 1)
@@ -916,4 +942,200 @@ async fn a_burst_beyond_the_in_flight_bound_waits_at_telegram_and_is_answered_la
     assert_eq!(fetched(&fake), CHATS as usize);
     h.stop().await.unwrap();
     assert_clean(&fake);
+}
+
+/// The first message of each reply in `chat`, in the order they were sent, as the id of the question
+/// it quotes.
+fn first_messages_by_question(fake: &FakeTelegram, chat: i64) -> Vec<i64> {
+    fake.chat_calls(chat)
+        .iter()
+        .filter(|c| c.method == "sendmessage" && !c.faulted)
+        .filter_map(|c| c.body["reply_parameters"]["message_id"].as_i64())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_in_a_private_chat_is_answered_in_order_refusal_included() {
+    let fake = FakeTelegram::start().await;
+    // The later the question, the faster its answer; the third is refused by the rate limit at once.
+    let router = TimedRouter::echo(|p| match p {
+        "one" => Duration::from_millis(900),
+        _ => Duration::from_millis(100),
+    });
+    let h = start(&fake, memory(), router, |c| {
+        c.access.user_messages_per_minute = 2;
+    });
+    for q in ["one", "two", "three"] {
+        fake.push_text(PRIVATE, PRIVATE, "Alice", q);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fake.wait_until(WAIT, "three replies", |f| sends(f, PRIVATE) == 3)
+        .await;
+    h.stop().await.unwrap();
+    let firsts: Vec<String> = fake
+        .chat_calls(PRIVATE)
+        .iter()
+        .filter(|c| c.method == "sendmessage" && !c.faulted)
+        .map(|c| c.text().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(firsts[0], "answer to one", "{:#?}", fake.summary());
+    assert_eq!(firsts[1], "answer to two", "{:#?}", fake.summary());
+    assert!(
+        firsts[2].contains("faster than I can answer"),
+        "the refusal takes the third place: {:#?}",
+        fake.summary()
+    );
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn four_mentions_in_a_group_get_their_first_messages_in_arrival_order() {
+    let fake = FakeTelegram::start().await;
+    // Per-user conversations, so the four turns run at once; Dan's answer is ready first, Ann's last.
+    let router = TimedRouter::echo(|p| {
+        let rank = ["Ann", "Ben", "Ann", "Cat", "Dan"]
+            .iter()
+            .position(|n| p.starts_with(n))
+            .unwrap_or(0);
+        Duration::from_millis(400 - 100 * rank.min(3) as u64)
+    });
+    let h = start(&fake, memory(), router, |c| {
+        c.core.scope = switchboard::config::Scope::User;
+        c.access.user_messages_per_minute = 1; // Ann's second mention is refused at once
+    });
+    let mut asked = Vec::new();
+    for (user, name) in [
+        (21, "Ann"),
+        (22, "Ben"),
+        (21, "Ann"),
+        (23, "Cat"),
+        (24, "Dan"),
+    ] {
+        asked.push(fake.push_text(
+            GROUP,
+            user,
+            name,
+            &format!("@{BOT_USERNAME} hi from {name}"),
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    fake.wait_until(WAIT, "five replies", |f| {
+        first_messages_by_question(f, GROUP).len() == 5
+    })
+    .await;
+    h.stop().await.unwrap();
+    assert_eq!(
+        first_messages_by_question(&fake, GROUP),
+        asked,
+        "first messages out of arrival order: {:#?}",
+        fake.summary()
+    );
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_typing_call_never_delays_the_first_text() {
+    let fake = FakeTelegram::start().await;
+    // teloxide sleeps 10 s after a 5xx before it returns the error.
+    fake.fail_next("sendChatAction", Fault::ServerError);
+    let router = TimedRouter::drip(&["Hello", " there"], Duration::from_millis(500));
+    let h = start(&fake, memory(), router, |_| {});
+    let asked = Instant::now();
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "hi");
+    fake.wait_until(WAIT, "final text", |f| {
+        f.bot_texts(PRIVATE) == ["Hello there"]
+    })
+    .await;
+    h.stop().await.unwrap();
+    assert!(fake.calls_of("sendchataction")[0].faulted);
+    let first = fake.calls_of("sendmessage")[0].at;
+    assert!(
+        first - asked < Duration::from_secs(2),
+        "first text {:?} after the question: {:#?}",
+        first - asked,
+        fake.summary()
+    );
+    assert_clean(&fake);
+}
+
+/// `s` escaped for Telegram HTML, as the test measures it.
+fn escaped(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_code_heavy_reply_takes_the_fewest_messages_the_limit_allows() {
+    let fake = FakeTelegram::start().await;
+    let line = "if (a < b && c > d) { x &= y >> 2; }\n";
+    let mut code = String::new();
+    while code.len() < 10_000 - 10 {
+        code.push_str(line);
+    }
+    let reply = format!("```c\n{code}```");
+    let pieces: Vec<String> = code
+        .as_bytes()
+        .chunks(2000)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    let mut deltas = vec!["```c\n".to_owned()];
+    deltas.extend(pieces);
+    deltas.push("```".to_owned());
+    let refs: Vec<&str> = deltas.iter().map(String::as_str).collect();
+    let router = TimedRouter::drip(&refs, Duration::from_millis(300));
+    let h = start(&fake, memory(), router, |_| {});
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "code please");
+    fake.wait_until(WAIT, "the whole reply", |f| {
+        f.bot_texts(PRIVATE).concat().matches("x &amp;= y").count() == code.lines().count()
+    })
+    .await;
+    h.stop().await.unwrap();
+    let minimum = escaped(&reply).encode_utf16().count().div_ceil(4096);
+    assert_eq!(sends(&fake, PRIVATE), minimum, "{:#?}", fake.summary());
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runaway_reply_stops_at_the_message_cap_with_a_note() {
+    let fake = FakeTelegram::start().await;
+    let reply = long_reply(30_000);
+    let router = TimedRouter::pieces(&reply, 1000, Duration::from_millis(200));
+    let h = start(&fake, memory(), router, |c| {
+        c.telegram.max_reply_messages = 2
+    });
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "write a book");
+    fake.wait_until(WAIT, "the cap note", |f| {
+        f.bot_texts(PRIVATE)
+            .last()
+            .is_some_and(|t| t.contains("limit of 2 messages"))
+    })
+    .await;
+    h.stop().await.unwrap();
+    assert_eq!(sends(&fake, PRIVATE), 2, "{:#?}", fake.summary());
+    let texts = fake.bot_texts(PRIVATE);
+    assert!(
+        texts[1]
+            .ends_with("The answer was cut here: it reached the limit of 2 messages per reply."),
+        "{:?}",
+        texts[1]
+    );
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_that_render_to_nothing_get_the_empty_answer_note() {
+    for answer in [">", "```\n```", "[](https://example.com)"] {
+        let fake = FakeTelegram::start().await;
+        let router = TimedRouter::drip(&[answer], Duration::from_millis(100));
+        let h = start(&fake, memory(), router, |_| {});
+        fake.push_text(PRIVATE, PRIVATE, "Alice", "say nothing");
+        fake.wait_until(WAIT, "the empty-answer note", |f| {
+            f.bot_texts(PRIVATE) == ["(The model returned an empty answer.)"]
+        })
+        .await;
+        h.stop().await.unwrap();
+        assert_clean(&fake);
+    }
 }

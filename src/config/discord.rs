@@ -36,6 +36,10 @@ pub struct DiscordConfig {
     /// Minimum milliseconds between edits of a streamed reply; at least [`MIN_EDIT_INTERVAL_MS`]
     /// against Discord.
     pub edit_interval_ms: u64,
+    /// The most messages one reply may produce; a longer answer ends in the last with a note that it
+    /// was cut. 20 messages of 2,000 characters hold what Telegram's 10 do (about 40,000 characters),
+    /// beyond any chat answer, while a runaway model cannot flood a channel. 0 is read as 1.
+    pub max_reply_messages: usize,
 }
 
 impl Default for DiscordConfig {
@@ -49,6 +53,7 @@ impl Default for DiscordConfig {
             allowed_roles: Vec::new(),
             command_guilds: Vec::new(),
             edit_interval_ms: 1000,
+            max_reply_messages: 20,
         }
     }
 }

@@ -39,6 +39,11 @@ pub struct TelegramConfig {
     pub edit_interval_group_ms: u64,
     /// Stream replies by editing a message; off sends the answer once, complete.
     pub streaming: bool,
+    /// The most messages one reply may produce; a longer answer ends in the last with a note that it
+    /// was cut. 10 messages hold about 40,000 characters (some 10,000 tokens): beyond any chat answer
+    /// and any `max_tokens` sized for chat, so only a runaway model meets it, and it cannot flood a
+    /// chat (each message costs a flood-control slot, and every edit of it another). 0 is read as 1.
+    pub max_reply_messages: usize,
     /// Per-chat overrides by chat id.
     pub chats: BTreeMap<String, TelegramChatConfig>,
     /// The bot's @username for mention matching; `None` uses what `getMe` reports.
@@ -70,6 +75,7 @@ impl Default for TelegramConfig {
             edit_interval_private_ms: 1000,
             edit_interval_group_ms: 3500,
             streaming: true,
+            max_reply_messages: 10,
             chats: BTreeMap::new(),
             bot_username: None,
             poll_timeout_secs: 10,

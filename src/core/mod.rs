@@ -5,6 +5,7 @@
 
 mod access;
 mod commands;
+mod delivery;
 mod queue;
 mod turn;
 mod usage;
@@ -22,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 pub use self::access::Access;
 pub use self::commands::{CommandInfo, COMMANDS};
+pub use self::delivery::{Delivery, Receipt};
 pub use self::usage::UsageCounter;
 use crate::clock::{utc_day, SharedClock};
 use crate::config::{Config, Scope};
@@ -110,16 +112,41 @@ impl Core {
     /// the message (a command, a bug in a check) is contained: the user gets [`INTERNAL_ERROR_MESSAGE`]
     /// and the caller — an adapter's poll loop — carries on.
     pub fn handle(self: &Arc<Self>, inbound: Inbound) -> Option<ReplyStream> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle_inner(inbound)))
-            .unwrap_or_else(|_| {
-                tracing::error!(
-                    "a panic while handling a message was contained; the user got an error reply"
-                );
-                Some(failed(FailureKind::Internal, INTERNAL_ERROR_MESSAGE))
-            })
+        self.answer(inbound, None)
     }
 
-    fn handle_inner(self: &Arc<Self>, inbound: Inbound) -> Option<ReplyStream> {
+    /// [`Self::handle`] for an adapter that reports whether the user got the reply: a model answer
+    /// is stored as complete history only once the [`Receipt`] says delivered.
+    pub fn handle_with_receipt(
+        self: &Arc<Self>,
+        inbound: Inbound,
+    ) -> Option<(ReplyStream, Receipt)> {
+        let (receipt, verdict) = Receipt::pair();
+        self.answer(inbound, Some(verdict))
+            .map(|stream| (stream, receipt))
+    }
+
+    fn answer(
+        self: &Arc<Self>,
+        inbound: Inbound,
+        verdict: Option<oneshot::Receiver<Delivery>>,
+    ) -> Option<ReplyStream> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.handle_inner(inbound, verdict)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(
+                "a panic while handling a message was contained; the user got an error reply"
+            );
+            Some(failed(FailureKind::Internal, INTERNAL_ERROR_MESSAGE))
+        })
+    }
+
+    fn handle_inner(
+        self: &Arc<Self>,
+        inbound: Inbound,
+        verdict: Option<oneshot::Receiver<Delivery>>,
+    ) -> Option<ReplyStream> {
         if !inbound.addressed && inbound.chat_kind == ChatKind::Group {
             return None;
         }
@@ -161,7 +188,7 @@ impl Core {
                 "switchboard is restarting. Please send that again in a minute.",
             ));
         }
-        Some(self.start_turn(config, inbound, key, prompt))
+        Some(self.start_turn(config, inbound, key, prompt, verdict))
     }
 
     /// The commands, for `/help`, Telegram's `setMyCommands` and Discord slash commands.
@@ -264,6 +291,7 @@ impl Core {
         inbound: Inbound,
         key: ConversationKey,
         prompt: String,
+        verdict: Option<oneshot::Receiver<Delivery>>,
     ) -> ReplyStream {
         let (mut slot, cancel) = self.take_slot(&key, true);
         let previous = slot.previous.take();
@@ -306,6 +334,7 @@ impl Core {
                 key: key.clone(),
                 prompt,
                 cancel,
+                verdict,
             };
             turn::run(&core, spec, &tx).await;
         };

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::delivery::Delivery;
 use super::{usage, Core, RESTARTING_MESSAGE};
 use crate::config::Config;
 use crate::domain::{
@@ -27,6 +28,8 @@ pub(super) struct TurnSpec {
     pub key: ConversationKey,
     pub prompt: String,
     pub cancel: CancellationToken,
+    /// The adapter's delivery report, if it gives one: the answer is then stored after it.
+    pub verdict: Option<oneshot::Receiver<Delivery>>,
 }
 
 /// Runs one turn to its end, sending every event to `tx`. Never panics on its own; errors become
@@ -38,6 +41,7 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
         key,
         prompt,
         cancel,
+        verdict,
     } = spec;
     let shared_chat = inbound.chat_kind == ChatKind::Group;
     let author = shared_chat.then(|| inbound.sender.display_name.clone());
@@ -111,18 +115,14 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
             ReplyEvent::Delta(d) => text.push_str(d),
             ReplyEvent::Notice(_) => {}
             ReplyEvent::Finished(completion) => {
-                let completion = completion.clone();
+                let usage = completion.usage;
                 let answered_by = completion.source.clone().or(source);
-                store_answer(
-                    core,
-                    &key,
-                    epoch,
-                    &text,
-                    TurnStatus::Complete,
-                    answered_by.clone(),
-                );
-                usage::record(core, &inbound, answered_by.as_ref(), completion.usage);
-                let _ = tx.send(event).await;
+                let (status, unsent) = finished_status(tx, event, verdict).await;
+                store_answer(core, &key, epoch, &text, status, answered_by.clone());
+                usage::record(core, &inbound, answered_by.as_ref(), usage);
+                if let Some(event) = unsent {
+                    let _ = tx.send(event).await;
+                }
                 // Durable after every completed turn (sled would otherwise fsync within ~500 ms).
                 if let Err(e) = core.store.flush().await {
                     tracing::error!(error = %e, "flushing the store after a turn failed");
@@ -162,6 +162,25 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
     if let Err(e) = core.store.flush().await {
         tracing::error!(error = %e, "flushing the store after a cut turn failed");
     }
+}
+
+/// How a finished answer is stored. With the adapter's delivery report (`verdict`) the `Finished`
+/// event goes out first and the answer is complete only once the adapter says the user has it;
+/// without one it is complete at once and the event is returned, to be sent after storing.
+async fn finished_status(
+    tx: &mpsc::Sender<ReplyEvent>,
+    event: ReplyEvent,
+    verdict: Option<oneshot::Receiver<Delivery>>,
+) -> (TurnStatus, Option<ReplyEvent>) {
+    let Some(verdict) = verdict else {
+        return (TurnStatus::Complete, Some(event));
+    };
+    let _ = tx.send(event).await;
+    let status = match super::delivery::verdict(verdict).await {
+        Delivery::Delivered => TurnStatus::Complete,
+        Delivery::Undelivered => TurnStatus::Incomplete,
+    };
+    (status, None)
 }
 
 /// What a stopped turn tells its user: the shutdown cut's "restarting" note, else a `/cancel` or

@@ -1,9 +1,11 @@
 //! Platform adapters: each translates its platform's updates into [`crate::domain::Inbound`] and renders
 //! the core's reply events back (typing, paced edits, splitting, formatting). Adapters know nothing of
-//! each other; what they share (splitting long replies, Markdown handling) lives in [`render`].
+//! each other; what they share lives in [`render`] (splitting long replies, Markdown handling) and
+//! [`stream`] (the streaming renderer, behind a small per-platform `Surface`).
 
 pub mod discord;
 pub mod render;
+pub mod stream;
 pub mod telegram;
 pub mod terminal;
 

@@ -27,7 +27,14 @@ pub fn utf16_len(s: &str) -> usize {
 /// UTF-8 character. A chunk that ends inside a fenced code block gets the fence closed, and the next chunk
 /// reopens it with its language tag. Boundaries before the last chunk do not move when text is appended.
 pub fn split_message(text: &str, limit: usize) -> Vec<String> {
-    split_parts(text, limit)
+    split_weighted(text, limit, char::len_utf16)
+}
+
+/// [`split_message`] measuring each character by `weight` instead of its UTF-16 length: a platform
+/// that escapes characters when rendering (Telegram HTML: `<` is `&lt;`) passes the rendered length,
+/// so a cut is chosen by the length the platform will count.
+pub fn split_weighted(text: &str, limit: usize, weight: fn(char) -> usize) -> Vec<String> {
+    split_parts_weighted(text, limit, weight)
         .into_iter()
         .map(|p| format!("{}{}{}", p.opener, p.body, p.closer))
         .collect()
@@ -48,7 +55,14 @@ pub(crate) struct Part<'a> {
 type Fence = Option<String>;
 
 /// [`split_message`] before assembly, for tests that check nothing but fences was added.
+#[cfg(test)]
 pub(crate) fn split_parts(text: &str, limit: usize) -> Vec<Part<'_>> {
+    split_parts_weighted(text, limit, char::len_utf16)
+}
+
+/// [`split_parts`] with characters measured by `weight`.
+fn split_parts_weighted(text: &str, limit: usize, weight: fn(char) -> usize) -> Vec<Part<'_>> {
+    let measure = |s: &str| s.chars().map(weight).sum::<usize>();
     let limit = limit.max(MIN_SPLIT_LIMIT);
     let mut parts = Vec::new();
     let mut rest = text;
@@ -56,8 +70,8 @@ pub(crate) fn split_parts(text: &str, limit: usize) -> Vec<Part<'_>> {
     let mut at_line_start = true;
     loop {
         let opener = fence.as_ref().map_or_else(String::new, |info| reopen(info));
-        let room = limit - utf16_len(&opener);
-        if utf16_len(rest) <= room {
+        let room = limit - measure(&opener);
+        if measure(rest) <= room {
             parts.push(Part {
                 opener,
                 body: rest,
@@ -66,7 +80,7 @@ pub(crate) fn split_parts(text: &str, limit: usize) -> Vec<Part<'_>> {
             return parts;
         }
         let budget = room - CLOSER_RESERVE;
-        let window_end = prefix_within(rest, budget);
+        let window_end = prefix_within(rest, budget, weight);
         let cut = choose_cut(&rest[..window_end]);
         let body = &rest[..cut];
         let end_fence = scan_fences(body, fence.clone(), at_line_start);
@@ -95,11 +109,11 @@ fn reopen(info: &str) -> String {
     }
 }
 
-/// The largest byte index `i` (on a char boundary) with `utf16_len(&s[..i]) <= budget`.
-fn prefix_within(s: &str, budget: usize) -> usize {
+/// The largest byte index `i` (on a char boundary) whose prefix weighs at most `budget`.
+fn prefix_within(s: &str, budget: usize, weight: fn(char) -> usize) -> usize {
     let mut used = 0;
     for (i, c) in s.char_indices() {
-        used += c.len_utf16();
+        used += weight(c);
         if used > budget {
             return i;
         }

@@ -62,6 +62,13 @@ pub struct FakeState {
     pub retry_after: Mutex<f64>,
     /// When the 429s were sent.
     pub refused_at: Mutex<Vec<Instant>>,
+    /// Posts carrying a `message_reference` to refuse with 403 160002 (no permission to read the
+    /// history the reply would quote), as Discord does.
+    pub refuse_referenced_posts: Mutex<u32>,
+    /// Posts to refuse outright with 403 50013 (Missing Permissions).
+    pub refuse_posts: Mutex<u32>,
+    /// The posts refused so far (their bodies).
+    pub refused_posts: Mutex<Vec<Value>>,
     /// Close the gateway with this code right after IDENTIFY.
     pub close_on_identify: Mutex<Option<u16>>,
     pub identify: Mutex<Option<Value>>,
@@ -179,14 +186,48 @@ async fn create_message(
     Path(channel): Path<String>,
     uri: Uri,
     Json(body): Json<Value>,
-) -> Json<Value> {
+) -> Response {
+    if let Some(refusal) = refuse_post(&s, &body) {
+        return refusal;
+    }
     record(&s, Method::POST, &uri, body.clone());
     let id = s.next_id.fetch_add(1, Ordering::SeqCst).to_string();
     let content = body["content"].as_str().unwrap_or_default();
     let message = message_json(&id, &channel, bot_user(), content);
     s.created.lock().unwrap().push(message.clone());
     s.posted.notify_waiters();
-    Json(message)
+    Json(message).into_response()
+}
+
+/// A 403 for a post the test told the fake to refuse (see `refuse_referenced_posts`, `refuse_posts`).
+fn refuse_post(s: &FakeState, body: &Value) -> Option<Response> {
+    let (code, message) =
+        if body.get("message_reference").is_some() && take_one(&s.refuse_referenced_posts) {
+            (
+                160_002,
+                "Cannot reply without permission to read message history",
+            )
+        } else if take_one(&s.refuse_posts) {
+            (50_013, "Missing Permissions")
+        } else {
+            return None;
+        };
+    s.refused_posts.lock().unwrap().push(body.clone());
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            Json(json!({"message": message, "code": code})),
+        )
+            .into_response(),
+    )
+}
+
+/// Takes one from a countdown; false when it is at zero.
+fn take_one(counter: &Mutex<u32>) -> bool {
+    let mut n = counter.lock().unwrap();
+    let some = *n > 0;
+    *n = n.saturating_sub(1);
+    some
 }
 
 async fn edit_message(

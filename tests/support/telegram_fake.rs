@@ -68,6 +68,8 @@ pub enum Fault {
     Conflict,
     /// 401 Unauthorized.
     Unauthorized,
+    /// 500 Internal Server Error (teloxide sleeps 10 s after any 5xx before returning it).
+    ServerError,
 }
 
 #[derive(Default)]
@@ -397,7 +399,39 @@ fn fault_response(fault: Fault) -> Response {
             None,
         ),
         Fault::Unauthorized => error(401, "Unauthorized", None),
+        Fault::ServerError => error(500, "Internal Server Error", None),
     }
+}
+
+/// What Telegram refuses about a message text, judged as Telegram does: after entity parsing (HTML
+/// tags removed, entities decoded) the text must not be empty or blank, nor over 4096 UTF-16 units.
+fn refuse_text(body: &Value) -> Option<Response> {
+    let text = body["text"].as_str().unwrap_or("");
+    let visible = if body["parse_mode"].as_str() == Some("HTML") {
+        let mut out = String::new();
+        let mut in_tag = false;
+        for c in text.chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' if in_tag => in_tag = false,
+                c if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        out.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&")
+    } else {
+        text.to_owned()
+    };
+    if visible.trim().is_empty() {
+        return Some(error(400, "Bad Request: message text is empty", None));
+    }
+    if visible.encode_utf16().count() > 4096 {
+        return Some(error(400, "Bad Request: message is too long", None));
+    }
+    None
 }
 
 async fn unexpected_route(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
@@ -458,6 +492,9 @@ async fn handle(
         "sendmessage" => {
             let chat = body["chat_id"].as_i64().unwrap_or(0);
             let text = body["text"].as_str().unwrap_or("").to_owned();
+            if let Some(refused) = refuse_text(&body) {
+                return refused;
+            }
             let mut inner = shared.inner.lock().unwrap();
             let id = next_id(&mut inner, chat);
             if inner.record {
@@ -470,6 +507,9 @@ async fn handle(
             let chat = body["chat_id"].as_i64().unwrap_or(0);
             let id = body["message_id"].as_i64().unwrap_or(0);
             let text = body["text"].as_str().unwrap_or("").to_owned();
+            if let Some(refused) = refuse_text(&body) {
+                return refused;
+            }
             let mut inner = shared.inner.lock().unwrap();
             if inner.record {
                 match inner.messages.get(&(chat, id)) {

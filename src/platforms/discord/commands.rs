@@ -3,7 +3,6 @@
 //! as text commands: a deferred "thinking…" response, then the reply rendered into it and follow-ups.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use serenity::all::{CommandDataOptionValue, CommandInteraction};
@@ -198,19 +197,34 @@ pub(super) async fn handle(
         thread: scope.into_thread(),
     };
     let target = Target::Interaction {
+        channel_id: command.channel_id,
         application_id,
         token: command.token.clone(),
     };
-    let Some(stream) = shared.ctx.core.handle(inbound) else {
+    let Some((stream, receipt)) = shared.ctx.core.handle_with_receipt(inbound) else {
         let _ = rest
             .edit_interaction_message(application_id, &command.token, None, NOTHING_TO_SAY)
             .await;
         return;
     };
-    let interval = Duration::from_millis(config.discord.edit_interval_ms);
-    let rest = rest.clone();
+    let ticket = shared
+        .stage
+        .order
+        .ticket(super::render_key(command.channel_id));
+    let settings = super::render_settings(&config);
+    let (rest, stage) = (rest.clone(), shared.stage.clone());
     shared.tasks.spawn(async move {
-        render::render(&rest, target, stream, interval, &|_| {}).await;
+        let delivery = render::render(
+            rest,
+            stage,
+            ticket,
+            target,
+            stream,
+            settings,
+            Box::new(|_| {}),
+        )
+        .await;
+        receipt.report(delivery);
     });
 }
 

@@ -40,6 +40,7 @@ use crate::clock::SystemClock;
 use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
 use crate::exit::Fatal;
 use crate::health::ComponentHandle;
+use crate::platforms::stream::Stage;
 
 /// How many recent message ids are remembered to drop events the gateway replays after a resume
 /// (reliability row 14). A resume replays at most the events missed during a short drop — far fewer.
@@ -107,6 +108,8 @@ struct Shared {
     bot: OnceLock<BotIdentity>,
     /// Reply renders in flight; waited for on shutdown.
     tasks: TaskTracker,
+    /// Pacing and reply order of every channel.
+    stage: Arc<Stage>,
     /// Channel kinds already looked up (a channel never turns into a thread or back).
     channels: Mutex<HashMap<ChannelId, ChannelKind>>,
     status: ComponentHandle,
@@ -157,6 +160,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         rest: OnceLock::new(),
         bot: OnceLock::new(),
         tasks: TaskTracker::new(),
+        stage: Arc::new(Stage::default()),
         channels: Mutex::new(HashMap::new()),
         status: status.clone(),
         commands_registered: AtomicBool::new(false),
@@ -434,22 +438,28 @@ impl Shared {
             reply_to: reply_to.map(|id| id.to_string()),
             thread: scope.clone().and_then(Scope::into_thread),
         };
-        let Some(stream) = self.ctx.core.handle(inbound) else {
+        let Some((stream, receipt)) = self.ctx.core.handle_with_receipt(inbound) else {
             return;
         };
+        // Taken here, in the order the messages reached the core, so replies start in that order.
+        let ticket = self.stage.order.ticket(render_key(message.channel_id));
         let target = Target::Channel {
             channel_id: message.channel_id,
             reply_to: Some(message.id),
         };
-        let interval = Duration::from_millis(config.discord.edit_interval_ms);
+        let settings = render_settings(&config);
         let shared = self.clone();
+        let stage = self.stage.clone();
         self.tasks.spawn(async move {
-            let on_posted = |id: serenity::model::id::MessageId| {
+            let chains = shared.clone();
+            let on_posted = Box::new(move |id: serenity::model::id::MessageId| {
                 if let Some(scope) = &scope {
-                    shared.record_chain(&id.to_string(), scope);
+                    chains.record_chain(&id.to_string(), scope);
                 }
-            };
-            render::render(&rest, target, stream, interval, &on_posted).await;
+            });
+            let delivery =
+                render::render(rest, stage, ticket, target, stream, settings, on_posted).await;
+            receipt.report(delivery);
         });
     }
 
@@ -497,4 +507,18 @@ fn chat_of(channel_id: ChannelId, kind: ChannelKind) -> ChatRef {
         _ => channel_id,
     };
     ChatRef::new(Platform::Discord, chat.to_string())
+}
+
+/// A channel's key for pacing and reply order.
+fn render_key(channel_id: ChannelId) -> i64 {
+    i64::try_from(channel_id.get()).unwrap_or(i64::MAX)
+}
+
+/// How replies are rendered under `config`.
+fn render_settings(config: &crate::config::Config) -> crate::platforms::stream::Settings {
+    crate::platforms::stream::Settings {
+        streaming: true,
+        interval: Duration::from_millis(config.discord.edit_interval_ms),
+        max_messages: config.discord.max_reply_messages,
+    }
 }

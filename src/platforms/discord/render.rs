@@ -1,27 +1,23 @@
-//! Streams one reply into Discord: "typing…" until the first text, then one message edited with the
-//! growing text at most once per `edit_interval`, continued in new messages past 2000 characters, and a
-//! final edit with the complete text. A 429 moves the next write back by exactly `retry_after`; edits
-//! are coalesced meanwhile, so the final text always arrives.
+//! Discord's side of the shared streaming renderer ([`crate::platforms::stream`]): the model's
+//! Markdown as Discord renders it, cut at 2000 characters with code fences closed and reopened,
+//! posted and edited in a channel or a slash command's interaction, and "typing…", through [`Rest`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serenity::model::id::{ApplicationId, ChannelId, MessageId};
-use tokio::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::rest::{Rest, RestError};
-use crate::domain::{ReplyEvent, ReplyStream};
-use crate::platforms::render::split_message;
+use crate::domain::ReplyStream;
+use crate::platforms::stream::{
+    Chunk, Delivery, Draft, Post, Reply, Settings, Stage, Surface, Ticket, WriteError,
+};
 
 /// Discord's limit on a message's content, in characters (UTF-16 units to be safe).
 pub const MESSAGE_LIMIT: usize = 2000;
 /// Discord shows "typing…" for about ten seconds; repeating every eight keeps it on without gaps.
 pub const TYPING_REPEAT: Duration = Duration::from_secs(8);
-/// Attempts of the final write after non-429 failures (429s are always waited out): a transient error
-/// gets two more chances, a permanent one (message deleted, no permission) does not loop.
-const FINAL_ATTEMPTS: u32 = 3;
-/// Pause between those attempts.
-const FINAL_RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// Shown when a reply ends with nothing to show.
 const EMPTY_ANSWER: &str = "⚠️ The model returned an empty answer. Please try again.";
 
@@ -37,6 +33,8 @@ pub enum Target {
     },
     /// A slash command: the deferred response, then follow-ups.
     Interaction {
+        /// The channel the command was used in (its pacing and reply order).
+        channel_id: ChannelId,
         /// The application.
         application_id: ApplicationId,
         /// The interaction token (valid 15 minutes; a secret while valid, never logged).
@@ -44,220 +42,195 @@ pub enum Target {
     },
 }
 
-/// What a rendered reply produced.
-#[derive(Debug, Default)]
-pub struct Rendered {
-    /// The ids of the messages posted, in order.
-    pub messages: Vec<MessageId>,
-    /// The last text of each message.
-    pub texts: Vec<String>,
-}
+/// Called with each new message id as soon as it exists (for the reply-chain map).
+pub type OnPosted = Box<dyn Fn(MessageId) + Send + Sync>;
 
-struct Renderer<'a> {
-    rest: &'a Rest,
-    target: Target,
-    notices: Vec<String>,
-    answer: String,
-    failure: Option<String>,
-    sent: Vec<(MessageId, String)>,
-    next_write: Instant,
-    interval: Duration,
-    on_posted: &'a (dyn Fn(MessageId) + Send + Sync),
-}
-
-/// Renders `stream` to `target`; `on_posted` is called with each new message id as soon as it exists
-/// (for the reply-chain map). Returns when the reply is delivered or cannot be.
+/// Renders `stream` to `target` in the place `ticket` holds in the channel; returns whether the final
+/// text was delivered.
 pub async fn render(
-    rest: &Rest,
+    rest: Arc<Rest>,
+    stage: Arc<Stage>,
+    ticket: Ticket,
     target: Target,
-    mut stream: ReplyStream,
-    edit_interval: Duration,
-    on_posted: &(dyn Fn(MessageId) + Send + Sync),
-) -> Rendered {
-    let mut r = Renderer {
+    stream: ReplyStream,
+    settings: Settings,
+    on_posted: OnPosted,
+) -> Delivery {
+    let reference = matches!(
+        target,
+        Target::Channel {
+            reply_to: Some(_),
+            ..
+        }
+    );
+    let surface = Arc::new(DiscordSurface {
         rest,
         target,
-        notices: Vec::new(),
-        answer: String::new(),
-        failure: None,
-        sent: Vec::new(),
-        next_write: Instant::now(),
-        interval: edit_interval,
         on_posted,
-    };
-    r.typing().await;
-    let mut next_typing = Instant::now() + TYPING_REPEAT;
-    let mut dirty = false;
-    loop {
-        let waiting_for_text = r.sent.is_empty();
-        tokio::select! {
-            biased;
-            event = stream.next() => match event {
-                Some(ReplyEvent::Started(_)) => {}
-                Some(ReplyEvent::Notice(n)) => { r.notices.push(n); dirty = true; }
-                Some(ReplyEvent::Delta(d)) => { r.answer.push_str(&d); dirty = !r.answer.trim().is_empty() || dirty; }
-                Some(ReplyEvent::Finished(_)) => break,
-                Some(ReplyEvent::Failed(e)) => { r.failure = Some(e.message); break; }
-                None => {
-                    r.failure = Some("The answer was cut off unexpectedly.".into());
-                    break;
-                }
-            },
-            () = tokio::time::sleep_until(r.next_write), if dirty => {
-                if r.flush().await.is_ok() { dirty = false; }
-            }
-            () = tokio::time::sleep_until(next_typing), if waiting_for_text => {
-                r.typing().await;
-                next_typing = Instant::now() + TYPING_REPEAT;
+    });
+    Reply::new(surface, stage, ticket, settings, reference)
+        .run(stream)
+        .await
+}
+
+/// One reply's place on Discord.
+struct DiscordSurface {
+    rest: Arc<Rest>,
+    target: Target,
+    on_posted: OnPosted,
+}
+
+impl DiscordSurface {
+    fn channel_id(&self) -> ChannelId {
+        match &self.target {
+            Target::Channel { channel_id, .. } | Target::Interaction { channel_id, .. } => {
+                *channel_id
             }
         }
     }
-    r.finish().await;
-    Rendered {
-        messages: r.sent.iter().map(|(id, _)| *id).collect(),
-        texts: r.sent.into_iter().map(|(_, t)| t).collect(),
+}
+
+/// The renderer's view of a REST failure. `editing`: a 404 means the message is gone.
+fn map(error: RestError, editing: bool) -> WriteError {
+    match error {
+        RestError::RateLimited(wait) => WriteError::RetryAfter(wait),
+        // 400: the content itself (empty, too long, a bad form) — resend it another way.
+        RestError::Status { status: 400, .. } => WriteError::Rejected(error.to_string()),
+        RestError::Status { status: 404, .. } if editing => WriteError::Gone,
+        RestError::Status { status, .. } if status >= 500 => {
+            WriteError::Transient(error.to_string())
+        }
+        RestError::Transport(_) => WriteError::Transient(error.to_string()),
+        // 401/403/404 and answers we cannot read: a retry of the same call will not help.
+        RestError::Status { .. } | RestError::Decode(_) => WriteError::Permanent(error.to_string()),
     }
 }
 
-impl Renderer<'_> {
-    /// The whole reply as it should look now.
-    fn display(&self) -> String {
+impl Surface for DiscordSurface {
+    type Id = MessageId;
+
+    fn chat(&self) -> i64 {
+        i64::try_from(self.channel_id().get()).unwrap_or(i64::MAX)
+    }
+
+    /// Notices in italics, the answer, a failure note, or the empty-answer note for a finished reply
+    /// with nothing in it.
+    fn compose(&self, draft: &Draft) -> String {
         let mut out = String::new();
-        for n in &self.notices {
+        for n in &draft.notices {
             out.push('*');
             out.push_str(n.trim());
             out.push_str("*\n");
         }
-        if !self.notices.is_empty() && !self.answer.is_empty() {
+        if !draft.notices.is_empty() && !draft.answer.is_empty() {
             out.push('\n');
         }
-        out.push_str(self.answer.trim_end());
-        if let Some(f) = &self.failure {
+        out.push_str(draft.answer.trim_end());
+        if let Some(f) = &draft.failure {
             if !out.is_empty() {
                 out.push_str("\n\n");
             }
             out.push_str("⚠️ ");
             out.push_str(f.trim());
         }
-        if out.trim().is_empty() {
+        if draft.finished && out.trim().is_empty() {
             out = EMPTY_ANSWER.to_owned();
         }
         out
     }
 
-    async fn typing(&self) {
-        if let Target::Channel { channel_id, .. } = &self.target {
-            if let Err(e) = self.rest.typing(*channel_id).await {
-                tracing::debug!(error = %e, "discord: typing indicator failed");
-            }
-        }
+    fn chunks(&self, markdown: &str) -> Vec<Chunk> {
+        Chunk::markdown_split(markdown, MESSAGE_LIMIT)
     }
 
-    /// Brings the posted messages in line with the current text. On a 429 the next write is moved back
-    /// by `retry_after` and the error returned; the caller tries again with whatever text is current then.
-    async fn flush(&mut self) -> Result<(), RestError> {
-        let chunks = split_message(&self.display(), MESSAGE_LIMIT);
-        let result = self.write_chunks(&chunks).await;
-        let now = Instant::now();
-        self.next_write = match &result {
-            Err(RestError::RateLimited(wait)) => {
-                tracing::debug!(?wait, "discord: rate limited, delaying the next edit");
-                now + *wait
-            }
-            _ => now + self.interval,
-        };
-        if let Err(e) = &result {
-            if !matches!(e, RestError::RateLimited(_)) {
-                tracing::warn!(error = %e, "discord: could not update a reply");
-            }
-        }
-        result
+    /// Discord parses nothing it could reject: the plain form is the text itself, posted without the
+    /// reply reference.
+    fn plain(&self, markdown: &str) -> String {
+        markdown.to_owned()
     }
 
-    async fn write_chunks(&mut self, chunks: &[String]) -> Result<(), RestError> {
-        for (i, chunk) in chunks.iter().enumerate() {
-            if let Some((id, text)) = self.sent.get(i) {
-                if text != chunk {
-                    let id = *id;
-                    self.edit(i, id, chunk).await?;
-                    self.sent[i].1.clone_from(chunk);
-                }
-            } else {
-                let id = self.post(i, chunk).await?;
-                self.sent.push((id, chunk.clone()));
-                (self.on_posted)(id);
-            }
-        }
-        Ok(())
+    fn empty_note(&self) -> &'static str {
+        EMPTY_ANSWER
     }
 
-    async fn post(&self, index: usize, content: &str) -> Result<MessageId, RestError> {
-        match &self.target {
+    fn typing_repeat(&self) -> Duration {
+        TYPING_REPEAT
+    }
+
+    /// serenity's rate limiter queues requests itself; no slot of ours is needed.
+    async fn write_slot(&self) -> Option<OwnedSemaphorePermit> {
+        None
+    }
+
+    async fn send(&self, post: Post<'_>) -> Result<MessageId, WriteError> {
+        let posted = match &self.target {
             Target::Channel {
                 channel_id,
                 reply_to,
             } => {
-                // Only the first message is a reply; continuations follow it.
-                let reply_to = if index == 0 { *reply_to } else { None };
+                let reply_to = reply_to.filter(|_| post.reference);
                 self.rest
-                    .create_message(*channel_id, content, reply_to)
+                    .create_message(*channel_id, post.text, reply_to)
                     .await
             }
             Target::Interaction {
                 application_id,
                 token,
-            } if index == 0 => {
+                ..
+            } if post.index == 0 => {
                 self.rest
-                    .edit_interaction_message(*application_id, token, None, content)
+                    .edit_interaction_message(*application_id, token, None, post.text)
                     .await
             }
             Target::Interaction {
                 application_id,
                 token,
+                ..
             } => {
                 self.rest
-                    .interaction_followup(*application_id, token, content)
+                    .interaction_followup(*application_id, token, post.text)
                     .await
             }
-        }
+        };
+        let id = posted.map_err(|e| map(e, false))?;
+        (self.on_posted)(id);
+        Ok(id)
     }
 
-    async fn edit(&self, index: usize, id: MessageId, content: &str) -> Result<(), RestError> {
-        match &self.target {
+    async fn edit(
+        &self,
+        index: usize,
+        id: MessageId,
+        text: &str,
+        _rich: bool,
+    ) -> Result<(), WriteError> {
+        let edited = match &self.target {
             Target::Channel { channel_id, .. } => {
-                self.rest.edit_message(*channel_id, id, content).await
+                self.rest.edit_message(*channel_id, id, text).await
             }
             Target::Interaction {
                 application_id,
                 token,
+                ..
             } => {
                 let which = if index == 0 { None } else { Some(id) };
                 self.rest
-                    .edit_interaction_message(*application_id, token, which, content)
+                    .edit_interaction_message(*application_id, token, which, text)
                     .await
                     .map(drop)
             }
-        }
+        };
+        edited.map_err(|e| map(e, true))
     }
 
-    /// Writes the complete text: waits out 429s (exactly `retry_after` each), retries other failures a
-    /// few times.
-    async fn finish(&mut self) {
-        let mut failures = 0;
-        loop {
-            tokio::time::sleep_until(self.next_write).await;
-            match self.flush().await {
-                Ok(()) => return,
-                Err(RestError::RateLimited(_)) => {}
-                Err(e) => {
-                    failures += 1;
-                    if failures >= FINAL_ATTEMPTS {
-                        tracing::error!(error = %e, "discord: giving up on delivering a reply");
-                        return;
-                    }
-                    self.next_write = Instant::now() + FINAL_RETRY_PAUSE;
-                }
-            }
+    async fn typing(&self) -> Result<(), WriteError> {
+        match &self.target {
+            Target::Channel { channel_id, .. } => self
+                .rest
+                .typing(*channel_id)
+                .await
+                .map_err(|e| map(e, false)),
+            Target::Interaction { .. } => Ok(()),
         }
     }
 }

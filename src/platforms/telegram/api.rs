@@ -14,9 +14,10 @@ use teloxide::types::{
     Update,
 };
 use teloxide::{ApiError, Bot, RequestError};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// At most this many sends, edits and "typing" requests are in flight at once; more wait their turn.
+/// At most this many sends and edits are in flight at once; more wait their turn. ("typing" takes no
+/// slot: it is only a hint and must never hold text up.)
 /// Telegram accepts about 30 messages a second per bot, so a few dozen requests in flight already
 /// saturate it from anywhere; without a bound a burst of a thousand replies opens a thousand
 /// connections, and their buffers were most of the daemon's peak memory (docs/bench-telegram.md).
@@ -46,6 +47,10 @@ pub enum ApiFailure {
     /// An edit with the text the message already has: counts as success.
     #[error("message is not modified")]
     NotModified,
+    /// Telegram found no text left after parsing the entities (HTML that shows nothing): resend as
+    /// plain text, or the empty-answer note.
+    #[error("the message text is empty")]
+    EmptyText,
     /// Telegram rejected the HTML: resend as plain text.
     #[error("Telegram could not parse the formatting")]
     CantParseEntities,
@@ -103,6 +108,7 @@ impl Api {
             RequestError::Api(api) => match api {
                 ApiError::MessageNotModified => ApiFailure::NotModified,
                 ApiError::CantParseEntities(_) => ApiFailure::CantParseEntities,
+                ApiError::MessageTextIsEmpty => ApiFailure::EmptyText,
                 ApiError::MessageIsTooLong | ApiError::EditedMessageIsTooLong => {
                     ApiFailure::TooLong
                 }
@@ -128,6 +134,8 @@ impl Api {
                         ApiFailure::NotModified
                     } else if lower.contains("can't parse entities") {
                         ApiFailure::CantParseEntities
+                    } else if lower.contains("text is empty") {
+                        ApiFailure::EmptyText
                     } else if lower.contains("too long") {
                         ApiFailure::TooLong
                     } else if lower.contains("message to edit not found") {
@@ -209,7 +217,14 @@ impl Api {
         request.await.map_err(|e| self.classify(e))
     }
 
-    /// Sends `text` (HTML when `html`), optionally as a reply; returns the new message's id.
+    /// One of the [`MAX_WRITES_IN_FLIGHT`] write slots; the renderer holds it around each send or edit
+    /// (and takes the chat's pacing slot only once it has it).
+    pub async fn write_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.writes.clone().acquire_owned().await.ok()
+    }
+
+    /// Sends `text` (HTML when `html`), optionally as a reply; returns the new message's id. The caller
+    /// holds a [`Self::write_slot`].
     pub async fn send_text(
         &self,
         chat: ChatId,
@@ -217,7 +232,6 @@ impl Api {
         html: bool,
         reply_to: Option<MessageId>,
     ) -> Result<MessageId, ApiFailure> {
-        let _slot = self.writes.acquire().await;
         let mut request = self.bot.send_message(chat, text);
         if html {
             request = request.parse_mode(ParseMode::Html);
@@ -229,7 +243,7 @@ impl Api {
         request.await.map(|m| m.id).map_err(|e| self.classify(e))
     }
 
-    /// Replaces a message's text (HTML when `html`).
+    /// Replaces a message's text (HTML when `html`). The caller holds a [`Self::write_slot`].
     pub async fn edit_text(
         &self,
         chat: ChatId,
@@ -237,7 +251,6 @@ impl Api {
         text: &str,
         html: bool,
     ) -> Result<(), ApiFailure> {
-        let _slot = self.writes.acquire().await;
         let mut request = self.bot.edit_message_text(chat, id, text);
         if html {
             request = request.parse_mode(ParseMode::Html);
@@ -245,9 +258,8 @@ impl Api {
         request.await.map(|_| ()).map_err(|e| self.classify(e))
     }
 
-    /// Shows "typing…" in `chat` (for about 5 s, or until the bot sends a message).
+    /// Shows "typing…" in `chat` (for about 5 s, or until the bot sends a message). Takes no write slot.
     pub async fn typing(&self, chat: ChatId) -> Result<(), ApiFailure> {
-        let _slot = self.writes.acquire().await;
         self.bot
             .send_chat_action(chat, ChatAction::Typing)
             .await
@@ -308,5 +320,17 @@ mod tests {
             ApiFailure::MessageGone
         );
         assert!(!ApiFailure::MessageGone.is_transient());
+        // HTML that shows nothing after entity parsing: resent as plain text, never retried as is.
+        assert_eq!(
+            api.classify(RequestError::Api(ApiError::MessageTextIsEmpty)),
+            ApiFailure::EmptyText
+        );
+        assert_eq!(
+            api.classify(RequestError::Api(ApiError::Unknown(
+                "Bad Request: text must be non-empty; message text is empty".into()
+            ))),
+            ApiFailure::EmptyText
+        );
+        assert!(!ApiFailure::EmptyText.is_transient());
     }
 }

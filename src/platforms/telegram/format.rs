@@ -7,14 +7,17 @@
 
 use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
 
-use crate::platforms::render::{split_message, utf16_len};
+use crate::platforms::render::{split_weighted, utf16_len};
 
 /// Telegram's limit on a message's text, in UTF-16 code units.
 pub const TELEGRAM_MESSAGE_LIMIT: usize = 4096;
 
-/// Markdown is cut into pieces of this many units before rendering. The margin below 4096 absorbs what
-/// rendering usually adds (tags, `&amp;`); a piece whose HTML still exceeds the limit is cut again.
-pub const MARKDOWN_CHUNK: usize = 3800;
+/// Markdown is cut into pieces of this many units before rendering, each character weighed by what it
+/// becomes in HTML ([`html_weight`]: `<` as the 4 units of `&lt;`, the backticks of a code block as
+/// its tags), so code full of `<`, `>` and `&` is cut by the length Telegram gets, not its source
+/// length. The margin below 4096 absorbs what the weights miss (a blockquote's or a link's tags,
+/// italics); a piece whose HTML still exceeds the limit is cut again.
+pub const MARKDOWN_CHUNK: usize = 4000;
 
 /// Re-cutting a piece whose HTML is too long stops after this many rounds (each at least shrinks the
 /// piece by a tenth); what still does not fit is sent as plain text.
@@ -33,7 +36,7 @@ pub struct Chunk {
 /// `MARKDOWN_CHUNK`-sized piece are stable as text is appended, so streaming can roll over.
 pub fn telegram_chunks(markdown: &str) -> Vec<Chunk> {
     let mut out = Vec::new();
-    for piece in split_message(markdown, MARKDOWN_CHUNK) {
+    for piece in split_weighted(markdown, MARKDOWN_CHUNK, html_weight) {
         fit(piece, MARKDOWN_CHUNK, 0, &mut out);
     }
     out
@@ -58,9 +61,47 @@ fn fit(piece: String, limit: usize, round: usize, out: &mut Vec<Chunk>) {
     }
     // Shrink in proportion to the overshoot, with a tenth to spare.
     let smaller = (limit * TELEGRAM_MESSAGE_LIMIT / len) * 9 / 10;
-    for sub in split_message(&piece, smaller) {
+    for sub in split_weighted(&piece, smaller, html_weight) {
         fit(sub, smaller, round + 1, out);
     }
+}
+
+/// About how many UTF-16 units `c` becomes in Telegram HTML: its escape (see [`escape_html`]), or its
+/// share of the tags the Markdown it marks up turns into (`**b**` → `<b>b</b>`, a backtick of a
+/// fence → `<pre><code class="…">`/`</code></pre>`). Characters that are mostly literal in code
+/// (`_`, brackets) weigh what they are; the links and italics they sometimes mark up fit in the
+/// margin of [`MARKDOWN_CHUNK`].
+fn html_weight(c: char) -> usize {
+    match c {
+        '&' => 5,
+        '<' | '>' => 4,
+        '"' => 6,
+        '`' => 7,
+        '*' | '~' => 2,
+        c => c.len_utf16(),
+    }
+}
+
+/// Whether `markdown` shows no text at all once rendered (`>`, an empty code block, `[](https://…)`):
+/// Telegram refuses such a message ("message text is empty").
+pub fn shows_nothing(markdown: &str) -> bool {
+    html_shows_nothing(&markdown_to_html(markdown))
+}
+
+/// Whether Telegram HTML shows no text once its tags are parsed away.
+pub fn html_shows_nothing(html: &str) -> bool {
+    let mut in_tag = false;
+    !html.chars().any(|c| match c {
+        '<' => {
+            in_tag = true;
+            false
+        }
+        '>' if in_tag => {
+            in_tag = false;
+            false
+        }
+        c => !in_tag && !c.is_whitespace(),
+    })
 }
 
 /// Escapes text for Telegram HTML.

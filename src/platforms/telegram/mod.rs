@@ -26,12 +26,13 @@ use tokio_util::task::TaskTracker;
 use self::api::{Api, ApiFailure};
 use self::inbound::{translate, BotIdentity};
 use self::ledger::Ledger;
-use self::reply::{Pacer, Reply, ReplySettings};
+use self::reply::TelegramSurface;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::core::Core;
 use crate::exit::Fatal;
 use crate::health::ComponentHandle;
+use crate::platforms::stream::{Reply, Settings, Stage};
 use crate::platforms::{AdapterContext, PlatformAdapter};
 use crate::secrets::fingerprint;
 
@@ -86,7 +87,8 @@ struct Poller {
     api: Api,
     core: Arc<Core>,
     ledger: Ledger,
-    pacer: Arc<Pacer>,
+    /// Pacing and reply order of every chat.
+    stage: Arc<Stage>,
     me: BotIdentity,
     tracker: TaskTracker,
     /// One permit per reply in flight ([`MAX_REPLIES_IN_FLIGHT`]).
@@ -107,7 +109,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         api,
         core: ctx.core.clone(),
         ledger,
-        pacer: Arc::new(Pacer::default()),
+        stage: Arc::new(Stage::default()),
         me,
         tracker: TaskTracker::new(),
         replies: Arc::new(Semaphore::new(MAX_REPLIES_IN_FLIGHT)),
@@ -291,31 +293,29 @@ impl Poller {
             return;
         }
         let direct = msg.chat.is_private();
-        let Some(stream) = self.core.handle(inbound) else {
+        let Some((stream, receipt)) = self.core.handle_with_receipt(inbound) else {
             return;
         };
+        // Taken here, in the order the messages arrived, so the chat's replies start in that order.
+        let ticket = self.stage.order.ticket(chat.0);
         self.ledger.record(chat.0, msg.id.0);
         let interval = Duration::from_millis(if direct {
             config.telegram.edit_interval_private_ms
         } else {
             config.telegram.edit_interval_group_ms
         });
-        let settings = ReplySettings {
+        let settings = Settings {
             streaming: config.telegram.streaming(&chat_key),
             interval,
+            max_messages: config.telegram.max_reply_messages,
         };
         // In groups the answer quotes the question, so it is clear whom it answers.
         let reply_to: Option<MessageId> = (!direct).then_some(msg.id);
-        let reply = Reply::new(
-            self.api.clone(),
-            self.pacer.clone(),
-            chat,
-            reply_to,
-            settings,
-        );
+        let surface = Arc::new(TelegramSurface::new(self.api.clone(), chat, reply_to));
+        let reply = Reply::new(surface, self.stage.clone(), ticket, settings, !direct);
         let in_flight = room.split(1);
         self.tracker.spawn(async move {
-            reply.run(stream).await;
+            receipt.report(reply.run(stream).await);
             drop(in_flight);
         });
     }
