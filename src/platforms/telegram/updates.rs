@@ -67,7 +67,9 @@ pub fn decode(body: &[u8]) -> Result<Batch, DecodeError> {
             .get("update_id")
             .and_then(Value::as_u64)
             .and_then(|id| u32::try_from(id).ok());
-        (id, serde_json::from_value::<Update>(value).ok())
+        // Through text, not `from_value`: teloxide's `UpdateKind` wants borrowed keys, which an owned
+        // `Value` cannot lend, so it would decode every update as an error.
+        (id, serde_json::from_str::<Update>(&value.to_string()).ok())
     })))
 }
 
