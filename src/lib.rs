@@ -23,7 +23,9 @@
 //! | [`sim`] | simulated OpenRouter and Ollama servers for the demo, tests and benchmarks |
 //! | [`daemon`] | wiring, signals, systemd notify/watchdog, reload |
 //! | [`cli`] | the command line |
+//! | [`body`] | reading HTTP bodies under a byte cap |
 
+pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;

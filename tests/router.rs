@@ -764,3 +764,51 @@ async fn paid_off_and_free_only_never_send_a_paid_request() {
         assert!(!rig.router.status().tiers[1].enabled);
     }
 }
+
+/// A provider that streams `data:` lines forever without the blank line that ends the event (issue 11:
+/// memory grew to 277 MB). After the first words the turn ends with the interrupted note; the client
+/// stops reading once the event passes its cap, so the endless body is abandoned after about the cap
+/// (plus what the sockets buffer), not read forever. Before the first word, the same fault only costs
+/// that attempt: the next candidate answers.
+#[tokio::test]
+async fn an_endless_sse_event_is_cut_at_its_cap_with_the_interrupted_note() {
+    use switchboard::providers::sse::MAX_EVENT_BYTES;
+    /// Loopback socket buffers and the simulator's channel hold a few MiB at most.
+    const IN_FLIGHT_SLACK: u64 = 16 * 1024 * 1024;
+    let rig = rig(&["a1"], 50, |_| {}).await;
+    rig.openrouter.push_fault(Fault::Unterminated { after: 2 });
+    let events = ask(&rig.router, "c").await;
+    let deltas = events
+        .iter()
+        .filter(|e| matches!(e, ReplyEvent::Delta(_)))
+        .count();
+    assert_eq!(deltas, 2, "{events:?}");
+    match events.last() {
+        Some(ReplyEvent::Failed(f)) => assert_eq!(f.kind, FailureKind::Interrupted),
+        other => panic!("expected the interrupted note, got {other:?}"),
+    }
+    let real_deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rig.openrouter.endless().open > 0 {
+        assert!(
+            std::time::Instant::now() < real_deadline,
+            "the client never hung up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let stats = rig.openrouter.endless();
+    assert_eq!(stats.started, 1);
+    assert!(stats.bytes_sent >= MAX_EVENT_BYTES as u64, "{stats:?}");
+    assert!(
+        stats.bytes_sent <= MAX_EVENT_BYTES as u64 + IN_FLIGHT_SLACK,
+        "read on past the cap: {stats:?}"
+    );
+
+    rig.openrouter.push_fault(Fault::Unterminated { after: 0 });
+    let events = ask(&rig.router, "c").await;
+    assert!(
+        matches!(events.last(), Some(ReplyEvent::Finished(_))),
+        "{events:?}"
+    );
+    assert_eq!(rig.openrouter.endless().started, 2);
+    assert!(rig.openrouter.unexpected().is_empty());
+}

@@ -141,6 +141,7 @@ impl LlmRouter for TimedRouter {
 struct Harness {
     intake: CancellationToken,
     task: JoinHandle<Result<(), Fatal>>,
+    health: Health,
 }
 
 fn config(fake: &FakeTelegram, tweak: impl FnOnce(&mut Config)) -> Config {
@@ -183,16 +184,21 @@ fn start(
     );
     let (_tx, rx) = watch::channel(config);
     let intake = CancellationToken::new();
+    let health = Health::new();
     let ctx = AdapterContext {
         core,
         store,
-        health: Health::new(),
+        health: health.clone(),
         config: rx,
         intake: intake.clone(),
     };
     let adapter = Box::new(TelegramAdapter::new(SecretString::from(TOKEN)));
     let task = tokio::spawn(adapter.run(ctx));
-    Harness { intake, task }
+    Harness {
+        intake,
+        task,
+        health,
+    }
 }
 
 fn memory() -> Arc<dyn Store> {
@@ -1138,4 +1144,115 @@ async fn answers_that_render_to_nothing_get_the_empty_answer_note() {
         h.stop().await.unwrap();
         assert_clean(&fake);
     }
+}
+
+/// One update teloxide could not decode used to stop Telegram intake for every chat, forever, and log
+/// the raw body on each retry (issue 11). Now a lone surrogate escape in a text is repaired (U+FFFD) and
+/// answered, an update that still does not decode is skipped once with one WARN naming its id, the
+/// other chats of the same batch and later ones are answered, and no user's name or text is logged.
+#[tokio::test(start_paused = true)]
+async fn an_undecodable_update_is_skipped_once_and_every_other_chat_is_answered() {
+    let capture = capture();
+    let fake = FakeTelegram::start().await;
+    let h = start(&fake, memory(), ScriptedRouter::new(), |_| {});
+    let chats = [PRIVATE + 40, PRIVATE + 41, PRIVATE + 42, PRIVATE + 43];
+    // One batch: nothing awaits between the pushes, so the adapter cannot poll in between.
+    fake.push_text(
+        chats[0],
+        chats[0],
+        "Quentin-secret-name",
+        "before the bad one",
+    );
+    let lone = fake.push_raw_text(
+        chats[1],
+        chats[1],
+        "Quentin-secret-name",
+        r"secret-lone \ud800 text",
+    );
+    let broken = fake.push_raw_json(|id| {
+        format!(
+            r#"{{"update_id":{id},"message":{{"message_id":"not a number","date":1700000000,"chat":{{"id":{},"type":"private","first_name":"Quentin-secret-name"}},"text":"secret-broken-text"}}}}"#,
+            chats[2]
+        )
+    });
+    fake.push_text(
+        chats[3],
+        chats[3],
+        "Quentin-secret-name",
+        "after the bad one",
+    );
+    fake.wait_until(WAIT, "the batch answered", |f| {
+        sends(f, chats[0]) == 1 && sends(f, chats[1]) == 1 && sends(f, chats[3]) == 1
+    })
+    .await;
+    assert!(
+        fake.bot_texts(chats[1])[0].contains("secret-lone \u{fffd} text"),
+        "{:?}",
+        fake.bot_texts(chats[1])
+    );
+    let later = PRIVATE + 44;
+    fake.push_text(later, later, "Quentin-secret-name", "a later message");
+    fake.wait_until(WAIT, "a later message answered", |f| sends(f, later) == 1)
+        .await;
+    h.stop().await.unwrap();
+    assert_eq!(sends(&fake, chats[2]), 0);
+    assert_eq!(
+        fake.deliveries(broken),
+        1,
+        "skipped once, never fetched again"
+    );
+    assert_eq!(fake.deliveries(lone), 1);
+    assert!(fake.acked_offset() > broken);
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let warned: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("skipping an update that cannot be decoded"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+    assert!(
+        warned[0].contains(&format!("update_id={broken}")),
+        "{}",
+        warned[0]
+    );
+    for private in ["secret-lone", "secret-broken-text", "Quentin-secret-name"] {
+        assert!(!logs.contains(private), "{private} reached the logs");
+    }
+    assert_clean(&fake);
+}
+
+/// A `getUpdates` that keeps failing for minutes is reported as degraded (what `STATUS=` shows is the
+/// components' summary) while the loop still beats; once it works again the status says polling and
+/// messages are answered.
+#[tokio::test(start_paused = true)]
+async fn a_poll_loop_failing_for_minutes_is_degraded_and_recovers() {
+    let fake = FakeTelegram::start().await;
+    // Backoff 0.5, 1, 2 … 30 s: the tenth failure comes about two minutes after the first.
+    for _ in 0..13 {
+        fake.fail_next("getUpdates", Fault::BadGateway);
+    }
+    let h = start(&fake, memory(), ScriptedRouter::new(), |_| {});
+    fake.wait_until(WAIT, "reported degraded", |_| {
+        h.health.degraded() == ["telegram"]
+    })
+    .await;
+    let summary = h.health.summary();
+    assert!(
+        summary.contains("telegram: degraded: getUpdates failing for 2 min"),
+        "{summary}"
+    );
+    assert!(
+        h.health.stale(Duration::from_secs(60)).is_empty(),
+        "degraded, not hung: the watchdog keeps being fed"
+    );
+    fake.wait_until(WAIT, "recovered", |_| {
+        h.health.degraded().is_empty() && h.health.summary() == "telegram: polling"
+    })
+    .await;
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "still there?");
+    fake.wait_until(WAIT, "answered", |f| sends(f, PRIVATE) == 1)
+        .await;
+    h.stop().await.unwrap();
+    assert_clean(&fake);
 }

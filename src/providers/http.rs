@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::sanitize::sanitize_message;
 use super::{ParsedEvent, ProviderError, ProviderStream, StreamParser};
+use crate::body::BodyError;
 use crate::clock::SharedClock;
 use crate::config::providers::RouterConfig;
 
@@ -207,23 +208,17 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
 }
 
 async fn read_limited(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     deadline: Instant,
     limit: usize,
 ) -> Result<Vec<u8>, ProviderError> {
-    let mut body = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, response.chunk()).await {
-            Err(_) => return Err(ProviderError::Timeout),
-            Ok(Err(e)) => return Err(body_error(e)),
-            Ok(Ok(None)) => return Ok(body),
-            Ok(Ok(Some(chunk))) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(ProviderError::Malformed("response body too large".into()));
-                }
-                body.extend_from_slice(&chunk);
-            }
+    match tokio::time::timeout_at(deadline, crate::body::read_capped(response, limit)).await {
+        Err(_) => Err(ProviderError::Timeout),
+        Ok(Err(BodyError::Read(e))) => Err(body_error(e)),
+        Ok(Err(BodyError::TooLarge { .. })) => {
+            Err(ProviderError::Malformed("response body too large".into()))
         }
+        Ok(Ok(body)) => Ok(body),
     }
 }
 

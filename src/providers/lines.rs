@@ -71,6 +71,17 @@ impl LineSplitter {
     pub fn take_partial(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.partial)
     }
+
+    /// Bytes held for the unfinished line (its allocation, not just its length): what a stream that
+    /// never ends a line can make us keep. Never much more than [`MAX_LINE_BYTES`] plus one chunk.
+    pub fn buffered_bytes(&self) -> usize {
+        self.partial.capacity()
+    }
+
+    /// Drops the unfinished line and its allocation (the stream failed; nothing more will be parsed).
+    pub fn release(&mut self) {
+        *self = Self::default();
+    }
 }
 
 #[cfg(test)]

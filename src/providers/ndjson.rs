@@ -30,6 +30,12 @@ impl NdjsonParser {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Bytes held for the unfinished line (its allocation): bounded by
+    /// [`super::lines::MAX_LINE_BYTES`] plus one chunk, whatever the stream sends.
+    pub fn buffered_bytes(&self) -> usize {
+        self.lines.buffered_bytes()
+    }
 }
 
 impl StreamParser for NdjsonParser {
@@ -41,6 +47,10 @@ impl StreamParser for NdjsonParser {
         let pushed = self.lines.push(chunk, |line| state.on_line(line, out));
         if pushed.is_err() && !state.ended {
             state.fail(out, ProviderError::Malformed("line too long".into()));
+        }
+        if self.state.ended {
+            // A failed stream is read no further: give the buffer back at once.
+            self.lines.release();
         }
     }
 
@@ -240,6 +250,37 @@ mod tests {
             parse_all(NdjsonParser::new(), [cut]).last(),
             Some(&Err(ProviderError::Truncated))
         );
+    }
+
+    #[test]
+    fn a_line_that_never_ends_is_refused_and_its_buffer_released() {
+        use crate::providers::lines::MAX_LINE_BYTES;
+        let mut parser = NdjsonParser::new();
+        let mut out = Vec::new();
+        let mut first =
+            b"{\"model\":\"m\",\"message\":{\"content\":\"a\"},\"done\":false}\n".to_vec();
+        first.extend_from_slice(b"{\"message\":{\"content\":\"");
+        parser.feed(&first, &mut out);
+        let chunk = vec![b'x'; 64 * 1024];
+        let (mut fed, mut most) = (0, 0);
+        while !parser.is_finished() {
+            parser.feed(&chunk, &mut out);
+            fed += chunk.len();
+            most = most.max(parser.buffered_bytes());
+            assert!(fed <= MAX_LINE_BYTES + chunk.len(), "never refused");
+        }
+        assert!(
+            most <= 2 * (MAX_LINE_BYTES + chunk.len()),
+            "held {most} bytes"
+        );
+        assert_eq!(parser.buffered_bytes(), 0, "released once failed");
+        assert!(matches!(
+            out.as_slice(),
+            [Ok(ProviderEvent::Model(_)), Ok(ProviderEvent::Delta(_)), Err(ProviderError::Malformed(m))] if m.contains("too long")
+        ));
+        parser.feed(&chunk, &mut out);
+        parser.finish(&mut out);
+        assert_eq!(out.len(), 3, "nothing after the error");
     }
 
     proptest! {

@@ -9,10 +9,17 @@
 use serde::Deserialize;
 
 use super::http::map_stream_error;
-use super::lines::LineSplitter;
+use super::lines::{LineSplitter, MAX_LINE_BYTES};
 use super::sanitize::sanitize_message;
 use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
 use crate::domain::Usage;
+
+/// The largest event (its `data:` lines joined) accepted. A chat-completion chunk is a few hundred bytes
+/// and a whole answer sent as one event stays far below a MiB; an event may be as large as one line may
+/// be ([`MAX_LINE_BYTES`]), so splitting the same bytes into many short `data:` lines without the blank
+/// line that ends the event cannot get past the line cap. Without it, such a stream grew the buffer
+/// until the process was killed (277 MB seen).
+pub const MAX_EVENT_BYTES: usize = MAX_LINE_BYTES;
 
 /// The SSE chat-stream parser (one per response).
 #[derive(Debug, Default)]
@@ -39,6 +46,12 @@ impl SseParser {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Bytes the parser holds for unfinished lines and events (allocations): bounded by
+    /// [`MAX_LINE_BYTES`] plus [`MAX_EVENT_BYTES`] plus one chunk, whatever the stream sends.
+    pub fn buffered_bytes(&self) -> usize {
+        self.lines.buffered_bytes() + self.state.data.capacity()
+    }
 }
 
 impl StreamParser for SseParser {
@@ -50,6 +63,10 @@ impl StreamParser for SseParser {
         let pushed = self.lines.push(chunk, |line| state.on_line(line, out));
         if pushed.is_err() && !state.ended {
             state.fail(out, ProviderError::Malformed("event line too long".into()));
+        }
+        if self.state.ended {
+            // A failed stream is read no further: give the buffers back at once.
+            self.lines.release();
         }
     }
 
@@ -107,6 +124,14 @@ impl State {
             );
             return;
         };
+        let joined = self.data.len() + usize::from(self.has_data) + value.len();
+        if joined > MAX_EVENT_BYTES {
+            self.fail(
+                out,
+                ProviderError::Malformed(format!("event larger than {MAX_EVENT_BYTES} bytes")),
+            );
+            return;
+        }
         if self.has_data {
             self.data.push('\n');
         }
@@ -174,6 +199,7 @@ impl State {
 
     fn fail(&mut self, out: &mut Vec<ParsedEvent>, error: ProviderError) {
         self.ended = true;
+        self.data = String::new();
         out.push(Err(error));
     }
 }
@@ -370,6 +396,76 @@ data: {\"error\":{\"code\":429,\"message\":\"Rate limit exceeded: free-models-pe
                 .count(),
             1
         );
+    }
+
+    /// Feeds `data:` lines of `line_len` bytes in `chunk_len` chunks, never a blank line, until the parser
+    /// fails; returns (bytes fed, most bytes it held, events).
+    fn feed_endless_event(line_len: usize, chunk_len: usize) -> (usize, usize, Vec<ParsedEvent>) {
+        let mut line = b"data: ".to_vec();
+        line.resize(line_len.max(7) - 1, b'x');
+        line.push(b'\n');
+        let wire: Vec<u8> = line
+            .iter()
+            .copied()
+            .cycle()
+            .take(chunk_len.max(1) * 64)
+            .collect();
+        let mut parser = SseParser::new();
+        let mut out = Vec::new();
+        let (mut fed, mut most) = (0, 0);
+        let mut chunks = wire.chunks(chunk_len.max(1)).cycle();
+        while !parser.is_finished() {
+            let chunk = chunks.next().unwrap();
+            parser.feed(chunk, &mut out);
+            fed += chunk.len();
+            most = most.max(parser.buffered_bytes());
+            assert!(fed <= 2 * MAX_EVENT_BYTES + wire.len(), "never refused");
+        }
+        assert_eq!(parser.buffered_bytes(), 0, "buffers released once failed");
+        parser.feed(&wire, &mut out);
+        parser.finish(&mut out);
+        (fed, most, out)
+    }
+
+    #[test]
+    fn many_data_lines_without_the_blank_line_are_refused_with_bounded_memory() {
+        let (fed, most, out) = feed_endless_event(1024, 64 * 1024);
+        assert!(fed <= MAX_EVENT_BYTES + 2 * 64 * 1024, "fed {fed}");
+        assert!(most <= 2 * MAX_EVENT_BYTES, "held {most}");
+        assert!(
+            matches!(out.as_slice(), [Err(ProviderError::Malformed(m))] if m.contains("event larger")),
+            "exactly one error, nothing after it: {out:?}"
+        );
+    }
+
+    #[test]
+    fn a_large_but_legal_event_still_parses() {
+        let big = "é".repeat(MAX_EVENT_BYTES / 8);
+        let wire = format!(
+            "data: {}\n\ndata: [DONE]\n\n",
+            serde_json::json!({"choices": [{"delta": {"content": big}}]})
+        );
+        let out = parse_all(SseParser::new(), wire.as_bytes().chunks(10_000));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], delta(&big));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(6))]
+        /// Whatever the length of the `data:` lines and the chunking, an event that never ends is refused
+        /// once it passes the cap, and the parser never holds much more than the cap (6 cases: each feeds
+        /// megabytes).
+        #[test]
+        fn an_endless_event_is_refused_near_the_cap_under_any_chunking(
+            line_len in 8usize..20_000,
+            chunk_len in 512usize..200_000,
+        ) {
+            let (fed, most, out) = feed_endless_event(line_len, chunk_len);
+            prop_assert!(fed <= MAX_EVENT_BYTES + 2 * (line_len + chunk_len));
+            prop_assert!(most <= 2 * MAX_EVENT_BYTES + 2 * (line_len + chunk_len));
+            prop_assert_eq!(out.len(), 1);
+            prop_assert!(matches!(&out[0], Err(ProviderError::Malformed(_))));
+        }
     }
 
     proptest! {

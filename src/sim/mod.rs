@@ -95,6 +95,35 @@ pub enum Fault {
     },
     /// HTTP 400 "maximum context length exceeded", whatever the prompt.
     ContextTooLong,
+    /// Sends this many deltas, then an event that never ends, as fast as the client reads: SSE `data:`
+    /// lines without the blank line that would end the event, or (NDJSON) one line without its newline.
+    /// A client with unbounded buffers grows until it is killed; see [`EndlessStats`].
+    Unterminated {
+        /// Deltas before the endless event.
+        after: usize,
+    },
+}
+
+/// What the endless bodies of [`Fault::Unterminated`] did: how many started, how many are still being
+/// written (the client has not hung up), and how many bytes they sent in all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndlessStats {
+    /// Endless bodies started.
+    pub started: usize,
+    /// Endless bodies still being written.
+    pub open: usize,
+    /// Bytes of endless bodies sent so far (handed to the connection).
+    pub bytes_sent: u64,
+}
+
+/// The piece an endless body repeats: 1 KiB. The SSE form is a `data:` line, the NDJSON form has no
+/// newline at all.
+fn endless_piece(sse: bool) -> bytes::Bytes {
+    const PIECE: usize = 1024;
+    let mut piece = if sse { b"data: ".to_vec() } else { Vec::new() };
+    piece.resize(PIECE - 1, b'x');
+    piece.push(if sse { b'\n' } else { b'x' });
+    bytes::Bytes::from(piece)
 }
 
 /// How a simulated answer is shaped and paced.

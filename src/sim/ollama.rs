@@ -106,6 +106,11 @@ impl SimOllama {
             .count()
     }
 
+    /// What the endless bodies of [`super::Fault::Unterminated`] sent so far.
+    pub fn endless(&self) -> super::EndlessStats {
+        self.shared.book.endless.stats()
+    }
+
     /// Requests no correct client would make (unknown route or key, unreadable body). Assert it empty.
     pub fn unexpected(&self) -> Vec<String> {
         lock(&self.shared.book.unexpected).clone()
@@ -337,9 +342,11 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     let line = |v: serde_json::Value| Step::Send(Bytes::from(format!("{v}\n")));
     let cut_after = match &fault {
         Some(Fault::StallAfter(n) | Fault::TruncateAfter(n)) => Some(*n),
-        Some(Fault::MidStreamError { after, .. } | Fault::MidStreamStatus { after, .. }) => {
-            Some(*after)
-        }
+        Some(
+            Fault::MidStreamError { after, .. }
+            | Fault::MidStreamStatus { after, .. }
+            | Fault::Unterminated { after },
+        ) => Some(*after),
         _ => None,
     };
     let mut steps = Vec::new();
@@ -358,6 +365,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     match fault {
         Some(Fault::StallAfter(_)) => steps.push(Step::Stall),
         Some(Fault::TruncateAfter(_)) => {}
+        Some(Fault::Unterminated { .. }) => steps.push(Step::Endless(super::endless_piece(false))),
         Some(Fault::MidStreamError { message, .. }) => {
             steps.push(line(json!({ "error": message })))
         }
@@ -366,7 +374,11 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         }
         _ => steps.push(line(done_line(""))),
     }
-    let mut response = Response::new(scripted_body(steps, shared.cancel.clone()));
+    let mut response = Response::new(scripted_body(
+        steps,
+        shared.cancel.clone(),
+        shared.book.endless.clone(),
+    ));
     response.headers_mut().insert(
         "content-type",
         HeaderValue::from_static("application/x-ndjson"),

@@ -212,6 +212,11 @@ impl SimOpenRouter {
             .map_or(0, |a| a.used)
     }
 
+    /// What the endless bodies of [`super::Fault::Unterminated`] sent so far.
+    pub fn endless(&self) -> super::EndlessStats {
+        self.shared.book.endless.stats()
+    }
+
     /// Requests no correct client would make (unknown route or key, unreadable body). Assert it empty.
     pub fn unexpected(&self) -> Vec<String> {
         lock(&self.shared.book.unexpected).clone()
@@ -572,7 +577,11 @@ fn answer(
         &usage,
         stream_fault,
     );
-    let mut response = Response::new(scripted_body(steps, shared.cancel.clone()));
+    let mut response = Response::new(scripted_body(
+        steps,
+        shared.cancel.clone(),
+        shared.book.endless.clone(),
+    ));
     set_header(&mut response, "content-type", "text/event-stream".into());
     set_header(&mut response, "cache-control", "no-cache".into());
     let delay = if options.reply.keep_alive {
@@ -627,9 +636,11 @@ fn sse_script(
     }
     let cut_after = match &fault {
         Some(Fault::StallAfter(n) | Fault::TruncateAfter(n)) => Some(*n),
-        Some(Fault::MidStreamError { after, .. } | Fault::MidStreamStatus { after, .. }) => {
-            Some(*after)
-        }
+        Some(
+            Fault::MidStreamError { after, .. }
+            | Fault::MidStreamStatus { after, .. }
+            | Fault::Unterminated { after },
+        ) => Some(*after),
         _ => None,
     };
     for (i, text) in chunks.iter().enumerate() {
@@ -654,6 +665,7 @@ fn sse_script(
     match fault {
         Some(Fault::StallAfter(_)) => steps.push(Step::Stall),
         Some(Fault::TruncateAfter(_)) => {}
+        Some(Fault::Unterminated { .. }) => steps.push(Step::Endless(super::endless_piece(true))),
         Some(Fault::MidStreamError { message, .. }) => {
             let mut error_chunk =
                 chunk(json!([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]));

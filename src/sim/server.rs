@@ -3,7 +3,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Fault, SimRequest};
+use super::{EndlessStats, Fault, SimRequest};
 
 /// How long `shutdown()` waits for open connections to close before abandoning the server task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -33,6 +34,45 @@ pub(crate) struct Book {
     pub requests: Mutex<Vec<SimRequest>>,
     pub unexpected: Mutex<Vec<String>>,
     faults: Mutex<Faults>,
+    /// The tally of endless bodies ([`Fault::Unterminated`]).
+    pub endless: Arc<Endless>,
+}
+
+/// Counts what endless bodies sent, shared with the tasks that write them.
+#[derive(Default)]
+pub(crate) struct Endless {
+    started: AtomicUsize,
+    open: AtomicUsize,
+    bytes_sent: AtomicU64,
+}
+
+impl Endless {
+    /// A snapshot.
+    pub fn stats(&self) -> EndlessStats {
+        EndlessStats {
+            started: self.started.load(Ordering::SeqCst),
+            open: self.open.load(Ordering::SeqCst),
+            bytes_sent: self.bytes_sent.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Sends `piece` until the client hangs up or the server stops.
+    async fn run(&self, piece: Bytes, tx: &mpsc::Sender<Bytes>, cancel: &CancellationToken) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        self.open.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let sent = tokio::select! {
+                sent = tx.send(piece.clone()) => sent.is_ok(),
+                () = cancel.cancelled() => false,
+            };
+            if !sent {
+                break;
+            }
+            self.bytes_sent
+                .fetch_add(piece.len() as u64, Ordering::SeqCst);
+        }
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Default)]
@@ -156,11 +196,17 @@ pub(crate) enum Step {
     Sleep(Duration),
     /// Send nothing more but keep the connection open until the client leaves or the server stops.
     Stall,
+    /// Send these bytes again and again until the client leaves or the server stops.
+    Endless(Bytes),
 }
 
 /// A response body fed by `steps`, played in a task. Ends when the steps run out (the client then sees
 /// exactly what the script sent: with or without an end marker).
-pub(crate) fn scripted_body(steps: Vec<Step>, cancel: CancellationToken) -> Body {
+pub(crate) fn scripted_body(
+    steps: Vec<Step>,
+    cancel: CancellationToken,
+    endless: Arc<Endless>,
+) -> Body {
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_CHANNEL_CAPACITY);
     tokio::spawn(async move {
         for step in steps {
@@ -182,6 +228,10 @@ pub(crate) fn scripted_body(steps: Vec<Step>, cancel: CancellationToken) -> Body
                         () = tx.closed() => {}
                         () = cancel.cancelled() => {}
                     }
+                    return;
+                }
+                Step::Endless(piece) => {
+                    endless.run(piece, &tx, &cancel).await;
                     return;
                 }
             }

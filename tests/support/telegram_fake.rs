@@ -2,8 +2,9 @@
 //! (case-insensitively, as Telegram does: teloxide sends PascalCase), keeps messages so edits behave like
 //! Telegram's (an identical edit is "message is not modified"), long-polls `getUpdates` with offsets,
 //! records every call with its (tokio) time, injects one-shot faults, and records anything unexpected
-//! (wrong token path, unknown method) so a test can fail loudly. It never answers 5xx (teloxide sleeps
-//! 10 s after one).
+//! (wrong token path, unknown method) so a test can fail loudly. It never answers 5xx unless a test asks
+//! for it (teloxide sleeps 10 s after one). Updates are kept as raw JSON text, so a test can send what
+//! serde cannot decode (a lone surrogate escape), as Telegram can.
 
 #![allow(dead_code)]
 
@@ -70,13 +71,31 @@ pub enum Fault {
     Unauthorized,
     /// 500 Internal Server Error (teloxide sleeps 10 s after any 5xx before returning it).
     ServerError,
+    /// 502 with an HTML page, as a proxy in front of the Bot API answers when it is down.
+    BadGateway,
+}
+
+/// An update as the fake will send it: its id and its raw JSON text.
+#[derive(Clone, Debug)]
+struct RawUpdate {
+    id: i64,
+    json: String,
+}
+
+impl RawUpdate {
+    fn from_value(update: &Value) -> Self {
+        Self {
+            id: update["update_id"].as_i64().unwrap_or(0),
+            json: update.to_string(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Inner {
     calls: Vec<Call>,
     record: bool,
-    updates: VecDeque<Value>,
+    updates: VecDeque<RawUpdate>,
     next_update_id: i64,
     acked_offset: i64,
     faults: HashMap<String, VecDeque<Fault>>,
@@ -172,10 +191,10 @@ impl FakeTelegram {
         let update_id = inner.next_update_id;
         inner.next_update_id += 1;
         let update = json!({"update_id": update_id, "message": message});
+        inner.updates.push_back(RawUpdate::from_value(&update));
         if inner.record {
-            inner.pushed.push(update.clone());
+            inner.pushed.push(update);
         }
-        inner.updates.push_back(update);
         drop(inner);
         self.shared.new_updates.notify_waiters();
         id
@@ -183,8 +202,36 @@ impl FakeTelegram {
 
     /// Queues an update exactly as given (to redeliver one).
     pub fn push_raw(&self, update: Value) {
-        self.lock().updates.push_back(update);
+        self.lock()
+            .updates
+            .push_back(RawUpdate::from_value(&update));
         self.shared.new_updates.notify_waiters();
+    }
+
+    /// Queues an update whose JSON text `make(update_id)` writes, byte for byte (it may be anything,
+    /// even what serde cannot decode); returns its update id.
+    pub fn push_raw_json(&self, make: impl FnOnce(i64) -> String) -> i64 {
+        let mut inner = self.lock();
+        let id = inner.next_update_id;
+        inner.next_update_id += 1;
+        inner.updates.push_back(RawUpdate { id, json: make(id) });
+        drop(inner);
+        self.shared.new_updates.notify_waiters();
+        id
+    }
+
+    /// Queues a text message whose `text` is written into the JSON as `raw_text` verbatim, between the
+    /// quotes (e.g. `hi \ud800` for a lone surrogate escape); returns its update id.
+    pub fn push_raw_text(&self, chat: i64, user: i64, name: &str, raw_text: &str) -> i64 {
+        const MARK: &str = "\u{1}RAW\u{1}";
+        let id = next_id(&mut self.lock(), chat);
+        let message = message_json(chat, id, MARK, user, name, false);
+        let marked = serde_json::to_string(MARK).unwrap();
+        self.push_raw_json(|update_id| {
+            json!({"update_id": update_id, "message": message})
+                .to_string()
+                .replace(&marked, &format!("\"{raw_text}\""))
+        })
     }
 
     /// The last update queued with `push_message` (to redeliver it).
@@ -400,6 +447,12 @@ fn fault_response(fault: Fault) -> Response {
         ),
         Fault::Unauthorized => error(401, "Unauthorized", None),
         Fault::ServerError => error(500, "Internal Server Error", None),
+        Fault::BadGateway => (
+            StatusCode::BAD_GATEWAY,
+            [("content-type", "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
     }
 }
 
@@ -549,19 +602,21 @@ async fn get_updates(shared: &Shared, body: &Value) -> Response {
             let mut inner = shared.inner.lock().unwrap();
             if let Some(offset) = offset {
                 inner.acked_offset = inner.acked_offset.max(offset);
-                inner
-                    .updates
-                    .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+                inner.updates.retain(|u| u.id >= offset);
             }
             if !inner.updates.is_empty() || Instant::now() >= deadline {
-                let batch: Vec<Value> = inner.updates.iter().take(limit).cloned().collect();
+                let batch: Vec<RawUpdate> = inner.updates.iter().take(limit).cloned().collect();
                 if inner.record {
                     for update in &batch {
-                        let id = update["update_id"].as_i64().unwrap_or(0);
-                        *inner.deliveries.entry(id).or_default() += 1;
+                        *inner.deliveries.entry(update.id).or_default() += 1;
                     }
                 }
-                return ok(Value::Array(batch));
+                let result: Vec<&str> = batch.iter().map(|u| u.json.as_str()).collect();
+                return (
+                    [("content-type", "application/json")],
+                    format!(r#"{{"ok":true,"result":[{}]}}"#, result.join(",")),
+                )
+                    .into_response();
             }
         }
         tokio::select! {

@@ -18,6 +18,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle read timeout between response bytes.
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// The largest REST answer read. Discord answers the adapter's calls with one message or channel object
+/// (a few KiB; a message with 2000 characters and embeds stays under 64 KiB); 1 MiB bounds what a
+/// broken proxy or server can make one reply buffer.
+pub const MAX_REST_BODY_BYTES: usize = 1024 * 1024;
 /// Used when a 429 carries no readable `retry_after` (should not happen with Discord).
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Upper bound on one wait: Discord's per-route waits are seconds; a larger value means a broken
@@ -146,10 +150,9 @@ impl Rest {
                 response
             }
         };
-        let bytes = response
-            .bytes()
+        let bytes = crate::body::read_capped(response, MAX_REST_BODY_BYTES)
             .await
-            .map_err(|e| RestError::Transport(e.without_url().to_string()))?;
+            .map_err(|e| RestError::Transport(e.to_string()))?;
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
@@ -367,7 +370,11 @@ async fn error_from_response(response: reqwest::Response) -> RestError {
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<f64>().ok());
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let body: Value = crate::body::read_capped(response, MAX_REST_BODY_BYTES)
+        .await
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null);
     if status == 429 {
         let secs = body
             .get("retry_after")

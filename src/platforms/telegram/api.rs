@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use teloxide::payloads::{EditMessageTextSetters, GetUpdatesSetters, SendMessageSetters};
+use teloxide::payloads::{EditMessageTextSetters, SendMessageSetters};
 use teloxide::requests::Requester;
-use teloxide::types::{
-    AllowedUpdate, BotCommand, ChatAction, ChatId, Me, MessageId, ParseMode, ReplyParameters,
-    Update,
-};
+use teloxide::types::{BotCommand, ChatAction, ChatId, Me, MessageId, ParseMode, ReplyParameters};
 use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::updates::{self, Batch, DecodeError};
+use crate::body::{read_capped, BodyError};
 
 /// At most this many sends and edits are in flight at once; more wait their turn. ("typing" takes no
 /// slot: it is only a hint and must never hold text up.)
@@ -23,6 +23,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// connections, and their buffers were most of the daemon's peak memory (docs/bench-telegram.md).
 /// Long polls do not take a slot.
 pub const MAX_WRITES_IN_FLIGHT: usize = 64;
+
+/// The largest `getUpdates` answer read. A message's text is at most 4096 characters (under 48 KiB even
+/// written as `\uXXXX` escapes) and an update can carry the message it replies to, so an update stays
+/// around 100 KiB and a batch of 100 around 10 MiB; 16 MiB bounds memory just above that. A larger
+/// answer is asked for again in smaller batches, so it cannot wedge intake either.
+pub const MAX_UPDATES_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// A Bot API client. Cheap to clone; its `Debug` shows nothing secret.
 #[derive(Clone)]
@@ -75,6 +81,14 @@ pub enum ApiFailure {
     /// Anything else (network, server), already scrubbed of the token.
     #[error("{0}")]
     Other(String),
+}
+
+/// Why one `getUpdates` attempt failed.
+enum FetchError {
+    /// The answer passed [`MAX_UPDATES_BODY_BYTES`].
+    TooLarge,
+    /// Anything else.
+    Failed(ApiFailure),
 }
 
 impl ApiFailure {
@@ -148,6 +162,12 @@ impl Api {
                 }
                 other => ApiFailure::Other(self.scrub(&other.to_string())),
             },
+            // Its Display quotes the raw answer (users' names and texts): keep only where it broke.
+            RequestError::InvalidJson { source, .. } => ApiFailure::Other(format!(
+                "the Bot API answer could not be decoded (line {}, column {})",
+                source.line(),
+                source.column()
+            )),
             other => ApiFailure::Other(self.scrub(&other.to_string())),
         }
     }
@@ -198,23 +218,91 @@ impl Api {
             .map_err(|e| self.classify(e))
     }
 
-    /// `getUpdates` from `offset` (acknowledging everything before it), holding up to `timeout_secs`.
+    /// `getUpdates` from `offset` (acknowledging everything before it), holding up to `timeout_secs`,
+    /// for at most `limit` updates (only messages are asked for).
+    ///
+    /// Called over raw HTTP on teloxide's client (same base URL, timeouts and connection pool) rather than
+    /// through teloxide, whose decoding fails the whole batch on one update it cannot read and puts the
+    /// raw body (users' names and texts) into its error. See [`updates::decode`]. An answer over
+    /// [`MAX_UPDATES_BODY_BYTES`] is asked for again with half the limit.
     pub async fn get_updates(
         &self,
         offset: Option<i32>,
         timeout_secs: u32,
         limit: u8,
-    ) -> Result<Vec<Update>, ApiFailure> {
-        let mut request = self
-            .bot
-            .get_updates()
-            .timeout(timeout_secs)
-            .limit(limit)
-            .allowed_updates([AllowedUpdate::Message]);
-        if let Some(offset) = offset {
-            request = request.offset(offset);
+    ) -> Result<Batch, ApiFailure> {
+        let mut limit = limit.max(1);
+        loop {
+            match self.fetch_updates(offset, timeout_secs, limit).await {
+                Err(FetchError::TooLarge) if limit > 1 => {
+                    limit /= 2;
+                    tracing::warn!(
+                        limit,
+                        "telegram: getUpdates answer too large; asking for fewer"
+                    );
+                }
+                Err(FetchError::TooLarge) => {
+                    return Err(ApiFailure::Other(format!(
+                        "a single update is larger than {MAX_UPDATES_BODY_BYTES} bytes"
+                    )))
+                }
+                Err(FetchError::Failed(failure)) => return Err(failure),
+                Ok(batch) => return Ok(batch),
+            }
         }
-        request.await.map_err(|e| self.classify(e))
+    }
+
+    async fn fetch_updates(
+        &self,
+        offset: Option<i32>,
+        timeout_secs: u32,
+        limit: u8,
+    ) -> Result<Batch, FetchError> {
+        let mut body = serde_json::json!({
+            "timeout": timeout_secs,
+            "limit": limit,
+            "allowed_updates": ["message"],
+        });
+        if let Some(offset) = offset {
+            body["offset"] = offset.into();
+        }
+        let mut url = self.bot.api_url();
+        url.path_segments_mut()
+            .map_err(|()| {
+                FetchError::Failed(ApiFailure::Other(
+                    "telegram.api_url cannot be a base".into(),
+                ))
+            })?
+            .push(&format!("bot{}", self.bot.token()))
+            .push("getUpdates");
+        let response = self
+            .bot
+            .client()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| FetchError::Failed(self.transport(e)))?;
+        let status = response.status();
+        let body = match read_capped(response, MAX_UPDATES_BODY_BYTES).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge { .. }) => return Err(FetchError::TooLarge),
+            Err(BodyError::Read(e)) => return Err(FetchError::Failed(self.transport(e))),
+        };
+        updates::decode(&body).map_err(|e| {
+            FetchError::Failed(match e {
+                DecodeError::Api(error) => self.classify(error),
+                DecodeError::Unreadable(what) => ApiFailure::Other(format!(
+                    "getUpdates answered HTTP {}, {what}",
+                    status.as_u16()
+                )),
+            })
+        })
+    }
+
+    /// A network failure, with neither URL (it holds the token) nor body.
+    fn transport(&self, error: reqwest::Error) -> ApiFailure {
+        ApiFailure::Other(self.scrub(&error.without_url().to_string()))
     }
 
     /// One of the [`MAX_WRITES_IN_FLIGHT`] write slots; the renderer holds it around each send or edit

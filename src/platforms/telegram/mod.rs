@@ -12,6 +12,7 @@ pub mod format;
 pub mod inbound;
 pub mod ledger;
 pub mod reply;
+pub mod updates;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::core::Core;
 use crate::exit::Fatal;
-use crate::health::ComponentHandle;
+use crate::health::{ComponentHandle, FailureStreak, DEGRADED_AFTER};
 use crate::platforms::stream::{Reply, Settings, Stage};
 use crate::platforms::{AdapterContext, PlatformAdapter};
 use crate::secrets::fingerprint;
@@ -178,14 +179,65 @@ async fn register_commands(api: &Api) {
     }
 }
 
+/// A failed `getUpdates`: fatal for 409 and 401; otherwise how long to wait before the next try
+/// (exactly `retry_after` for flood control, else `backoff`). Failures that have lasted
+/// [`DEGRADED_AFTER`] mark the adapter degraded (ERROR once, then in the status).
+fn poll_failed(
+    e: ApiFailure,
+    streak: &mut FailureStreak,
+    backoff: Duration,
+    health: &ComponentHandle,
+) -> Result<Duration, Fatal> {
+    let wait = match e {
+        ApiFailure::Conflict => {
+            return Err(Fatal::Conflict(
+                "another process is polling this Telegram token (HTTP 409 from getUpdates). Fix: stop \
+                 the other switchboard or bot using TELEGRAM_BOT_TOKEN; this one will not fight it"
+                    .into(),
+            ));
+        }
+        ApiFailure::Unauthorized => {
+            return Err(Fatal::Config(
+                "Telegram rejected TELEGRAM_BOT_TOKEN while polling (401: revoked?). Fix: put the \
+                 current token from @BotFather into TELEGRAM_BOT_TOKEN"
+                    .into(),
+            ));
+        }
+        ApiFailure::RetryAfter(wait) => wait,
+        _ => backoff,
+    };
+    let failing_for = streak.failed();
+    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "telegram: getUpdates failed");
+    if failing_for < DEGRADED_AFTER {
+        health.set_status("polling (retrying)");
+        return Ok(wait);
+    }
+    if !health.is_degraded() {
+        tracing::error!(
+            failing_secs = failing_for.as_secs(),
+            "telegram: getUpdates keeps failing; no new messages are coming in"
+        );
+    }
+    health.set_degraded(format!(
+        "getUpdates failing for {} min",
+        failing_for.as_secs() / 60
+    ));
+    Ok(wait)
+}
+
 impl Poller {
     /// Polls until intake stops (Ok) or a fatal error.
     async fn poll(&self, ctx: &AdapterContext, health: &ComponentHandle) -> Result<(), Fatal> {
         let mut offset = self.ledger.offset();
         let mut backoff = FIRST_POLL_BACKOFF;
+        let mut streak = FailureStreak::default();
         let mut next_prune = Instant::now();
         loop {
-            health.set_status("polling");
+            if streak.is_failing() {
+                health.beat(); // The status says how long it has been failing.
+            } else {
+                health.set_status("polling");
+            }
             if Instant::now() >= next_prune {
                 let removed = self.ledger.prune();
                 tracing::debug!(removed, "telegram: pruned answered-message records");
@@ -205,53 +257,34 @@ impl Poller {
                 () = ctx.intake.cancelled() => return Ok(()),
                 r = request => r,
             };
-            match result {
-                Ok(updates) => {
-                    backoff = FIRST_POLL_BACKOFF;
-                    if updates.is_empty() {
-                        continue;
-                    }
-                    for update in updates {
-                        offset = Some(
-                            i32::try_from(update.id.0)
-                                .unwrap_or(i32::MAX)
-                                .saturating_add(1),
-                        );
-                        if let UpdateKind::Message(msg) = update.kind {
-                            self.dispatch(&config, &msg, &mut room);
-                        }
-                    }
-                    if let Some(offset) = offset {
-                        self.ledger.save_offset(offset);
-                    }
-                }
-                Err(ApiFailure::Conflict) => {
-                    return Err(Fatal::Conflict(
-                        "another process is polling this Telegram token (HTTP 409 from getUpdates). Fix: stop \
-                         the other switchboard or bot using TELEGRAM_BOT_TOKEN; this one will not fight it"
-                            .into(),
-                    ));
-                }
-                Err(ApiFailure::Unauthorized) => {
-                    return Err(Fatal::Config(
-                        "Telegram rejected TELEGRAM_BOT_TOKEN while polling (401: revoked?). Fix: put the \
-                         current token from @BotFather into TELEGRAM_BOT_TOKEN"
-                            .into(),
-                    ));
-                }
+            let batch = match result {
+                Ok(batch) => batch,
                 Err(e) => {
-                    let wait = match e {
-                        ApiFailure::RetryAfter(wait) => wait,
-                        _ => backoff,
-                    };
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "telegram: getUpdates failed");
+                    let wait = poll_failed(e, &mut streak, backoff, health)?;
                     tokio::select! {
                         () = ctx.intake.cancelled() => return Ok(()),
                         () = tokio::time::sleep(wait) => {}
                     }
                     backoff = (backoff * 2).min(MAX_POLL_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = FIRST_POLL_BACKOFF;
+            let failures = streak.succeeded();
+            if failures > 0 {
+                tracing::info!(failures, "telegram: getUpdates works again");
+            }
+            let Some(next) = batch.next_offset else {
+                continue;
+            };
+            for update in batch.updates {
+                if let UpdateKind::Message(msg) = update.kind {
+                    self.dispatch(&config, &msg, &mut room);
                 }
             }
+            // Past skipped (undecodable) updates too: they must not come back forever.
+            offset = Some(next);
+            self.ledger.save_offset(next);
         }
     }
 
