@@ -128,7 +128,7 @@ impl SledStore {
     }
 
     /// The size on disk and the live data. Reads every key and value once, so it is for start-up and
-    /// monitoring, not for a hot path (about a second per GiB of live data).
+    /// monitoring, not for a hot path.
     pub fn space(&self) -> Result<SpaceReport, StoreError> {
         let mut live = 0u64;
         for name in self.db.tree_names() {
@@ -153,7 +153,8 @@ impl SledStore {
         policy: CompactPolicy,
     ) -> Result<(OpenedStore, Option<CompactReport>), StoreError> {
         let opened = Self::open(dir, cache_mb, now_ms)?;
-        if policy == CompactPolicy::NEVER {
+        // The size on disk is cheap; the live data takes a full read, done only above the floor.
+        if policy.max_ratio == 0 || opened.store.size_on_disk()? < policy.min_on_disk {
             return Ok((opened, None));
         }
         let before = opened.store.space()?;
