@@ -103,6 +103,15 @@ fn fill(store: &SledStore, rewrites: usize) {
     }
 }
 
+/// A filled store, closed: its temp dir, its database path and its contents.
+fn closed_store(rewrites: usize) -> (tempfile::TempDir, std::path::PathBuf, Contents) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, rewrites);
+    let (db, before) = (store.path().to_owned(), contents(&store));
+    (dir, db, before)
+}
+
 #[test]
 fn a_bloated_store_shrinks_on_compaction_and_keeps_every_record_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,12 +199,7 @@ fn the_policy_compares_size_on_disk_with_live_data() {
 /// leftover is removed.
 #[test]
 fn a_crash_while_copying_leaves_the_original_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    fill(&store, 10);
-    let before = contents(&store);
-    let db = store.path().to_owned();
-    drop(store);
+    let (dir, db, before) = closed_store(10);
     // A half-written copy: a real sled database with part of the data, and a torn file beside it.
     let half = tempfile::tempdir().unwrap();
     let partial = open(half.path());
@@ -253,12 +257,7 @@ fn a_crash_during_the_swap_is_finished_at_the_next_open() {
 /// A crash while deleting the old database after a finished swap leaves part of it: it is removed.
 #[test]
 fn a_leftover_original_after_a_finished_swap_is_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    fill(&store, 1);
-    let before = contents(&store);
-    let db = store.path().to_owned();
-    drop(store);
+    let (dir, db, before) = closed_store(1);
     let old = sibling(&db, OLD_SUFFIX);
     std::fs::create_dir(&old).unwrap();
     std::fs::write(old.join("conf"), b"partly deleted").unwrap();
