@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use switchboard::domain::{AnswerSource, ConversationKey, Role, TierName};
 use switchboard::store::sled_store::SledStore;
-use switchboard::store::{RetentionPolicy, Store, Turn, TurnStatus};
+use switchboard::store::{Durable, HistoryStore, RetentionPolicy, Turn, TurnStatus};
 
 /// Turns loaded per sample: the "last 50 turns".
 const LOAD: usize = 50;

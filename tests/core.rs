@@ -18,7 +18,7 @@ use switchboard::router::scripted::{Script, ScriptedRouter};
 use switchboard::router::{CompletionRequest, LlmRouter, ModelInfo, RouterStatus};
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::sled_store::SledStore;
-use switchboard::store::{Store, TurnStatus};
+use switchboard::store::{HistoryStore, StateStore, TurnStatus};
 use tokio::sync::{watch, Semaphore};
 
 /// A router in front of the scripted one: prompts containing "gated" wait until the test opens the gate,

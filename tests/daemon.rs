@@ -26,7 +26,7 @@ use tokio::process::{Child, Command};
 
 use switchboard::domain::ConversationKey;
 use switchboard::store::sled_store::SledStore;
-use switchboard::store::{Store, TurnStatus};
+use switchboard::store::{HistoryStore, TurnStatus};
 
 /// A canary Telegram token: it must never appear in the daemon's output.
 const TOKEN: &str = "123456:CANARY-telegram-token-never-print";

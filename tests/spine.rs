@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::store::sled_store::SledStore;
-use switchboard::store::Store;
+use switchboard::store::HistoryStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 

@@ -1,5 +1,5 @@
-//! The `Store` contract, run against both the sled store (real sled in a temp dir) and the in-memory store,
-//! plus the sled-only behaviour: reopening, corruption quarantine, lock and schema refusal.
+//! The `HistoryStore` and `StateStore` contracts, each run against both the sled store (real sled in a
+//! temp dir) and the in-memory store, plus the sled-only behaviour: reopening, corruption quarantine, lock and schema refusal.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use switchboard::store::sled_store::{
     OpenedStore, SledStore, META_TREE, SCHEMA_KEY, SCHEMA_VERSION,
 };
 use switchboard::store::{
-    decode, encode, get_json, prune_dated, put_json, ConversationMeta, DatedNamespace, PruneReport,
-    RetentionPolicy, Store, StoreError, Turn, TurnStatus,
+    decode, encode, get_json, prune_dated, put_json, ConversationMeta, DatedNamespace, Durable,
+    HistoryStore, PruneReport, RetentionPolicy, StateStore, Store, StoreError, Turn, TurnStatus,
 };
 use tempfile::TempDir;
 
@@ -50,10 +50,11 @@ fn sled_store() -> (TempDir, SledStore) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The contract: each check takes any `Store` and is run against both implementations below.
+// The contracts: each check takes any `HistoryStore` or any `StateStore` and is run against both
+// implementations below.
 // ---------------------------------------------------------------------------------------------------------
 
-fn check_append_and_recent(store: &dyn Store) {
+fn check_append_and_recent(store: &dyn HistoryStore) {
     let k = key("telegram:1");
     assert!(store.recent_turns(&k, 0, 10).unwrap().is_empty());
     assert_eq!(store.conversation(&k).unwrap(), None);
@@ -96,7 +97,7 @@ fn check_append_and_recent(store: &dyn Store) {
     );
 }
 
-fn check_reset_and_stale_appends(store: &dyn Store) {
+fn check_reset_and_stale_appends(store: &dyn HistoryStore) {
     let k = key("discord:chan:7");
     store.append_turn(&k, 0, &user("before", 1)).unwrap();
     store.append_turn(&k, 0, &user("before2", 2)).unwrap();
@@ -135,7 +136,7 @@ fn check_reset_and_stale_appends(store: &dyn Store) {
     assert_eq!(store.reset_conversation(&fresh, 8).unwrap(), 2);
 }
 
-fn check_list_conversations(store: &dyn Store) {
+fn check_list_conversations(store: &dyn HistoryStore) {
     assert!(store.list_conversations().unwrap().is_empty());
     store.append_turn(&key("b"), 0, &user("1", 10)).unwrap();
     store.append_turn(&key("a"), 0, &user("2", 20)).unwrap();
@@ -156,7 +157,7 @@ fn check_list_conversations(store: &dyn Store) {
     assert_eq!(store.conversation(&key("c")).unwrap(), Some(meta));
 }
 
-fn check_kv(store: &dyn Store) {
+fn check_kv(store: &dyn StateStore) {
     assert_eq!(store.kv_get("quota", "k1").unwrap(), None);
     store.kv_put("quota", "k1", b"one").unwrap();
     store.kv_put("quota", "k2", b"two").unwrap();
@@ -211,7 +212,7 @@ fn check_kv(store: &dyn Store) {
     assert_eq!(back.unwrap(), vec!["a", "b"]);
 }
 
-fn check_prune(store: &dyn Store) {
+fn check_prune(store: &dyn HistoryStore) {
     let none = RetentionPolicy {
         max_turns: 0,
         max_age_ms: 0,
@@ -307,7 +308,7 @@ fn check_prune(store: &dyn Store) {
     );
 }
 
-fn check_value_round_trip(store: &dyn Store) {
+fn check_value_round_trip(store: &dyn HistoryStore) {
     let k = key("telegram:-100200:thread");
     let answer = Turn {
         role: Role::Assistant,
@@ -356,7 +357,7 @@ fn check_value_round_trip(store: &dyn Store) {
     ));
 }
 
-fn check_dated_records_age_out(store: &dyn Store) {
+fn check_dated_records_age_out(store: &dyn StateStore) {
     assert_eq!(prune_dated(store, NOW_MS).unwrap(), 0, "nothing declared");
     let usage = DatedNamespace {
         ns: "t.usage",
@@ -391,28 +392,31 @@ fn check_dated_records_age_out(store: &dyn Store) {
     assert!(store.kv_get("t.usagex", "1/y").unwrap().is_some());
 }
 
+/// One contract suite per seam, each run against both implementations: `$suite::sled::check_…` and
+/// `$suite::memory::check_…`.
 macro_rules! contract {
-    ($($check:ident),* $(,)?) => {
-        mod sled_contract {
-            use super::*;
-            $(#[test] fn $check() { let (_dir, store) = sled_store(); super::$check(&store); })*
-        }
-        mod memory_contract {
-            use super::*;
-            $(#[test] fn $check() { super::$check(&MemoryStore::new()); })*
+    ($suite:ident: $($check:ident),* $(,)?) => {
+        mod $suite {
+            mod sled {
+                $(#[test] fn $check() { let (_dir, store) = super::super::sled_store(); super::super::$check(&store); })*
+            }
+            mod memory {
+                use switchboard::store::memory::MemoryStore;
+                $(#[test] fn $check() { super::super::$check(&MemoryStore::new()); })*
+            }
         }
     };
 }
 
 contract!(
-    check_append_and_recent,
+    history_contract: check_append_and_recent,
     check_reset_and_stale_appends,
     check_list_conversations,
-    check_kv,
     check_prune,
     check_value_round_trip,
-    check_dated_records_age_out,
 );
+
+contract!(state_contract: check_kv, check_dated_records_age_out);
 
 // ---------------------------------------------------------------------------------------------------------
 // sled only

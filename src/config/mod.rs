@@ -91,6 +91,13 @@ pub struct StoreConfig {
     /// How many recent turns are loaded as candidate context for a reply (then trimmed to the model's
     /// window). 200 covers any realistic window while keeping a load under a millisecond.
     pub load_turns: usize,
+    /// Compact the database at start-up when its size on disk is more than this many times its live data
+    /// (0 = never). A fresh copy sits at 2–3 times, so 8 fires only on real bloat (the why is in
+    /// `store::sled_store::compact`).
+    pub compact_ratio: u64,
+    /// …and only when it takes at least this many MiB on disk: below that, sled's fixed overhead dominates
+    /// the ratio and a compaction wins nothing worth a slower start.
+    pub compact_min_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -101,6 +108,8 @@ impl Default for StoreConfig {
             max_turns: 1000,
             max_age_days: 90,
             load_turns: 200,
+            compact_ratio: 8,
+            compact_min_mb: 64,
         }
     }
 }
@@ -283,6 +292,16 @@ impl Config {
             "how many recent turns each reply loads",
             StoreConfig::default().load_turns,
         )?;
+        if store.compact_ratio != 0 {
+            check_range(
+                "store.compact_ratio",
+                store.compact_ratio,
+                MIN_COMPACT_RATIO,
+                MAX_COMPACT_RATIO,
+                "size on disk per live byte that triggers a start-up compaction; 0 turns it off",
+                StoreConfig::default().compact_ratio,
+            )?;
+        }
         self.access.validate()?;
         self.router.validate()?;
         self.openrouter.validate()?;
@@ -312,6 +331,12 @@ pub const MAX_TURN_DEADLINE_SECS: u64 = 3600;
 pub const MAX_SYSTEM_PROMPT_CHARS: usize = 4000;
 /// sled's cache at most 64 GiB: anything larger is a unit mix-up (bytes or KiB given as MiB).
 pub const MAX_CACHE_MB: u64 = 65_536;
+/// The lowest compaction ratio accepted: a freshly compacted database already sits at 2–3 times its live
+/// data, so a lower threshold would compact at every start-up for nothing.
+pub const MIN_COMPACT_RATIO: u64 = 4;
+/// The highest compaction ratio accepted: a database at a thousand times its live data has long filled
+/// a small server's disk; a larger value is a typo for 0 (never).
+pub const MAX_COMPACT_RATIO: u64 = 1000;
 /// Each reply loads at most this many turns: no context window holds more, and a load of 10,000 turns
 /// already costs more than a millisecond.
 pub const MAX_LOAD_TURNS: usize = 10_000;

@@ -444,6 +444,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     restart_only!(
         store.dir,
         store.cache_mb,
+        store.compact_ratio,
+        store.compact_min_mb,
         telegram.enabled,
         telegram.api_url,
         discord.enabled,

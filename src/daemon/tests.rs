@@ -14,7 +14,7 @@ use crate::core::RESTARTING_MESSAGE;
 use crate::domain::{ChatKind, ChatRef, Inbound, Platform, ReplyEvent, Sender, UserRef};
 use crate::router::scripted::{Script, ScriptedRouter};
 use crate::store::memory::MemoryStore;
-use crate::store::{Store, TurnStatus};
+use crate::store::{HistoryStore, Store, TurnStatus};
 
 /// What the fake adapter does at start.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use crate::providers::{
 };
 use crate::secrets::NamedSecret;
 use crate::store::memory::MemoryStore;
-use crate::store::Store;
+use crate::store::{Durable, HistoryStore, StateStore, Store};
 
 const NOON: i64 = 20_000 * DAY_MS + DAY_MS / 2;
 
@@ -1191,7 +1191,7 @@ struct FlushCounting {
     flushes: std::sync::atomic::AtomicUsize,
 }
 
-impl Store for FlushCounting {
+impl HistoryStore for FlushCounting {
     fn conversation(
         &self,
         key: &ConversationKey,
@@ -1241,6 +1241,9 @@ impl Store for FlushCounting {
     ) -> Result<crate::store::PruneReport, crate::store::StoreError> {
         self.inner.prune(policy, now_ms)
     }
+}
+
+impl StateStore for FlushCounting {
     fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
         self.inner.kv_get(ns, key)
     }
@@ -1265,15 +1268,18 @@ impl Store for FlushCounting {
     ) -> Result<Vec<(String, Vec<u8>)>, crate::store::StoreError> {
         self.inner.kv_scan(ns, prefix)
     }
-    fn flush(&self) -> BoxFuture<'static, Result<(), crate::store::StoreError>> {
-        self.flushes.fetch_add(1, Ordering::SeqCst);
-        self.inner.flush()
-    }
     fn declare_dated(&self, dated: crate::store::DatedNamespace) {
         self.inner.declare_dated(dated);
     }
     fn dated_namespaces(&self) -> Vec<crate::store::DatedNamespace> {
         self.inner.dated_namespaces()
+    }
+}
+
+impl Durable for FlushCounting {
+    fn flush(&self) -> BoxFuture<'static, Result<(), crate::store::StoreError>> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        self.inner.flush()
     }
 }
 

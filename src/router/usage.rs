@@ -126,6 +126,7 @@ mod tests {
     use super::*;
     use crate::domain::Platform;
     use crate::store::memory::MemoryStore;
+    use crate::store::StateStore;
 
     #[test]
     fn counters_are_dated_and_old_layout_counters_are_removed() {

@@ -1,4 +1,5 @@
-//! An in-memory [`Store`] for tests and the core's benchmarks: the same contract as sled, no disk.
+//! An in-memory [`HistoryStore`] and [`StateStore`] for tests and the core's benchmarks: the same
+//! contracts as sled, no disk.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -6,8 +7,8 @@ use std::sync::Mutex;
 use futures_util::future::{self, BoxFuture, FutureExt};
 
 use super::{
-    decode, encode, ConversationMeta, DatedNamespace, DatedRegistry, PruneReport, RetentionPolicy,
-    Store, StoreError, Turn, ValueUpdate,
+    decode, encode, ConversationMeta, DatedNamespace, DatedRegistry, Durable, HistoryStore,
+    PruneReport, RetentionPolicy, StateStore, StoreError, Turn, ValueUpdate,
 };
 use crate::domain::ConversationKey;
 
@@ -37,7 +38,7 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl HistoryStore for MemoryStore {
     fn conversation(&self, key: &ConversationKey) -> Result<Option<ConversationMeta>, StoreError> {
         Ok(self.lock().conversations.get(key).cloned())
     }
@@ -140,7 +141,9 @@ impl Store for MemoryStore {
         }
         Ok(report)
     }
+}
 
+impl StateStore for MemoryStore {
     fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .lock()
@@ -187,15 +190,17 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        future::ready(Ok(())).boxed()
-    }
-
     fn declare_dated(&self, dated: DatedNamespace) {
         self.dated.declare(dated);
     }
 
     fn dated_namespaces(&self) -> Vec<DatedNamespace> {
         self.dated.list()
+    }
+}
+
+impl Durable for MemoryStore {
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        future::ready(Ok(())).boxed()
     }
 }

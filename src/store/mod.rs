@@ -1,14 +1,15 @@
-//! The history and state store: the [`Store`] trait, its value types, and two implementations — sled for
-//! the daemon ([`sled_store::SledStore`]) and in-memory for tests ([`memory::MemoryStore`]).
-//! Conversation history, per-chat settings, router quota state, usage counters and adapters' dedupe
-//! records all live here, in one database per process. No conversation logic lives here.
+//! The history and state store: two seams — [`HistoryStore`] (conversations and their turns) and
+//! [`StateStore`] (the small key-value state: quota book, usage counters, settings, ledgers) — sharing
+//! [`Durable::flush`], the combined [`Store`] handle, their value types, and two implementations of both:
+//! sled for the daemon ([`sled_store::SledStore`]) and in-memory for tests ([`memory::MemoryStore`]).
+//! A second backend implements each seam on its own. No conversation logic lives here.
 
 pub mod group_flush;
 pub mod memory;
 pub mod open;
 pub mod sled_store;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -78,7 +79,7 @@ pub struct PruneReport {
 }
 
 /// A namespace of dated records: every key starts with the UTC day number it belongs to (`20123/…`).
-/// Its owner declares it ([`Store::declare_dated`]) and each retention sweep removes its records older than
+/// Its owner declares it ([`StateStore::declare_dated`]) and each retention sweep removes its records older than
 /// `keep_days` days ([`prune_dated`]), so counters and markers written per day never grow without bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatedNamespace {
@@ -109,7 +110,7 @@ impl DatedRegistry {
 /// Removes, in every declared dated namespace, the records older than its horizon and any key that does
 /// not start with a day number (written before the namespace was dated, so it cannot be aged). Returns
 /// how many records were removed.
-pub fn prune_dated(store: &dyn Store, now_ms: i64) -> Result<u64, StoreError> {
+pub fn prune_dated(store: &(impl StateStore + ?Sized), now_ms: i64) -> Result<u64, StoreError> {
     let today = utc_day(now_ms);
     let mut removed = 0;
     for dated in store.dated_namespaces() {
@@ -152,12 +153,23 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// A read-modify-write step for [`Store::kv_update`]: old value in, new value (or `None` to delete) out.
+/// A read-modify-write step for [`StateStore::kv_update`]: old value in, new value (or `None` to delete) out.
 pub type ValueUpdate<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
 
-/// The storage seam. Methods are synchronous (sled answers in microseconds); only `flush` waits for disk.
-/// Keys and namespaces are UTF-8 and never contain the byte 0xFF.
-pub trait Store: Send + Sync + 'static {
+/// What both halves of the store share: making what was written durable.
+///
+/// `flush` belongs to both seams — the core flushes history after each turn, the router and the adapters
+/// flush their state (a dedupe record before an acknowledgement) — so it lives in this common supertrait
+/// and a backend implements it once: a backend that keeps both halves in one database (sled) answers both
+/// with one fsync, and the combined [`Store`] has one unambiguous `flush`.
+pub trait Durable: Send + Sync + 'static {
+    /// Makes everything written so far durable. Called after each completed turn and at shutdown.
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+/// Conversation history: conversations, their turns, `/reset` epochs and the retention of turns.
+/// Methods are synchronous (sled answers in microseconds); only `flush` waits for disk.
+pub trait HistoryStore: Durable {
     /// The metadata of a conversation, if it was ever stored.
     fn conversation(&self, key: &ConversationKey) -> Result<Option<ConversationMeta>, StoreError>;
 
@@ -190,7 +202,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies the retention policy to every conversation.
     fn prune(&self, policy: RetentionPolicy, now_ms: i64) -> Result<PruneReport, StoreError>;
+}
 
+/// The small key-value state: router quota book and stickiness, usage counters, per-chat settings,
+/// adapters' ledgers, each in its own namespace; and the dated namespaces the retention sweep ages out.
+/// Keys and namespaces are UTF-8 and never contain the byte 0xFF.
+pub trait StateStore: Durable {
     /// Reads a value from namespace `ns` (router state, usage counters, dedupe records, chat settings…).
     fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
@@ -212,9 +229,6 @@ pub trait Store: Send + Sync + 'static {
     /// All entries of namespace `ns` whose key starts with `prefix`, in key order.
     fn kv_scan(&self, ns: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
-    /// Makes everything written so far durable. Called after each completed turn and at shutdown.
-    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
-
     /// Declares a namespace of dated records, aged out by the retention sweep ([`prune_dated`]).
     fn declare_dated(&self, dated: DatedNamespace);
 
@@ -222,9 +236,31 @@ pub trait Store: Send + Sync + 'static {
     fn dated_namespaces(&self) -> Vec<DatedNamespace>;
 }
 
+/// Both halves behind one handle, for the parts that need both (the core, the daemon, the retention
+/// sweep); implemented for every type that implements the two traits. A part that needs one half takes
+/// `Arc<dyn HistoryStore>` or `Arc<dyn StateStore>` and gets it with [`Store::into_state`] /
+/// [`Store::into_history`] (explicit upcasting: the implicit form needs Rust 1.86, and the MSRV is 1.85).
+pub trait Store: HistoryStore + StateStore {
+    /// This store as its history half.
+    fn into_history(self: Arc<Self>) -> Arc<dyn HistoryStore>;
+
+    /// This store as its key-value state half.
+    fn into_state(self: Arc<Self>) -> Arc<dyn StateStore>;
+}
+
+impl<T: HistoryStore + StateStore> Store for T {
+    fn into_history(self: Arc<Self>) -> Arc<dyn HistoryStore> {
+        self
+    }
+
+    fn into_state(self: Arc<Self>) -> Arc<dyn StateStore> {
+        self
+    }
+}
+
 /// Reads a JSON value from the store's namespace `ns`.
 pub fn get_json<T: DeserializeOwned>(
-    store: &dyn Store,
+    store: &(impl StateStore + ?Sized),
     ns: &str,
     key: &str,
 ) -> Result<Option<T>, StoreError> {
@@ -236,7 +272,7 @@ pub fn get_json<T: DeserializeOwned>(
 
 /// Writes a JSON value into the store's namespace `ns`.
 pub fn put_json<T: Serialize>(
-    store: &dyn Store,
+    store: &(impl StateStore + ?Sized),
     ns: &str,
     key: &str,
     value: &T,

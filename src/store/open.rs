@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::sled_store::SledStore;
+use super::sled_store::{CompactPolicy, CompactReport, SledStore};
 use super::{prune_dated, PruneReport, RetentionPolicy, Store, StoreError};
 use crate::clock::{SharedClock, DAY_MS};
 use crate::config::{Config, Env, StoreConfig};
 use crate::exit::Fatal;
 
-/// Opens `<state dir>/db`. A corrupt database is moved aside and reported loudly (the store starts empty);
-/// a locked one is [`Fatal::Conflict`] (exit 73); a newer schema is [`Fatal::Config`].
+/// Opens `<state dir>/db`, compacting it first when it has bloated past `[store] compact_ratio` (see
+/// [`super::sled_store::compact`]). A corrupt database is moved aside and reported loudly (the store
+/// starts empty); a locked one is [`Fatal::Conflict`] (exit 73); a newer schema is [`Fatal::Config`].
 pub async fn open_store(
     config: &Config,
     env: &Env,
@@ -21,15 +22,40 @@ pub async fn open_store(
 ) -> Result<Arc<dyn Store>, Fatal> {
     let dir = config.store.state_dir(env);
     let cache_mb = config.store.cache_mb;
+    let policy = CompactPolicy::from_config(&config.store);
     let now_ms = clock.now_ms();
-    // sled's open does blocking file I/O and may wait briefly for a lock: off the async workers.
-    let opened = tokio::task::spawn_blocking(move || SledStore::open(&dir, cache_mb, now_ms))
-        .await
-        .map_err(|e| Fatal::Other(anyhow::anyhow!("opening the store panicked: {e}")))?
-        .map_err(store_fatal)?;
+    // sled's open (and a compaction) does blocking file I/O and may wait briefly for a lock: off the
+    // async workers.
+    let (opened, compacted) = tokio::task::spawn_blocking(move || {
+        SledStore::open_compacting(&dir, cache_mb, now_ms, policy)
+    })
+    .await
+    .map_err(|e| Fatal::Other(anyhow::anyhow!("opening the store panicked: {e}")))?
+    .map_err(store_fatal)?;
     // A quarantine was already reported loudly by `SledStore::open`.
-    tracing::info!(path = %opened.store.path().display(), "store open");
-    Ok(Arc::new(opened.store))
+    let store = opened.store;
+    if let Some(report) = compacted {
+        log_compaction(&store, &report);
+    }
+    tracing::info!(
+        path = %store.path().display(),
+        on_disk_bytes = store.size_on_disk().unwrap_or(0),
+        "store open"
+    );
+    Ok(Arc::new(store))
+}
+
+/// One line an operator can read the compaction's win from.
+fn log_compaction(store: &SledStore, report: &CompactReport) {
+    tracing::info!(
+        path = %store.path().display(),
+        before_bytes = report.before.on_disk,
+        live_bytes = report.before.live,
+        after_bytes = report.after_on_disk,
+        took_ms = report.took_ms,
+        "the store had grown to {:.1} times its live data; compacted it",
+        report.before.ratio()
+    );
 }
 
 /// A store error at start-up as the fatal error it is for the operator.
@@ -109,7 +135,7 @@ mod tests {
     use crate::clock::TokioClock;
     use crate::domain::{ConversationKey, Role};
     use crate::store::memory::MemoryStore;
-    use crate::store::{DatedNamespace, Turn, TurnStatus};
+    use crate::store::{DatedNamespace, HistoryStore, StateStore, Turn, TurnStatus};
 
     #[tokio::test(start_paused = true)]
     async fn the_sweep_applies_retention_in_the_background() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::SharedClock;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, StateStore, StoreError};
 
 use super::policy::Scope;
 
@@ -36,13 +36,13 @@ struct Record {
 /// The map over the store, with the clock that stamps and ages its entries.
 #[derive(Clone)]
 pub struct ChainMap {
-    store: Arc<dyn Store>,
+    store: Arc<dyn StateStore>,
     clock: SharedClock,
 }
 
 impl ChainMap {
     /// The map in `store`, aged by `clock`.
-    pub fn new(store: Arc<dyn Store>, clock: SharedClock) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, clock: SharedClock) -> Self {
         Self { store, clock }
     }
 

@@ -165,7 +165,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         status: status.clone(),
         commands_registered: AtomicBool::new(false),
         seen: Mutex::new(RecentIds::default()),
-        chains: ChainMap::new(ctx.store.clone(), Arc::new(SystemClock)),
+        chains: ChainMap::new(ctx.store.clone().into_state(), Arc::new(SystemClock)),
         liveness: Arc::new(Liveness::default()),
     });
     // The pulse and the chain sweep run until this function returns (also when it is dropped), so the

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::clock::SharedClock;
-use crate::store::{self, Store};
+use crate::store::{self, StateStore};
 
 /// Namespace of answered-message records (value: when answered, ms since the epoch).
 pub const ANSWERED_NS: &str = "telegram.answered";
@@ -24,14 +24,14 @@ pub const ANSWERED_RETENTION_MS: i64 = 48 * 3600 * 1000;
 /// Dedupe records and offset over the store.
 #[derive(Clone)]
 pub struct Ledger {
-    store: Arc<dyn Store>,
+    store: Arc<dyn StateStore>,
     clock: SharedClock,
     bot: u64,
 }
 
 impl Ledger {
     /// A ledger for bot `bot` (its user id) over `store`, dating records with `clock`.
-    pub fn new(store: Arc<dyn Store>, clock: SharedClock, bot: u64) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, clock: SharedClock, bot: u64) -> Self {
         Self { store, clock, bot }
     }
 
@@ -124,7 +124,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn records_offsets_and_pruning() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
         let ledger = Ledger::new(
             store.clone(),
             Arc::new(TokioClock::starting_at(1_000_000)),

@@ -105,7 +105,11 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         return Ok(()); // Stopped before Telegram could be reached.
     };
     register_commands(&api).await;
-    let ledger = Ledger::new(ctx.store.clone(), Arc::new(SystemClock), me.id.0);
+    let ledger = Ledger::new(
+        ctx.store.clone().into_state(),
+        Arc::new(SystemClock),
+        me.id.0,
+    );
     let poller = Poller {
         api,
         core: ctx.core.clone(),

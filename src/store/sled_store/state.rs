@@ -1,0 +1,73 @@
+//! The key-value state in sled: the `kv` tree (namespace ‖ 0xFF ‖ key) and the [`StateStore`]
+//! implementation.
+
+use super::{backend, SledStore, SEP};
+use crate::store::{DatedNamespace, StateStore, StoreError, ValueUpdate};
+
+impl SledStore {
+    /// `namespace ‖ 0xFF ‖ key`.
+    fn kv_key(ns: &str, key: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(ns.len() + 1 + key.len());
+        k.extend_from_slice(ns.as_bytes());
+        k.push(SEP);
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+}
+
+impl StateStore for SledStore {
+    fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .kv
+            .get(Self::kv_key(ns, key))
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn kv_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.kv
+            .insert(Self::kv_key(ns, key), value)
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn kv_remove(&self, ns: &str, key: &str) -> Result<(), StoreError> {
+        self.kv.remove(Self::kv_key(ns, key)).map_err(backend)?;
+        Ok(())
+    }
+
+    fn kv_update(
+        &self,
+        ns: &str,
+        key: &str,
+        f: &mut ValueUpdate<'_>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .kv
+            .update_and_fetch(Self::kv_key(ns, key), f)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn kv_scan(&self, ns: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let skip = ns.len() + 1;
+        self.kv
+            .scan_prefix(Self::kv_key(ns, prefix))
+            .map(|entry| {
+                let (k, v) = entry.map_err(backend)?;
+                let key = std::str::from_utf8(&k[skip..])
+                    .map_err(|e| StoreError::Decode(format!("kv key: {e}")))?
+                    .to_owned();
+                Ok((key, v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn declare_dated(&self, dated: DatedNamespace) {
+        self.dated.declare(dated);
+    }
+
+    fn dated_namespaces(&self) -> Vec<DatedNamespace> {
+        self.dated.list()
+    }
+}
