@@ -86,6 +86,16 @@ async fn run(command: &str, config: &Path, cwd: &Path, envs: &[(&str, &str)]) ->
         .unwrap()
 }
 
+/// `switchboard check` with the simulated OpenRouter's key and these platform tokens.
+async fn check_with_tokens(rig: &Rig, telegram: &str, discord: &str) -> Output {
+    let envs = [
+        ("OPENROUTER_API_KEY_1", "sk-or-v1-doctor"),
+        ("TELEGRAM_BOT_TOKEN", telegram),
+        ("DISCORD_BOT_TOKEN", discord),
+    ];
+    run("check", &rig.config, rig.dir.path(), &envs).await
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -93,17 +103,7 @@ fn text(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn check_asks_the_platforms_and_accepts_good_tokens() {
     let rig = rig("").await;
-    let out = run(
-        "check",
-        &rig.config,
-        rig.dir.path(),
-        &[
-            ("OPENROUTER_API_KEY_1", "sk-or-v1-doctor"),
-            ("TELEGRAM_BOT_TOKEN", telegram_fake::TOKEN),
-            ("DISCORD_BOT_TOKEN", fake_discord::TOKEN),
-        ],
-    )
-    .await;
+    let out = check_with_tokens(&rig, telegram_fake::TOKEN, fake_discord::TOKEN).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
@@ -127,17 +127,7 @@ async fn check_asks_the_platforms_and_accepts_good_tokens() {
 #[tokio::test]
 async fn check_fails_on_garbage_platform_tokens_with_a_clear_reason() {
     let rig = rig("").await;
-    let out = run(
-        "check",
-        &rig.config,
-        rig.dir.path(),
-        &[
-            ("OPENROUTER_API_KEY_1", "sk-or-v1-doctor"),
-            ("TELEGRAM_BOT_TOKEN", "123:garbage"),
-            ("DISCORD_BOT_TOKEN", "garbage.discord.token"),
-        ],
-    )
-    .await;
+    let out = check_with_tokens(&rig, "123:garbage", "garbage.discord.token").await;
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
