@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use crate::config::daemon::LogFormat;
 use crate::exit::Fatal;
 
+/// How long the runtime waits at exit for blocking tasks still running (see [`main`]).
+const RUNTIME_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// switchboard: large language models in Discord, Telegram and your terminal, free tier first.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about, long_about = None)]
@@ -60,7 +63,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(crate::exit::EXIT_UNEXPECTED);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    // Everything that matters is done (replies drained, the store flushed). A blocking task may still be
+    // stuck — a read of a terminal, a file on a dead file system — and dropping the runtime would wait
+    // for it: give it a moment, then exit without it.
+    runtime.shutdown_timeout(RUNTIME_STOP_WAIT);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(fatal) => {
             // Once, on stderr: under systemd that is the journal, so a log line too would say it twice.
@@ -73,8 +81,8 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<(), Fatal> {
     match cli.command {
         Command::Run => crate::daemon::run(cli.config, cli.log_format).await,
-        Command::Chat => crate::platforms::terminal::chat_command(cli.config, cli.log_format).await,
-        Command::Demo => crate::platforms::terminal::demo_command(cli.log_format).await,
-        Command::Check => crate::router::check::check_command(cli.config).await,
+        Command::Chat => crate::app::chat_command(cli.config, cli.log_format).await,
+        Command::Demo => crate::app::demo::demo_command(cli.log_format).await,
+        Command::Check => crate::doctor::check_command(cli.config).await,
     }
 }

@@ -20,11 +20,15 @@
 //! | [`providers`] | OpenRouter/OpenAI-compatible and Ollama wire clients and stream parsers |
 //! | [`store`] | the [`store::HistoryStore`] and [`store::StateStore`] seams: sled and in-memory |
 //! | [`platforms`] | Telegram, Discord and terminal adapters; shared rendering |
+//! | [`text`] | small wording helpers (counts with their plural) |
 //! | [`sim`] | simulated OpenRouter and Ollama servers for the demo, tests and benchmarks |
 //! | [`daemon`] | wiring, signals, systemd notify/watchdog, reload |
+//! | [`app`] | the composition root: config → store → router → core, for every command |
+//! | [`doctor`] | `switchboard check`: the configuration doctor |
 //! | [`cli`] | the command line |
 //! | [`body`] | reading HTTP bodies under a byte cap |
 
+pub mod app;
 pub mod body;
 pub mod cli;
 pub mod clock;
@@ -32,6 +36,7 @@ pub mod config;
 pub mod context;
 pub mod core;
 pub mod daemon;
+pub mod doctor;
 pub mod domain;
 pub mod exit;
 pub mod health;
@@ -42,3 +47,4 @@ pub mod router;
 pub mod secrets;
 pub mod sim;
 pub mod store;
+pub mod text;

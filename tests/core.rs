@@ -516,7 +516,7 @@ async fn usage_counters_and_refusal_markers_are_aged_out_by_the_sweep() {
     assert!(keys("core.refused").is_empty());
     let (usage, _) = collect(&core, dm("1", "/usage")).await;
     assert!(
-        usage.contains("you: 1 requests"),
+        usage.contains("you: 1 request ("),
         "today's counters are intact: {usage}"
     );
 }

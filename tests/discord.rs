@@ -37,7 +37,7 @@ use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
 use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::{reply_text, ReplyShape};
 use switchboard::store::memory::MemoryStore;
-use switchboard::store::{Store, TurnStatus};
+use switchboard::store::{HistoryStore, Store, TurnStatus};
 
 use fake_discord::*;
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use switchboard::clock::{Clock, SharedClock, DAY_MS};
 use switchboard::config::{Config, Env, Secrets};
+use switchboard::doctor::run_check;
 use switchboard::domain::{
     ChatMessage, ChatRef, ConversationKey, FailureKind, Platform, ReplyEvent, Role, UserRef,
 };
-use switchboard::router::check::run_check;
 use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter};
 use switchboard::secrets::fingerprint_str;
 use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
@@ -268,7 +268,7 @@ async fn payment_required_and_unauthorized_take_accounts_out() {
     rig.clock.advance_ms(6 * 3_600_000);
     assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k1"));
     assert_eq!(free_calls(&rig, "k2"), 1);
-    rig.router.reload(&rig.config);
+    rig.router.reload(&rig.config).unwrap();
     assert_eq!(rig.router.status().tiers[0].accounts[1].state, "ready");
 }
 

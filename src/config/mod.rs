@@ -10,6 +10,7 @@ pub mod env;
 pub mod providers;
 pub mod secrets;
 pub mod telegram;
+mod toml_error;
 
 use std::path::{Path, PathBuf};
 
@@ -200,13 +201,8 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
 
 /// Parses config text, applies environment overrides and validates.
 pub fn parse(text: &str, source: &str, env: &Env) -> Result<Config, ConfigError> {
-    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
-        ConfigError::new(
-            source,
-            format!("not valid TOML: {}", e.message()),
-            "compare with config/switchboard.example.toml",
-        )
-    })?;
+    let mut value: toml::Value =
+        toml::from_str(text).map_err(|e| toml_error::syntax_error(text, source, &e))?;
     let overrides = env::apply_overrides(&mut value, env)?;
     let config: Config = serde_path_to_error::deserialize(value)
         .map_err(|e| {

@@ -14,6 +14,7 @@ use crate::domain::{
     UserFacingError,
 };
 use crate::store::{get_json, put_json, Store, StoreError};
+use crate::text::count;
 
 /// A command every platform offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,12 +302,12 @@ impl Core {
         let mine = usage::user_today(self, &inbound.sender.user);
         let chat = usage::chat_today(self, &inbound.chat);
         let mut text = format!(
-            "Today (UTC):\n• you: {} requests ({} paid), {} tokens\n• this chat: {} requests, {} tokens\n",
-            mine.requests,
+            "Today (UTC):\n• you: {} ({} paid), {}\n• this chat: {}, {}\n",
+            count(mine.requests, "request"),
             mine.paid_requests,
-            mine.prompt_tokens + mine.completion_tokens,
-            chat.requests,
-            chat.prompt_tokens + chat.completion_tokens,
+            count(mine.prompt_tokens + mine.completion_tokens, "token"),
+            count(chat.requests, "request"),
+            count(chat.prompt_tokens + chat.completion_tokens, "token"),
         );
         let cap = self.config().access.user_paid_requests_per_day;
         if cap > 0 && !super::is_local(inbound.sender.user.platform) {
@@ -349,7 +350,11 @@ fn tier_lines(status: &crate::router::RouterStatus) -> String {
                 .daily_cap
                 .map(|c| format!(" of {c}"))
                 .unwrap_or_default();
-            let _ = write!(text, " — {} requests today{cap}", tier.requests_today);
+            let _ = write!(
+                text,
+                " — {} today{cap}",
+                count(tier.requests_today, "request")
+            );
         }
         if let Some(cost) = tier.estimated_cost_usd {
             let _ = write!(text, ", about ${cost:.2}");
@@ -357,8 +362,10 @@ fn tier_lines(status: &crate::router::RouterStatus) -> String {
         text.push('\n');
         for account in &tier.accounts {
             let left = match (account.requests_left_today, account.daily_limit) {
-                (Some(left), Some(limit)) => format!("{left}/{limit} free requests left"),
-                (Some(left), None) => format!("{left} requests left"),
+                (Some(left), Some(limit)) => {
+                    format!("{left}/{} left", count(limit, "free request"))
+                }
+                (Some(left), None) => format!("{} left", count(left, "request")),
                 _ => "quota unknown".to_owned(),
             };
             let _ = writeln!(

@@ -1,17 +1,19 @@
-//! Building the real components for `switchboard run`: the sled store, the free-first router, and the
-//! adapters whose token is present. Tests build their own [`super::Parts`] from fakes instead.
+//! The daemon's part of the composition: the store and router from [`crate::app`], plus the adapters
+//! whose token is present, as [`super::Parts`]. Tests build their own `Parts` from fakes instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{config_fatal, notify, ConfigLoader, Parts};
-use crate::clock::{SharedClock, SystemClock};
+use crate::app;
 use crate::config::secrets::{DISCORD_TOKEN_VAR, TELEGRAM_TOKEN_VAR};
 use crate::config::{self, Config, Env, Secrets};
 use crate::exit::Fatal;
 use crate::health::Health;
+use crate::platforms::discord::DiscordAdapter;
+use crate::platforms::telegram::TelegramAdapter;
 use crate::platforms::PlatformAdapter;
 
 /// Builds the real store, router and adapters from `config` and `secrets`. Fails with
@@ -24,10 +26,14 @@ pub async fn build_parts(
     env: &Env,
 ) -> Result<Parts, Fatal> {
     let wanted = wanted_adapters(&config, secrets)?;
-    let config = Arc::new(config);
-    let clock: SharedClock = Arc::new(SystemClock);
+    if !app::has_model_keys(&config, secrets) {
+        warn!(
+            "no model keys are configured, so every message will be answered with an error: {}",
+            app::model_keys_help()
+        );
+    }
+    let app = app::open(config, secrets, env).await?;
     let health = Health::new();
-    let real = real::components(&config, secrets, env, clock.clone(), wanted).await?;
     // SIGHUP re-reads the same file with the same environment overrides.
     let reload: ConfigLoader =
         Box::new(move || config::load(config_path.as_deref(), &Env::from_process()));
@@ -40,12 +46,12 @@ pub async fn build_parts(
         info!(period_ms = p.as_millis() as u64, "systemd watchdog armed");
     }
     Ok(Parts {
-        config,
-        store: real.store,
-        router: real.router,
-        router_control: real.router_control,
-        adapters: real.adapters,
-        clock,
+        config: app.config,
+        store: app.store,
+        router: app.router.clone(),
+        router_control: Some(Arc::new(app::RouterHandle(app.router))),
+        adapters: adapters(wanted),
+        clock: app.clock,
         health,
         reload,
         watchdog,
@@ -86,61 +92,15 @@ pub(crate) fn wanted_adapters_for_test(config: &Config, secrets: &Secrets) -> Re
     wanted_adapters(config, secrets).map(|w| w.len())
 }
 
-/// The real constructors, kept in one place.
-mod real {
-    use super::*;
-    use crate::daemon::RouterControl;
-    use crate::platforms::discord::DiscordAdapter;
-    use crate::platforms::telegram::TelegramAdapter;
-    use crate::router::free_first::FreeFirstRouter;
-    use crate::router::LlmRouter;
-    use crate::store::Store;
-
-    pub(super) struct Components {
-        pub store: Arc<dyn Store>,
-        pub router: Arc<dyn LlmRouter>,
-        pub router_control: Option<Arc<dyn RouterControl>>,
-        pub adapters: Vec<Box<dyn PlatformAdapter>>,
-    }
-
-    /// The router's control handle, holding the `Arc` its background task needs.
-    struct ArcRouter(Arc<FreeFirstRouter>);
-
-    impl RouterControl for ArcRouter {
-        fn reload(&self, config: &Config) -> Result<(), config::ConfigError> {
-            self.0.reload(config);
-            Ok(())
-        }
-
-        fn spawn_background(&self, stop: tokio_util::sync::CancellationToken) {
-            FreeFirstRouter::spawn_background(&self.0, stop);
-        }
-    }
-
-    pub(super) async fn components(
-        config: &Arc<Config>,
-        secrets: &Secrets,
-        env: &Env,
-        clock: SharedClock,
-        wanted: Vec<Wanted>,
-    ) -> Result<Components, Fatal> {
-        let store = crate::store::open::open_store(config, env, &clock).await?;
-        let router = FreeFirstRouter::from_config(config, secrets, store.clone(), clock)
-            .map_err(|e| config_fatal(&e))?;
-        let adapters = wanted
-            .into_iter()
-            .map(|w| -> Box<dyn PlatformAdapter> {
-                match w {
-                    Wanted::Telegram(token) => Box::new(TelegramAdapter::new(token)),
-                    Wanted::Discord(token) => Box::new(DiscordAdapter::new(token)),
-                }
-            })
-            .collect();
-        Ok(Components {
-            store,
-            router: router.clone(),
-            router_control: Some(Arc::new(ArcRouter(router))),
-            adapters,
+/// The adapters' constructors.
+fn adapters(wanted: Vec<Wanted>) -> Vec<Box<dyn PlatformAdapter>> {
+    wanted
+        .into_iter()
+        .map(|w| -> Box<dyn PlatformAdapter> {
+            match w {
+                Wanted::Telegram(token) => Box::new(TelegramAdapter::new(token)),
+                Wanted::Discord(token) => Box::new(DiscordAdapter::new(token)),
+            }
         })
-    }
+        .collect()
 }

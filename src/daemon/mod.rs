@@ -1,6 +1,7 @@
 //! The daemon (`switchboard run`): wiring, signals, systemd notify/watchdog and reload.
 //!
-//! [`run`] loads configuration and secrets, builds the real components ([`build_parts`]) and hands them to
+//! [`run`] loads configuration and secrets and builds the real components through the composition root
+//! ([`crate::app`], [`build_parts`]), then hands them to
 //! [`serve`], which owns the process lifecycle: start every adapter over one core, announce `READY=1` once
 //! they are up, keep `STATUS=` current, ping the watchdog while our own loops (its own main loop included)
 //! live, reload on SIGHUP, and on SIGTERM/SIGINT stop intake, drain in-flight replies within the grace,
@@ -24,7 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::SharedClock;
 use crate::config::daemon::LogFormat;
-use crate::config::{self, Config, ConfigError, Env, Secrets};
+use crate::config::{Config, ConfigError};
 use crate::core::Core;
 use crate::exit::Fatal;
 use crate::health::Health;
@@ -57,28 +58,25 @@ const PROBE_NS: &str = "daemon";
 /// Runs every configured adapter until SIGTERM/SIGINT. Configuration and credential errors are
 /// [`Fatal::Config`] (exit 78) naming the key and the fix.
 pub async fn run(config_path: Option<PathBuf>, log_format: Option<LogFormat>) -> Result<(), Fatal> {
-    let env = Env::from_process();
-    let path = config::resolve_path(config_path.as_deref());
-    let config = match config::load(path.as_deref(), &env) {
-        Ok(c) => c,
+    let loaded = match crate::app::load(config_path.as_deref()) {
+        Ok(loaded) => loaded,
         Err(e) => {
             crate::logging::init(log_format.unwrap_or_default());
             return Err(config_fatal(&e));
         }
     };
-    crate::logging::init(log_format.unwrap_or(config.daemon.log_format));
-    let secrets = Secrets::load(&env).map_err(|e| config_fatal(&e))?;
+    crate::logging::init(log_format.unwrap_or(loaded.config.daemon.log_format));
     // `systemctl status` shows what start-up is waiting for (the store lock, then each adapter).
     SdNotifier.notify(&[Notice::Status("starting: opening the store".into())]);
     info!(
         version = env!("CARGO_PKG_VERSION"),
-        config = %path.as_deref().map_or_else(|| "<defaults>".into(), |p| p.display().to_string()),
+        config = %loaded.path.as_deref().map_or_else(|| "<defaults>".into(), |p| p.display().to_string()),
         "switchboard starting"
     );
     // Install the handlers before building anything: a SIGTERM during start-up is then an orderly stop.
     let signals = signals::unix_signals()
         .map_err(|e| Fatal::Other(anyhow::anyhow!("cannot install signal handlers: {e}")))?;
-    let parts = build_parts(config, &secrets, path, &env).await?;
+    let parts = build_parts(loaded.config, &loaded.secrets, loaded.path, &loaded.env).await?;
     serve(parts, signals, SdNotifier).await
 }
 

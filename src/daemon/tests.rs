@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::clock::TokioClock;
+use crate::config::Secrets;
 use crate::core::RESTARTING_MESSAGE;
 use crate::domain::{ChatKind, ChatRef, Inbound, Platform, ReplyEvent, Sender, UserRef};
 use crate::router::scripted::{Script, ScriptedRouter};
@@ -128,6 +129,16 @@ fn signal_stream(mut rx: mpsc::UnboundedReceiver<Signal>) -> impl Stream<Item = 
 }
 
 fn start(config: Config, startup: Startup, watchdog: Option<Duration>) -> Harness {
+    start_with(config, startup, watchdog, None)
+}
+
+/// [`start`] with a router control for reloads (the real router's, say).
+fn start_with(
+    config: Config,
+    startup: Startup,
+    watchdog: Option<Duration>,
+    router_control: Option<Arc<dyn RouterControl>>,
+) -> Harness {
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let notifier = RecordingNotifier::new();
@@ -150,7 +161,7 @@ fn start(config: Config, startup: Startup, watchdog: Option<Duration>) -> Harnes
         config: Arc::new(config),
         store: store.clone(),
         router: router.clone(),
-        router_control: None,
+        router_control,
         adapters: vec![Box::new(adapter)],
         clock: Arc::new(TokioClock::starting_at(1_700_000_000_000)),
         health: health.clone(),
@@ -414,6 +425,52 @@ async fn sighup_applies_a_valid_config_and_rejects_an_invalid_one() {
     );
     assert_eq!(ctx.core.config().core.system_prompt, "Answer in haiku.");
     assert_eq!(ctx.config.borrow().core.system_prompt, "Answer in haiku.");
+
+    h.signals.send(Signal::Terminate).unwrap();
+    assert!(h.serve.await.unwrap().is_ok());
+}
+
+/// The reload contract with the real router: a configuration it cannot apply (a `tier_order` naming no
+/// tier) rejects the whole reload — `STATUS=` says so and the running configuration stays everywhere.
+#[tokio::test(start_paused = true)]
+async fn sighup_with_a_config_the_router_rejects_keeps_the_old_one() {
+    let router = crate::app::build_router(
+        &Config::default(),
+        &Secrets::default(),
+        Arc::new(MemoryStore::new()),
+        Arc::new(TokioClock::starting_at(1_700_000_000_000)),
+    )
+    .unwrap();
+    let control: Arc<dyn RouterControl> = Arc::new(crate::app::RouterHandle(router));
+    let h = start_with(
+        Config::default(),
+        Startup::UpAfter(Duration::ZERO),
+        None,
+        Some(control),
+    );
+    until("READY", || h.notifier.count(&Notice::Ready) == 1).await;
+    let ctx = h.shared.ctx.lock().unwrap().clone().unwrap();
+    let before = ctx.core.config().core.system_prompt.clone();
+
+    let mut bad = Config::default();
+    bad.core.system_prompt = "Answer in haiku.".into();
+    bad.router.tier_order = vec!["bogus".into()];
+    *h.reload_with.lock().unwrap() = Ok(bad);
+    h.signals.send(Signal::Reload).unwrap();
+    until("READY after the rejected reload", || {
+        h.notifier.count(&Notice::Ready) == 2
+    })
+    .await;
+    let line = statuses(&h.notifier).last().cloned().unwrap();
+    assert!(
+        line.starts_with(
+            "reload rejected (router.tier_order[0]); running on the previous configuration"
+        ),
+        "{line}"
+    );
+    assert_eq!(ctx.core.config().core.system_prompt, before);
+    assert_eq!(ctx.config.borrow().core.system_prompt, before);
+    assert!(ctx.config.borrow().router.tier_order.is_empty());
 
     h.signals.send(Signal::Terminate).unwrap();
     assert!(h.serve.await.unwrap().is_ok());

@@ -359,16 +359,11 @@ impl FreeFirstRouter {
 
     /// Applies a reloaded configuration: model lists, switches, prices and tiers; keys rejected with
     /// 401/403 get another chance. Quota and cooldown state is kept. New extra tiers, new keys or changed
-    /// base URLs need a restart (their clients are built at start-up); a warning says so.
-    pub fn reload(&self, config: &Config) {
+    /// base URLs need a restart (their clients are built at start-up); a warning says so. A configuration
+    /// the router cannot apply is an error, and the current one stays in force.
+    pub fn reload(&self, config: &Config) -> Result<(), ConfigError> {
         let mut st = self.shared.lock();
-        let policy = match build_policy(config, &self.shared.providers, &st.book) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("router configuration not reloaded, keeping the current one: {e}");
-                return;
-            }
-        };
+        let policy = build_policy(config, &self.shared.providers, &st.book)?;
         for tier in &config.tiers {
             if !self.shared.providers.extra.contains_key(&tier.name) {
                 tracing::warn!(tier = %tier.name, "new tier needs a restart to be used");
@@ -386,6 +381,7 @@ impl FreeFirstRouter {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         tracing::info!("router configuration reloaded");
+        Ok(())
     }
 
     /// The routing decision alone, for the benchmark and diagnostics: picks and reserves an account in the first tier
@@ -936,6 +932,13 @@ fn notice_reason(free: TierOutcome, explicit: bool) -> &'static str {
     }
 }
 
+/// The answer to every message when no model tier is usable at all (no key set, or no model listed):
+/// waiting will not help, the operator has to add keys.
+pub const NO_MODELS_MESSAGE: &str = "No model is set up, so I cannot answer: no model keys are \
+     configured. The operator adds one — OPENROUTER_API_KEY_1 (free tier) or OLLAMA_API_KEY (paid tier) in \
+     the environment, or a [[tiers]] entry with key_env — and restarts; `switchboard check` shows what is \
+     missing.";
+
 /// The friendly message when nothing could answer.
 fn unavailable_message(free: TierOutcome, paid: TierOutcome) -> String {
     let free_part = match free {
@@ -1161,6 +1164,8 @@ impl Turn<'_> {
         }
         let failure = if self.declined {
             UserFacingError::new(FailureKind::Refused, DECLINED_MESSAGE)
+        } else if self.policy.tiers.is_empty() {
+            UserFacingError::new(FailureKind::Unavailable, NO_MODELS_MESSAGE)
         } else {
             UserFacingError::new(
                 FailureKind::Unavailable,

@@ -3,7 +3,6 @@
 //! This file is the seam the core calls ([`LlmRouter`]); the policy, quota bookkeeping and error taxonomy
 //! live in the submodules. The router knows no platform crate and no sled (state goes through the store trait).
 
-pub mod check;
 pub mod clients;
 pub mod free_first;
 pub mod quota;
@@ -109,7 +108,7 @@ impl RouterStatus {
                     if t.accounts.len() == 1 { "" } else { "s" }
                 );
                 if let Some(left) = left {
-                    s.push_str(&format!(", {left} requests left"));
+                    s.push_str(&format!(", {} left", crate::text::count(left, "request")));
                 }
                 if t.requests_today > 0 {
                     s.push_str(&format!(", {} used today", t.requests_today));

@@ -385,7 +385,7 @@ async fn payment_required_and_unauthorized_take_accounts_out() {
     rig.clock.advance(6 * 3_600_000);
     ask(&rig.router, request("c", "hi")).await;
     assert_eq!(rig.free.keys().last().unwrap(), "k1");
-    rig.router.reload(&rig.config);
+    rig.router.reload(&rig.config).unwrap();
     assert_eq!(rig.router.status().tiers[0].accounts[1].state, "ready");
 }
 
@@ -538,7 +538,7 @@ async fn paid_switches_and_caps_are_obeyed() {
     assert_eq!(rig.paid.calls().len(), 1);
     let mut c = config(1);
     c.router.free_only = true;
-    rig.router.reload(&c);
+    rig.router.reload(&c).unwrap();
     assert!(!rig.router.status().tiers[1].enabled);
 }
 
@@ -738,7 +738,7 @@ async fn background_refresh_runs_periodically_until_shutdown_and_reload_keeps_st
 
     let mut changed = config.clone();
     changed.openrouter.free_models = vec!["b:free".into()];
-    router.reload(&changed);
+    router.reload(&changed).unwrap();
     let names: Vec<_> = router.models().into_iter().map(|m| m.name).collect();
     assert_eq!(names, ["b:free"]);
     assert_eq!(
@@ -998,7 +998,7 @@ async fn a_free_account_freeing_within_the_wait_is_waited_for_instead_of_paying(
     assert_eq!(t.elapsed(), Duration::ZERO);
     // 0 = never wait.
     c.router.free_wait_max_secs = 0;
-    router.reload(&c);
+    router.reload(&c).unwrap();
     tokio::time::advance(Duration::from_secs(58)).await;
     let t = tokio::time::Instant::now();
     assert_eq!(started(&ask(&router, request("c", "hi")).await).0, "paid");
@@ -1161,7 +1161,7 @@ async fn a_rejected_key_is_warned_about_loudly_exactly_once() {
     assert_eq!(logs.count(WARNING), 1);
     assert!(logs.count("OPENROUTER_API_KEY_1") >= 1, "names the key");
     // After a reload the key gets another chance, and a new rejection is news again.
-    rig.router.reload(&rig.config);
+    rig.router.reload(&rig.config).unwrap();
     rig.free.on_key("k1", unauthorized());
     ask(&rig.router, request("d", "hi")).await;
     assert_eq!(logs.count(WARNING), 2);

@@ -103,6 +103,7 @@ pub async fn fake_discord() -> FakeDiscord {
     });
     let app = Router::new()
         .route("/api/v10/gateway", get(gateway_info))
+        .route("/api/v10/users/@me", get(current_user))
         .route("/api/v10/channels/{channel}", get(channel_info))
         .route("/api/v10/channels/{channel}/messages", post(create_message))
         .route(
@@ -160,6 +161,27 @@ pub fn bot_user() -> Value {
 
 pub fn user(id: &str, name: &str) -> Value {
     json!({"id": id, "username": name.to_lowercase(), "discriminator": "0", "global_name": name, "bot": false})
+}
+
+/// `GET /users/@me`: the bot, for the right token only; anything else gets Discord's 401.
+async fn current_user(
+    State(s): State<Arc<FakeState>>,
+    headers: axum::http::HeaderMap,
+    uri: Uri,
+) -> Response {
+    record(&s, Method::GET, &uri, Value::Null);
+    let authorized = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(format!("Bot {TOKEN}").as_str());
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"message": "401: Unauthorized", "code": 0})),
+        )
+            .into_response();
+    }
+    Json(bot_user()).into_response()
 }
 
 async fn gateway_info(State(s): State<Arc<FakeState>>, uri: Uri) -> Json<Value> {

@@ -1,39 +1,26 @@
-//! The terminal adapter: `switchboard chat` and `switchboard demo`. Reads one message per line, streams the
-//! reply as it is generated, and after each reply prints one dim line naming the tier, provider and model
-//! that answered (marked incomplete when the reply was cut short). On a terminal it shows a prompt and
-//! colours, and Ctrl-C stops a reply — or, at the prompt, ends the chat; when stdin is not a terminal it prints plainly,
-//! so it can be scripted (`printf 'hi\n/usage\n' | switchboard chat`).
+//! The terminal adapter behind `switchboard chat` and `switchboard demo` (composed in [`crate::app`]): it
+//! only reads and renders. Reads one message per line, streams the reply as it is generated (Markdown
+//! rendered for the terminal, [`markdown`]), and after each reply prints one dim line naming the tier,
+//! provider and model that answered (marked incomplete when the reply was cut short). On a terminal it
+//! shows a prompt and colours, and Ctrl-C stops a reply — or, at the prompt, ends the chat at once; when
+//! stdin is not a terminal it prints plainly, so it can be scripted (`printf 'hi\n/usage\n' | switchboard chat`).
+
+mod input;
+pub mod markdown;
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
-
-use crate::clock::{SharedClock, SystemClock};
-use crate::config::daemon::LogFormat;
-use crate::config::{self, Config, Env, Secrets};
+pub use self::input::stdin_lines;
+use self::markdown::MarkdownWriter;
 use crate::core::Core;
 use crate::domain::{
     AnswerSource, ChatKind, ChatRef, Inbound, Platform, ReplyEvent, Sender, UserRef,
 };
-use crate::exit::Fatal;
-use crate::logging;
-use crate::router::free_first::FreeFirstRouter;
-use crate::secrets::NamedSecret;
-use crate::sim::ollama::{SimOllama, SimOllamaOptions};
-use crate::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
-use crate::sim::ReplyShape;
-use crate::store::open::{open_store, retention_policy, spawn_retention};
-use crate::store::Store;
-
-/// When input ends, a reply still streaming gets this long to finish (it is then stored as incomplete).
-const SESSION_END_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How the terminal output looks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +54,12 @@ impl Style {
             Self::Plain => text.to_owned(),
         }
     }
+}
+
+/// Prints one warning line (yellow on a terminal): the demo's banner, "no model keys are configured".
+pub fn print_warning<W: Write>(out: &mut W, style: Style, text: &str) -> std::io::Result<()> {
+    writeln!(out, "{}", style.warn(text))?;
+    out.flush()
 }
 
 /// The terminal user: the local operator, whose chat is `terminal:local`.
@@ -110,15 +103,26 @@ where
     R: AsyncBufRead + Unpin,
     W: Write,
 {
-    run_session_with(core, input, out, style, ctrl_c).await
-}
-
-/// Resolves on the next Ctrl-C. Once tokio listens for SIGINT it does so for the rest of the process, so
-/// the session itself must handle Ctrl-C at the prompt too; if the handler cannot be installed, never.
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+    if style == Style::Plain {
+        return run_session_with(core, input, out, style, std::future::pending::<()>).await;
     }
+    // One listener for the whole session, created before the first prompt: a Ctrl-C pressed any time
+    // after the prompt appears is seen, not lost between two listeners. If it cannot be installed, the
+    // session simply does not react to Ctrl-C (and SIGINT keeps its default: it ends the process).
+    let sigint = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+        Ok(signal) => Some(Arc::new(tokio::sync::Mutex::new(signal))),
+        Err(_) => None,
+    };
+    let interrupt = move || {
+        let sigint = sigint.clone();
+        async move {
+            match sigint {
+                Some(s) if s.lock().await.recv().await.is_some() => {}
+                _ => std::future::pending::<()>().await,
+            }
+        }
+    };
+    run_session_with(core, input, out, style, interrupt).await
 }
 
 /// [`run_session`] with the interrupt source given: `interrupt()` resolves when the user presses Ctrl-C
@@ -185,7 +189,7 @@ where
     F: Future<Output = ()>,
 {
     let mut source: Option<AnswerSource> = None;
-    let mut wrote_text = false;
+    let mut text = MarkdownWriter::new(style == Style::Interactive);
     loop {
         let event = if style == Style::Interactive {
             tokio::select! {
@@ -193,8 +197,9 @@ where
                 () = interrupt() => {
                     // Dropping the stream stops the turn; the core stores what arrived as incomplete.
                     drop(stream);
+                    text.finish(out)?;
                     writeln!(out, "\n{}", style.warn("⚠ cancelled"))?;
-                    cut_short_line(out, style, source.as_ref(), wrote_text)?;
+                    cut_short_line(out, style, source.as_ref(), text.wrote_any())?;
                     return out.flush();
                 }
             }
@@ -205,19 +210,19 @@ where
         match event {
             ReplyEvent::Started(s) => source = Some(s),
             ReplyEvent::Notice(notice) => writeln!(out, "{}", style.warn(&format!("ℹ {notice}")))?,
-            ReplyEvent::Delta(text) => {
-                write!(out, "{text}")?;
+            ReplyEvent::Delta(delta) => {
+                text.push(out, &delta)?;
                 out.flush()?;
-                wrote_text = true;
             }
             ReplyEvent::Finished(completion) => {
-                if wrote_text {
+                text.finish(out)?;
+                if text.wrote_any() && !text.at_line_start() {
                     writeln!(out)?;
                 }
                 if let Some(s) = completion.source.or(source.take()) {
                     let usage = completion.usage;
                     let tokens = if usage.total() > 0 {
-                        format!(" · {} tokens", usage.total())
+                        format!(" · {}", crate::text::count(usage.total(), "token"))
                     } else {
                         String::new()
                     };
@@ -230,11 +235,12 @@ where
                 break;
             }
             ReplyEvent::Failed(failure) => {
-                if wrote_text {
+                text.finish(out)?;
+                if text.wrote_any() && !text.at_line_start() {
                     writeln!(out)?;
                 }
                 writeln!(out, "{}", style.warn(&format!("⚠ {}", failure.message)))?;
-                cut_short_line(out, style, source.as_ref(), wrote_text)?;
+                cut_short_line(out, style, source.as_ref(), text.wrote_any())?;
                 break;
             }
         }
@@ -260,184 +266,6 @@ fn cut_short_line<W: Write>(
     }
 }
 
-/// `switchboard chat`: the terminal chat over the configured router and store, with history in sled
-/// like any other platform (the conversation is `terminal:local`).
-pub async fn chat_command(
-    config_path: Option<PathBuf>,
-    log_format: Option<LogFormat>,
-) -> Result<(), Fatal> {
-    let env = Env::from_process();
-    let path = config::resolve_path(config_path.as_deref());
-    let config = config::load(path.as_deref(), &env).map_err(|e| Fatal::Config(e.to_string()))?;
-    logging::init_with_default(
-        log_format.unwrap_or(config.daemon.log_format),
-        logging::QUIET_FILTER,
-    );
-    let secrets = Secrets::load(&env).map_err(|e| Fatal::Config(e.to_string()))?;
-    let clock: SharedClock = Arc::new(SystemClock);
-    let store = open_store(&config, &env, &clock).await?;
-    let router = FreeFirstRouter::from_config(&config, &secrets, store.clone(), clock.clone())
-        .map_err(|e| Fatal::Config(e.to_string()))?;
-    chat_over(Arc::new(config), store, router, clock).await
-}
-
-/// Runs a terminal session over `router` until stdin ends, then drains and flushes.
-async fn chat_over(
-    config: Arc<Config>,
-    store: Arc<dyn Store>,
-    router: Arc<FreeFirstRouter>,
-    clock: SharedClock,
-) -> Result<(), Fatal> {
-    let background = CancellationToken::new();
-    router.spawn_background(background.clone());
-    let retention = retention_policy(&config.store);
-    spawn_retention(
-        store.clone(),
-        move || retention,
-        clock.clone(),
-        background.clone(),
-    );
-    let core = Core::new(config, store.clone(), router, clock);
-    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    let mut out = std::io::stdout();
-    let session = run_session(&core, stdin, &mut out, Style::detect()).await;
-    background.cancel();
-    core.begin_shutdown();
-    core.drain(SESSION_END_GRACE).await;
-    store
-        .flush()
-        .await
-        .map_err(|e| Fatal::Other(anyhow::anyhow!("flushing the store: {e}")))?;
-    session.map_err(|e| Fatal::Other(anyhow::anyhow!("terminal I/O failed: {e}")))
-}
-
-/// Set to `instant` to run the demo without simulated model latency (the spine tests do, to stay quick).
-pub const DEMO_PACE_VAR: &str = "SWITCHBOARD_DEMO_PACE";
-
-/// The demo's two OpenRouter keys, each its own account with this many free requests a day — tiny, so the
-/// switch from key to key and then to the paid tier shows within a handful of messages.
-const DEMO_FREE_REQUESTS: u32 = 2;
-
-/// `switchboard demo`: the terminal chat against simulated OpenRouter and Ollama servers that it starts on
-/// 127.0.0.1, through the real router, core and a throwaway sled store. Contacts no external host.
-pub async fn demo_command(log_format: Option<LogFormat>) -> Result<(), Fatal> {
-    logging::init_with_default(log_format.unwrap_or_default(), logging::QUIET_FILTER);
-    let demo = Demo::start()
-        .await
-        .map_err(|e| Fatal::Other(anyhow::anyhow!("cannot start the simulators: {e}")))?;
-    let mut out = std::io::stdout();
-    let style = Style::detect();
-    writeln!(out, "{}", style.warn(&demo.banner())).map_err(|e| Fatal::Other(e.into()))?;
-    let clock: SharedClock = Arc::new(SystemClock);
-    let state_dir = std::env::temp_dir().join(format!("switchboard-demo-{}", std::process::id()));
-    let mut env = Env::default();
-    env.set("STATE_DIRECTORY", state_dir.display().to_string());
-    let result = async {
-        let store = open_store(&demo.config, &env, &clock).await?;
-        let router =
-            FreeFirstRouter::from_config(&demo.config, &demo.secrets, store.clone(), clock.clone())
-                .map_err(|e| Fatal::Config(e.to_string()))?;
-        router.refresh_quotas().await;
-        chat_over(Arc::new(demo.config.clone()), store, router, clock).await
-    }
-    .await;
-    demo.openrouter.shutdown().await;
-    demo.ollama.shutdown().await;
-    let _ = std::fs::remove_dir_all(&state_dir);
-    result
-}
-
-/// The simulated upstreams and the configuration that points at them.
-struct Demo {
-    openrouter: SimOpenRouter,
-    ollama: SimOllama,
-    config: Config,
-    secrets: Secrets,
-}
-
-impl Demo {
-    async fn start() -> std::io::Result<Self> {
-        let keys = ["sk-or-v1-demo-key-one", "sk-or-v1-demo-key-two"];
-        let pace = if std::env::var(DEMO_PACE_VAR).is_ok_and(|v| v == "instant") {
-            ReplyShape::default()
-        } else {
-            ReplyShape::demo()
-        };
-        let openrouter = SimOpenRouter::start(SimOpenRouterOptions {
-            keys: keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    SimKey::new(*k, format!("demo-account-{}", i + 1), DEMO_FREE_REQUESTS)
-                })
-                .collect(),
-            reply: pace.clone(),
-            ..SimOpenRouterOptions::default()
-        })
-        .await?;
-        let ollama_key = "ollama-demo-key";
-        let ollama = SimOllama::start(SimOllamaOptions {
-            keys: vec![ollama_key.into()],
-            reply: pace,
-            ..SimOllamaOptions::default()
-        })
-        .await?;
-        let mut config = Config::default();
-        config.openrouter.base_url = openrouter.base_url();
-        config.ollama.base_url = ollama.base_url();
-        config.core.system_prompt = "You are switchboard's demo assistant.".into();
-        let secrets = Secrets {
-            openrouter_keys: keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| NamedSecret {
-                    name: format!("OPENROUTER_API_KEY_{}", i + 1),
-                    value: SecretString::from(*k),
-                })
-                .collect(),
-            ollama_keys: vec![NamedSecret {
-                name: "OLLAMA_API_KEY".into(),
-                value: SecretString::from(ollama_key),
-            }],
-            ..Secrets::default()
-        };
-        Ok(Self {
-            openrouter,
-            ollama,
-            config,
-            secrets,
-        })
-    }
-
-    fn banner(&self) -> String {
-        let keys: Vec<String> = self
-            .secrets
-            .openrouter_keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("  OpenRouter key {} ({}) — account demo-account-{}, {DEMO_FREE_REQUESTS} free requests today", i + 1, k.fingerprint(), i + 1))
-            .collect();
-        format!(
-            "switchboard demo — OpenRouter and Ollama Cloud are SIMULATED on this machine
-\
-             (OpenRouter at {}, Ollama at {}); nothing leaves 127.0.0.1, no account is needed.
-\
-             Free tier first:
-{}
-then the paid tier: Ollama Cloud models ({}).
-\
-             Type a message (or /help, /usage); Ctrl-D ends.",
-            self.openrouter.base_url(),
-            self.ollama.base_url(),
-            keys.join(
-                "
-"
-            ),
-            self.config.ollama.models.join(", "),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -446,6 +274,8 @@ mod tests {
     use tokio::sync::{mpsc, Mutex};
 
     use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::Config;
     use crate::router::scripted::{Script, ScriptedRouter};
     use crate::store::memory::MemoryStore;
 
@@ -501,6 +331,32 @@ mod tests {
              \u{26a0} The model stopped responding; the answer above is incomplete.\n\
              \u{2014} free tier \u{b7} scripted \u{b7} echo-1 \u{b7} incomplete\n"
         );
+    }
+
+    #[tokio::test]
+    async fn markdown_replies_render_for_the_terminal_not_raw() {
+        let core = core(ScriptedRouter::new());
+        let input: &[u8] = b"**free tier** and `code`\n";
+        let mut plain = Vec::new();
+        run_session(&core, input, &mut plain, Style::Plain)
+            .await
+            .unwrap();
+        let plain = String::from_utf8(plain).unwrap();
+        assert!(
+            plain.contains("\necho: free tier and `code`\n"),
+            "piped output drops the markers: {plain:?}"
+        );
+        let mut ansi = Vec::new();
+        let never = || std::future::pending::<()>();
+        run_session_with(&core, input, &mut ansi, Style::Interactive, never)
+            .await
+            .unwrap();
+        let ansi = String::from_utf8(ansi).unwrap();
+        assert!(
+            ansi.contains("echo: \x1b[1mfree tier\x1b[22m and \x1b[36mcode\x1b[39m\n"),
+            "a terminal shows bold and code: {ansi:?}"
+        );
+        assert!(!ansi.contains("**"), "{ansi:?}");
     }
 
     #[tokio::test(start_paused = true)]
