@@ -3,6 +3,7 @@
 //! each other; what they share (splitting long replies, Markdown handling) lives in [`render`].
 
 pub mod discord;
+pub mod mention;
 pub mod render;
 pub mod telegram;
 pub mod terminal;

@@ -195,7 +195,7 @@ pub(super) async fn handle(
         text: command_text(&command),
         addressed: true,
         reply_to: None,
-        thread: scope.into_thread(),
+        thread: scope.clone().into_thread(),
     };
     let target = Target::Interaction {
         application_id,
@@ -209,8 +209,17 @@ pub(super) async fn handle(
     };
     let interval = Duration::from_millis(config.discord.edit_interval_ms);
     let rest = rest.clone();
+    // The answer joins the reply-chain map like an ordinary answer, so replying to it continues this
+    // conversation (in DMs there is one conversation per channel and no map).
+    let chain_scope = (chat_kind == ChatKind::Group).then_some(scope);
+    let recorder = shared.clone();
     shared.tasks.spawn(async move {
-        render::render(&rest, target, stream, interval, &|_| {}).await;
+        let on_posted = |id: serenity::model::id::MessageId| {
+            if let Some(scope) = &chain_scope {
+                recorder.record_chain(&id.to_string(), scope);
+            }
+        };
+        render::render(&rest, target, stream, interval, &on_posted).await;
     });
 }
 
