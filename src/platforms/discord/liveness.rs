@@ -72,9 +72,11 @@ impl ReconnectMeter {
         }
         state.unreported += 1;
         let in_window = state.recent.len();
-        let due = state
-            .last_report
-            .is_none_or(|t| now.saturating_duration_since(t) >= RECONNECT_LOG_EVERY);
+        // Also the moment reconnects stop being routine, so a storm is seen from its start.
+        let due = in_window == ROUTINE_RECONNECTS + 1
+            || state
+                .last_report
+                .is_none_or(|t| now.saturating_duration_since(t) >= RECONNECT_LOG_EVERY);
         if due {
             let since_last = state.unreported;
             if in_window > ROUTINE_RECONNECTS {
