@@ -558,6 +558,18 @@ fn history(state: &Path) -> Vec<switchboard::store::Turn> {
     store.recent_turns(&key, epoch, 50).unwrap()
 }
 
+/// The latest text of every message the bot wrote to the fake Telegram, in id order.
+fn bot_texts(world: &World) -> Vec<String> {
+    world
+        .tg
+        .lock()
+        .unwrap()
+        .messages
+        .values()
+        .cloned()
+        .collect()
+}
+
 fn assert_fakes_clean(world: &World) {
     assert!(
         world.tg.lock().unwrap().unexpected.is_empty(),
@@ -623,14 +635,7 @@ async fn ready_after_start_up_then_sigterm_mid_stream_finishes_the_reply_and_exi
 
     // The reply was finished within the grace and delivered in full.
     let full: String = (0..8).map(|i| format!("part{i} ")).collect();
-    let texts: Vec<String> = world
-        .tg
-        .lock()
-        .unwrap()
-        .messages
-        .values()
-        .cloned()
-        .collect();
+    let texts = bot_texts(&world);
     assert!(texts.iter().any(|t| t.trim() == full.trim()), "{texts:?}");
     // The update was acknowledged: a getUpdates with an offset past it.
     assert!(
@@ -708,14 +713,7 @@ async fn secrets_echoed_by_upstreams_reach_no_log_line_at_trace_and_no_reply() {
     assert!(d.logs().contains("mid-stream"), "{}", d.logs());
     d.signal(libc::SIGTERM);
     assert_eq!(d.exit().await.0, 0);
-    let replies: Vec<String> = world
-        .tg
-        .lock()
-        .unwrap()
-        .messages
-        .values()
-        .cloned()
-        .collect();
+    let replies = bot_texts(&world);
     assert!(
         replies
             .iter()
@@ -746,14 +744,7 @@ async fn sigterm_past_the_grace_cuts_the_reply_with_a_restarting_note() {
     assert_eq!(code, 0, "logs:\n{}", d.logs());
     // Grace 1 s + the core's cut grace + adapter stop; far below TimeoutStopSec=45s.
     assert!(took < Duration::from_secs(30), "stopping took {took:?}");
-    let texts: Vec<String> = world
-        .tg
-        .lock()
-        .unwrap()
-        .messages
-        .values()
-        .cloned()
-        .collect();
+    let texts = bot_texts(&world);
     assert!(
         texts
             .iter()
