@@ -137,6 +137,7 @@ fn request(i: usize) -> CompletionRequest {
         prompt: ChatMessage::new(Role::User, "hello"),
         model: None,
         paid_allowed: true,
+        max_tokens: None,
     }
 }
 
@@ -180,6 +181,7 @@ async fn ttft_bench() {
                 ProviderRequest {
                     model: MODEL.into(),
                     messages: vec![ChatMessage::new(Role::User, "hello")],
+                    max_tokens: None,
                 },
             )
             .await
@@ -201,6 +203,7 @@ async fn ttft_bench() {
                         ChatMessage::new(Role::System, "Be brief."),
                         ChatMessage::new(Role::User, "hello"),
                     ],
+                    max_tokens: None,
                 },
             )
             .await

@@ -2,9 +2,11 @@
 //! `--log-format json` or `[daemon].log_format = "json"` — with levels from `RUST_LOG` (unset:
 //! [`DEFAULT_FILTER`]; the systemd unit leaves it unset so that default applies).
 //! Secrets never reach a log line: nothing that holds one implements a `Debug` that shows it, keys are
-//! logged by [`crate::secrets::fingerprint`], and reqwest errors are stripped of their URL.
+//! logged by [`crate::secrets::fingerprint`], reqwest errors are stripped of their URL, and — for what an
+//! upstream echoes back (an error body quoting the key, a percent-encoded bot URL) — every formatted line,
+//! at every level and from every crate, passes [`crate::secrets::scrub`] on its way to stderr.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 
@@ -35,7 +37,7 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
     let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| ScrubbedStderr(Vec::new()))
         .with_ansi(ansi)
         .with_target(false);
     let _ = match (format, to_journal) {
@@ -47,4 +49,26 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
             .with_current_span(false)
             .try_init(),
     };
+}
+
+/// One log event on its way to stderr: buffered whole (the formatter writes an event, then drops its
+/// writer), scrubbed of every installed secret, then written in one call so lines never interleave.
+struct ScrubbedStderr(Vec<u8>);
+
+impl Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ScrubbedStderr {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let _ = std::io::stderr().write_all(crate::secrets::scrub(&text).as_bytes());
+    }
 }

@@ -1,8 +1,22 @@
-//! Secret handling: fingerprints that identify a key in logs and replies without revealing it.
+//! Secret handling: fingerprints that identify a key in logs and replies without revealing it, and the
+//! scrubber that removes the exact value of every loaded secret (raw or percent-encoded) from any text —
+//! every log line (see [`crate::logging`]) and every error shown to a user — whatever an upstream echoes.
 //! Keys and tokens themselves stay `secrecy::SecretString` from the moment they are read.
+
+use std::borrow::Cow;
+use std::sync::RwLock;
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+
+/// What a scrubbed secret is replaced with.
+pub const REDACTED: &str = "[redacted]";
+/// Secrets shorter than this are not scrubbed: no real key or token is (Telegram's are ~46 characters,
+/// OpenRouter's ~73), and scrubbing a two-letter test value would mangle ordinary words in every line.
+const MIN_SCRUBBED_LEN: usize = 8;
+
+/// Every form of every installed secret, longest first (so a raw value inside a longer form goes with it).
+static NEEDLES: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 /// A short, stable, non-reversible name for a secret: `fp:` and the first 8 hex digits of its SHA-256.
 /// Never the key's prefix (every OpenRouter key starts `sk-or-v1-`) and never enough to guess it.
@@ -39,9 +53,84 @@ impl std::fmt::Debug for NamedSecret {
     }
 }
 
+/// Registers `secrets` with the scrubber: from now on [`scrub`] removes their exact values and their
+/// percent-encoded forms (as an upstream echoing a URL or a form body would show them). Called when
+/// secrets are loaded; installing a value twice is harmless.
+pub fn install<'a>(secrets: impl IntoIterator<Item = &'a SecretString>) {
+    let mut needles = NEEDLES.write().unwrap_or_else(|e| e.into_inner());
+    for secret in secrets {
+        let value = secret.expose_secret();
+        if value.len() < MIN_SCRUBBED_LEN {
+            continue;
+        }
+        for form in encoded_forms(value) {
+            if !needles.contains(&form) {
+                needles.push(form);
+            }
+        }
+    }
+    needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+}
+
+/// `text` with every installed secret (in any of its forms) replaced by [`REDACTED`]. Borrowed, and
+/// cheap, when there is nothing to remove.
+pub fn scrub(text: &str) -> Cow<'_, str> {
+    let needles = NEEDLES.read().unwrap_or_else(|e| e.into_inner());
+    let mut out = Cow::Borrowed(text);
+    for needle in needles.iter() {
+        if out.contains(needle.as_str()) {
+            out = Cow::Owned(out.replace(needle.as_str(), REDACTED));
+        }
+    }
+    out
+}
+
+/// The raw value and how URL encoders write it: reserved characters encoded (`:` → `%3A`, as in a bot
+/// URL), or every byte encoded; each with upper- and lower-case hex digits.
+fn encoded_forms(value: &str) -> Vec<String> {
+    let reserved = |b: u8| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let mut forms = vec![value.to_owned()];
+    for encode_all in [false, true] {
+        for upper in [true, false] {
+            let mut form = String::with_capacity(value.len() * 3);
+            for b in value.bytes() {
+                if encode_all || reserved(b) {
+                    if upper {
+                        form.push_str(&format!("%{b:02X}"));
+                    } else {
+                        form.push_str(&format!("%{b:02x}"));
+                    }
+                } else {
+                    form.push(char::from(b));
+                }
+            }
+            if !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+    }
+    forms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn installed_secrets_are_scrubbed_raw_and_percent_encoded_and_others_left_alone() {
+        let token = SecretString::from("123456:SCRUB-test-token-Zq");
+        install([&token, &SecretString::from("short")]);
+        let line = "GET /bot123456:SCRUB-test-token-Zq/x and /bot123456%3ASCRUB-test-token-Zq/y \
+                    and %31%32%33%34%35%36%3a%53%43%52%55%42%2d%74%65%73%74%2d%74%6f%6b%65%6e%2d%5a%71";
+        let scrubbed = scrub(line);
+        assert!(!scrubbed.contains("SCRUB"), "{scrubbed}");
+        assert!(!scrubbed.contains("%53%43"), "{scrubbed}");
+        assert_eq!(scrubbed.matches(REDACTED).count(), 3, "{scrubbed}");
+        assert!(matches!(
+            scrub("short words stay"),
+            Cow::Borrowed("short words stay")
+        ));
+    }
 
     #[test]
     fn fingerprint_hides_the_key_and_is_stable() {

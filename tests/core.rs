@@ -12,10 +12,12 @@ use switchboard::config::{self, Config, Env};
 use switchboard::core::{Core, INTERNAL_ERROR_MESSAGE};
 use switchboard::domain::{
     ChatKind, ChatRef, FailureKind, Inbound, Platform, ReplyEvent, ReplyStream, Role, Sender,
-    UserRef,
+    TierName, UserRef,
 };
 use switchboard::router::scripted::{Script, ScriptedRouter};
-use switchboard::router::{CompletionRequest, LlmRouter, ModelInfo, RouterStatus};
+use switchboard::router::{
+    AccountStatus, CompletionRequest, LlmRouter, ModelInfo, RouterStatus, TierStatus,
+};
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::sled_store::SledStore;
 use switchboard::store::{HistoryStore, StateStore, TurnStatus};
@@ -574,6 +576,35 @@ async fn per_user_rate_limit() {
 }
 
 #[tokio::test]
+async fn over_the_rate_limit_a_burst_is_told_once_then_ignored() {
+    let (core, router, _, _h) = core_with("[access]\nuser_messages_per_minute = 3\n");
+    for _ in 0..3 {
+        collect(&core, dm("1", "hi")).await;
+    }
+    // A burst of 37 extra messages gets exactly one "slow down", not 37.
+    let mut told = 0;
+    for _ in 0..37 {
+        if let Some(stream) = core.handle(dm("1", "hi again")) {
+            let (_, last) = drain(stream).await;
+            assert!(
+                matches!(&last, ReplyEvent::Failed(f) if f.kind == FailureKind::Refused && f.message.contains("faster")),
+                "{last:?}"
+            );
+            told += 1;
+        }
+    }
+    assert_eq!(told, 1, "one refusal per window");
+    assert_eq!(
+        router.request_count(),
+        3,
+        "nothing over the limit reached the model"
+    );
+    // Someone else is told on their own account.
+    let (_, last) = collect(&core, dm("2", "hi")).await;
+    assert!(matches!(last, ReplyEvent::Finished(_)));
+}
+
+#[tokio::test]
 async fn per_user_daily_paid_cap_switches_that_user_to_free_only() {
     let dir = tempfile::tempdir().unwrap();
     let router = ScriptedRouter::paid();
@@ -737,6 +768,78 @@ async fn help_lists_every_command_and_unknown_commands_are_explained() {
     assert!(
         status.contains("switchboard") && status.contains("up"),
         "{status}"
+    );
+}
+
+/// A scripted router whose status shows an account with a key name, a fingerprint and spend.
+struct AccountsRouter(Arc<ScriptedRouter>);
+
+impl LlmRouter for AccountsRouter {
+    fn complete(&self, request: CompletionRequest) -> ReplyStream {
+        self.0.complete(request)
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        self.0.models()
+    }
+
+    fn status(&self) -> RouterStatus {
+        RouterStatus {
+            tiers: vec![TierStatus {
+                name: TierName::paid(),
+                enabled: true,
+                accounts: vec![AccountStatus {
+                    provider: "ollama-cloud".into(),
+                    account: "OLLAMA_API_KEY_2".into(),
+                    keys: vec!["fp:3f9a".into()],
+                    requests_left_today: None,
+                    daily_limit: None,
+                    state: "ready (key fp:3f9a)".into(),
+                }],
+                requests_today: 4,
+                daily_cap: Some(500),
+                estimated_cost_usd: Some(1.25),
+            }],
+        }
+    }
+}
+
+#[tokio::test]
+async fn in_groups_only_admins_see_accounts_keys_and_spend() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = Core::new(
+        config("[access]\nadmins = [\"telegram:9\"]\n"),
+        sled_store(dir.path()),
+        Arc::new(AccountsRouter(ScriptedRouter::new())),
+        Arc::new(SystemClock),
+    );
+    let secret_bits = ["OLLAMA_API_KEY_2", "fp:3f9a", "$1.25", "ollama-cloud"];
+    collect(&core, group("-100", "7", "Alice", "hello", true)).await;
+    for command in ["/usage", "/status"] {
+        let (member, _) = collect(&core, group("-100", "7", "Alice", command, true)).await;
+        for bit in secret_bits {
+            assert!(
+                !member.contains(bit),
+                "{command} showed {bit} to a member: {member}"
+            );
+        }
+        assert!(member.contains("paid tier"), "{member}");
+        let (admin, _) = collect(&core, group("-100", "9", "Root", command, true)).await;
+        for bit in secret_bits {
+            assert!(
+                admin.contains(bit),
+                "{command} hid {bit} from an admin: {admin}"
+            );
+        }
+        // A direct chat is the person's own business: the operator view, as before.
+        let (direct, _) = collect(&core, dm("7", command)).await;
+        assert!(direct.contains("fp:3f9a"), "{direct}");
+    }
+    // The member still sees their own and the chat's usage.
+    let (usage, _) = collect(&core, group("-100", "7", "Alice", "/usage", true)).await;
+    assert!(
+        usage.contains("you: 1 request") && usage.contains("this chat: 1 request"),
+        "{usage}"
     );
 }
 

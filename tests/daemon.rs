@@ -54,7 +54,23 @@ struct Telegram {
     get_me: usize,
     /// message id → latest text (sendMessage, then editMessageText).
     messages: BTreeMap<i64, String>,
+    /// Refuse sendChatAction with an error that quotes the bot URL, token percent-encoded (as a
+    /// misconfigured proxy in front of the Bot API does).
+    echo_token: bool,
     unexpected: Vec<String>,
+}
+
+/// `text` percent-encoded the way URL encoders write it: reserved characters (`encode_all`: every byte).
+fn percent_encoded(text: &str, encode_all: bool) -> String {
+    text.bytes()
+        .map(|b| {
+            if !encode_all && (b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 type Tg = Arc<Mutex<Telegram>>;
@@ -85,6 +101,13 @@ async fn telegram_route(
             "supports_inline_queries": false, "can_connect_to_business": false, "has_main_web_app": false
             }))
         }
+        "sendchataction" if tg.lock().unwrap().echo_token => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"ok": false, "error_code": 400, "description": format!(
+                "Bad Request: cannot forward https://api.telegram.org/bot{}/sendChatAction",
+                percent_encoded(TOKEN, false))})),
+        )
+            .into_response(),
         "setmycommands" | "deletewebhook" | "sendchataction" => ok(json!(true)),
         "getupdates" if tg.lock().unwrap().conflict => (
             StatusCode::CONFLICT,
@@ -175,6 +198,9 @@ struct Llm {
     requests: Vec<Value>,
     /// Pieces sent so far (all answers).
     sent: usize,
+    /// Fail every chat request with an error that quotes the key: odd requests with an HTTP 502 body,
+    /// even ones mid-stream — raw and percent-encoded, as a misbehaving upstream might.
+    echo_key: bool,
     unexpected: Vec<String>,
 }
 
@@ -184,6 +210,9 @@ async fn chat_completions(State(llm): State<Or>, Json(body): Json<Value>) -> Res
     let (pieces, delay) = {
         let mut l = llm.lock().unwrap();
         l.requests.push(body.clone());
+        if l.echo_key {
+            return echo_key_error(l.requests.len());
+        }
         (l.pieces.clone(), l.delay)
     };
     let model = body["model"]
@@ -228,6 +257,27 @@ fn async_stream(
             Some((Ok(Bytes::from(format!("data: {chunk}\n\n"))), i + 1))
         }
     })
+}
+
+/// The `n`-th echoing failure: a 502 body (odd `n`) or a mid-stream error event (even `n`).
+fn echo_key_error(n: usize) -> Response {
+    let message = format!(
+        "upstream refused key {OR_KEY} ({}; {})",
+        percent_encoded(OR_KEY, false),
+        percent_encoded(OR_KEY, true)
+    );
+    let error = json!({"error": {"message": message, "code": 502}});
+    if n % 2 == 1 {
+        return (StatusCode::BAD_GATEWAY, Json(error)).into_response();
+    }
+    let chunk = json!({"id": "gen-1", "model": "test/model:free",
+        "choices": [{"index": 0, "delta": {"content": "Hel"}}]});
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from(format!(
+            "data: {chunk}\n\ndata: {error}\n\n"
+        )))
+        .unwrap()
 }
 
 async fn key_info() -> Json<Value> {
@@ -474,10 +524,16 @@ impl Daemon {
         (status.code().unwrap_or(-1), since.elapsed())
     }
 
-    /// No token or key value — nor any part marked as a canary — in anything the daemon wrote.
+    /// No token or key value — raw or percent-encoded — nor any part marked as a canary — in anything
+    /// the daemon wrote.
     fn assert_no_secret_in_logs(&self) {
         let logs = self.logs();
-        for secret in [TOKEN, OR_KEY, fake_discord::TOKEN] {
+        let secrets = [TOKEN, OR_KEY, fake_discord::TOKEN];
+        let encoded = secrets
+            .iter()
+            .flat_map(|s| [percent_encoded(s, false), percent_encoded(s, true)]);
+        for secret in secrets.iter().map(|s| s.to_string()).chain(encoded) {
+            let secret = secret.as_str();
             assert!(
                 !logs.contains(secret),
                 "a secret reached the logs:\n{}",
@@ -500,6 +556,18 @@ fn history(state: &Path) -> Vec<switchboard::store::Turn> {
     let key = ConversationKey(format!("telegram:{CHAT}"));
     let epoch = store.conversation(&key).unwrap().map_or(0, |m| m.epoch);
     store.recent_turns(&key, epoch, 50).unwrap()
+}
+
+/// The latest text of every message the bot wrote to the fake Telegram, in id order.
+fn bot_texts(world: &World) -> Vec<String> {
+    world
+        .tg
+        .lock()
+        .unwrap()
+        .messages
+        .values()
+        .cloned()
+        .collect()
 }
 
 fn assert_fakes_clean(world: &World) {
@@ -567,14 +635,7 @@ async fn ready_after_start_up_then_sigterm_mid_stream_finishes_the_reply_and_exi
 
     // The reply was finished within the grace and delivered in full.
     let full: String = (0..8).map(|i| format!("part{i} ")).collect();
-    let texts: Vec<String> = world
-        .tg
-        .lock()
-        .unwrap()
-        .messages
-        .values()
-        .cloned()
-        .collect();
+    let texts = bot_texts(&world);
     assert!(texts.iter().any(|t| t.trim() == full.trim()), "{texts:?}");
     // The update was acknowledged: a getUpdates with an offset past it.
     assert!(
@@ -632,6 +693,37 @@ async fn json_logs_are_one_object_per_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_echoed_by_upstreams_reach_no_log_line_at_trace_and_no_reply() {
+    let world = World::new().await;
+    world.write_config("");
+    world.tg.lock().unwrap().echo_token = true;
+    world.llm.lock().unwrap().echo_key = true;
+    let mut d = world.start(&[("RUST_LOG", "trace")]).await;
+    d.ready().await;
+    let bot_messages = |w: &World| w.tg.lock().unwrap().messages.len();
+    for n in 1..=2 {
+        Telegram::deliver(&world.tg, &format!("question {n}"));
+        d.wait_for("the failure reply", |_| {
+            world.llm.lock().unwrap().requests.len() >= n && bot_messages(&world) >= n
+        })
+        .await;
+    }
+    // Both kinds of echo happened: the 502 body and the mid-stream error, and the typing refusal.
+    assert!(d.logs().contains("provider error status"), "{}", d.logs());
+    assert!(d.logs().contains("mid-stream"), "{}", d.logs());
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.exit().await.0, 0);
+    let replies = bot_texts(&world);
+    assert!(
+        replies
+            .iter()
+            .all(|r| !r.to_ascii_lowercase().contains("canary")),
+        "{replies:?}"
+    );
+    assert_fakes_clean(&world);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_past_the_grace_cuts_the_reply_with_a_restarting_note() {
     let world = World::new().await;
     world.write_config("[daemon]\nshutdown_grace_secs = 1\n");
@@ -652,14 +744,7 @@ async fn sigterm_past_the_grace_cuts_the_reply_with_a_restarting_note() {
     assert_eq!(code, 0, "logs:\n{}", d.logs());
     // Grace 1 s + the core's cut grace + adapter stop; far below TimeoutStopSec=45s.
     assert!(took < Duration::from_secs(30), "stopping took {took:?}");
-    let texts: Vec<String> = world
-        .tg
-        .lock()
-        .unwrap()
-        .messages
-        .values()
-        .cloned()
-        .collect();
+    let texts = bot_texts(&world);
     assert!(
         texts
             .iter()

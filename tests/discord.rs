@@ -27,7 +27,7 @@ use switchboard::clock::{SharedClock, TokioClock, DAY_MS};
 use switchboard::config::{Config, Env, Secrets};
 use switchboard::core::Core;
 use switchboard::domain::{ConversationKey, ReplyStream, Role};
-use switchboard::exit::{Fatal, EXIT_CONFIG};
+use switchboard::exit::{Fatal, EXIT_CONFIG, EXIT_UNSTABLE};
 use switchboard::health::Health;
 use switchboard::platforms::discord::{DiscordAdapter, SHUTTING_DOWN_NOTE};
 use switchboard::platforms::{AdapterContext, PlatformAdapter};
@@ -549,6 +549,154 @@ async fn a_dm_is_answered_with_typing_then_paced_edits_and_the_final_text() {
     );
     assert_eq!(edits.last().unwrap().body["content"], json!(want));
     h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_model_request_carries_the_chat_cap_and_long_raises_it_for_that_chat() {
+    let h = start(Options {
+        configure: |c| c.access.admins = vec![format!("discord:{ALICE}")],
+        ..Options::real(ReplyShape::default())
+    })
+    .await;
+    let chat_requests = |h: &Harness| -> Vec<Option<u64>> {
+        let sims = h.sims.as_ref().unwrap();
+        sims.openrouter
+            .requests()
+            .into_iter()
+            .filter(|r| r.is_chat())
+            .map(|r| r.max_tokens)
+            .collect()
+    };
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "short one", None);
+    h.answered(DM_CHANNEL, 0, "short one").await;
+    assert_eq!(chat_requests(&h), [Some(1024)], "the chat-sized default");
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "/long on", None);
+    h.fake
+        .wait_until("/long confirmed", |f| {
+            f.messages_in(DM_CHANNEL)
+                .get(1)
+                .is_some_and(|(_, t)| t.contains("Long answers are on"))
+        })
+        .await;
+    h.say((ALICE, "Alice"), DM_CHANNEL, false, "long one", None);
+    h.answered(DM_CHANNEL, 2, "long one").await;
+    assert_eq!(chat_requests(&h), [Some(1024), Some(8192)]);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn replying_to_a_slash_command_answer_continues_its_conversation() {
+    let h = start(Options::default()).await;
+    let token = h.slash(GUILD_CHANNEL, true, "ask", Some("delta one"));
+    h.fake
+        .wait_until("the slash answer", |f| {
+            f.original_id(&token).is_some() && h.interaction_answer(&token).is_some()
+        })
+        .await;
+    let answer = h.fake.original_id(&token).unwrap();
+    h.say(
+        (ALICE, "Alice"),
+        GUILD_CHANNEL,
+        true,
+        "delta two",
+        Some(&answer),
+    );
+    h.fake
+        .wait_until("the reply answered", |f| {
+            f.messages_in(GUILD_CHANNEL)
+                .iter()
+                .any(|(_, t)| t.contains("delta two"))
+        })
+        .await;
+    let history = history_text(&h.request_for("delta two"));
+    assert!(history.contains("delta one"), "{history}");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mention_replying_to_someone_elses_message_gives_the_model_that_message() {
+    let h = start(Options::default()).await;
+    let bob_said = h.say((BOB, "Bob"), GUILD_CHANNEL, true, "ship it on friday", None);
+    let mut message = message_json(
+        "500000000000000999",
+        GUILD_CHANNEL,
+        user(ALICE, "Alice"),
+        &format!("<@{BOT_ID}> what does this mean?"),
+    );
+    message["guild_id"] = json!(GUILD);
+    message["member"] = json!({"roles": [], "deaf": false, "mute": false,
+        "joined_at": "2026-01-01T00:00:00.000000+00:00", "nick": null});
+    message["mentions"] = json!([bot_user()]);
+    message["message_reference"] = json!({"message_id": bob_said, "channel_id": GUILD_CHANNEL});
+    message["referenced_message"] = message_json(
+        &bob_said,
+        GUILD_CHANNEL,
+        user(BOB, "Bob"),
+        "ship it on friday",
+    );
+    message["type"] = json!(19);
+    h.fake.dispatch("MESSAGE_CREATE", message);
+    h.fake
+        .wait_until("the answer", |f| !f.messages_in(GUILD_CHANNEL).is_empty())
+        .await;
+    let prompt = h.request_for("what does this mean?").prompt.content;
+    assert!(
+        prompt.contains("Bob") && prompt.contains("ship it on friday"),
+        "{prompt}"
+    );
+    assert_eq!(h.requests().len(), 1, "Bob's own message was not answered");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mention_mid_sentence_reaches_the_model_without_a_stray_space() {
+    let h = start(Options::default()).await;
+    h.say(
+        (ALICE, "Alice"),
+        GUILD_CHANNEL,
+        true,
+        &format!("hey <@{BOT_ID}>, summarize"),
+        None,
+    );
+    h.fake
+        .wait_until("the answer", |f| !f.messages_in(GUILD_CHANNEL).is_empty())
+        .await;
+    assert_eq!(h.requests()[0].prompt.content, "Alice: hey, summarize");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconnect_storm_is_logged_with_its_count_and_ends_the_adapter_for_a_paced_restart() {
+    let h = start(Options::default()).await;
+    h.fake.state.drop_after_resume.store(true, Ordering::SeqCst);
+    h.fake.command(GatewayCommand::Drop(4000));
+    let ended = tokio::time::timeout(Duration::from_secs(600), h.adapter)
+        .await
+        .expect("the adapter stops by itself in a storm")
+        .expect("no panic");
+    let fatal = ended.expect_err("a storm is an error");
+    assert_eq!(fatal.exit_code(), EXIT_UNSTABLE);
+    assert!(![EXIT_CONFIG, 73].contains(&fatal.exit_code()));
+    let resumes = h.fake.state.resumes.load(Ordering::SeqCst);
+    assert!(resumes > 60, "{resumes} resumes");
+    let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(
+        text.lines().any(|l| l.contains("WARN")
+            && l.contains("keeps dropping")
+            && l.contains("reconnects=")),
+        "a WARN with the count"
+    );
+    // Rate-limited: far fewer log lines than reconnects.
+    let reports = text
+        .lines()
+        .filter(|l| l.contains("keeps dropping"))
+        .count();
+    assert!(
+        reports < 10,
+        "{reports} reconnect reports for {resumes} resumes"
+    );
+    h.fake.assert_no_unexpected_routes();
+    assert_token_not_logged();
 }
 
 #[tokio::test(start_paused = true)]

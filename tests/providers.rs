@@ -45,6 +45,7 @@ fn request(model: &str, prompt: &str) -> ProviderRequest {
             ChatMessage::new(Role::System, "Be brief."),
             ChatMessage::new(Role::User, prompt),
         ],
+        max_tokens: None,
     }
 }
 
@@ -210,6 +211,59 @@ async fn ollama_streams_and_completes() {
         .unwrap();
     assert_eq!(drain(stream).await.1, None);
     assert!(local.unexpected().is_empty());
+}
+
+#[tokio::test]
+async fn both_clients_send_the_answer_length_cap_in_their_own_wire_form() {
+    let capped = |model: &str| ProviderRequest {
+        max_tokens: Some(1024),
+        ..request(model, "hi")
+    };
+    let or_sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let client = openrouter(&or_sim);
+    let k = key("sk-or-sim-1");
+    drain(
+        client
+            .chat_stream(Some(&k), capped(OR_MODEL))
+            .await
+            .unwrap(),
+    )
+    .await;
+    client.complete(Some(&k), capped(OR_MODEL)).await.unwrap();
+    drain(
+        client
+            .chat_stream(Some(&k), request(OR_MODEL, "uncapped"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let sent: Vec<_> = or_sim
+        .requests()
+        .iter()
+        .filter(|r| r.is_chat())
+        .map(|r| r.max_tokens)
+        .collect();
+    assert_eq!(sent, [Some(1024), Some(1024), None], "`max_tokens`");
+
+    let ol_sim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    let client = ollama(&ol_sim);
+    let k = key("ollama-sim-1");
+    drain(
+        client
+            .chat_stream(Some(&k), capped("gpt-oss:120b"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    client
+        .complete(Some(&k), capped("kimi-k2.5"))
+        .await
+        .unwrap();
+    let sent: Vec<_> = ol_sim.requests().iter().map(|r| r.max_tokens).collect();
+    assert_eq!(sent, [Some(1024), Some(1024)], "`options.num_predict`");
+    assert!(or_sim.unexpected().is_empty() && ol_sim.unexpected().is_empty());
 }
 
 #[tokio::test]

@@ -145,6 +145,7 @@ fn request(conversation: &str) -> CompletionRequest {
         prompt: ChatMessage::new(Role::User, "hello"),
         model: None,
         paid_allowed: true,
+        max_tokens: None,
     }
 }
 

@@ -338,6 +338,47 @@ async fn group_policy_ignores_unaddressed_and_answers_mention_reply_and_ask() {
     assert_clean(&fake);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_mention_mid_sentence_reaches_the_model_without_a_stray_space() {
+    let fake = FakeTelegram::start().await;
+    let router = ScriptedRouter::new();
+    let h = start(&fake, memory(), router.clone(), |_| {});
+    fake.push_text(GROUP, 11, "Bob", &format!("hey @{BOT_USERNAME}, summarize"));
+    fake.wait_until(WAIT, "mention answered", |f| sends(f, GROUP) == 1)
+        .await;
+    h.stop().await.unwrap();
+    assert_eq!(router.requests()[0].prompt.content, "Bob: hey, summarize");
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_over_the_rate_limit_gets_one_slow_down_not_one_per_message() {
+    let fake = FakeTelegram::start().await;
+    let router = ScriptedRouter::new();
+    let h = start(&fake, memory(), router.clone(), |c| {
+        c.access.user_messages_per_minute = 2;
+    });
+    for i in 0..8 {
+        fake.push_text(PRIVATE, PRIVATE, "Alice", &format!("message {i}"));
+    }
+    fake.wait_until(WAIT, "two answers and one refusal", |f| {
+        sends(f, PRIVATE) >= 3
+    })
+    .await;
+    // Every update of the burst has been read and handled by now; let the paused clock run on.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    h.stop().await.unwrap();
+    let texts = fake.bot_texts(PRIVATE);
+    assert_eq!(texts.len(), 3, "{texts:#?}");
+    assert_eq!(
+        texts.iter().filter(|t| t.contains("faster")).count(),
+        1,
+        "{texts:#?}"
+    );
+    assert_eq!(router.request_count(), 2);
+    assert_clean(&fake);
+}
+
 /// A reply of about `len` bytes: prose and long code blocks.
 fn long_reply(len: usize) -> String {
     let mut md = String::new();

@@ -154,6 +154,13 @@ pub struct CoreConfig {
     pub max_input_chars: usize,
     /// Seconds an answer may take from first request to last token before it is cut.
     pub turn_deadline_secs: u64,
+    /// The most tokens one answer may have, sent to every model (`max_tokens` / `num_predict`). 1024
+    /// tokens is about 750 words: a full chat answer, a screen of code, at most a few messages; without a
+    /// cap a rambling model streams for the whole turn deadline and floods the chat with edits.
+    pub max_tokens: u32,
+    /// The cap in a chat that turned long answers on with `/long`: 8192 tokens (about 6,000 words) fits
+    /// an essay or a long file and every model's output limit we route to.
+    pub long_max_tokens: u32,
 }
 
 impl Default for CoreConfig {
@@ -167,6 +174,8 @@ impl Default for CoreConfig {
             max_concurrent_turns: 64,
             max_input_chars: 16_000,
             turn_deadline_secs: 300,
+            max_tokens: 1024,
+            long_max_tokens: 8192,
         }
     }
 }
@@ -265,6 +274,22 @@ impl Config {
             CoreConfig::default().turn_deadline_secs,
         )?;
         check_range(
+            "core.max_tokens",
+            core.max_tokens,
+            MIN_MAX_TOKENS,
+            MAX_MAX_TOKENS,
+            "the most tokens one answer may have",
+            CoreConfig::default().max_tokens,
+        )?;
+        check_range(
+            "core.long_max_tokens",
+            core.long_max_tokens,
+            core.max_tokens,
+            MAX_MAX_TOKENS,
+            "the answer cap after /long; at least core.max_tokens",
+            CoreConfig::default().long_max_tokens,
+        )?;
+        check_range(
             "core.system_prompt",
             core.system_prompt.chars().count(),
             0,
@@ -322,6 +347,10 @@ pub const MAX_INPUT_CHARS: usize = 1_000_000;
 /// An answer may be given at most an hour: far past the longest healthy reply, while stalled streams are
 /// cut sooner by the providers' idle timeout anyway.
 pub const MAX_TURN_DEADLINE_SECS: u64 = 3600;
+/// An answer cap below 16 tokens cuts even a one-line answer mid-sentence: surely a mistake.
+pub const MIN_MAX_TOKENS: u32 = 16;
+/// No model we route to writes more than 128k tokens in one answer; a larger cap is a typo.
+pub const MAX_MAX_TOKENS: u32 = 131_072;
 /// The longest system prompt, in the config or set with `/system`: a longer one would crowd the
 /// conversation itself out of an 8k-token window.
 pub const MAX_SYSTEM_PROMPT_CHARS: usize = 4000;
@@ -382,6 +411,24 @@ mod tests {
     fn empty_config_is_valid() {
         let config = parse("", "<test>", &Env::default()).unwrap();
         assert_eq!(config.core.max_concurrent_turns, 64);
+    }
+
+    #[test]
+    fn the_answer_caps_default_for_chat_and_are_validated() {
+        let config = parse("", "<test>", &Env::default()).unwrap();
+        assert_eq!(
+            (config.core.max_tokens, config.core.long_max_tokens),
+            (1024, 8192)
+        );
+        for (toml, key) in [
+            ("[core]\nmax_tokens = 0\n", "core.max_tokens"),
+            (
+                "[core]\nmax_tokens = 2000\nlong_max_tokens = 1000\n",
+                "core.long_max_tokens",
+            ),
+        ] {
+            assert_eq!(parse(toml, "<test>", &Env::default()).unwrap_err().key, key);
+        }
     }
 
     #[test]

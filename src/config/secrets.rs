@@ -54,14 +54,27 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Reads every secret from `env` (and the files it points at).
+    /// Reads every secret from `env` (and the files it points at), and registers each with the
+    /// scrubber ([`crate::secrets::install`]) so no log line or reply can show it, whatever echoes it.
     pub fn load(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let secrets = Self {
             openrouter_keys: numbered(env, OPENROUTER_KEY_VAR)?,
             ollama_keys: numbered(env, OLLAMA_KEY_VAR)?,
             telegram_token: read(env, TELEGRAM_TOKEN_VAR)?,
-            discord_token: read(env, DISCORD_TOKEN_VAR)?,
-        })
+            discord_token: read_cleaned(env, DISCORD_TOKEN_VAR, strip_bot_prefix)?,
+        };
+        crate::secrets::install(secrets.values());
+        Ok(secrets)
+    }
+
+    /// Every secret held.
+    pub fn values(&self) -> impl Iterator<Item = &SecretString> {
+        self.openrouter_keys
+            .iter()
+            .chain(&self.ollama_keys)
+            .map(|k| &k.value)
+            .chain(&self.telegram_token)
+            .chain(&self.discord_token)
     }
 }
 
@@ -119,11 +132,31 @@ fn check_numbering(env: &Env, base: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A Discord token pasted as `Bot <token>` (the form of the `Authorization` header, which the developer
+/// portal and many guides show) is the token with its scheme: drop the scheme, serenity adds it itself.
+/// Case-insensitive, as HTTP auth schemes are.
+fn strip_bot_prefix(value: &str) -> &str {
+    match value.get(..4) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bot ") => value[4..].trim_start(),
+        _ => value,
+    }
+}
+
 /// Reads one secret: `NAME`, else the file named by `NAME_FILE`, else `$CREDENTIALS_DIRECTORY/NAME` (or its
 /// lowercase form). Surrounding whitespace is trimmed (files usually end with a newline).
 pub fn read(env: &Env, name: &str) -> Result<Option<SecretString>, ConfigError> {
+    read_cleaned(env, name, |v| v)
+}
+
+/// [`read`], with `clean` applied to the trimmed value before it is checked.
+fn read_cleaned(
+    env: &Env,
+    name: &str,
+    clean: fn(&str) -> &str,
+) -> Result<Option<SecretString>, ConfigError> {
+    let non_empty = |label: &str, value: &str| non_empty(label, clean(value.trim()).to_owned());
     if let Some(value) = env.get(name) {
-        return non_empty(name, value.trim().to_owned()).map(Some);
+        return non_empty(name, value).map(Some);
     }
     let file_var = format!("{name}_FILE");
     if let Some(path) = env.get(&file_var) {
@@ -134,15 +167,14 @@ pub fn read(env: &Env, name: &str) -> Result<Option<SecretString>, ConfigError> 
                 "point it at a readable file that holds only the secret",
             )
         })?;
-        return non_empty(&file_var, text.trim().to_owned()).map(Some);
+        return non_empty(&file_var, &text).map(Some);
     }
     if let Some(dir) = env.get("CREDENTIALS_DIRECTORY") {
         for candidate in [name.to_string(), name.to_ascii_lowercase()] {
             let path = PathBuf::from(dir).join(&candidate);
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
-                    return non_empty(&format!("credential {candidate}"), text.trim().to_owned())
-                        .map(Some)
+                    return non_empty(&format!("credential {candidate}"), &text).map(Some)
                 }
                 // Only a missing file means "not configured"; anything else (permissions, a
                 // directory, bad UTF-8) is a credential that exists and cannot be used.
@@ -262,6 +294,21 @@ mod tests {
             ("OPENROUTER_API_KEY_FILE_X", "unrelated"),
         ]);
         assert_eq!(Secrets::load(&env).unwrap().openrouter_keys.len(), 1);
+    }
+
+    #[test]
+    fn a_discord_token_pasted_with_its_bot_scheme_is_accepted_without_it() {
+        for pasted in ["Bot abc.def.ghi", "bot  abc.def.ghi\n", "abc.def.ghi"] {
+            let env = Env::from_pairs([("DISCORD_BOT_TOKEN", pasted)]);
+            let token = Secrets::load(&env).unwrap().discord_token.unwrap();
+            assert_eq!(token.expose_secret(), "abc.def.ghi", "{pasted:?}");
+        }
+        // Only the Discord token has that scheme; whitespace anywhere else is still refused.
+        let env = Env::from_pairs([("TELEGRAM_BOT_TOKEN", "Bot 123:abc")]);
+        assert!(Secrets::load(&env)
+            .unwrap_err()
+            .problem
+            .contains("whitespace"));
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! pass; both empty = everyone unless `deny_by_default`), admins, and a per-user message rate (governor).
 //! The terminal is the operator.
 
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -22,6 +23,20 @@ const RATE_LIMITER_SWEEP_EVERY: u64 = 4096;
 pub struct Access {
     limiter: RwLock<Option<(u32, DefaultKeyedRateLimiter<String>)>>,
     checks: AtomicU64,
+    /// Users told "slow down" since their last admitted message: they are not told again until the
+    /// limiter lets one of their messages through (the window freed), so a burst gets one answer.
+    told: Mutex<HashSet<String>>,
+}
+
+/// What the per-user rate limit says about one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rate {
+    /// Within the limit: answer it.
+    Within,
+    /// Over the limit, the first time in this window: say "slow down" once.
+    OverTell,
+    /// Over the limit and already told: stay silent until the window frees.
+    OverSilent,
 }
 
 impl Access {
@@ -30,6 +45,7 @@ impl Access {
         Self {
             limiter: RwLock::new(build_limiter(config.user_messages_per_minute)),
             checks: AtomicU64::new(0),
+            told: Mutex::default(),
         }
     }
 
@@ -60,19 +76,31 @@ impl Access {
         is_local(user.platform) || config.admins.contains(&user.to_string())
     }
 
-    /// Counts one message against `user`'s rate; false when over the limit.
-    pub fn within_rate(&self, user: &UserRef) -> bool {
+    /// Counts one message against `user`'s rate: whether to answer it, say "slow down" (once per
+    /// window) or stay silent.
+    pub fn rate(&self, user: &UserRef) -> Rate {
         if is_local(user.platform) {
-            return true;
+            return Rate::Within;
         }
         let guard = self.limiter.read().unwrap_or_else(|e| e.into_inner());
         let Some((_, limiter)) = guard.as_ref() else {
-            return true;
+            return Rate::Within;
         };
+        let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
         if self.checks.fetch_add(1, Ordering::Relaxed) % RATE_LIMITER_SWEEP_EVERY == 0 {
             limiter.retain_recent();
+            // Bounded memory too: forgetting who was told costs at most one more "slow down" each.
+            told.clear();
         }
-        limiter.check_key(&user.to_string()).is_ok()
+        let key = user.to_string();
+        if limiter.check_key(&key).is_ok() {
+            told.remove(&key);
+            Rate::Within
+        } else if told.insert(key) {
+            Rate::OverTell
+        } else {
+            Rate::OverSilent
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use super::{failed, reply_text, usage, Access, Core};
 use crate::config::{Config, MAX_SYSTEM_PROMPT_CHARS};
 use crate::domain::{
-    ChatRef, Completion, ConversationKey, FailureKind, Inbound, ReplyEvent, ReplyStream, Usage,
-    UserFacingError,
+    ChatKind, ChatRef, Completion, ConversationKey, FailureKind, Inbound, ReplyEvent, ReplyStream,
+    Usage, UserFacingError,
 };
 use crate::store::{get_json, put_json, Store, StoreError};
 use crate::text::count;
@@ -50,6 +50,11 @@ pub const COMMANDS: &[CommandInfo] = &[
         description: "Show or choose the model for this chat",
     },
     CommandInfo {
+        name: "long",
+        args: "[on|off]",
+        description: "Allow long answers in this chat (they are capped at chat length otherwise)",
+    },
+    CommandInfo {
         name: "system",
         args: "[prompt|reset]",
         description: "Show or set this chat's system prompt",
@@ -80,6 +85,9 @@ pub struct ChatSettings {
     /// `/model`: this chat's model.
     #[serde(default)]
     pub model: Option<String>,
+    /// `/long on`: answers here may run to `core.long_max_tokens` instead of `core.max_tokens`.
+    #[serde(default)]
+    pub long: bool,
 }
 
 const SETTINGS_NS: &str = "core.chat";
@@ -147,9 +155,10 @@ impl Core {
             "help" => help_text(),
             "reset" => return self.reset_in_order(key),
             "model" => return self.model_command(config, inbound, args),
+            "long" => return self.long_command(config, inbound, args),
             "system" => return self.system_command(config, inbound, args),
-            "usage" => self.usage_text(inbound),
-            "status" => self.status_text(),
+            "usage" => self.usage_text(inbound, detail(config, inbound)),
+            "status" => self.status_text(detail(config, inbound)),
             "cancel" => match self.cancel_queued(key) {
                 0 => "Nothing to cancel.".to_owned(),
                 1 => "Stopping the reply in progress.".to_owned(),
@@ -257,6 +266,60 @@ impl Core {
         }
     }
 
+    /// `/long [on|off]`: shows or switches this chat's answer cap between `core.max_tokens` and
+    /// `core.long_max_tokens`. Changing it follows the same rule as `/model` (`model_admin_only`): long
+    /// answers cost more tokens.
+    fn long_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {
+        let Ok(mut settings) = chat_settings(self.store.as_ref(), &inbound.chat) else {
+            return failed(
+                FailureKind::Internal,
+                "Sorry — I couldn't read this chat's settings. Please try again.",
+            );
+        };
+        let core = &config.core;
+        let long = match args.to_ascii_lowercase().as_str() {
+            "" => {
+                return reply_text(if settings.long {
+                    format!("Long answers are on here (up to {} tokens). /long off for chat-sized ones.", core.long_max_tokens)
+                } else {
+                    format!(
+                        "Answers here are chat-sized (up to {} tokens). /long on allows up to {}.",
+                        core.max_tokens, core.long_max_tokens
+                    )
+                })
+            }
+            "on" => true,
+            "off" => false,
+            _ => return reply_text("Use /long on or /long off.".to_owned()),
+        };
+        if config.access.model_admin_only && !Access::is_admin(&config.access, &inbound.sender.user)
+        {
+            return failed(
+                FailureKind::Refused,
+                "Only the bot's admins can change the answer length here.",
+            );
+        }
+        settings.long = long;
+        let reply = if long {
+            format!(
+                "Long answers are on: up to {} tokens each.",
+                core.long_max_tokens
+            )
+        } else {
+            format!(
+                "Back to chat-sized answers: up to {} tokens each.",
+                core.max_tokens
+            )
+        };
+        match save_settings(self.store.as_ref(), &inbound.chat, &settings) {
+            Ok(()) => reply_text(reply),
+            Err(_) => failed(
+                FailureKind::Internal,
+                "Sorry — I couldn't save that. Please try again.",
+            ),
+        }
+    }
+
     fn system_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {
         let mut settings = match chat_settings(self.store.as_ref(), &inbound.chat) {
             Ok(s) => s,
@@ -298,7 +361,7 @@ impl Core {
         }
     }
 
-    fn usage_text(&self, inbound: &Inbound) -> String {
+    fn usage_text(&self, inbound: &Inbound, detail: Detail) -> String {
         let mine = usage::user_today(self, &inbound.sender.user);
         let chat = usage::chat_today(self, &inbound.chat);
         let mut text = format!(
@@ -317,11 +380,11 @@ impl Core {
                 u64::from(cap).saturating_sub(mine.paid_requests)
             );
         }
-        text.push_str(&tier_lines(&self.router.status()));
+        text.push_str(&tier_lines(&self.router.status(), detail));
         text
     }
 
-    fn status_text(&self) -> String {
+    fn status_text(&self, detail: Detail) -> String {
         let up = (self.now_ms() - self.started_ms).max(0) / 1000;
         let mut text = format!(
             "switchboard {} — up {}h {:02}m; {} repl{} in progress.\n",
@@ -331,13 +394,41 @@ impl Core {
             self.in_flight(),
             if self.in_flight() == 1 { "y" } else { "ies" },
         );
-        text.push_str(&tier_lines(&self.router.status()));
+        text.push_str(&tier_lines(&self.router.status(), detail));
         text
     }
 }
 
-fn tier_lines(status: &crate::router::RouterStatus) -> String {
+/// How much of the router's state a `/usage` or `/status` reply may show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Detail {
+    /// Everything: accounts (key names, fingerprints), quotas, spend. For admins and direct chats.
+    Operator,
+    /// Which tiers are answering, nothing about keys or money: what every member of a group may see.
+    Member,
+}
+
+/// Operators see every account; in a group, a non-admin sees only their own and the chat's usage and
+/// whether each tier answers — key names, fingerprints and spend are the operator's business.
+fn detail(config: &Config, inbound: &Inbound) -> Detail {
+    if inbound.chat_kind == ChatKind::Direct
+        || Access::is_admin(&config.access, &inbound.sender.user)
+    {
+        Detail::Operator
+    } else {
+        Detail::Member
+    }
+}
+
+fn tier_lines(status: &crate::router::RouterStatus, detail: Detail) -> String {
     let mut text = String::new();
+    if detail == Detail::Member {
+        for tier in &status.tiers {
+            let state = if tier.enabled { "answering" } else { "off" };
+            let _ = writeln!(text, "\n**{} tier**: {state}", tier.name);
+        }
+        return text;
+    }
     for tier in &status.tiers {
         let _ = write!(
             text,

@@ -50,6 +50,9 @@ const REFUSED: DatedNamespace = DatedNamespace {
 /// The message a user gets when something broke on our side (a contained panic).
 pub const INTERNAL_ERROR_MESSAGE: &str =
     "Sorry — something went wrong on our side while answering. Please try again.";
+/// The one "slow down" a user over the per-user rate gets per window.
+pub const RATE_LIMITED_MESSAGE: &str =
+    "You're sending messages faster than I can answer. Please wait a moment and try again; I'll ignore messages until then.";
 /// The note a reply in flight gets when the daemon stops before it finishes.
 pub const RESTARTING_MESSAGE: &str =
     "switchboard is restarting; this reply was cut short. Please ask again in a minute.";
@@ -106,8 +109,8 @@ impl Core {
         })
     }
 
-    /// Handles one inbound message. `None`: the message is ignored (unaddressed in a group, or from a
-    /// refused user who was already told today). Otherwise the stream ends with `Finished` or `Failed`.
+    /// Handles one inbound message. `None`: the message is ignored (unaddressed in a group, from a
+    /// refused user who was already told today, or over the rate limit and already told this window). Otherwise the stream ends with `Finished` or `Failed`.
     /// Turns of one conversation are answered in the order `handle` was called. A panic while handling
     /// the message (a command, a bug in a check) is contained: the user gets [`INTERNAL_ERROR_MESSAGE`]
     /// and the caller — an adapter's poll loop — carries on.
@@ -179,8 +182,14 @@ impl Core {
                 "Yes? Send me a message and I'll answer.".to_owned(),
             ));
         }
-        if !self.access.within_rate(&inbound.sender.user) {
-            return Some(failed(FailureKind::Refused, "You're sending messages faster than I can answer. Please wait a moment and try again."));
+        match self.access.rate(&inbound.sender.user) {
+            access::Rate::Within => {}
+            access::Rate::OverTell => {
+                tracing::info!(user = %inbound.sender.user, "rate limited a user; further messages this window are ignored");
+                return Some(failed(FailureKind::Refused, RATE_LIMITED_MESSAGE));
+            }
+            // Already told in this window: answering each extra message would be the flood itself.
+            access::Rate::OverSilent => return None,
         }
         if self.shutting_down.load(Ordering::SeqCst) {
             return Some(failed(

@@ -90,6 +90,11 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
         prompt: ChatMessage::new(Role::User, with_author(author.as_deref(), &prompt)),
         model: settings.model,
         paid_allowed,
+        max_tokens: Some(if settings.long {
+            config.core.long_max_tokens
+        } else {
+            config.core.max_tokens
+        }),
     };
     let mut events = core.router.complete(request);
     let deadline = tokio::time::sleep(Duration::from_secs(config.core.turn_deadline_secs));
@@ -110,6 +115,7 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
                 "The answer ended unexpectedly; it may be incomplete.",
             );
         };
+        let event = scrubbed(event);
         match &event {
             ReplyEvent::Started(s) => source = Some(s.clone()),
             ReplyEvent::Delta(d) => text.push_str(d),
@@ -211,6 +217,24 @@ fn store_answer(
     };
     if let Err(e) = core.store.append_turn(key, epoch, &turn) {
         tracing::error!(error = %e, conversation = %key, "could not store an answer");
+    }
+}
+
+/// `event` without any loaded secret in the text it shows the user: a provider's error or a proxy may
+/// echo a key, and what the user sees is also what is stored.
+fn scrubbed(event: ReplyEvent) -> ReplyEvent {
+    let clean = |text: String| match crate::secrets::scrub(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(clean) => clean,
+    };
+    match event {
+        ReplyEvent::Notice(text) => ReplyEvent::Notice(clean(text)),
+        ReplyEvent::Delta(text) => ReplyEvent::Delta(clean(text)),
+        ReplyEvent::Failed(failure) => ReplyEvent::Failed(UserFacingError {
+            message: clean(failure.message),
+            ..failure
+        }),
+        other => other,
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`stream`] (the streaming renderer, behind a small per-platform `Surface`).
 
 pub mod discord;
+pub mod mention;
 pub mod render;
 pub mod stream;
 pub mod telegram;

@@ -33,6 +33,8 @@ pub struct ProviderRequest {
     pub model: String,
     /// The full context (system prompt, history, newest user turn), already fitted to the window.
     pub messages: Vec<ChatMessage>,
+    /// The most tokens the answer may have (`max_tokens` / Ollama's `num_predict`); `None` sends no cap.
+    pub max_tokens: Option<u32>,
 }
 
 /// One step of a provider's streamed answer.

@@ -82,11 +82,7 @@ impl OllamaClient {
         request: ProviderRequest,
     ) -> Result<Completion, ProviderError> {
         let deadline = self.deadline();
-        let body = serde_json::json!({
-            "model": request.model,
-            "messages": wire_messages(&request.messages),
-            "stream": false,
-        });
+        let body = chat_body(&request, false);
         let builder = self
             .request(reqwest::Method::POST, "/api/chat", key)
             .json(&body);
@@ -130,11 +126,7 @@ impl ChatProvider for OllamaClient {
         request: ProviderRequest,
     ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>> {
         let deadline = self.deadline();
-        let body = serde_json::json!({
-            "model": request.model,
-            "messages": wire_messages(&request.messages),
-            "stream": true,
-        });
+        let body = chat_body(&request, true);
         let builder = self
             .request(reqwest::Method::POST, "/api/chat", key)
             .json(&body);
@@ -162,4 +154,18 @@ struct Tags {
 #[derive(Deserialize)]
 struct TagModel {
     name: String,
+}
+
+/// The `/api/chat` body: the model, the messages, streaming, and the answer's length cap as
+/// `options.num_predict` (Ollama's name for it; it ignores an OpenAI-style `max_tokens`).
+fn chat_body(request: &ProviderRequest, stream: bool) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "model": request.model,
+        "messages": wire_messages(&request.messages),
+        "stream": stream,
+    });
+    if let Some(max_tokens) = request.max_tokens {
+        body["options"] = serde_json::json!({ "num_predict": max_tokens });
+    }
+    body
 }

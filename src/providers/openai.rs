@@ -159,11 +159,7 @@ impl OpenAiClient {
         request: ProviderRequest,
     ) -> Result<Completion, ProviderError> {
         let deadline = self.deadline();
-        let body = serde_json::json!({
-            "model": request.model,
-            "messages": wire_messages(&request.messages),
-            "stream": false,
-        });
+        let body = chat_body(&request, false);
         let builder = self
             .request(reqwest::Method::POST, "/chat/completions", key)
             .json(&body);
@@ -263,12 +259,7 @@ impl ChatProvider for OpenAiClient {
         request: ProviderRequest,
     ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>> {
         let deadline = self.deadline();
-        let body = serde_json::json!({
-            "model": request.model,
-            "messages": wire_messages(&request.messages),
-            "stream": true,
-            "stream_options": { "include_usage": true },
-        });
+        let body = chat_body(&request, true);
         let builder = self
             .request(reqwest::Method::POST, "/chat/completions", key)
             .header(reqwest::header::ACCEPT, "text/event-stream")
@@ -374,4 +365,21 @@ struct FreeDaily {
     remaining: Option<u64>,
     #[serde(default)]
     used: Option<u64>,
+}
+
+/// The `/chat/completions` body: the model, the messages, streaming (with usage in the last chunk) and
+/// the answer's length cap as `max_tokens`, which OpenRouter and every OpenAI-compatible server accept.
+fn chat_body(request: &ProviderRequest, stream: bool) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "model": request.model,
+        "messages": wire_messages(&request.messages),
+        "stream": stream,
+    });
+    if stream {
+        body["stream_options"] = serde_json::json!({ "include_usage": true });
+    }
+    if let Some(max_tokens) = request.max_tokens {
+        body["max_tokens"] = max_tokens.into();
+    }
+    body
 }

@@ -1102,6 +1102,7 @@ impl Turn<'_> {
                 let request = ProviderRequest {
                     model: model.name.clone(),
                     messages,
+                    max_tokens: req.max_tokens,
                 };
                 let secret = self.shared.secrets[key].clone();
                 let error = match tier.provider.chat_stream(secret.as_ref(), request).await {

@@ -38,6 +38,9 @@ pub struct CompletionRequest {
     pub model: Option<String>,
     /// False when this user's daily paid-tier cap is reached: only free tiers may answer.
     pub paid_allowed: bool,
+    /// The most tokens the answer may have (`core.max_tokens`, or `core.long_max_tokens` after `/long`),
+    /// passed to the provider; `None` sends no cap.
+    pub max_tokens: Option<u32>,
 }
 
 /// A model the router can use, for `/model` and `switchboard check`.

@@ -273,6 +273,7 @@ fn request(conv: &str, text: &str) -> CompletionRequest {
         prompt: ChatMessage::new(Role::User, text),
         model: None,
         paid_allowed: true,
+        max_tokens: None,
     }
 }
 

@@ -199,6 +199,9 @@ pub struct SimRequest {
     pub referer: Option<String>,
     /// The `X-Title` header sent with a chat request (OpenRouter attribution).
     pub title: Option<String>,
+    /// The answer's length cap the client sent: `max_tokens` (OpenAI-compatible) or
+    /// `options.num_predict` (Ollama).
+    pub max_tokens: Option<u64>,
 }
 
 impl SimRequest {

@@ -181,6 +181,7 @@ impl Shared {
             fault: None,
             referer: None,
             title: None,
+            max_tokens: None,
         });
         Err(Box::new(error(StatusCode::UNAUTHORIZED, "unauthorized")))
     }
@@ -202,6 +203,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         fault: None,
         referer: None,
         title: None,
+        max_tokens: None,
     };
     let request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -230,6 +232,9 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     log.model = Some(model.clone());
     // Ollama streams unless told otherwise.
     log.stream = request.get("stream").and_then(serde_json::Value::as_bool) != Some(false);
+    log.max_tokens = request
+        .pointer("/options/num_predict")
+        .and_then(serde_json::Value::as_u64);
     let fault = shared.book.take_fault(key.as_deref());
     log.fault = fault.clone();
     let options = lock(&shared.options).clone();
@@ -412,6 +417,7 @@ async fn tags(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
         fault: None,
         referer: None,
         title: None,
+        max_tokens: None,
     });
     let models: Vec<serde_json::Value> = lock(&shared.options)
         .models
@@ -435,6 +441,7 @@ async fn fallback(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -
         fault: None,
         referer: None,
         title: None,
+        max_tokens: None,
     });
     error(StatusCode::NOT_FOUND, &format!("simulator: {what}"))
 }

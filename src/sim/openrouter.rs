@@ -295,6 +295,7 @@ impl Shared {
                 fault: None,
                 referer: None,
                 title: None,
+                max_tokens: None,
             });
             Box::new(json(
                 StatusCode::UNAUTHORIZED,
@@ -321,6 +322,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         fault: None,
         referer: header(&headers, "http-referer"),
         title: header(&headers, "x-title"),
+        max_tokens: None,
     };
     let request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -348,6 +350,9 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         .unwrap_or_default();
     log.model = Some(model.clone());
     log.stream = request.get("stream").and_then(serde_json::Value::as_bool) == Some(true);
+    log.max_tokens = request
+        .get("max_tokens")
+        .and_then(serde_json::Value::as_u64);
     let fault = shared.book.take_fault(Some(&caller.key));
     log.fault = fault.clone();
     let (response, status) = answer(&shared, &caller, &model, &messages, log.stream, fault);
@@ -722,6 +727,7 @@ async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         fault: None,
         referer: None,
         title: None,
+        max_tokens: None,
     });
     json(StatusCode::OK, json!({ "data": data }))
 }
@@ -748,6 +754,7 @@ async fn key_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
         fault: None,
         referer: None,
         title: None,
+        max_tokens: None,
     });
     if !key_endpoint {
         return error(StatusCode::NOT_FOUND, "Not Found");
@@ -804,6 +811,7 @@ async fn fallback(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -
         fault: None,
         referer: None,
         title: None,
+        max_tokens: None,
     });
     error(StatusCode::NOT_FOUND, &format!("simulator: {what}"))
 }

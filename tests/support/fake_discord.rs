@@ -76,12 +76,18 @@ pub struct FakeState {
     /// Sequence numbers continue across connections, as Discord's do within a session.
     pub seq: AtomicU64,
     pub resumes: AtomicU64,
+    /// Accept every RESUME (answer RESUMED), then drop the connection at once with a resumable close:
+    /// the misbehaving gateway that drove a reconnect storm.
+    pub drop_after_resume: std::sync::atomic::AtomicBool,
     /// The last dispatch, replayed after a RESUME (as Discord replays missed events).
     pub last_dispatch: Mutex<Option<(&'static str, Value)>>,
     pub threads: Mutex<HashSet<String>>,
     pub gateway: Mutex<Option<mpsc::UnboundedSender<GatewayCommand>>>,
     /// Messages the bot created, by id.
     pub created: Mutex<Vec<Value>>,
+    /// Slash-command answers (the deferred "original" response), by interaction token: each is its own
+    /// message with its own id, as on Discord.
+    pub originals: Mutex<Vec<(String, Value)>>,
     pub addr: OnceLock<SocketAddr>,
     /// Woken whenever the bot creates a message (benchmarks wait on it).
     pub posted: tokio::sync::Notify,
@@ -302,18 +308,24 @@ async fn interaction_callback(
 
 async fn edit_webhook_message(
     State(s): State<Arc<FakeState>>,
-    Path((_app, _token, message)): Path<(String, String, String)>,
+    Path((_app, token, message)): Path<(String, String, String)>,
     uri: Uri,
     Json(body): Json<Value>,
 ) -> Json<Value> {
     record(&s, Method::PATCH, &uri, body.clone());
-    let id = if message == "@original" {
-        "800000000000000001".to_owned()
-    } else {
-        message
-    };
     let content = body["content"].as_str().unwrap_or_default();
-    Json(message_json(&id, GUILD_CHANNEL, bot_user(), content))
+    if message != "@original" {
+        return Json(message_json(&message, GUILD_CHANNEL, bot_user(), content));
+    }
+    let mut originals = s.originals.lock().unwrap();
+    let id = match originals.iter().find(|(t, _)| *t == token) {
+        Some((_, m)) => m["id"].as_str().unwrap().to_owned(),
+        None => s.next_id.fetch_add(1, Ordering::SeqCst).to_string(),
+    };
+    let answer = message_json(&id, GUILD_CHANNEL, bot_user(), content);
+    originals.retain(|(t, _)| *t != token);
+    originals.push((token, answer.clone()));
+    Json(answer)
 }
 
 async fn followup(
@@ -395,6 +407,13 @@ async fn run_gateway(s: Arc<FakeState>, mut socket: WebSocket) {
                         s.resumes.fetch_add(1, Ordering::SeqCst);
                         let seq = s.seq.fetch_add(1, Ordering::SeqCst) + 1;
                         if !send_json(&mut socket, json!({"op": 0, "s": seq, "t": "RESUMED", "d": {}})).await { return; }
+                        if s.drop_after_resume.load(Ordering::SeqCst) {
+                            let _ = socket.send(WsMessage::Close(Some(CloseFrame {
+                                code: 4000,
+                                reason: "dropped right after the resume".into(),
+                            }))).await;
+                            return;
+                        }
                         let replay = s.last_dispatch.lock().unwrap().clone();
                         if let Some((kind, data)) = replay {
                             let seq = s.seq.fetch_add(1, Ordering::SeqCst) + 1;
@@ -487,15 +506,26 @@ impl FakeDiscord {
             .insert(channel.to_owned());
     }
 
+    /// A message the bot wrote: a created one or a slash command's answer.
     pub fn created(&self, id: &str) -> Value {
+        let created = self.state.created.lock().unwrap().clone();
+        let originals = self.state.originals.lock().unwrap().clone();
+        created
+            .into_iter()
+            .chain(originals.into_iter().map(|(_, m)| m))
+            .find(|m| m["id"] == id)
+            .unwrap()
+    }
+
+    /// The id of the message answering the slash command with `token`, once it has been written.
+    pub fn original_id(&self, token: &str) -> Option<String> {
         self.state
-            .created
+            .originals
             .lock()
             .unwrap()
             .iter()
-            .find(|m| m["id"] == id)
-            .cloned()
-            .unwrap()
+            .find(|(t, _)| t == token)
+            .map(|(_, m)| m["id"].as_str().unwrap().to_owned())
     }
 
     /// Waits (in paused time) until `done` holds; panics once five virtual minutes *and* a real minute

@@ -194,7 +194,7 @@ pub(super) async fn handle(
         text: command_text(&command),
         addressed: true,
         reply_to: None,
-        thread: scope.into_thread(),
+        thread: scope.clone().into_thread(),
     };
     let target = Target::Interaction {
         channel_id: command.channel_id,
@@ -213,17 +213,17 @@ pub(super) async fn handle(
         .ticket(super::render_key(command.channel_id));
     let settings = super::render_settings(&config);
     let (rest, stage) = (rest.clone(), shared.stage.clone());
+    // The answer joins the reply-chain map like an ordinary answer, so replying to it continues this
+    // conversation (in DMs there is one conversation per channel and no map).
+    let chain_scope = (chat_kind == ChatKind::Group).then_some(scope);
+    let recorder = shared.clone();
     shared.tasks.spawn(async move {
-        let delivery = render::render(
-            rest,
-            stage,
-            ticket,
-            target,
-            stream,
-            settings,
-            Box::new(|_| {}),
-        )
-        .await;
+        let on_posted = Box::new(move |id: serenity::model::id::MessageId| {
+            if let Some(scope) = &chain_scope {
+                recorder.record_chain(&id.to_string(), scope);
+            }
+        });
+        let delivery = render::render(rest, stage, ticket, target, stream, settings, on_posted).await;
         receipt.report(delivery);
     });
 }

@@ -2,8 +2,10 @@
 //! component while its event handling is alive, and stops beating when a gateway event handler has
 //! been stuck far longer than Discord could ever hold it. Discord being slow or unreachable never stops
 //! the beat: with no events nothing is in progress, and every call a handler awaits ends within bounds.
+//! It also counts gateway reconnects ([`ReconnectMeter`]): serenity reconnects at once and silently, so a
+//! gateway that keeps dropping the session would otherwise leave the bot deaf with nothing in the logs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +23,81 @@ pub const PULSE_EVERY: Duration = Duration::from_secs(10);
 /// Ten minutes is twice the longest wait Discord can impose on one call (a 429's `retry_after`, capped
 /// at 300 s; a REST call's own deadline is 30 s), so a slow or absent Discord never reaches it.
 pub const WEDGED_AFTER: Duration = Duration::from_secs(600);
+
+/// Reconnects within this window count toward a storm. Five minutes: a short burst (a gateway node
+/// restarting, a flaky link) stays under the limit; a session that cannot hold is caught within minutes.
+pub const STORM_WINDOW: Duration = Duration::from_secs(300);
+
+/// More reconnects than this within [`STORM_WINDOW`] is a storm. A healthy session reconnects a few
+/// times a day (Discord asks every few hours); 60 in five minutes — one every 5 s, sustained — means the
+/// session does not hold and the bot hears nothing. The process then exits with
+/// [`crate::exit::EXIT_UNSTABLE`], so systemd's paced restart replaces serenity's immediate retries.
+pub const STORM_LIMIT: usize = 60;
+
+/// At most one reconnect log line per this long, carrying the count since the last: visible without
+/// flooding the journal (the storm that prompted this reconnected 183 times a second).
+pub const RECONNECT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Up to this many reconnects in the window are routine (logged at INFO); more are logged at WARN.
+const ROUTINE_RECONNECTS: usize = 3;
+
+/// Counts gateway reconnects (a RESUMED, or a READY after the first) over [`STORM_WINDOW`].
+#[derive(Debug, Default)]
+pub struct ReconnectMeter {
+    state: Mutex<MeterState>,
+}
+
+#[derive(Debug, Default)]
+struct MeterState {
+    /// When each reconnect within the window happened, oldest first.
+    recent: VecDeque<Instant>,
+    /// Reconnects since the last log line.
+    unreported: u64,
+    last_report: Option<Instant>,
+}
+
+impl ReconnectMeter {
+    /// Counts one reconnect, logs the count (at most every [`RECONNECT_LOG_EVERY`]) and returns the
+    /// number within the window when that is a storm (more than [`STORM_LIMIT`]).
+    pub fn record(&self) -> Option<usize> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.recent.push_back(now);
+        while state
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > STORM_WINDOW)
+        {
+            state.recent.pop_front();
+        }
+        state.unreported += 1;
+        let in_window = state.recent.len();
+        // Also the moment reconnects stop being routine, so a storm is seen from its start.
+        let due = in_window == ROUTINE_RECONNECTS + 1
+            || state
+                .last_report
+                .is_none_or(|t| now.saturating_duration_since(t) >= RECONNECT_LOG_EVERY);
+        if due {
+            let since_last = state.unreported;
+            if in_window > ROUTINE_RECONNECTS {
+                tracing::warn!(
+                    reconnects = since_last,
+                    in_last_5_min = in_window,
+                    "discord: the gateway connection keeps dropping; reconnected {since_last} times since the last report"
+                );
+            } else {
+                tracing::info!(
+                    reconnects = since_last,
+                    in_last_5_min = in_window,
+                    "discord: reconnected to the gateway"
+                );
+            }
+            state.unreported = 0;
+            state.last_report = Some(now);
+        }
+        (in_window > STORM_LIMIT).then_some(in_window)
+    }
+}
 
 /// The gateway event handlers in progress, by when they started.
 #[derive(Debug, Default)]
@@ -103,6 +180,20 @@ mod tests {
             stop.clone(),
         ));
         (health, liveness, stop)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn routine_reconnects_are_not_a_storm_and_a_sustained_burst_is() {
+        let meter = ReconnectMeter::default();
+        // A reconnect every ten seconds for an hour: one every 10 s is 30 per window, under the limit.
+        for _ in 0..360 {
+            assert_eq!(meter.record(), None);
+            tokio::time::advance(Duration::from_secs(10)).await;
+        }
+        let storm = ReconnectMeter::default();
+        let verdicts: Vec<_> = (0..=STORM_LIMIT).map(|_| storm.record()).collect();
+        assert!(verdicts[..STORM_LIMIT].iter().all(Option::is_none));
+        assert_eq!(verdicts[STORM_LIMIT], Some(STORM_LIMIT + 1));
     }
 
     #[tokio::test(start_paused = true)]

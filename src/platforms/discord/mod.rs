@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::chain::ChainMap;
-use self::liveness::Liveness;
+use self::liveness::{Liveness, ReconnectMeter};
 use self::policy::{GuildMessageFacts, Scope};
 use self::render::Target;
 use self::rest::{ChannelKind, Rest};
@@ -71,6 +71,11 @@ pub const INTENTS_HINT: &str = "Discord refused the gateway intents (gateway clo
 disallowed intents). Fix: enable the Message Content intent in the Discord developer portal \
 (your application → Bot → Privileged Gateway Intents → MESSAGE CONTENT INTENT), save, and start \
 switchboard again.";
+
+/// Why the adapter stopped after a reconnect storm.
+pub const STORM_MESSAGE: &str =
+    "discord: the gateway connection kept dropping (a reconnect storm); \
+exiting so that systemd restarts switchboard after its pause";
 
 /// The Discord adapter. Holds the bot token; deliberately not `Debug`.
 pub struct DiscordAdapter {
@@ -120,6 +125,10 @@ struct Shared {
     chains: ChainMap,
     /// Event handlers in progress, watched by the liveness pulse.
     liveness: Arc<Liveness>,
+    /// Gateway reconnects, for the log and the storm verdict.
+    reconnects: ReconnectMeter,
+    /// Cancelled when the reconnects amount to a storm: the adapter then stops with [`Fatal::Unstable`].
+    storm: CancellationToken,
 }
 
 /// A bounded set of recent ids, oldest evicted first.
@@ -167,6 +176,8 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         seen: Mutex::new(RecentIds::default()),
         chains: ChainMap::new(ctx.store.clone().into_state(), Arc::new(SystemClock)),
         liveness: Arc::new(Liveness::default()),
+        reconnects: ReconnectMeter::default(),
+        storm: CancellationToken::new(),
     });
     // The pulse and the chain sweep run until this function returns (also when it is dropped), so the
     // adapter keeps beating while it drains replies on shutdown.
@@ -195,6 +206,12 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
     let outcome = tokio::select! {
         result = &mut gateway => Some(result),
         () = ctx.intake.cancelled() => None,
+        () = shared.storm.cancelled() => {
+            shard_manager.shutdown_all().await;
+            shared.tasks.close();
+            shared.status.set_status("stopped: reconnect storm");
+            return Err(Fatal::Unstable(STORM_MESSAGE.to_owned()));
+        }
     };
     if let Some(result) = outcome {
         // The gateway ended by itself: a fatal close or a bug; the daemon decides what happens next.
@@ -263,7 +280,10 @@ impl EventHandler for Handler {
             user_id: ready.user.id,
             application_id: ready.application.id,
         };
-        let _ = self.0.bot.set(identity);
+        if self.0.bot.set(identity).is_err() {
+            // A READY after the first: the session was lost and identified again.
+            self.0.reconnected();
+        }
         self.0.status.set_status("connected");
         tracing::info!(bot_user = %identity.user_id, "discord: connected");
         if !self.0.commands_registered.swap(true, Ordering::SeqCst) {
@@ -277,6 +297,7 @@ impl EventHandler for Handler {
 
     async fn resume(&self, _ctx: Context, _event: ResumedEvent) {
         let _busy = self.0.liveness.enter();
+        self.0.reconnected();
         self.0.status.set_status("connected");
     }
 
@@ -318,6 +339,20 @@ fn shared_rest(shared: &Shared) -> Arc<Rest> {
 }
 
 impl Shared {
+    /// Counts a gateway reconnect; a storm stops the adapter.
+    fn reconnected(&self) {
+        if let Some(count) = self.reconnects.record() {
+            if !self.storm.is_cancelled() {
+                tracing::error!(
+                    reconnects = count,
+                    window_secs = liveness::STORM_WINDOW.as_secs(),
+                    "{STORM_MESSAGE}"
+                );
+                self.storm.cancel();
+            }
+        }
+    }
+
     async fn on_message(self: &Arc<Self>, message: Message) {
         let (Some(bot), Some(rest)) = (self.bot.get().copied(), self.rest.get().cloned()) else {
             return;
@@ -429,11 +464,21 @@ impl Shared {
         if let Some(scope) = &scope {
             self.record_chain(&message.id.to_string(), scope);
         }
+        // A reply to someone else's message: the model needs that message to make sense of this one.
+        let quoted = message
+            .referenced_message
+            .as_deref()
+            .filter(|m| m.author.id != bot.user_id)
+            .map(|m| {
+                let author = m.author.global_name.as_deref().unwrap_or(&m.author.name);
+                (author, policy::strip_bot_mention(&m.content, &bot_id))
+            });
+        let text = policy::strip_bot_mention(&message.content, &bot_id);
         let inbound = Inbound {
             chat,
             chat_kind,
             sender: Sender { user, display_name },
-            text: policy::strip_bot_mention(&message.content, &bot_id),
+            text: policy::with_quote(&text, quoted.as_ref().map(|(a, q)| (*a, q.as_str()))),
             addressed: true,
             reply_to: reply_to.map(|id| id.to_string()),
             thread: scope.clone().and_then(Scope::into_thread),

@@ -106,13 +106,43 @@ pub fn mentions(content: &str, bot_id: &str) -> bool {
     content.contains(&format!("<@{bot_id}>")) || content.contains(&format!("<@!{bot_id}>"))
 }
 
-/// The message text with every mention of the bot removed and whitespace tidied, so `@bot /reset`
-/// reaches the core as `/reset`.
+/// The message text with every mention of the bot removed and the join tidied, so `@bot /reset`
+/// reaches the core as `/reset` and "hey @bot, summarize" as "hey, summarize".
 pub fn strip_bot_mention(content: &str, bot_id: &str) -> String {
-    let stripped = content
-        .replace(&format!("<@!{bot_id}>"), "")
-        .replace(&format!("<@{bot_id}>"), "");
-    stripped.trim().to_owned()
+    let mut ranges: Vec<_> = [format!("<@!{bot_id}>"), format!("<@{bot_id}>")]
+        .iter()
+        .flat_map(|m| {
+            content
+                .match_indices(m.as_str())
+                .map(|(start, m)| start..start + m.len())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    crate::platforms::mention::splice_out(content, &ranges)
+}
+
+/// The most characters of a quoted message given to the model: enough for a paragraph or a short code
+/// snippet to be explained, small enough that replying to a wall of text does not crowd out the
+/// conversation (the whole prompt is also bounded by `core.max_input_chars`).
+pub const MAX_QUOTE_CHARS: usize = 1000;
+
+/// The text for the model when a person replies to someone else's message: that message (its author
+/// and at most [`MAX_QUOTE_CHARS`] of its text) first, then what they asked — "what does this mean?"
+/// means nothing without it. Commands and empty quotes are left alone.
+pub fn with_quote(text: &str, quoted: Option<(&str, &str)>) -> String {
+    let Some((author, quote)) = quoted else {
+        return text.to_owned();
+    };
+    let quote = quote.trim();
+    if quote.is_empty() || text.trim_start().starts_with('/') {
+        return text.to_owned();
+    }
+    let mut shown: String = quote.chars().take(MAX_QUOTE_CHARS).collect();
+    if shown.len() < quote.len() {
+        shown.push('…');
+    }
+    format!("(in reply to {author}, who wrote: \"{shown}\")\n{text}")
 }
 
 /// Where a guild message belongs, given what the adapter knows.
@@ -254,6 +284,25 @@ mod tests {
         assert_eq!(strip_bot_mention("<@42> /reset", "42"), "/reset");
         assert_eq!(strip_bot_mention("hi <@!42>  ", "42"), "hi");
         assert_eq!(strip_bot_mention("<@7> and <@42>", "42"), "<@7> and");
+        assert_eq!(
+            strip_bot_mention("hey <@42>, summarize", "42"),
+            "hey, summarize"
+        );
+    }
+
+    #[test]
+    fn a_quoted_message_comes_first_bounded_and_commands_are_left_alone() {
+        assert_eq!(
+            with_quote("what does this mean?", Some(("Bob", "ship it"))),
+            "(in reply to Bob, who wrote: \"ship it\")\nwhat does this mean?"
+        );
+        let long = "x".repeat(MAX_QUOTE_CHARS + 50);
+        let text = with_quote("explain", Some(("Bob", &long)));
+        assert!(text.contains(&format!("{}…\"", "x".repeat(MAX_QUOTE_CHARS))));
+        assert!(!text.contains(&"x".repeat(MAX_QUOTE_CHARS + 1)));
+        assert_eq!(with_quote("/reset", Some(("Bob", "hi"))), "/reset");
+        assert_eq!(with_quote("hm", Some(("Bob", "  "))), "hm");
+        assert_eq!(with_quote("hm", None), "hm");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use teloxide::types::{Message, UserId};
 use crate::config::telegram::GroupPolicy;
 use crate::core::Core;
 use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
+use crate::platforms::mention::splice_out;
 
 /// Who the bot is, as needed to recognise mentions and replies to it.
 #[derive(Clone, Debug)]
@@ -122,61 +123,31 @@ fn strip_command_target<'a>(text: &'a str, username: &str) -> CommandTarget<'a> 
     }
 }
 
-/// Removes every `@username` (case-insensitive, as a whole word) and tidies the spaces it leaves.
+/// Removes every `@username` (case-insensitive, as a whole word), tidying the join it leaves
+/// ([`splice_out`]: "hey @bot, summarize" → "hey, summarize").
 fn strip_mention(text: &str, username: &str) -> (String, bool) {
     let needle = format!("@{username}");
+    if username.is_empty() {
+        return (text.to_owned(), false);
+    }
     let lower = text.to_lowercase();
-    if username.is_empty() || lower.len() != text.len() {
-        // Lowercasing changed byte lengths (rare scripts): fall back to an exact-case search.
-        return strip_exact(text, &needle);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut found = false;
-    let mut i = 0;
-    while let Some(pos) = lower[i..].find(&needle) {
-        let start = i + pos;
-        let end = start + needle.len();
-        let word_end = lower[end..]
-            .chars()
-            .next()
-            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-        out.push_str(&text[i..start]);
-        if word_end {
-            found = true;
-        } else {
-            out.push_str(&text[start..end]);
-        }
-        i = end;
-    }
-    out.push_str(&text[i..]);
-    (tidy(&out), found)
-}
-
-fn strip_exact(text: &str, needle: &str) -> (String, bool) {
-    if text.contains(needle) {
-        (tidy(&text.replace(needle, "")), true)
+    // Lowercasing changed byte lengths (rare scripts): fall back to an exact-case search.
+    let haystack = if lower.len() == text.len() {
+        lower.as_str()
     } else {
-        (text.to_owned(), false)
-    }
-}
-
-fn tidy(text: &str) -> String {
-    let trimmed = text.trim();
-    let mut out = String::with_capacity(trimmed.len());
-    let mut prev_space = false;
-    for c in trimmed.chars() {
-        if c == ' ' {
-            if !prev_space {
-                out.push(c);
-            }
-            prev_space = true;
-        } else {
-            out.push(c);
-            prev_space = false;
-        }
-    }
-    // "@bot, what is…" leaves a leading comma.
-    out.trim_start_matches([',', ':']).trim_start().to_owned()
+        text
+    };
+    let ranges: Vec<_> = haystack
+        .match_indices(&needle)
+        .map(|(start, _)| start..start + needle.len())
+        .filter(|range| {
+            haystack[range.end..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+        })
+        .collect();
+    (splice_out(text, &ranges), !ranges.is_empty())
 }
 
 #[cfg(test)]
@@ -226,6 +197,10 @@ mod tests {
         let i = translate(&m, &me(), GroupPolicy::Mention).unwrap();
         assert_eq!(i.text, "what is 2+2?");
         assert_eq!(i.chat_kind, ChatKind::Group);
+        // Mid-sentence, the mention goes without leaving " ," behind (issue 12, item 5).
+        let m = message(-100, "hey @SB_bot, summarize", None);
+        let i = translate(&m, &me(), GroupPolicy::Mention).unwrap();
+        assert_eq!(i.text, "hey, summarize");
         assert!(translate(&m, &me(), GroupPolicy::Reply).is_none());
         let m = message(-100, "tell me more", Some(42));
         let i = translate(&m, &me(), GroupPolicy::Reply).unwrap();
