@@ -28,33 +28,42 @@ const MODEL_MISSING_RETRY_MS: i64 = 3_600_000;
 /// the account's hold sequence when it started (see [`AccountBook::succeeded`]).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Lease {
+    /// The account (index in the book).
     pub account: usize,
+    /// The key (index in the book and in the secrets).
     pub key: usize,
+    /// The account's hold sequence when the request started.
     pub ticket: u64,
 }
 
 /// A free account passed over because its daily quota is spent, and the account that answers instead.
 pub(super) struct SpentAccount {
+    /// The spent account's label.
     pub label: String,
     /// When the spent account is back.
     pub until_ms: i64,
+    /// The label of the account that answers instead.
     pub next_label: String,
 }
 
 /// Requests a tier answered on one UTC day (for `/status`).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct DayCount {
+    /// The UTC day number.
     pub day: i64,
+    /// Requests counted on it.
     pub requests: u64,
 }
 
 /// Mutable state behind one mutex: quotas, cursors, missing models and daily counters.
 pub(super) struct State {
+    /// Accounts, keys and their quota state.
     pub book: AccountBook,
     /// Round-robin positions, by tier index.
     pub cursors: Vec<usize>,
     /// (provider, model) → until when it is skipped.
     pub missing: HashMap<(String, String), i64>,
+    /// The paid day's counters (cached; persisted under `paid/day`).
     pub paid: PaidDay,
     /// Requests today, by tier name.
     pub tier_requests: HashMap<String, DayCount>,
@@ -64,19 +73,27 @@ pub(super) struct State {
 
 /// Everything a turn shares with the router: clock, store, policy, state and secrets.
 pub(super) struct Shared {
+    /// The clock of quota days and cooldowns.
     pub clock: SharedClock,
+    /// Where the state is persisted.
     pub store: Arc<dyn Store>,
+    /// The policy in force (swapped by a reload).
     pub policy: RwLock<Arc<Policy>>,
+    /// The mutable state.
     pub state: Mutex<State>,
     /// Secrets by key index of the account book (`None` for keyless endpoints).
     pub secrets: Vec<Option<SecretString>>,
+    /// OpenRouter's `GET /key`, if any.
     pub probe: Option<Arc<dyn QuotaProbe>>,
+    /// The clients, for a reload to rebuild the policy over.
     pub providers: ProviderSet,
 }
 
 /// The account book built from the configured keys, with their secrets indexed like its keys.
 pub(super) struct KeyRing {
+    /// The accounts and keys.
     pub book: AccountBook,
+    /// Each key's secret, by key index (`None` for a keyless endpoint).
     pub secrets: Vec<Option<SecretString>>,
 }
 

@@ -31,18 +31,24 @@ pub(super) struct TierIdx(pub usize);
 /// One model of a tier and its context window.
 #[derive(Clone)]
 pub(super) struct ModelSpec {
+    /// The model name exactly as sent to the provider.
     pub name: String,
+    /// Its context window in tokens.
     pub context_window: usize,
 }
 
 /// One tier: a provider, its models and the accounts (quotas) that pay for them.
 #[derive(Clone)]
 pub(super) struct Tier {
+    /// The tier's name (`free`, `paid`, an extra tier's).
     pub name: TierName,
+    /// The provider's name, for logs, usage and `/status`.
     pub provider_name: String,
     /// How the provider is named to users in the paid notice.
     pub display: String,
+    /// Its client.
     pub provider: Arc<dyn ChatProvider>,
+    /// Its configured models, in order.
     pub models: Vec<ModelSpec>,
     /// Context windows of models not in `models` that the tier can still route (see `routes`).
     context_windows: BTreeMap<String, usize>,
@@ -52,7 +58,9 @@ pub(super) struct Tier {
     routes_free_ids: bool,
     /// Indices of its accounts in the account book.
     pub accounts: Vec<usize>,
+    /// How requests are spread over the accounts.
     pub spread: Spread,
+    /// Whether requests here cost money (the paid gate and notice apply).
     pub paid: bool,
 }
 
@@ -72,35 +80,50 @@ impl Tier {
 /// The `[router]` switches in force.
 #[derive(Clone)]
 pub(super) struct Switches {
+    /// `[router] free_only`: never use a paid tier.
     pub free_only: bool,
+    /// `[router] paid_enabled`: the paid tier may be used.
     pub paid_enabled: bool,
+    /// `[router] paid_daily_cap`: paid requests per UTC day (0 = unlimited).
     pub paid_daily_cap: u64,
+    /// `[router] paid_spend_alert_usd`: the daily spend that is warned about (0 = off).
     pub paid_spend_alert_usd: f64,
+    /// `[router] sticky`: keep the model that answered a conversation.
     pub sticky: bool,
+    /// How long a 402 keeps an account out.
     pub payment_cooldown: Duration,
+    /// How often `GET /key` is asked.
     pub quota_refresh: Duration,
+    /// The longest wait for a busy free account per turn.
     pub free_wait_max: Duration,
 }
 
 /// Everything a reload replaces: the tiers in order, the switches and the paid prices.
 #[derive(Clone)]
 pub(super) struct Policy {
+    /// The tiers in the order they are tried.
     pub tiers: Vec<Tier>,
+    /// The `[router]` switches.
     pub switches: Switches,
+    /// Paid model prices, for the spend estimate.
     pub prices: BTreeMap<String, Price>,
 }
 
 /// What conversations remember: the model that last answered (stickiness).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Sticky {
+    /// The tier that answered.
     pub tier: String,
+    /// The model, as the tier can be asked for it.
     pub model: String,
 }
 
 /// One model to try on one tier.
 #[derive(Clone)]
 pub(super) struct Candidate {
+    /// The tier.
     pub tier: TierIdx,
+    /// The model on it.
     pub model: ModelSpec,
 }
 

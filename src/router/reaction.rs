@@ -52,7 +52,9 @@ pub(super) enum Next {
 /// The reaction to one error: what is learned, and where the turn goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Reaction {
+    /// What the account state learns.
     pub learn: Learn,
+    /// Where the turn goes.
     pub next: Next,
 }
 

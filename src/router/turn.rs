@@ -127,10 +127,10 @@ impl Walk {
 
 /// One turn in flight: the request, where its events go, and what it learned about the tiers.
 pub(super) struct Turn<'a> {
-    pub shared: &'a Shared,
-    pub policy: &'a Policy,
-    pub req: &'a CompletionRequest,
-    pub tx: &'a mpsc::Sender<ReplyEvent>,
+    shared: &'a Shared,
+    policy: &'a Policy,
+    req: &'a CompletionRequest,
+    tx: &'a mpsc::Sender<ReplyEvent>,
     free: TierOutcome,
     paid: TierOutcome,
     explicit_paid: bool,
