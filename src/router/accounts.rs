@@ -181,17 +181,7 @@ impl Shared {
 
     /// Takes a key out of rotation for a 401/403, with one loud error the first time.
     pub fn reject(&self, key: usize, status: u16) {
-        let (first, name, fp) = {
-            let mut st = self.lock();
-            let first = st.book.reject_key(key, status);
-            let k = &st.book.keys[key];
-            (
-                first,
-                k.name.clone(),
-                k.fingerprint.clone().unwrap_or_default(),
-            )
-        };
-        if first {
+        if let Some((name, fp)) = self.first_news(key, |book| book.reject_key(key, status)) {
             tracing::error!(
                 key = %name,
                 fingerprint = %fp,
@@ -203,23 +193,28 @@ impl Shared {
     /// Warns once per outage that a key's account is out of credits (402), naming the key and its
     /// fingerprint; the key's next success or a reload arms the warning again.
     pub fn warn_no_credits(&self, key: usize, cooldown_secs: u64) {
-        let (first, name, fp) = {
-            let mut st = self.lock();
-            let first = st.book.note_no_credits(key);
-            let k = &st.book.keys[key];
-            (
-                first,
-                k.name.clone(),
-                k.fingerprint.clone().unwrap_or_default(),
-            )
-        };
-        if first {
+        if let Some((name, fp)) = self.first_news(key, |book| book.note_no_credits(key)) {
             tracing::warn!(
                 key = %name,
                 fingerprint = %fp,
                 "API key's account is OUT OF CREDITS (HTTP 402): it is out of rotation for {cooldown_secs} s, then tried again. Add credits or remove the key."
             );
         }
+    }
+
+    /// Records something about `key` under the lock; when `record` says it is news, returns the key's
+    /// name and fingerprint for the one log line (written after the lock is released).
+    fn first_news(
+        &self,
+        key: usize,
+        record: impl FnOnce(&mut AccountBook) -> bool,
+    ) -> Option<(String, String)> {
+        let mut st = self.lock();
+        if !record(&mut st.book) {
+            return None;
+        }
+        let k = &st.book.keys[key];
+        Some((k.name.clone(), k.fingerprint.clone().unwrap_or_default()))
     }
 
     /// Reserves a request on a ready account of tier `t`, with a key not in `avoid` when the tier has
