@@ -766,6 +766,66 @@ async fn paid_off_and_free_only_never_send_a_paid_request() {
     }
 }
 
+#[tokio::test]
+async fn a_5xx_on_one_free_key_is_answered_by_the_other_free_key_not_by_paid() {
+    let rig = rig(&["a1", "a2"], 50, |_| {}).await;
+    rig.openrouter.push_key_fault("k1", Fault::ServerError);
+    let events = ask(&rig.router, "c").await;
+    assert_eq!(answered(&events), ("free".into(), fp("k2")));
+    assert_eq!((free_calls(&rig, "k1"), free_calls(&rig, "k2")), (1, 1));
+    assert_eq!(rig.ollama.chat_requests(), 0, "no paid request");
+    // k1 is not held for a 5xx: the next turn starts on it again.
+    assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k1"));
+    assert!(rig.openrouter.unexpected().is_empty());
+}
+
+#[tokio::test]
+async fn a_stall_on_one_free_key_is_answered_by_the_other_free_key_not_by_paid() {
+    // A one-second idle timeout keeps the stall short (the simulator holds the stream open).
+    let rig = rig(&["a1", "a2"], 50, |c| c.router.idle_timeout_secs = 1).await;
+    rig.openrouter.push_key_fault("k1", Fault::StallAfter(0));
+    let events = ask(&rig.router, "c").await;
+    assert_eq!(answered(&events), ("free".into(), fp("k2")));
+    assert_eq!((free_calls(&rig, "k1"), free_calls(&rig, "k2")), (1, 1));
+    assert_eq!(rig.ollama.chat_requests(), 0, "no paid request");
+}
+
+#[tokio::test]
+async fn a_free_account_running_out_is_told_once_per_conversation() {
+    let rig = rig(&["a1", "a2"], 2, |_| {}).await;
+    let notices = |events: &[ReplyEvent]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ReplyEvent::Notice(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    for _ in 0..2 {
+        let events = ask(&rig.router, "c1").await;
+        assert_eq!(answered(&events).1, fp("k1"));
+        assert!(notices(&events).is_empty());
+    }
+    let events = ask(&rig.router, "c1").await;
+    assert_eq!(answered(&events), ("free".into(), fp("k2")));
+    assert_eq!(
+        events[0],
+        ReplyEvent::Notice(
+            "key 1 is out of free requests until 00:00 UTC — moving to key 2.".into()
+        )
+    );
+    assert!(matches!(&events[1], ReplyEvent::Started(_)));
+    let events = ask(&rig.router, "c1").await;
+    assert_eq!(answered(&events).1, fp("k2"));
+    assert!(notices(&events).is_empty(), "once per conversation");
+    assert_eq!(
+        free_calls(&rig, "k1"),
+        2,
+        "nothing sent to the spent account"
+    );
+}
+
 /// A provider that streams `data:` lines forever without the blank line that ends the event (issue 11:
 /// memory grew to 277 MB). After the first words the turn ends with the interrupted note; the client
 /// stops reading once the event passes its cap, so the endless body is abandoned after about the cap

@@ -3,10 +3,16 @@
 //! This file is the seam the core calls ([`LlmRouter`]); the policy, quota bookkeeping and error taxonomy
 //! live in the submodules. The router knows no platform crate and no sled (state goes through the store trait).
 
+mod accounts;
 pub mod clients;
 pub mod free_first;
+mod notices;
+mod policy;
 pub mod quota;
+mod reaction;
 pub mod scripted;
+mod status;
+mod turn;
 pub mod usage;
 
 #[cfg(test)]

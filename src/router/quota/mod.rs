@@ -5,106 +5,22 @@
 //! record carries a version bumped on every change; a write of an older version than the stored one is
 //! skipped, so turns racing to persist after releasing the lock never put an older record over a newer.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
 use crate::clock::{next_utc_midnight, utc_day};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Store};
 
-/// The store namespace of all router state.
-pub const NS: &str = "router";
+mod backoff;
+mod record;
+
+pub use backoff::{
+    backoff_with_jitter, free_daily_limit, CREDITED_DAILY_REQUESTS, FREE_TIER_DAILY_REQUESTS,
+};
+use record::roll_day;
+pub use record::{account_store_key, write_newer, AccountRecord, Hold, Persist, Versioned, NS};
+
 /// The per-minute window of the requests-per-minute limit.
 const MINUTE_MS: i64 = 60_000;
-/// OpenRouter's free requests per UTC day for an account that never bought credits (`is_free_tier`).
-pub const FREE_TIER_DAILY_REQUESTS: u64 = 50;
-/// OpenRouter's free requests per UTC day once an account bought at least 10 credits.
-pub const CREDITED_DAILY_REQUESTS: u64 = 1000;
-
-/// The daily free-request limit of an OpenRouter account: as reported, else inferred from `is_free_tier`
-/// (older `GET /auth/key` answers lack `free_model_daily_requests` but say whether credits were bought).
-pub fn free_daily_limit(reported: Option<u64>, is_free_tier: Option<bool>) -> Option<u64> {
-    reported.or_else(|| {
-        is_free_tier.map(|free| {
-            if free {
-                FREE_TIER_DAILY_REQUESTS
-            } else {
-                CREDITED_DAILY_REQUESTS
-            }
-        })
-    })
-}
-
-/// Why an account is held out of rotation for a while.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Hold {
-    /// A per-minute 429: back soon.
-    RateLimited,
-    /// The daily free quota is spent: back at 00:00 UTC.
-    DailyExhausted,
-    /// 402: no credits: back after the configured payment cooldown.
-    NoCredits,
-}
-
-/// The persisted state of one account (one quota).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccountRecord {
-    /// The UTC day number `used_today` counts.
-    pub day: i64,
-    /// Requests sent today (failed attempts count: OpenRouter counts them too).
-    pub used_today: u64,
-    /// The daily limit learned from `GET /key` (50 or 1000 on OpenRouter), if any.
-    pub learned_daily_limit: Option<u64>,
-    /// Why the account is held, if it is.
-    pub hold: Option<Hold>,
-    /// Until when (ms since the epoch).
-    pub hold_until_ms: i64,
-    /// Consecutive per-minute 429s without a `Retry-After`, for the exponential backoff.
-    pub backoff_step: u32,
-    /// Send times within the last minute, oldest first (at most the per-minute limit).
-    pub recent_ms: VecDeque<i64>,
-    /// Bumped on every change, so a stale write is recognised and skipped (see [`write_newer`]).
-    #[serde(default)]
-    pub version: u64,
-    /// Bumped every time a hold is set, so a success can tell a hold set while its request was in flight
-    /// (kept) from one that was already there when it started (cleared).
-    #[serde(default)]
-    pub hold_seq: u64,
-}
-
-/// A stored value with a version that grows with every change.
-pub trait Versioned {
-    /// The version of this value.
-    fn version(&self) -> u64;
-}
-
-impl Versioned for AccountRecord {
-    fn version(&self) -> u64 {
-        self.version
-    }
-}
-
-/// Writes `value` at `key` unless the store already holds the same or a newer version. Routing state is
-/// copied under the router's lock and written after releasing it; two turns can reach the store in the
-/// other order, and the older copy must not win.
-pub fn write_newer<T: Serialize + DeserializeOwned + Versioned>(
-    store: &dyn Store,
-    key: &str,
-    value: &T,
-) -> Result<(), StoreError> {
-    let bytes = store::encode(value)?;
-    store.kv_update(NS, key, &mut |old| {
-        let stored = old.and_then(|b| store::decode::<T>(b).ok());
-        match (old, stored) {
-            (Some(old), Some(stored)) if stored.version() >= value.version() => Some(old.to_vec()),
-            _ => Some(bytes.clone()),
-        }
-    })?;
-    Ok(())
-}
 
 /// A request reserved on an account by [`AccountBook::reserve`].
 #[derive(Clone, Debug)]
@@ -149,6 +65,9 @@ pub struct KeyEntry {
     pub account: usize,
     /// `Some(401|403)` once the provider rejected it: out until the config is reloaded.
     pub rejected: Option<u16>,
+    /// Whether the operator was already warned that this key's account is out of credits (402); cleared
+    /// when the key answers again or the configuration is reloaded, so the warning comes once per outage.
+    pub warned_no_credits: bool,
 }
 
 /// Whether an account can take a request now.
@@ -176,9 +95,6 @@ pub enum Spread {
     LeastUsed,
 }
 
-/// A change to write through to the store: the account's store key and its new record.
-pub type Persist = (String, AccountRecord);
-
 /// Every account and key the router knows, with their quota state.
 #[derive(Clone, Debug, Default)]
 pub struct AccountBook {
@@ -186,11 +102,6 @@ pub struct AccountBook {
     pub accounts: Vec<Account>,
     /// The keys.
     pub keys: Vec<KeyEntry>,
-}
-
-/// The store key of an account's record.
-pub fn account_store_key(provider: &str, label: &str) -> String {
-    format!("acct/{provider}/{label}")
 }
 
 impl AccountBook {
@@ -228,6 +139,7 @@ impl AccountBook {
             fingerprint,
             account,
             rejected: None,
+            warned_no_credits: false,
         });
         let id = self.keys.len() - 1;
         self.accounts[account].keys.push(id);
@@ -330,18 +242,31 @@ impl AccountBook {
         cursor: &mut usize,
         now_ms: i64,
     ) -> Option<Reserved> {
+        self.reserve_avoiding(accounts, spread, cursor, now_ms, &[])
+    }
+
+    /// [`Self::reserve`], never with one of the keys in `avoid` (keys that failed earlier in the same
+    /// turn): an account is picked only if it is ready and has another usable key.
+    pub fn reserve_avoiding(
+        &mut self,
+        accounts: &[usize],
+        spread: Spread,
+        cursor: &mut usize,
+        now_ms: i64,
+        avoid: &[usize],
+    ) -> Option<Reserved> {
         let chosen = match spread {
             Spread::InOrder => accounts
                 .iter()
                 .copied()
-                .find(|&a| self.availability(a, now_ms) == Availability::Ready)?,
+                .find(|&a| self.usable(a, now_ms, avoid))?,
             Spread::LeastUsed => {
                 let n = accounts.len();
                 let today = utc_day(now_ms);
                 let mut best: Option<(u64, usize)> = None;
                 for i in 0..n {
                     let a = accounts[(*cursor + i) % n];
-                    if self.availability(a, now_ms) != Availability::Ready {
+                    if !self.usable(a, now_ms, avoid) {
                         continue;
                     }
                     let rec = &self.accounts[a].record;
@@ -354,7 +279,7 @@ impl AccountBook {
                 best?.1
             }
         };
-        let key = self.next_key(chosen)?;
+        let key = self.next_key(chosen, avoid)?;
         let account = &mut self.accounts[chosen];
         roll_day(&mut account.record, now_ms);
         account.record.used_today += 1;
@@ -377,12 +302,25 @@ impl AccountBook {
         })
     }
 
-    fn next_key(&mut self, account: usize) -> Option<usize> {
+    /// Whether one of `accounts` is ready with a usable key not in `avoid`. Does not change anything.
+    pub fn any_usable(&self, accounts: &[usize], now_ms: i64, avoid: &[usize]) -> bool {
+        accounts.iter().any(|&a| self.usable(a, now_ms, avoid))
+    }
+
+    fn usable(&self, account: usize, now_ms: i64, avoid: &[usize]) -> bool {
+        self.availability(account, now_ms) == Availability::Ready
+            && self.accounts[account]
+                .keys
+                .iter()
+                .any(|k| self.keys[*k].rejected.is_none() && !avoid.contains(k))
+    }
+
+    fn next_key(&mut self, account: usize, avoid: &[usize]) -> Option<usize> {
         let a = &mut self.accounts[account];
         let n = a.keys.len();
         for i in 0..n {
             let k = a.keys[(a.next_key + i) % n];
-            if self.keys[k].rejected.is_none() {
+            if self.keys[k].rejected.is_none() && !avoid.contains(&k) {
                 a.next_key = (a.next_key + i + 1) % n;
                 return Some(k);
             }
@@ -466,11 +404,18 @@ impl AccountBook {
         first
     }
 
-    /// Puts every rejected key back in rotation (after a config reload).
+    /// Puts every rejected key back in rotation (after a config reload); a later 402 is news again.
     pub fn clear_rejections(&mut self) {
         for k in &mut self.keys {
             k.rejected = None;
+            k.warned_no_credits = false;
         }
+    }
+
+    /// Records that `key` met a 402. Returns true the first time since it last answered (or since a
+    /// reload), so the caller warns exactly once per outage.
+    pub fn note_no_credits(&mut self, key: usize) -> bool {
+        !std::mem::replace(&mut self.keys[key].warned_no_credits, true)
     }
 
     /// Learns an account's quota from `GET /key`: the daily limit and what is left today. The provider's
@@ -502,265 +447,5 @@ impl AccountBook {
     }
 }
 
-/// Starts a new count when the UTC day changed since the record was last touched.
-fn roll_day(rec: &mut AccountRecord, now_ms: i64) {
-    let today = utc_day(now_ms);
-    if rec.day != today {
-        rec.day = today;
-        rec.used_today = 0;
-        if rec.hold == Some(Hold::DailyExhausted) && rec.hold_until_ms <= now_ms {
-            rec.hold = None;
-        }
-    }
-}
-
-/// The first per-minute backoff when a 429 names no wait: a few seconds lets a burst pass.
-const BACKOFF_BASE_MS: u64 = 2_000;
-/// The longest per-minute backoff: a per-minute window never needs more than a minute to clear.
-const BACKOFF_MAX_MS: u64 = 60_000;
-
-/// How long to cool an account down after the `step`-th consecutive per-minute 429 that named no wait:
-/// exponential from 2 s, capped at 60 s, with "equal jitter" (half fixed, half random by `jitter` in
-/// `[0, 1)`) so several accounts rate-limited together do not come back in lock step.
-pub fn backoff_with_jitter(step: u32, jitter: f64) -> Duration {
-    let exp = BACKOFF_BASE_MS
-        .saturating_mul(1u64 << step.min(16))
-        .min(BACKOFF_MAX_MS);
-    let half = exp / 2;
-    let jitter = jitter.clamp(0.0, 1.0);
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let extra = (half as f64 * jitter) as u64;
-    Duration::from_millis(half + extra)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::DAY_MS;
-
-    const NOON: i64 = 20_000 * DAY_MS + DAY_MS / 2;
-
-    fn book(accounts: usize, per_minute: Option<u32>, daily: Option<u64>) -> AccountBook {
-        let mut b = AccountBook::default();
-        for i in 0..accounts {
-            let a = b.account("openrouter", &format!("acct{i}"), per_minute, daily);
-            b.add_key(a, &format!("K{i}"), Some(format!("fp:{i}")));
-        }
-        b
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        assert_eq!(backoff_with_jitter(0, 0.0), Duration::from_secs(1));
-        assert_eq!(
-            backoff_with_jitter(0, 0.999_999),
-            Duration::from_millis(1_999)
-        );
-        assert_eq!(backoff_with_jitter(1, 0.0), Duration::from_secs(2));
-        assert_eq!(backoff_with_jitter(3, 1.0), Duration::from_secs(16));
-        assert_eq!(backoff_with_jitter(10, 1.0), Duration::from_secs(60));
-        assert_eq!(backoff_with_jitter(u32::MAX, 0.0), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn in_order_drains_accounts_and_resets_at_midnight() {
-        let mut b = book(2, None, Some(2));
-        let all = [0, 1];
-        let mut c = 0;
-        let picks: Vec<_> = (0..5)
-            .map(|_| {
-                b.reserve(&all, Spread::InOrder, &mut c, NOON)
-                    .map(|r| r.account)
-            })
-            .collect();
-        assert_eq!(picks, [Some(0), Some(0), Some(1), Some(1), None]);
-        assert_eq!(b.availability(0, NOON), Availability::Exhausted);
-        let tomorrow = next_utc_midnight(NOON);
-        assert_eq!(b.availability(0, tomorrow), Availability::Ready);
-        assert_eq!(b.left_today(0, tomorrow), Some(2));
-        assert_eq!(
-            b.reserve(&all, Spread::InOrder, &mut c, tomorrow)
-                .map(|r| r.account),
-            Some(0)
-        );
-    }
-
-    #[test]
-    fn per_minute_window_blocks_until_the_oldest_leaves() {
-        let mut b = book(1, Some(2), None);
-        let mut c = 0;
-        assert!(b.reserve(&[0], Spread::InOrder, &mut c, NOON).is_some());
-        assert!(b
-            .reserve(&[0], Spread::InOrder, &mut c, NOON + 10)
-            .is_some());
-        assert_eq!(
-            b.availability(0, NOON + 20),
-            Availability::MinuteFull(NOON + MINUTE_MS)
-        );
-        assert_eq!(b.availability(0, NOON + MINUTE_MS), Availability::Ready);
-    }
-
-    #[test]
-    fn least_used_spreads_and_rejected_keys_are_skipped() {
-        let mut b = book(3, None, None);
-        let all = [0, 1, 2];
-        let mut c = 0;
-        let picks: Vec<_> = (0..6)
-            .map(|_| {
-                b.reserve(&all, Spread::LeastUsed, &mut c, NOON)
-                    .unwrap()
-                    .account
-            })
-            .collect();
-        let mut counts = [0; 3];
-        for p in picks {
-            counts[p] += 1;
-        }
-        assert_eq!(counts, [2, 2, 2]);
-        assert!(b.reject_key(1, 401));
-        assert!(!b.reject_key(1, 401));
-        assert_eq!(b.availability(1, NOON), Availability::Rejected(401));
-        for _ in 0..4 {
-            assert_ne!(
-                b.reserve(&all, Spread::LeastUsed, &mut c, NOON)
-                    .unwrap()
-                    .account,
-                1
-            );
-        }
-        b.clear_rejections();
-        assert_eq!(b.availability(1, NOON), Availability::Ready);
-    }
-
-    #[test]
-    fn two_keys_share_one_account() {
-        let mut b = AccountBook::default();
-        let a = b.account("openrouter", "team", None, Some(3));
-        b.add_key(a, "K1", None);
-        b.add_key(a, "K2", None);
-        let mut c = 0;
-        let keys: Vec<_> = (0..4)
-            .map(|_| {
-                b.reserve(&[a], Spread::InOrder, &mut c, NOON)
-                    .map(|r| r.key)
-            })
-            .collect();
-        assert_eq!(keys, [Some(0), Some(1), Some(0), None]);
-    }
-
-    #[test]
-    fn learning_from_key_info_sets_used_and_holds() {
-        let mut b = book(1, None, None);
-        b.learn(0, Some(50), Some(0), NOON);
-        assert_eq!(
-            b.availability(0, NOON),
-            Availability::Held(Hold::DailyExhausted, next_utc_midnight(NOON))
-        );
-        b.learn(0, Some(50), Some(7), NOON);
-        assert_eq!(b.left_today(0, NOON), Some(7));
-        assert_eq!(b.availability(0, NOON), Availability::Ready);
-    }
-
-    #[test]
-    fn state_round_trips_through_the_store() {
-        let store = crate::store::memory::MemoryStore::new();
-        let mut b = book(1, Some(20), Some(50));
-        let mut c = 0;
-        let p = b
-            .reserve(&[0], Spread::InOrder, &mut c, NOON)
-            .unwrap()
-            .persist;
-        write_newer(&store, &p.0, &p.1).unwrap();
-        let p = b.hold_no_credits(0, NOON, Duration::from_secs(3600));
-        write_newer(&store, &p.0, &p.1).unwrap();
-        let mut again = book(1, Some(20), Some(50));
-        again.load(&store);
-        assert_eq!(again.accounts[0].record, b.accounts[0].record);
-        assert_eq!(
-            again.availability(0, NOON + 1),
-            Availability::Held(Hold::NoCredits, NOON + 3_600_000)
-        );
-    }
-
-    #[test]
-    fn a_late_success_keeps_a_hold_set_while_it_was_in_flight() {
-        let mut b = book(1, None, None);
-        let mut c = 0;
-        // Turn A reserves, then turn B reserves and gets a per-minute 429 while A is still streaming.
-        let a = b.reserve(&[0], Spread::InOrder, &mut c, NOON).unwrap();
-        let _b = b.reserve(&[0], Spread::InOrder, &mut c, NOON).unwrap();
-        b.hold_rate_limited(0, NOON + 30_000, true);
-        assert!(
-            b.succeeded(0, a.ticket, NOON + 10).is_some(),
-            "backoff reset"
-        );
-        assert_eq!(b.accounts[0].record.backoff_step, 0);
-        assert_eq!(
-            b.availability(0, NOON + 10),
-            Availability::Held(Hold::RateLimited, NOON + 30_000)
-        );
-        // A request that started after the hold was set (it had expired) clears it.
-        let later = b
-            .reserve(&[0], Spread::InOrder, &mut c, NOON + 30_000)
-            .unwrap();
-        assert!(b.succeeded(0, later.ticket, NOON + 30_001).is_some());
-        assert_eq!(b.accounts[0].record.hold, None);
-        // An expired hold is cleared whoever succeeds.
-        b.hold_rate_limited(0, NOON + 40_000, false);
-        assert!(b.succeeded(0, a.ticket, NOON + 40_000).is_some());
-        assert_eq!(b.accounts[0].record.hold, None);
-        assert!(
-            b.succeeded(0, a.ticket, NOON + 40_001).is_none(),
-            "nothing to do"
-        );
-    }
-
-    #[test]
-    fn a_stale_record_never_overwrites_a_newer_one() {
-        let store = crate::store::memory::MemoryStore::new();
-        let mut b = book(1, Some(20), Some(50));
-        let mut c = 0;
-        // Two turns copy the record under the lock, then reach the store in the other order.
-        let older = b
-            .reserve(&[0], Spread::InOrder, &mut c, NOON)
-            .unwrap()
-            .persist;
-        let newer = b.hold_daily(0, NOON + 1);
-        assert!(newer.1.version > older.1.version);
-        write_newer(&store, &newer.0, &newer.1).unwrap();
-        write_newer(&store, &older.0, &older.1).unwrap();
-        let stored: AccountRecord = store::get_json(&store, NS, &newer.0).unwrap().unwrap();
-        assert_eq!(stored, newer.1);
-        // A reloaded book continues from the stored version, so its writes are not mistaken for stale.
-        let mut again = book(1, Some(20), Some(50));
-        again.load(&store);
-        let next = again.succeeded(0, 0, NOON + DAY_MS).unwrap();
-        write_newer(&store, &next.0, &next.1).unwrap();
-        let stored: AccountRecord = store::get_json(&store, NS, &next.0).unwrap().unwrap();
-        assert_eq!(stored.hold, None);
-    }
-
-    #[test]
-    fn soonest_minute_free_ignores_accounts_out_for_the_day() {
-        let mut b = book(3, Some(1), Some(1));
-        let mut c = 0;
-        b.reserve(&[0], Spread::InOrder, &mut c, NOON).unwrap(); // full for the minute and the day
-        b.hold_rate_limited(1, NOON + 4_000, false);
-        b.hold_rate_limited(2, NOON + 9_000, false);
-        assert_eq!(b.soonest_minute_free(&[0, 1, 2], NOON), Some(NOON + 4_000));
-        assert_eq!(b.soonest_minute_free(&[0, 2], NOON), Some(NOON + 9_000));
-        assert_eq!(b.soonest_minute_free(&[0], NOON), None);
-    }
-
-    #[test]
-    fn the_daily_limit_is_inferred_from_the_free_tier_flag() {
-        assert_eq!(free_daily_limit(Some(7), Some(true)), Some(7));
-        assert_eq!(free_daily_limit(None, Some(true)), Some(50));
-        assert_eq!(free_daily_limit(None, Some(false)), Some(1000));
-        assert_eq!(free_daily_limit(None, None), None);
-    }
-}
+mod tests;
