@@ -33,13 +33,13 @@ pub(super) enum Learn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Next {
     /// Same model, another account (this one is now held or rejected).
-    NextAccount,
+    Account,
     /// This key failed for now (5xx, timeout, stall): avoid it for the rest of the turn, so the tier's
     /// other keys are tried before a paid request is spent. The next model goes to another key; on the
     /// tier's last model the same model is retried on another key.
     OtherKey,
     /// Skip to the next model (the model is failing or its answers cannot be read).
-    NextModel,
+    Model,
     /// Send again with a smaller context, or move on if it cannot shrink.
     Refit,
     /// The provider's content filter declined this request: try the next model (the key is fine).
@@ -61,9 +61,7 @@ pub(super) struct Reaction {
 /// The reaction table: every provider error before the first token, and what the router does about it.
 pub(super) fn reaction(error: &ProviderError) -> Reaction {
     let (learn, next) = match *error {
-        ProviderError::RateLimited { daily: true, .. } => {
-            (Learn::DailyQuotaSpent, Next::NextAccount)
-        }
+        ProviderError::RateLimited { daily: true, .. } => (Learn::DailyQuotaSpent, Next::Account),
         ProviderError::RateLimited {
             retry_after,
             reset_at_ms,
@@ -73,22 +71,20 @@ pub(super) fn reaction(error: &ProviderError) -> Reaction {
                 retry_after,
                 reset_at_ms,
             },
-            Next::NextAccount,
+            Next::Account,
         ),
-        ProviderError::PaymentRequired => (Learn::NoCredits, Next::NextAccount),
-        ProviderError::Unauthorized { status } => {
-            (Learn::KeyRejected { status }, Next::NextAccount)
-        }
+        ProviderError::PaymentRequired => (Learn::NoCredits, Next::Account),
+        ProviderError::Unauthorized { status } => (Learn::KeyRejected { status }, Next::Account),
         ProviderError::Refused => (Learn::Nothing, Next::Declined),
         ProviderError::ContextTooLong => (Learn::Nothing, Next::Refit),
-        ProviderError::ModelNotFound => (Learn::ModelMissing, Next::NextModel),
+        ProviderError::ModelNotFound => (Learn::ModelMissing, Next::Model),
         ProviderError::Connect => (Learn::Nothing, Next::EndpointDown),
         ProviderError::Upstream { .. }
         | ProviderError::Timeout
         | ProviderError::Stalled
         | ProviderError::Truncated
         | ProviderError::MidStream { .. } => (Learn::Nothing, Next::OtherKey),
-        ProviderError::Malformed(_) => (Learn::Nothing, Next::NextModel),
+        ProviderError::Malformed(_) => (Learn::Nothing, Next::Model),
     };
     Reaction { learn, next }
 }

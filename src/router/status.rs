@@ -75,12 +75,10 @@ fn tier_status(st: &State, policy: &Policy, tier: &Tier, now: i64) -> TierStatus
         accounts,
         requests_today,
         daily_cap: (tier.paid && s.paid_daily_cap > 0).then_some(s.paid_daily_cap),
-        estimated_cost_usd: tier.paid.then(|| {
-            if st.paid.day == today {
-                st.paid.cost_usd
-            } else {
-                0.0
-            }
+        estimated_cost_usd: tier.paid.then_some(if st.paid.day == today {
+            st.paid.cost_usd
+        } else {
+            0.0
         }),
     }
 }

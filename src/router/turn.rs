@@ -316,7 +316,7 @@ impl<'a> Turn<'a> {
         let policy = self.policy;
         let tier = policy.tier(t);
         match next {
-            Next::NextAccount => {}
+            Next::Account => {}
             Next::OtherKey => {
                 self.note(tier, TierOutcome::Failing);
                 walk.failed_keys.push(lease.key);
@@ -328,7 +328,7 @@ impl<'a> Turn<'a> {
                     walk.i += 1;
                 }
             }
-            Next::NextModel => {
+            Next::Model => {
                 self.note(tier, TierOutcome::Failing);
                 walk.i += 1;
             }

@@ -223,7 +223,8 @@ pub(super) async fn handle(
                 recorder.record_chain(&id.to_string(), scope);
             }
         });
-        let delivery = render::render(rest, stage, ticket, target, stream, settings, on_posted).await;
+        let delivery =
+            render::render(rest, stage, ticket, target, stream, settings, on_posted).await;
         receipt.report(delivery);
     });
 }
