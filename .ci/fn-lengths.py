@@ -22,7 +22,8 @@ def code_of(line):
 
 def without_tests(lines):
     for i, line in enumerate(lines):
-        if TEST_MOD.match(line) and any(re.match(r'^\s*(pub\s+)?mod \w+', l) for l in lines[i:i + 3]):
+        inline_mod = r'^\s*(pub\s+)?mod \w+\s*\{'
+        if TEST_MOD.match(line) and any(re.match(inline_mod, l) for l in lines[i:i + 3]):
             return lines[:i]
     return lines
 
