@@ -9,17 +9,16 @@
 //! Tests call [`serve`] with injected parts, a signal stream and a recording notifier.
 
 mod build;
+mod lifecycle;
 pub mod notify;
 pub mod signals;
 
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::Stream;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -29,7 +28,7 @@ use crate::config::{Config, ConfigError};
 use crate::core::Core;
 use crate::exit::Fatal;
 use crate::health::Health;
-use crate::platforms::{AdapterContext, PlatformAdapter};
+use crate::platforms::PlatformAdapter;
 use crate::router::LlmRouter;
 use crate::store::Store;
 
@@ -126,198 +125,12 @@ pub async fn serve(
     signals: impl Stream<Item = Signal> + Unpin + Send,
     notifier: impl Notifier,
 ) -> Result<(), Fatal> {
-    let Parts {
-        config,
-        store,
-        router,
-        router_control,
-        adapters,
-        clock,
-        health,
-        reload,
-        watchdog,
-    } = parts;
     let mut signals = signals;
-    let notifier: Arc<dyn Notifier> = Arc::new(notifier);
-    let core = Core::new(config.clone(), store.clone(), router.clone(), clock.clone());
-    let (config_tx, config_rx) = watch::channel(config.clone());
-    let intake = CancellationToken::new();
-    let background = CancellationToken::new();
-    // History retention follows reloads: the sweep reads the policy in force each time it runs.
-    let retention_config = config_rx.clone();
-    crate::store::open::spawn_retention(
-        store.clone(),
-        move || crate::store::open::retention_policy(&retention_config.borrow().store),
-        clock,
-        background.child_token(),
-    );
-    let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
-    let ready_timeout = Duration::from_secs(config.daemon.ready_timeout_secs);
-    let stale_after = Duration::from_secs(config.daemon.stale_after_secs);
-
-    let watchdog_task = watchdog.map(|period| {
-        tokio::spawn(watchdog_loop(
-            period,
-            stale_after,
-            health.clone(),
-            store.clone(),
-            notifier.clone(),
-        ))
-    });
-    if let Some(rc) = &router_control {
-        rc.spawn_background(background.child_token());
+    let mut running = lifecycle::Running::start(parts, Arc::new(notifier));
+    if running.until_ready(&mut signals).await {
+        running.until_stopped(&mut signals).await;
     }
-
-    let names: Vec<&'static str> = adapters.iter().map(|a| a.name()).collect();
-    let mut running: JoinSet<(&'static str, Result<(), Fatal>)> = JoinSet::new();
-    for adapter in adapters {
-        let name = adapter.name();
-        let ctx = AdapterContext {
-            core: core.clone(),
-            store: store.clone(),
-            health: health.clone(),
-            config: config_rx.clone(),
-            intake: intake.clone(),
-        };
-        running.spawn(async move {
-            let result = AssertUnwindSafe(adapter.run(ctx)).catch_unwind().await;
-            let result = result.unwrap_or_else(|_| {
-                Err(Fatal::Other(anyhow::anyhow!("the {name} adapter panicked")))
-            });
-            (name, result)
-        });
-        info!(adapter = name, "adapter started");
-    }
-
-    let mut daemon = Daemon {
-        config,
-        core: core.clone(),
-        router,
-        router_control,
-        health: health.clone(),
-        notifier: notifier.clone(),
-        config_tx,
-        reload: Arc::new(Mutex::new(reload)),
-    };
-    let mut outcome: Result<(), Fatal> = Ok(());
-    let main_loop = health.internal(MAIN_LOOP);
-
-    // Start-up: READY once every adapter is up (or the bound passed), unless told to stop first.
-    let ready_deadline = tokio::time::Instant::now() + ready_timeout;
-    let mut stop = false;
-    notifier.notify(&[Notice::Status(format!(
-        "starting: connecting {}",
-        names.join(", ")
-    ))]);
-    let mut last_progress = String::new();
-    loop {
-        main_loop.beat();
-        if adapters_up(&health, &names) {
-            break;
-        }
-        let progress = health.summary();
-        if progress != last_progress {
-            notifier.notify(&[Notice::Status(format!("starting: {progress}"))]);
-            last_progress = progress;
-        }
-        if tokio::time::Instant::now() >= ready_deadline {
-            warn!(
-                status = %health.summary(),
-                "adapters not up after {}s; announcing READY anyway (an upstream outage must not fail the start)",
-                ready_timeout.as_secs()
-            );
-            break;
-        }
-        tokio::select! {
-            sig = signals.next() => match sig {
-                Some(Signal::Reload) => daemon.reload().await,
-                Some(Signal::Terminate) | None => { stop = true; break; }
-            },
-            Some(joined) = running.join_next() => {
-                if let Some(fatal) = adapter_ended(joined, running.is_empty()) {
-                    outcome = Err(fatal);
-                    stop = true;
-                    break;
-                }
-            },
-            () = tokio::time::sleep(READY_POLL) => {}
-        }
-    }
-
-    if !stop {
-        let line = daemon.status_line();
-        info!(status = %line, "ready");
-        notifier.notify(&[Notice::Ready, Notice::Status(line)]);
-        let mut status_tick = tokio::time::interval(STATUS_INTERVAL.min(stale_after / 2));
-        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            main_loop.beat();
-            tokio::select! {
-                sig = signals.next() => match sig {
-                    Some(Signal::Reload) => daemon.reload().await,
-                    Some(Signal::Terminate) | None => break,
-                },
-                Some(joined) = running.join_next() => {
-                    if let Some(fatal) = adapter_ended(joined, running.is_empty()) {
-                        outcome = Err(fatal);
-                        break;
-                    }
-                },
-                _ = status_tick.tick() => {
-                    notifier.notify(&[Notice::Status(daemon.status_line())]);
-                }
-            }
-        }
-    }
-
-    // Shutdown: stop intake, drain within the grace, let adapters finish and acknowledge, flush. The
-    // main loop has ended on purpose; every step below has its own deadline within `TimeoutStopSec=`.
-    health.remove(MAIN_LOOP);
-    let in_flight = core.in_flight();
-    info!(in_flight, grace_secs = grace.as_secs(), "stopping");
-    notifier.notify(&[
-        Notice::Stopping,
-        Notice::Status(format!("stopping: finishing {in_flight} replies")),
-    ]);
-    intake.cancel();
-    core.begin_shutdown();
-    core.drain(grace).await;
-    notifier.notify(&[Notice::Status("stopping: waiting for adapters".into())]);
-    let stopped = tokio::time::timeout(ADAPTER_STOP_TIMEOUT, async {
-        while let Some(joined) = running.join_next().await {
-            if let Some(fatal) = adapter_ended(joined, false) {
-                if outcome.is_ok() {
-                    outcome = Err(fatal);
-                }
-            }
-        }
-    })
-    .await;
-    if stopped.is_err() {
-        warn!(
-            "adapters did not stop within {}s; aborting them",
-            ADAPTER_STOP_TIMEOUT.as_secs()
-        );
-        running.abort_all();
-    }
-    background.cancel();
-    notifier.notify(&[Notice::Status("stopping: flushing the store".into())]);
-    if let Err(e) = store.flush().await {
-        error!(error = %e, "flushing the store at shutdown failed");
-        if outcome.is_ok() {
-            outcome = Err(Fatal::Other(anyhow::anyhow!(
-                "flushing the store at shutdown failed: {e}"
-            )));
-        }
-    }
-    if let Some(task) = watchdog_task {
-        task.abort();
-    }
-    match &outcome {
-        Ok(()) => info!("stopped cleanly"),
-        Err(e) => error!(error = %e, "stopped after a fatal error"),
-    }
-    outcome
+    running.shut_down().await
 }
 
 /// What `serve` keeps while running, for status lines and reloads.

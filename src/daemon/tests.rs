@@ -13,6 +13,7 @@ use crate::clock::TokioClock;
 use crate::config::Secrets;
 use crate::core::RESTARTING_MESSAGE;
 use crate::domain::{ChatKind, ChatRef, Inbound, Platform, ReplyEvent, Sender, UserRef};
+use crate::platforms::AdapterContext;
 use crate::router::scripted::{Script, ScriptedRouter};
 use crate::store::memory::MemoryStore;
 use crate::store::{HistoryStore, Store, TurnStatus};
