@@ -248,7 +248,26 @@ fn blame_override(mut error: ConfigError, overrides: &env::Overrides) -> ConfigE
 impl Config {
     /// Checks values that types alone cannot (ranges, URLs, cross-section rules).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let (core, store) = (&self.core, &self.store);
+        self.core.validate()?;
+        self.store.validate()?;
+        self.access.validate()?;
+        self.router.validate()?;
+        self.openrouter.validate()?;
+        self.ollama.validate()?;
+        for (i, tier) in self.tiers.iter().enumerate() {
+            tier.validate(i)?;
+        }
+        self.telegram.validate()?;
+        self.discord.validate()?;
+        self.daemon.validate()?;
+        Ok(())
+    }
+}
+
+impl CoreConfig {
+    /// Range checks of `[core]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let core = self;
         check_range(
             "core.max_concurrent_turns",
             core.max_concurrent_turns,
@@ -297,6 +316,14 @@ impl Config {
             "its length in characters; a longer prompt crowds the conversation out of small windows",
             CoreConfig::default().system_prompt.chars().count(),
         )?;
+        Ok(())
+    }
+}
+
+impl StoreConfig {
+    /// Range checks of `[store]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let store = self;
         check_range(
             "store.cache_mb",
             store.cache_mb,
@@ -323,16 +350,6 @@ impl Config {
                 StoreConfig::default().compact_ratio,
             )?;
         }
-        self.access.validate()?;
-        self.router.validate()?;
-        self.openrouter.validate()?;
-        self.ollama.validate()?;
-        for (i, tier) in self.tiers.iter().enumerate() {
-            tier.validate(i)?;
-        }
-        self.telegram.validate()?;
-        self.discord.validate()?;
-        self.daemon.validate()?;
         Ok(())
     }
 }
