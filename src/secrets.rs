@@ -4,6 +4,7 @@
 //! Keys and tokens themselves stay `secrecy::SecretString` from the moment they are read.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::RwLock;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -27,7 +28,13 @@ pub fn fingerprint(secret: &SecretString) -> String {
 /// [`fingerprint`] of a plain string, for code that only briefly holds an exposed secret.
 pub fn fingerprint_str(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
-    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let hex = digest
+        .iter()
+        .take(4)
+        .fold(String::with_capacity(8), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
     format!("fp:{hex}")
 }
 
@@ -57,7 +64,9 @@ impl std::fmt::Debug for NamedSecret {
 /// percent-encoded forms (as an upstream echoing a URL or a form body would show them). Called when
 /// secrets are loaded; installing a value twice is harmless.
 pub fn install<'a>(secrets: impl IntoIterator<Item = &'a SecretString>) {
-    let mut needles = NEEDLES.write().unwrap_or_else(|e| e.into_inner());
+    let mut needles = NEEDLES
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for secret in secrets {
         let value = secret.expose_secret();
         if value.len() < MIN_SCRUBBED_LEN {
@@ -75,7 +84,9 @@ pub fn install<'a>(secrets: impl IntoIterator<Item = &'a SecretString>) {
 /// `text` with every installed secret (in any of its forms) replaced by [`REDACTED`]. Borrowed, and
 /// cheap, when there is nothing to remove.
 pub fn scrub(text: &str) -> Cow<'_, str> {
-    let needles = NEEDLES.read().unwrap_or_else(|e| e.into_inner());
+    let needles = NEEDLES
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut out = Cow::Borrowed(text);
     for needle in needles.iter() {
         if out.contains(needle.as_str()) {
@@ -95,11 +106,11 @@ fn encoded_forms(value: &str) -> Vec<String> {
             let mut form = String::with_capacity(value.len() * 3);
             for b in value.bytes() {
                 if encode_all || reserved(b) {
-                    if upper {
-                        form.push_str(&format!("%{b:02X}"));
+                    let _ = if upper {
+                        write!(form, "%{b:02X}")
                     } else {
-                        form.push_str(&format!("%{b:02x}"));
-                    }
+                        write!(form, "%{b:02x}")
+                    };
                 } else {
                     form.push(char::from(b));
                 }

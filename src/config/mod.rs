@@ -393,7 +393,7 @@ fn check_range<T>(
     default: T,
 ) -> Result<(), ConfigError>
 where
-    T: PartialOrd + std::fmt::Display,
+    T: PartialOrd + std::fmt::Display + Copy,
 {
     if value >= min && value <= max {
         return Ok(());

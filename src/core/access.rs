@@ -51,7 +51,10 @@ impl Access {
 
     /// Rebuilds the rate limiter if the rate changed.
     pub fn reload(&self, config: &AccessConfig) {
-        let mut limiter = self.limiter.write().unwrap_or_else(|e| e.into_inner());
+        let mut limiter = self
+            .limiter
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if limiter.as_ref().map(|(rate, _)| *rate) != Some(config.user_messages_per_minute) {
             *limiter = build_limiter(config.user_messages_per_minute);
         }
@@ -82,11 +85,17 @@ impl Access {
         if is_local(user.platform) {
             return Rate::Within;
         }
-        let guard = self.limiter.read().unwrap_or_else(|e| e.into_inner());
+        let guard = self
+            .limiter
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some((_, limiter)) = guard.as_ref() else {
             return Rate::Within;
         };
-        let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+        let mut told = self
+            .told
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.checks.fetch_add(1, Ordering::Relaxed) % RATE_LIMITER_SWEEP_EVERY == 0 {
             limiter.retain_recent();
             // Bounded memory too: forgetting who was told costs at most one more "slow down" each.

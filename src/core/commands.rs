@@ -210,14 +210,11 @@ impl Core {
 
     fn model_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {
         let models = self.router.models();
-        let mut settings = match chat_settings(self.store.as_ref(), &inbound.chat) {
-            Ok(s) => s,
-            Err(_) => {
-                return failed(
-                    FailureKind::Internal,
-                    "Sorry — I couldn't read this chat's settings. Please try again.",
-                )
-            }
+        let Ok(mut settings) = chat_settings(self.store.as_ref(), &inbound.chat) else {
+            return failed(
+                FailureKind::Internal,
+                "Sorry — I couldn't read this chat's settings. Please try again.",
+            );
         };
         if args.is_empty() {
             let mut text = match &settings.model {
@@ -321,14 +318,11 @@ impl Core {
     }
 
     fn system_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {
-        let mut settings = match chat_settings(self.store.as_ref(), &inbound.chat) {
-            Ok(s) => s,
-            Err(_) => {
-                return failed(
-                    FailureKind::Internal,
-                    "Sorry — I couldn't read this chat's settings. Please try again.",
-                )
-            }
+        let Ok(mut settings) = chat_settings(self.store.as_ref(), &inbound.chat) else {
+            return failed(
+                FailureKind::Internal,
+                "Sorry — I couldn't read this chat's settings. Please try again.",
+            );
         };
         if args.is_empty() {
             let (prompt, whose) = match &settings.system_prompt {

@@ -211,10 +211,16 @@ impl Core {
         let old_bound = self.config().core.max_concurrent_turns;
         if config.core.max_concurrent_turns != old_bound {
             // Turns holding permits of the old semaphore finish under it; new turns use the new bound.
-            *self.permits.write().unwrap_or_else(|e| e.into_inner()) =
+            *self
+                .permits
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
                 Arc::new(Semaphore::new(config.core.max_concurrent_turns));
         }
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        *self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
     }
 
     /// Stops taking new turns: new messages get a "restarting" reply. Commands still work.
@@ -254,7 +260,7 @@ impl Core {
     pub fn config(&self) -> Arc<Config> {
         self.config
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
@@ -321,7 +327,7 @@ impl Core {
                 let permits = core
                     .permits
                     .read()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone();
                 tokio::select! {
                     biased;

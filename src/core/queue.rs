@@ -49,14 +49,14 @@ impl Core {
         let previous = self
             .queues
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key.clone(), (id, done_rx.shared()))
             .map(|(_, tail)| tail);
         let cancel = self.cut.child_token();
         if stoppable {
             self.stoppable
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .entry(key.clone())
                 .or_default()
                 .push((id, cancel.clone()));
@@ -96,7 +96,10 @@ impl Core {
 
     /// Stops every stoppable job of `key` queued so far (answering or waiting); how many were stopped.
     pub(super) fn cancel_queued(&self, key: &ConversationKey) -> usize {
-        let stoppable = self.stoppable.lock().unwrap_or_else(|e| e.into_inner());
+        let stoppable = self
+            .stoppable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         stoppable.get(key).map_or(0, |jobs| {
             jobs.iter()
                 .filter(|(_, token)| !token.is_cancelled())
@@ -106,7 +109,10 @@ impl Core {
     }
 
     fn release_slot(&self, key: &ConversationKey, id: u64) {
-        let mut stoppable = self.stoppable.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stoppable = self
+            .stoppable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(jobs) = stoppable.get_mut(key) {
             jobs.retain(|(job, _)| *job != id);
             if jobs.is_empty() {
@@ -114,7 +120,10 @@ impl Core {
             }
         }
         drop(stoppable);
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Only the last job of a conversation is its tail; an earlier one leaves the tail to its successor.
         if queues.get(key).is_some_and(|(tail, _)| *tail == id) {
             queues.remove(key);

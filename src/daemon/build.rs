@@ -43,7 +43,10 @@ pub async fn build_parts(
         std::process::id(),
     );
     if let Some(p) = watchdog {
-        info!(period_ms = p.as_millis() as u64, "systemd watchdog armed");
+        info!(
+            period_ms = u64::try_from(p.as_millis()).unwrap_or(u64::MAX),
+            "systemd watchdog armed"
+        );
     }
     Ok(Parts {
         config: app.config,

@@ -176,7 +176,9 @@ impl Daemon {
         // (and does not beat meanwhile: a reload stuck on a dead file system is a hung daemon).
         let loader = self.reload.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            (loader.lock().unwrap_or_else(|e| e.into_inner()))()
+            (loader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner))()
         })
         .await
         .unwrap_or_else(|e| {

@@ -70,7 +70,10 @@ impl RecordingNotifier {
 
     /// Every notice so far, in order.
     pub fn notices(&self) -> Vec<Notice> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// How many notices equal to `notice` were sent.
@@ -83,7 +86,7 @@ impl Notifier for RecordingNotifier {
     fn notify(&self, notices: &[Notice]) {
         self.seen
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend_from_slice(notices);
     }
 }

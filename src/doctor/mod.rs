@@ -340,7 +340,7 @@ fn models_line<W: Write>(
     }
     let mut line = format!("{item}; lists {}", have.join(", "));
     if !missing.is_empty() {
-        line.push_str(&format!("; not listed: {}", missing.join(", ")));
+        line = format!("{line}; not listed: {}", missing.join(", "));
     }
     r.ok(&line)
 }

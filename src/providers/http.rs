@@ -110,6 +110,7 @@ impl Endpoint {
     }
 
     /// The same endpoint reading "now" from `clock`.
+    #[must_use]
     pub fn with_clock(&self, clock: SharedClock) -> Self {
         Self {
             clock,

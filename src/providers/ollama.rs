@@ -56,6 +56,7 @@ impl OllamaClient {
     }
 
     /// The same client reading "now" from `clock` (used to judge whether a 429's reset is far away).
+    #[must_use]
     pub fn with_clock(self, clock: SharedClock) -> Self {
         Self {
             inner: Arc::new(self.inner.with_clock(clock)),

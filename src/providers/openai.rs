@@ -121,6 +121,7 @@ impl OpenAiClient {
     }
 
     /// The same client reading "now" from `clock` (used to judge whether a 429's reset is daily).
+    #[must_use]
     pub fn with_clock(self, clock: SharedClock) -> Self {
         let inner = &self.inner;
         Self {
@@ -201,7 +202,7 @@ impl OpenAiClient {
                 let priced_zero = m
                     .pricing
                     .as_ref()
-                    .is_some_and(|p| is_zero(&p.prompt) && is_zero(&p.completion));
+                    .is_some_and(|p| is_zero(p.prompt.as_ref()) && is_zero(p.completion.as_ref()));
                 RemoteModel {
                     is_free: priced_zero || m.id.ends_with(":free"),
                     context_length: m.context_length,
@@ -240,7 +241,7 @@ impl OpenAiClient {
     }
 }
 
-fn is_zero(price: &Option<serde_json::Value>) -> bool {
+fn is_zero(price: Option<&serde_json::Value>) -> bool {
     match price {
         Some(serde_json::Value::String(s)) => s.parse::<f64>().is_ok_and(|v| v == 0.0),
         Some(serde_json::Value::Number(n)) => n.as_f64() == Some(0.0),

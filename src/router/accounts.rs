@@ -150,12 +150,19 @@ impl Shared {
     /// The state, even if a panicking holder poisoned the lock (the state stays consistent: every change
     /// under it is a few assignments).
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The policy in force (a reload swaps it; a turn keeps the one it started with).
     pub fn policy(&self) -> Arc<Policy> {
-        Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(
+            &self
+                .policy
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Writes an account record through to the store.

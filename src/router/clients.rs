@@ -61,7 +61,7 @@ pub fn ollama(config: &Config, clock: SharedClock) -> Result<OllamaClient, Confi
 
 /// Builds every configured provider client. Extra tiers read their key from the variable named by
 /// `key_env` (`NAME`, `NAME_FILE` or the credentials directory, like every other secret).
-pub fn build(config: &Config, env: &Env, clock: SharedClock) -> Result<ProviderSet, ConfigError> {
+pub fn build(config: &Config, env: &Env, clock: &SharedClock) -> Result<ProviderSet, ConfigError> {
     let or = openrouter(config, clock.clone())?;
     let mut set = ProviderSet {
         quota_probe: Some(Arc::new(KeyInfoProbe(or.clone()))),

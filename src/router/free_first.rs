@@ -89,7 +89,7 @@ impl FreeFirstRouter {
         store: Arc<dyn Store>,
         clock: SharedClock,
     ) -> Result<Arc<Self>, ConfigError> {
-        let providers = super::clients::build(config, &Env::from_process(), clock.clone())?;
+        let providers = super::clients::build(config, &Env::from_process(), &clock)?;
         Self::with_providers(config, secrets, providers, store, clock)
     }
 
@@ -180,13 +180,13 @@ impl FreeFirstRouter {
                     tracing::info!(account = %label, limit = ?limit, remaining = ?q.remaining, free_tier = ?q.is_free_tier, "free quota learned");
                 }
                 Ok(None) => {
-                    tracing::debug!(account = %label, "GET /key not offered: quota unknown")
+                    tracing::debug!(account = %label, "GET /key not offered: quota unknown");
                 }
                 Err(ProviderError::Unauthorized { status }) => {
                     self.shared.reject(key, status);
                 }
                 Err(e) => {
-                    tracing::info!(account = %label, "GET /key failed, keeping the current quota state: {e}")
+                    tracing::info!(account = %label, "GET /key failed, keeping the current quota state: {e}");
                 }
             }
         }
@@ -229,7 +229,7 @@ impl FreeFirstRouter {
             .shared
             .policy
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
         tracing::info!("router configuration reloaded");
         Ok(())
     }

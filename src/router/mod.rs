@@ -117,10 +117,10 @@ impl RouterStatus {
                     if t.accounts.len() == 1 { "" } else { "s" }
                 );
                 if let Some(left) = left {
-                    s.push_str(&format!(", {} left", crate::text::count(left, "request")));
+                    s = format!("{s}, {} left", crate::text::count(left, "request"));
                 }
                 if t.requests_today > 0 {
-                    s.push_str(&format!(", {} used today", t.requests_today));
+                    s = format!("{s}, {} used today", t.requests_today);
                 }
                 if !t.enabled {
                     s.push_str(" (off)");

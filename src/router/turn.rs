@@ -247,9 +247,8 @@ impl<'a> Turn<'a> {
             tokens: messages.iter().map(message_tokens).sum(),
             messages: messages.len(),
         };
-        let error = match self.attempt(tier, &model, lease, messages).await {
-            Some(e) => e,
-            None => return ControlFlow::Break(()),
+        let Some(error) = self.attempt(tier, &model, lease, messages).await else {
+            return ControlFlow::Break(());
         };
         let now = self.shared.clock.now_ms();
         let next = (self.shared)

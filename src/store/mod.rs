@@ -96,14 +96,20 @@ pub struct DatedRegistry(Mutex<Vec<DatedNamespace>>);
 impl DatedRegistry {
     /// Adds `dated`, replacing an earlier declaration of the same namespace.
     pub fn declare(&self, dated: DatedNamespace) {
-        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         list.retain(|d| d.ns != dated.ns);
         list.push(dated);
     }
 
     /// The declarations so far.
     pub fn list(&self) -> Vec<DatedNamespace> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 

@@ -184,7 +184,7 @@ impl<S: Surface> Reply<S> {
             WriteError::RetryAfter(wait) => {
                 tracing::info!(
                     chat,
-                    wait_ms = wait.as_millis() as u64,
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                     "flood control; edits coalesce until then"
                 );
                 self.stage.pacer.block(chat, wait);
@@ -260,7 +260,7 @@ impl<S: Surface> Reply<S> {
     async fn flush(&mut self) -> Result<bool, WriteError> {
         let chunks = self.chunks();
         for (i, chunk) in chunks.iter().enumerate() {
-            if self.blank(chunk) {
+            if Self::blank(chunk) {
                 // Platforms refuse blank messages; only a trailing remnant (or the start of a streamed
                 // answer, like an opened code block) can be blank.
                 continue;
@@ -318,7 +318,7 @@ impl<S: Surface> Reply<S> {
         let (mut lo, mut hi) = (0, ends.len() - 1);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            self.draft.answer = answer[..ends[mid]].to_owned();
+            answer[..ends[mid]].clone_into(&mut self.draft.answer);
             if self
                 .surface
                 .chunks(&self.surface.compose(&self.draft))
@@ -330,12 +330,12 @@ impl<S: Surface> Reply<S> {
                 hi = mid - 1;
             }
         }
-        self.draft.answer = answer[..ends[lo]].to_owned();
+        answer[..ends[lo]].clone_into(&mut self.draft.answer);
         self.surface.chunks(&self.surface.compose(&self.draft))
     }
 
     /// Whether `chunk` would show nothing.
-    fn blank(&self, chunk: &Chunk) -> bool {
+    fn blank(chunk: &Chunk) -> bool {
         !chunk.visible || chunk.markdown.trim().is_empty()
     }
 
@@ -408,7 +408,7 @@ impl<S: Surface> Reply<S> {
         if let Some(sent) = self.sent.get_mut(i) {
             return match self.surface.edit(i, sent.id, text, rich).await {
                 Ok(()) | Err(WriteError::NotModified) => {
-                    sent.shown = text.to_owned();
+                    text.clone_into(&mut sent.shown);
                     Ok(())
                 }
                 Err(e) => Err(e),

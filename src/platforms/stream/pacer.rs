@@ -83,7 +83,9 @@ impl Pacer {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Slot>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -107,7 +109,10 @@ impl Order {
     /// The next place in `chat`'s order. Call it in the order the messages arrived.
     pub fn ticket(&self, chat: i64) -> Ticket {
         let (tx, rx) = watch::channel(false);
-        let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tails = self
+            .tails
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if tails.len() >= PACER_SWEEP_AT {
             // A tail whose ticket was released or dropped holds nobody up any more.
             tails.retain(|_, rx| !*rx.borrow() && rx.has_changed().is_ok());

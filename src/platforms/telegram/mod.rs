@@ -161,7 +161,7 @@ async fn connect(
                 )));
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "telegram: cannot reach the Bot API yet");
+                tracing::warn!(error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "telegram: cannot reach the Bot API yet");
                 health.set_status("connecting");
                 tokio::select! {
                     () = ctx.intake.cancelled() => return Ok(None),
@@ -187,7 +187,7 @@ async fn register_commands(api: &Api) {
 /// (exactly `retry_after` for flood control, else `backoff`). Failures that have lasted
 /// [`DEGRADED_AFTER`] mark the adapter degraded (ERROR once, then in the status).
 fn poll_failed(
-    e: ApiFailure,
+    e: &ApiFailure,
     streak: &mut FailureStreak,
     backoff: Duration,
     health: &ComponentHandle,
@@ -207,11 +207,11 @@ fn poll_failed(
                     .into(),
             ));
         }
-        ApiFailure::RetryAfter(wait) => wait,
+        ApiFailure::RetryAfter(wait) => *wait,
         _ => backoff,
     };
     let failing_for = streak.failed();
-    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "telegram: getUpdates failed");
+    tracing::warn!(error = %e, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "telegram: getUpdates failed");
     if failing_for < DEGRADED_AFTER {
         health.set_status("polling (retrying)");
         return Ok(wait);
@@ -264,7 +264,7 @@ impl Poller {
             let batch = match result {
                 Ok(batch) => batch,
                 Err(e) => {
-                    let wait = poll_failed(e, &mut streak, backoff, health)?;
+                    let wait = poll_failed(&e, &mut streak, backoff, health)?;
                     tokio::select! {
                         () = ctx.intake.cancelled() => return Ok(()),
                         () = tokio::time::sleep(wait) => {}
@@ -379,7 +379,7 @@ impl Poller {
             match self.api.get_updates(Some(offset), 0, 1).await {
                 Ok(_) => tracing::info!(offset, "telegram: offset acknowledged"),
                 Err(e) => {
-                    tracing::warn!(error = %e, "telegram: could not acknowledge the offset; the next start dedupes")
+                    tracing::warn!(error = %e, "telegram: could not acknowledge the offset; the next start dedupes");
                 }
             }
         }

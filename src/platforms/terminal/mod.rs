@@ -86,7 +86,7 @@ pub fn source_line(source: &AnswerSource) -> String {
         source.tier, source.provider, source.model
     );
     if let Some(fp) = &source.key_fingerprint {
-        line.push_str(&format!(" · key {fp}"));
+        line = format!("{line} · key {fp}");
     }
     line
 }

@@ -154,7 +154,7 @@ impl AccountBook {
                 Ok(Some(record)) => account.record = record,
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(account = %account.label, "router state unreadable, starting fresh: {e}")
+                    tracing::warn!(account = %account.label, "router state unreadable, starting fresh: {e}");
                 }
             }
         }

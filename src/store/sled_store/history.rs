@@ -148,15 +148,14 @@ impl HistoryStore for SledStore {
             }
             meta.turns += 1;
             meta.updated_ms = turn.at_ms;
-            match self
+            let swapped = self
                 .conversations
                 .compare_and_swap(meta_key, old, Some(encode(&meta)?))
-                .map_err(backend)?
-            {
-                Ok(()) => return Ok(()),
-                // Another append or a reset changed the metadata in between: read it again.
-                Err(_) => continue,
+                .map_err(backend)?;
+            if swapped.is_ok() {
+                return Ok(());
             }
+            // Another append or a reset changed the metadata in between: read it again.
         }
     }
 
@@ -217,7 +216,7 @@ impl HistoryStore for SledStore {
 
     fn prune(&self, policy: RetentionPolicy, now_ms: i64) -> Result<PruneReport, StoreError> {
         let mut report = PruneReport::default();
-        for entry in self.conversations.iter() {
+        for entry in &self.conversations {
             let (k, v) = entry.map_err(backend)?;
             let meta: ConversationMeta = decode(&v)?;
             report.conversations += 1;

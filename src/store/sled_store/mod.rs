@@ -235,7 +235,8 @@ impl Drop for SledStore {
     }
 }
 
-/// A sled error while running.
+/// A sled error while running (by value: it is the `map_err` adapter for sled's results).
+#[allow(clippy::needless_pass_by_value)]
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
