@@ -74,3 +74,72 @@ pub(crate) fn streamed(desk: &Desk, steps: Vec<Step>, content_type: &'static str
         .insert("content-type", HeaderValue::from_static(content_type));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// A wire that names every piece, so a script reads as a list of words.
+    struct Named;
+
+    impl Wire for Named {
+        const SSE: bool = false;
+
+        fn delta(&self, index: usize, text: &str) -> Step {
+            Step::Send(Bytes::from(format!("d{index}:{text}")))
+        }
+
+        fn gap(&self, steps: &mut Vec<Step>) {
+            steps.push(Step::Sleep(Duration::from_millis(1)));
+        }
+
+        fn error(&self, code: Option<u16>, message: &str) -> Step {
+            Step::Send(Bytes::from(format!("error {code:?}: {message}")))
+        }
+
+        fn end(&self, steps: &mut Vec<Step>) {
+            steps.push(Step::Send(Bytes::from_static(b"end")));
+        }
+    }
+
+    fn words(fault: Option<Fault>) -> Vec<String> {
+        let chunks = ["a ".to_owned(), "b ".to_owned(), "c".to_owned()];
+        script(&Named, Vec::new(), &chunks, fault)
+            .into_iter()
+            .map(|step| match step {
+                Step::Send(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Step::Sleep(_) => "gap".to_owned(),
+                Step::Stall => "stall".to_owned(),
+                Step::Endless(_) => "endless".to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stream_faults_cut_the_deltas_and_replace_the_end() {
+        assert_eq!(words(None), ["d0:a ", "gap", "d1:b ", "gap", "d2:c", "end"]);
+        assert_eq!(words(Some(Fault::StallAfter(1))), ["d0:a ", "stall"]);
+        assert_eq!(
+            words(Some(Fault::TruncateAfter(2))),
+            ["d0:a ", "gap", "d1:b "]
+        );
+        assert_eq!(words(Some(Fault::Unterminated { after: 0 })), ["endless"]);
+        let error = Fault::MidStreamError {
+            after: 1,
+            message: "boom".into(),
+        };
+        assert_eq!(words(Some(error)), ["d0:a ", "error None: boom"]);
+        let status = Fault::MidStreamStatus {
+            after: 1,
+            code: 429,
+            message: "slow".into(),
+        };
+        assert_eq!(words(Some(status)), ["d0:a ", "error Some(429): slow"]);
+        // A status fault never reaches the stream; if it did, the stream would end normally.
+        assert_eq!(words(Some(Fault::ServerError)).last().unwrap(), "end");
+    }
+}
