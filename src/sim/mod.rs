@@ -34,9 +34,13 @@
 //!   [`ReplyShape::default`] has no delays (tests, benchmarks); [`ReplyShape::demo`] streams visibly.
 //! - Delays use tokio time, so tests with paused time run them instantly and deterministically.
 
+mod control;
 pub mod ollama;
 pub mod openrouter;
 mod server;
+mod stream;
+
+pub use control::SimControl;
 
 use std::time::Duration;
 
@@ -205,6 +209,23 @@ pub struct SimRequest {
 }
 
 impl SimRequest {
+    /// A request with nothing known yet beyond its method, path and status.
+    pub(crate) fn new(method: impl Into<String>, path: impl Into<String>, status: u16) -> Self {
+        Self {
+            method: method.into(),
+            path: path.into(),
+            key_fingerprint: None,
+            account: None,
+            model: None,
+            stream: false,
+            status,
+            fault: None,
+            referer: None,
+            title: None,
+            max_tokens: None,
+        }
+    }
+
     /// Whether this was a chat request (`/chat/completions` or `/api/chat`).
     pub fn is_chat(&self) -> bool {
         self.path.ends_with("/chat/completions") || self.path == "/api/chat"
@@ -247,6 +268,21 @@ pub fn reply_chunks(text: &str, words_per_chunk: usize) -> Vec<String> {
         .chunks(words_per_chunk.max(1))
         .map(|c| c.concat())
         .collect()
+}
+
+/// The `model` and `messages` of a chat body (empty when missing).
+fn model_and_messages(request: &serde_json::Value) -> (String, Vec<serde_json::Value>) {
+    let model = request
+        .get("model")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let messages = request
+        .get("messages")
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_default();
+    (model, messages)
 }
 
 /// The last user message of a wire `messages` array (empty if none).

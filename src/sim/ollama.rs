@@ -2,7 +2,7 @@
 //! `POST /api/chat` (NDJSON stream, or one JSON object with `"stream": false`) and `GET /api/tags`,
 //! with per-key request counts and the faults of [`super::Fault`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -10,11 +10,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use super::server::{bearer, json, lock, pause, scripted_body, Book, Running, Step};
+use super::control::{Desk, SimControl};
+use super::server::{bearer, json, pause, Step};
+use super::stream::{self, Wire};
 use super::{
-    last_user_message, prompt_chars, reply_chunks, reply_text, Fault, ReplyShape, SimRequest,
+    last_user_message, model_and_messages, prompt_chars, reply_chunks, reply_text, Fault,
+    ReplyShape, SimRequest,
 };
 use crate::secrets::fingerprint_str;
 
@@ -49,96 +51,40 @@ impl Default for SimOllamaOptions {
     }
 }
 
-/// A running simulated Ollama. Stops on [`Self::shutdown`] or when dropped.
+/// A running simulated Ollama. Stops on [`SimControl::shutdown`] or when dropped; its control surface
+/// ([`SimControl`]) is reached through `Deref`.
 pub struct SimOllama {
-    shared: Arc<Shared>,
-    running: Running,
+    control: SimControl,
 }
 
 struct Shared {
-    options: Mutex<SimOllamaOptions>,
-    book: Book,
-    cancel: CancellationToken,
+    options: SimOllamaOptions,
+    desk: Arc<Desk>,
 }
 
 impl SimOllama {
     /// Starts the simulator on `127.0.0.1:<free port>`.
     pub async fn start(options: SimOllamaOptions) -> std::io::Result<Self> {
-        let cancel = CancellationToken::new();
+        let desk = Desk::new(options.reply.clone());
         let shared = Arc::new(Shared {
-            options: Mutex::new(options),
-            book: Book::default(),
-            cancel: cancel.clone(),
+            options,
+            desk: desk.clone(),
         });
         let router = axum::Router::new()
             .route("/api/chat", post(chat))
             .route("/api/tags", get(tags))
             .fallback(fallback)
-            .with_state(shared.clone());
-        let running = Running::serve(router, cancel).await?;
-        Ok(Self { shared, running })
+            .with_state(shared);
+        let control = SimControl::serve(router, desk, "").await?;
+        Ok(Self { control })
     }
+}
 
-    /// The base URL without `/api`, e.g. `http://127.0.0.1:PORT` (what `[ollama] base_url` takes).
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.running.addr)
-    }
+impl std::ops::Deref for SimOllama {
+    type Target = SimControl;
 
-    /// Every request so far, in arrival order.
-    pub fn requests(&self) -> Vec<SimRequest> {
-        lock(&self.shared.book.requests).clone()
-    }
-
-    /// Chat requests (any status) made with `key`.
-    pub fn requests_for_key(&self, key: &str) -> usize {
-        let fp = fingerprint_str(key);
-        lock(&self.shared.book.requests)
-            .iter()
-            .filter(|r| r.is_chat() && r.key_fingerprint.as_deref() == Some(fp.as_str()))
-            .count()
-    }
-
-    /// Chat requests (any status) in total.
-    pub fn chat_requests(&self) -> usize {
-        lock(&self.shared.book.requests)
-            .iter()
-            .filter(|r| r.is_chat())
-            .count()
-    }
-
-    /// What the endless bodies of [`super::Fault::Unterminated`] sent so far.
-    pub fn endless(&self) -> super::EndlessStats {
-        self.shared.book.endless.stats()
-    }
-
-    /// Requests no correct client would make (unknown route or key, unreadable body). Assert it empty.
-    pub fn unexpected(&self) -> Vec<String> {
-        lock(&self.shared.book.unexpected).clone()
-    }
-
-    /// Applies `fault` to every chat request until cleared with `None`.
-    pub fn set_fault(&self, fault: Option<Fault>) {
-        self.shared.book.set_fault(fault);
-    }
-
-    /// Queues a one-shot `fault` for the next chat request.
-    pub fn push_fault(&self, fault: Fault) {
-        self.shared.book.push_fault(fault);
-    }
-
-    /// Queues a one-shot `fault` for the next chat request made with `key`.
-    pub fn push_key_fault(&self, key: &str, fault: Fault) {
-        self.shared.book.push_key_fault(key, fault);
-    }
-
-    /// Changes reply pacing and length from now on.
-    pub fn set_reply_shape(&self, reply: ReplyShape) {
-        lock(&self.shared.options).reply = reply;
-    }
-
-    /// Stops the server: hanging and stalled answers end, the port closes.
-    pub async fn shutdown(&self) {
-        self.running.shutdown().await;
+    fn deref(&self) -> &SimControl {
+        &self.control
     }
 }
 
@@ -155,7 +101,7 @@ impl Shared {
         path: &str,
     ) -> Result<(Option<String>, Option<String>), Box<Response>> {
         let key = bearer(headers);
-        let keys = lock(&self.options).keys.clone();
+        let keys = &self.options.keys;
         if keys.is_empty() {
             return Ok((key, Some("local".into())));
         }
@@ -165,26 +111,15 @@ impl Shared {
         {
             return Ok((key, Some(format!("key#{}", pos + 1))));
         }
-        let fp = key.as_deref().map(fingerprint_str);
-        self.book.unexpected(format!(
-            "{method} {path} with unknown key {}",
-            fp.as_deref().unwrap_or("(none)")
-        ));
-        self.book.record(SimRequest {
-            method: method.into(),
-            path: path.into(),
-            key_fingerprint: fp,
-            account: None,
-            model: None,
-            stream: false,
-            status: 401,
-            fault: None,
-            referer: None,
-            title: None,
-            max_tokens: None,
-        });
+        self.desk.book.unknown_key(method, path, key.as_deref());
         Err(Box::new(error(StatusCode::UNAUTHORIZED, "unauthorized")))
     }
+}
+
+/// A parsed chat request.
+struct ChatCall {
+    model: String,
+    messages: Vec<serde_json::Value>,
 }
 
 async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -192,203 +127,205 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         Ok(k) => k,
         Err(r) => return *r,
     };
-    let mut log = SimRequest {
-        method: "POST".into(),
-        path: "/api/chat".into(),
-        key_fingerprint: key.as_deref().map(fingerprint_str),
-        account: label,
-        model: None,
-        stream: true,
-        status: 200,
-        fault: None,
-        referer: None,
-        title: None,
-        max_tokens: None,
+    let mut log = SimRequest::new("POST", "/api/chat", 200);
+    log.key_fingerprint = key.as_deref().map(fingerprint_str);
+    log.account = label;
+    log.stream = true;
+    let call = match parse(&shared, &mut log, &body) {
+        Ok(call) => call,
+        Err(response) => return *response,
     };
-    let request: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            shared
-                .book
-                .unexpected(format!("POST /api/chat: body is not JSON: {e}"));
-            log.status = 400;
-            shared.book.record(log);
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("simulator: body is not JSON: {e}"),
-            );
-        }
-    };
-    let model = request
-        .get("model")
-        .and_then(|m| m.as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let messages = request
-        .get("messages")
-        .and_then(|m| m.as_array())
-        .cloned()
-        .unwrap_or_default();
+    let fault = shared.desk.book.take_fault(key.as_deref());
+    log.fault = fault.clone();
+    let chars = prompt_chars(&call.messages);
+    if let Some((response, status)) = refusal(&shared.options, &call.model, chars, fault.as_ref()) {
+        log.status = status;
+        shared.desk.book.record(log);
+        return response;
+    }
+    if fault == Some(Fault::Hang) {
+        log.status = 0;
+        shared.desk.book.record(log);
+        shared.desk.cancel.cancelled().await;
+        return shutting_down();
+    }
+    let stream = log.stream;
+    shared.desk.book.record(log);
+    reply(&shared.desk, &call, chars, stream, fault).await
+}
+
+/// Reads the chat body into `log` (model, stream, cap); an unreadable body is answered 400.
+fn parse(shared: &Shared, log: &mut SimRequest, body: &[u8]) -> Result<ChatCall, Box<Response>> {
+    let request = shared
+        .desk
+        .book
+        .read_json(log, body)
+        .map_err(|message| Box::new(error(StatusCode::BAD_REQUEST, &message)))?;
+    let (model, messages) = model_and_messages(&request);
     log.model = Some(model.clone());
     // Ollama streams unless told otherwise.
     log.stream = request.get("stream").and_then(serde_json::Value::as_bool) != Some(false);
     log.max_tokens = request
         .pointer("/options/num_predict")
         .and_then(serde_json::Value::as_u64);
-    let fault = shared.book.take_fault(key.as_deref());
-    log.fault = fault.clone();
-    let options = lock(&shared.options).clone();
+    Ok(ChatCall { model, messages })
+}
 
-    let status_fault = match &fault {
-        Some(Fault::RateLimitPerMinute { retry_after_secs }) => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many requests, please slow down",
-            );
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                r.headers_mut().insert("retry-after", v);
-            }
-            Some((r, 429))
+/// The error answer (and its status) of a refused chat request: a status fault, an unknown model or a
+/// prompt over the limit; `None` when the request is answered.
+fn refusal(
+    options: &SimOllamaOptions,
+    model: &str,
+    chars: usize,
+    fault: Option<&Fault>,
+) -> Option<(Response, u16)> {
+    if let Some(refused) = fault.and_then(status_fault) {
+        return Some(refused);
+    }
+    if fault == Some(&Fault::Hang) {
+        return None;
+    }
+    if !options.models.iter().any(|m| m == model) {
+        let response = error(StatusCode::NOT_FOUND, &format!("model '{model}' not found"));
+        return Some((response, 404));
+    }
+    options
+        .max_prompt_chars
+        .is_some_and(|max| chars > max)
+        .then(context_400)
+}
+
+/// The answer of a fault that replaces the whole response with an error status.
+fn status_fault(fault: &Fault) -> Option<(Response, u16)> {
+    let (status, message) = match fault {
+        Fault::RateLimitPerMinute { retry_after_secs } => {
+            let mut r = too_many();
+            insert_header(&mut r, "retry-after", retry_after_secs.to_string());
+            return Some((r, 429));
         }
-        Some(Fault::RateLimitResetOnly { reset_in_secs }) => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many requests, please slow down",
-            );
+        Fault::RateLimitResetOnly { reset_in_secs } => {
+            let mut r = too_many();
             // This simulator has no quota days, so no injected clock: the reset is on the system clock.
             let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
             let reset = now + i64::try_from(*reset_in_secs).unwrap_or(0) * 1000;
-            for (name, value) in [
-                ("x-ratelimit-reset", reset.to_string()),
-                ("x-ratelimit-remaining", "0".to_owned()),
-            ] {
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    r.headers_mut().insert(name, v);
-                }
-            }
-            Some((r, 429))
+            insert_header(&mut r, "x-ratelimit-reset", reset.to_string());
+            insert_header(&mut r, "x-ratelimit-remaining", "0".to_owned());
+            return Some((r, 429));
         }
-        Some(Fault::Moderated) => Some((
-            error(
-                StatusCode::FORBIDDEN,
-                "your input was flagged by moderation",
-            ),
-            403,
-        )),
-        Some(Fault::RateLimitDaily) => Some((
-            error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "you've reached your weekly usage limit, please upgrade to continue",
-            ),
-            429,
-        )),
-        Some(Fault::PaymentRequired) => Some((
-            error(
-                StatusCode::PAYMENT_REQUIRED,
-                "payment required: no active subscription",
-            ),
-            402,
-        )),
-        Some(Fault::Unauthorized) => Some((error(StatusCode::UNAUTHORIZED, "unauthorized"), 401)),
-        Some(Fault::ServerError) => Some((
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
-            500,
-        )),
-        Some(Fault::ContextTooLong) => Some(context_400()),
-        _ => None,
+        Fault::ContextTooLong => return Some(context_400()),
+        Fault::Moderated => (
+            StatusCode::FORBIDDEN,
+            "your input was flagged by moderation",
+        ),
+        Fault::RateLimitDaily => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "you've reached your weekly usage limit, please upgrade to continue",
+        ),
+        Fault::PaymentRequired => (
+            StatusCode::PAYMENT_REQUIRED,
+            "payment required: no active subscription",
+        ),
+        Fault::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        Fault::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+        _ => return None,
     };
-    if let Some((response, status)) = status_fault {
-        log.status = status;
-        shared.book.record(log);
-        return response;
-    }
-    if fault == Some(Fault::Hang) {
-        log.status = 0;
-        shared.book.record(log);
-        shared.cancel.cancelled().await;
-        return error(StatusCode::SERVICE_UNAVAILABLE, "simulator shutting down");
-    }
-    if !options.models.contains(&model) {
-        log.status = 404;
-        shared.book.record(log);
-        return error(StatusCode::NOT_FOUND, &format!("model '{model}' not found"));
-    }
-    let chars = prompt_chars(&messages);
-    if options.max_prompt_chars.is_some_and(|max| chars > max) {
-        let (r, status) = context_400();
-        log.status = status;
-        shared.book.record(log);
-        return r;
-    }
-    let stream = log.stream;
-    shared.book.record(log);
+    Some((error(status, message), status.as_u16()))
+}
 
-    let text = reply_text(
-        &model,
-        &last_user_message(&messages),
-        options.reply.sentences,
-    );
-    let chunks = reply_chunks(&text, options.reply.words_per_chunk);
-    let prompt_tokens = (chars as u64).div_ceil(4);
-    let eval_count = text.split_whitespace().count();
-    if !pause(options.reply.first_byte_latency, &shared.cancel).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "simulator shutting down");
+fn too_many() -> Response {
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many requests, please slow down",
+    )
+}
+
+fn insert_header(response: &mut Response, name: &'static str, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(name, v);
     }
-    let done_line = |content: &str| {
-        json!({"model": model, "created_at": "2025-01-01T00:00:00Z",
-               "message": {"role": "assistant", "content": content},
-               "done": true, "done_reason": "stop", "total_duration": 1_000_000,
-               "load_duration": 1000, "prompt_eval_count": prompt_tokens,
-               "prompt_eval_duration": 1000, "eval_count": eval_count, "eval_duration": 1000})
+}
+
+fn shutting_down() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "simulator shutting down")
+}
+
+/// The reply after the thinking delay: one JSON object, or NDJSON lines with the stream `fault` applied.
+async fn reply(
+    desk: &Desk,
+    call: &ChatCall,
+    chars: usize,
+    stream: bool,
+    fault: Option<Fault>,
+) -> Response {
+    let shape = desk.reply();
+    let text = reply_text(
+        &call.model,
+        &last_user_message(&call.messages),
+        shape.sentences,
+    );
+    let chunks = reply_chunks(&text, shape.words_per_chunk);
+    if !pause(shape.first_byte_latency, &desk.cancel).await {
+        return shutting_down();
+    }
+    let wire = Ndjson {
+        model: &call.model,
+        prompt_tokens: (chars as u64).div_ceil(4),
+        eval_count: text.split_whitespace().count(),
+        chunk_delay: shape.chunk_delay,
     };
     if !stream {
-        return json(StatusCode::OK, done_line(&text));
+        return json(StatusCode::OK, wire.done_line(&text));
     }
-    let line = |v: serde_json::Value| Step::Send(Bytes::from(format!("{v}\n")));
-    let cut_after = match &fault {
-        Some(Fault::StallAfter(n) | Fault::TruncateAfter(n)) => Some(*n),
-        Some(
-            Fault::MidStreamError { after, .. }
-            | Fault::MidStreamStatus { after, .. }
-            | Fault::Unterminated { after },
-        ) => Some(*after),
-        _ => None,
-    };
-    let mut steps = Vec::new();
-    for (i, piece) in chunks.iter().enumerate() {
-        if cut_after == Some(i) {
-            break;
-        }
-        if i > 0 {
-            steps.push(Step::Sleep(options.reply.chunk_delay));
-        }
-        steps.push(line(
-            json!({"model": model, "created_at": "2025-01-01T00:00:00Z",
-                               "message": {"role": "assistant", "content": piece}, "done": false}),
-        ));
+    let steps = stream::script(&wire, Vec::new(), &chunks, fault);
+    stream::streamed(desk, steps, "application/x-ndjson")
+}
+
+/// Ollama's NDJSON wire: one JSON object a line, the last with `"done": true`.
+struct Ndjson<'a> {
+    model: &'a str,
+    prompt_tokens: u64,
+    eval_count: usize,
+    chunk_delay: std::time::Duration,
+}
+
+impl Ndjson<'_> {
+    fn done_line(&self, content: &str) -> serde_json::Value {
+        json!({"model": self.model, "created_at": "2025-01-01T00:00:00Z",
+               "message": {"role": "assistant", "content": content},
+               "done": true, "done_reason": "stop", "total_duration": 1_000_000,
+               "load_duration": 1000, "prompt_eval_count": self.prompt_tokens,
+               "prompt_eval_duration": 1000, "eval_count": self.eval_count, "eval_duration": 1000})
     }
-    match fault {
-        Some(Fault::StallAfter(_)) => steps.push(Step::Stall),
-        Some(Fault::TruncateAfter(_)) => {}
-        Some(Fault::Unterminated { .. }) => steps.push(Step::Endless(super::endless_piece(false))),
-        Some(Fault::MidStreamError { message, .. }) => {
-            steps.push(line(json!({ "error": message })))
-        }
-        Some(Fault::MidStreamStatus { code, message, .. }) => {
-            steps.push(line(json!({ "error": {"code": code, "message": message} })))
-        }
-        _ => steps.push(line(done_line(""))),
+}
+
+fn line(v: &serde_json::Value) -> Step {
+    Step::Send(Bytes::from(format!("{v}\n")))
+}
+
+impl Wire for Ndjson<'_> {
+    const SSE: bool = false;
+
+    fn delta(&self, _index: usize, text: &str) -> Step {
+        line(
+            &json!({"model": self.model, "created_at": "2025-01-01T00:00:00Z",
+                     "message": {"role": "assistant", "content": text}, "done": false}),
+        )
     }
-    let mut response = Response::new(scripted_body(
-        steps,
-        shared.cancel.clone(),
-        shared.book.endless.clone(),
-    ));
-    response.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    response
+
+    fn gap(&self, steps: &mut Vec<Step>) {
+        steps.push(Step::Sleep(self.chunk_delay));
+    }
+
+    fn error(&self, code: Option<u16>, message: &str) -> Step {
+        match code {
+            None => line(&json!({ "error": message })),
+            Some(code) => line(&json!({ "error": {"code": code, "message": message} })),
+        }
+    }
+
+    fn end(&self, steps: &mut Vec<Step>) {
+        steps.push(line(&self.done_line("")));
+    }
 }
 
 fn context_400() -> (Response, u16) {
@@ -406,20 +343,12 @@ async fn tags(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
         Ok(k) => k,
         Err(r) => return *r,
     };
-    shared.book.record(SimRequest {
-        method: "GET".into(),
-        path: "/api/tags".into(),
-        key_fingerprint: key.as_deref().map(fingerprint_str),
-        account: label,
-        model: None,
-        stream: false,
-        status: 200,
-        fault: None,
-        referer: None,
-        title: None,
-        max_tokens: None,
-    });
-    let models: Vec<serde_json::Value> = lock(&shared.options)
+    let mut log = SimRequest::new("GET", "/api/tags", 200);
+    log.key_fingerprint = key.as_deref().map(fingerprint_str);
+    log.account = label;
+    shared.desk.book.record(log);
+    let models: Vec<serde_json::Value> = shared
+        .options
         .models
         .iter()
         .map(|m| json!({"name": m, "model": m, "modified_at": "2025-01-01T00:00:00Z", "size": 0}))
@@ -428,20 +357,6 @@ async fn tags(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
 }
 
 async fn fallback(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> Response {
-    let what = format!("{method} {} (no such route)", uri.path());
-    shared.book.unexpected(what.clone());
-    shared.book.record(SimRequest {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        key_fingerprint: None,
-        account: None,
-        model: None,
-        stream: false,
-        status: 404,
-        fault: None,
-        referer: None,
-        title: None,
-        max_tokens: None,
-    });
-    error(StatusCode::NOT_FOUND, &format!("simulator: {what}"))
+    let message = shared.desk.book.unknown_route(&method, &uri);
+    error(StatusCode::NOT_FOUND, &message)
 }

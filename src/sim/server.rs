@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{EndlessStats, Fault, SimRequest};
+use crate::secrets::fingerprint_str;
 
 /// How long `shutdown()` waits for open connections to close before abandoning the server task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -106,6 +107,43 @@ impl Book {
             .entry(key.to_owned())
             .or_default()
             .push_back(fault);
+    }
+
+    /// Records a request made with an unknown or missing `key`: unexpected, answered 401.
+    pub fn unknown_key(&self, method: &str, path: &str, key: Option<&str>) {
+        let fp = key.map(fingerprint_str);
+        self.unexpected(format!(
+            "{method} {path} with unknown key {}",
+            fp.as_deref().unwrap_or("(none)")
+        ));
+        let mut request = SimRequest::new(method, path, 401);
+        request.key_fingerprint = fp;
+        self.record(request);
+    }
+
+    /// Records a request to a route the simulator does not serve (unexpected, answered 404) and returns
+    /// the message for the client.
+    pub fn unknown_route(&self, method: &Method, uri: &Uri) -> String {
+        let what = format!("{method} {} (no such route)", uri.path());
+        self.unexpected(what.clone());
+        self.record(SimRequest::new(method.as_str(), uri.path(), 404));
+        format!("simulator: {what}")
+    }
+
+    /// The JSON of a chat body; an unreadable one is recorded (unexpected, `log` with 400) and the
+    /// message for the client returned.
+    pub fn read_json(&self, log: &SimRequest, body: &[u8]) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(body).map_err(|e| {
+            self.unexpected(format!(
+                "{} {}: body is not JSON: {e}",
+                log.method, log.path
+            ));
+            self.record(SimRequest {
+                status: 400,
+                ..log.clone()
+            });
+            format!("simulator: body is not JSON: {e}")
+        })
     }
 
     /// The fault for the next chat request with `key`: key queue, then global queue, then standing.

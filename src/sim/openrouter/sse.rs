@@ -1,0 +1,104 @@
+//! OpenRouter's SSE wire: `data:` chunk events, `: OPENROUTER PROCESSING` keep-alives while thinking
+//! and between chunks, an in-stream error event, and the stop, usage and `[DONE]` end.
+
+use axum::body::Bytes;
+use serde_json::json;
+
+use super::KEEP_ALIVE_EVERY;
+use crate::sim::server::Step;
+use crate::sim::stream::{self, Wire};
+use crate::sim::{Fault, ReplyShape};
+
+/// The SSE body of an answer, with the stream faults applied.
+pub(super) fn sse_script(
+    shape: &ReplyShape,
+    model: &str,
+    now_ms: i64,
+    chunks: &[String],
+    usage: &serde_json::Value,
+    fault: Option<Fault>,
+) -> Vec<Step> {
+    let wire = Sse {
+        model,
+        created: now_ms / 1000,
+        usage,
+        shape,
+    };
+    let mut steps = Vec::new();
+    if shape.keep_alive {
+        steps.push(keep_alive());
+        let mut left = shape.first_byte_latency;
+        while !left.is_zero() {
+            let step = left.min(KEEP_ALIVE_EVERY);
+            steps.push(Step::Sleep(step));
+            left -= step;
+            if !left.is_zero() {
+                steps.push(keep_alive());
+            }
+        }
+    }
+    stream::script(&wire, steps, chunks, fault)
+}
+
+fn keep_alive() -> Step {
+    Step::Send(Bytes::from_static(b": OPENROUTER PROCESSING\n\n"))
+}
+
+fn event(v: &serde_json::Value) -> Step {
+    Step::Send(Bytes::from(format!("data: {v}\n\n")))
+}
+
+/// One streamed answer on the SSE wire.
+struct Sse<'a> {
+    model: &'a str,
+    created: i64,
+    usage: &'a serde_json::Value,
+    shape: &'a ReplyShape,
+}
+
+impl Sse<'_> {
+    fn chunk(&self, choices: serde_json::Value) -> serde_json::Value {
+        json!({"id": "gen-sim", "object": "chat.completion.chunk", "created": self.created,
+               "model": self.model, "provider": "Simulator", "choices": choices})
+    }
+}
+
+impl Wire for Sse<'_> {
+    const SSE: bool = true;
+
+    fn delta(&self, index: usize, text: &str) -> Step {
+        let delta = if index == 0 {
+            json!({"role": "assistant", "content": text})
+        } else {
+            json!({"content": text})
+        };
+        event(&self.chunk(json!([{"index": 0, "delta": delta, "finish_reason": null}])))
+    }
+
+    fn gap(&self, steps: &mut Vec<Step>) {
+        steps.push(Step::Sleep(self.shape.chunk_delay));
+        if self.shape.keep_alive && !self.shape.chunk_delay.is_zero() {
+            steps.push(keep_alive());
+        }
+    }
+
+    fn error(&self, code: Option<u16>, message: &str) -> Step {
+        let mut error_chunk =
+            self.chunk(json!([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]));
+        error_chunk["error"] = match code {
+            None => json!({"code": "server_error", "message": message}),
+            Some(code) => json!({"code": code, "message": message}),
+        };
+        event(&error_chunk)
+    }
+
+    fn end(&self, steps: &mut Vec<Step>) {
+        steps.push(event(&self.chunk(
+            json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        )));
+        let mut usage_chunk = self.chunk(json!([]));
+        usage_chunk["usage"] = self.usage.clone();
+        steps.push(event(&usage_chunk));
+        steps.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
+    }
+}
