@@ -6,6 +6,17 @@
 //!
 //! Run: `cargo bench --bench discord`.
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 #[path = "../tests/support/fake_discord.rs"]
 mod fake_discord;
 
@@ -25,7 +36,7 @@ use switchboard::platforms::{AdapterContext, PlatformAdapter};
 use switchboard::router::scripted::ScriptedRouter;
 use switchboard::store::memory::MemoryStore;
 
-use fake_discord::*;
+use fake_discord::{fake_discord, message_json, user, FakeDiscord, ALICE};
 
 /// Sequential round trips for the latency figures (after a warm-up).
 const LATENCY_SAMPLES: usize = 2000;

@@ -5,6 +5,17 @@
 //! `SB_BENCH_TURNS` (100 per conversation), `SB_BENCH_SAMPLES` (20000), `SB_BENCH_CACHE_MB` (16, the
 //! daemon's default), `SB_BENCH_DIR` (parent of the temp dir), `SB_BENCH_RT=1` (measure under SCHED_FIFO).
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -108,7 +119,7 @@ fn thread_cpu() -> Duration {
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is supported on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
@@ -124,14 +135,14 @@ fn set_fifo(on: bool) -> bool {
         sched_priority: priority,
     };
     // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
-    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
+    unsafe { libc::sched_setscheduler(0, policy, &raw const param) == 0 }
 }
 
 /// This thread's (voluntary, involuntary) context switches: blocking on I/O or locks vs being preempted.
 fn switches() -> (i64, i64) {
     // SAFETY: an all-zero rusage is valid; RUSAGE_THREAD fills it for the calling thread.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &raw mut ru) };
     assert_eq!(rc, 0, "getrusage(RUSAGE_THREAD)");
     (ru.ru_nvcsw, ru.ru_nivcsw)
 }
@@ -152,7 +163,7 @@ impl Samples {
         let sw = switches();
         let (w, c) = (Instant::now(), thread_cpu());
         let out = op();
-        let cpu = thread_cpu() - c;
+        let cpu = thread_cpu().checked_sub(c).unwrap();
         let wall = w.elapsed();
         let sw2 = switches();
         if wall > Duration::from_millis(1) {
@@ -262,7 +273,7 @@ fn main() {
     );
     println!(
         "disk after flush: du {:.1} MiB = {:.0} B/message (apparent {:.0} B/message; message text averages {:.0} B)",
-        du as f64 / 1048576.0,
+        du as f64 / 1_048_576.0,
         du as f64 / messages as f64,
         apparent as f64 / messages as f64,
         payload_bytes as f64 / messages as f64,
@@ -356,7 +367,7 @@ fn main() {
     let total = messages + 2 * samples as u64 - trim.turns_deleted;
     println!(
         "disk at the end (after appends and the trim): du {:.1} MiB = {:.0} B/message over {total} messages",
-        du as f64 / 1048576.0,
+        du as f64 / 1_048_576.0,
         du as f64 / total as f64
     );
     let verdict = |p99: Duration, target: Duration| if p99 <= target { "MET" } else { "MISSED" };

@@ -12,10 +12,22 @@
 //! router (`ScriptedRouter::bench`) and `MemoryStore`: it isolates the adapter from HTTP to the model
 //! and from sled. Run: `cargo bench --bench telegram`.
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 #[path = "../tests/support/telegram_fake.rs"]
 mod telegram_fake;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -285,7 +297,7 @@ async fn daemon_bench() {
 fn daemon_config() -> String {
     let mut text = String::new();
     for section in ["telegram", "access", "openrouter", "router"] {
-        text.push_str(&format!("[{section}]\n"));
+        let _ = writeln!(text, "[{section}]");
         for (s, setting, _) in DAEMON_CONFIG {
             if *s == section {
                 text.push_str(setting);

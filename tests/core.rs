@@ -3,6 +3,17 @@
 //! done with gates the test opens, or with tokio's paused clock over the in-memory store — never by
 //! racing the wall clock.
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -244,7 +255,9 @@ async fn turns_of_one_conversation_run_in_order_while_others_run_concurrently() 
         streams.push(core.handle(dm("1", &format!("fast {i}"))).unwrap());
     }
     let answers = tokio::spawn(futures_util::future::join_all(
-        streams.into_iter().map(|s| s.collect::<Vec<_>>()),
+        streams
+            .into_iter()
+            .map(futures_util::StreamExt::collect::<Vec<_>>),
     ));
     router.wait_for_calls(1).await;
     // Another conversation is answered while conversation 1 is held (it would hang here otherwise).
@@ -290,7 +303,12 @@ async fn concurrency_bound_holds_under_load() {
     // Only two router calls may have started; the rest wait for a permit.
     assert_eq!(router.calls(), 2);
     router.open();
-    futures_util::future::join_all(streams.into_iter().map(|s| s.collect::<Vec<_>>())).await;
+    futures_util::future::join_all(
+        streams
+            .into_iter()
+            .map(futures_util::StreamExt::collect::<Vec<_>>),
+    )
+    .await;
     assert_eq!(router.calls(), 6);
 }
 

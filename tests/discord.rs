@@ -5,9 +5,21 @@
 //! across a split, a model that stalls or fails) use the scripted router instead. Time is paused: waits
 //! are exact and instant.
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 #[path = "support/fake_discord.rs"]
 mod fake_discord;
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -358,7 +370,7 @@ impl Harness {
         let mut interaction = json!({
             "id": n.to_string(), "application_id": APP_ID, "type": 2, "token": token,
             "version": 1, "channel_id": channel, "locale": "en-US", "entitlements": [],
-            "authorizing_integration_owners": {}, "attachment_size_limit": 8388608, "data": data,
+            "authorizing_integration_owners": {}, "attachment_size_limit": 8_388_608, "data": data,
         });
         if guild {
             interaction["guild_id"] = json!(GUILD);
@@ -420,9 +432,12 @@ impl Harness {
             h.requests()
                 .iter()
                 .any(|r| r.prompt.content.contains(needle))
-                && h.sims
-                    .as_ref()
-                    .is_some_and(|s| s.openrouter.requests().iter().any(|r| r.is_chat()))
+                && h.sims.as_ref().is_some_and(|s| {
+                    s.openrouter
+                        .requests()
+                        .iter()
+                        .any(switchboard::sim::SimRequest::is_chat)
+                })
         };
         self.fake
             .wait_until("the model's answer", |_| asked(self))
@@ -536,7 +551,7 @@ async fn a_dm_is_answered_with_typing_then_paced_edits_and_the_final_text() {
     writes.extend(edits.iter().map(|c| c.at));
     for pair in writes.windows(2) {
         assert!(
-            pair[1] - pair[0] >= Duration::from_millis(1000),
+            pair[1] - pair[0] >= Duration::from_secs(1),
             "edits too close: {:?}",
             pair[1] - pair[0]
         );
@@ -563,7 +578,7 @@ async fn every_model_request_carries_the_chat_cap_and_long_raises_it_for_that_ch
         sims.openrouter
             .requests()
             .into_iter()
-            .filter(|r| r.is_chat())
+            .filter(switchboard::sim::SimRequest::is_chat)
             .map(|r| r.max_tokens)
             .collect()
     };
@@ -881,7 +896,7 @@ async fn a_5000_character_reply_arrives_as_three_messages_with_fences_intact() {
     long.push_str("\n\n```rust\n");
     let mut line = 0;
     while long.len() < 4400 {
-        long.push_str(&format!("let value_{line} = compute({line});\n"));
+        let _ = writeln!(long, "let value_{line} = compute({line});");
         line += 1;
     }
     long.push_str("```\n\n");
@@ -1012,7 +1027,7 @@ async fn slash_commands_are_registered_and_answered_through_the_core() {
         json!({
             "id": "810000000000000001", "application_id": APP_ID, "type": 2, "token": "interaction-token-1",
             "version": 1, "channel_id": DM_CHANNEL, "user": user(ALICE, "Alice"),
-            "locale": "en-US", "entitlements": [], "authorizing_integration_owners": {}, "attachment_size_limit": 8388608,
+            "locale": "en-US", "entitlements": [], "authorizing_integration_owners": {}, "attachment_size_limit": 8_388_608,
             "data": {"id": "820000000000000001", "name": "ask", "type": 1,
                      "options": [{"name": "args", "type": 3, "value": "what is a slash command"}]},
         }),
@@ -1243,7 +1258,7 @@ async fn a_5000_character_model_answer_arrives_as_three_messages_pinging_nobody(
     // enough of them for 5,000 characters.
     let prompt = "a long plan for @everyone, @here, <@&123> and <@456> please";
     let model = Config::default().openrouter.free_models[0].clone();
-    let sentences = (1..)
+    let sentences = (1..10_000)
         .find(|n| reply_text(&model, prompt, *n).chars().count() >= 5000)
         .unwrap();
     let h = start(Options::real(ReplyShape {

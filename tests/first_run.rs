@@ -4,6 +4,17 @@
 //! `run`. `run` with a bot token but no model keys says at start-up that every message will fail, and
 //! each message gets an answer that says why.
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 #[path = "support/fake_discord.rs"]
 mod fake_discord;
 #[path = "support/telegram_fake.rs"]

@@ -1,6 +1,17 @@
 //! The provider clients against the simulated OpenRouter and Ollama on 127.0.0.1: streaming, status
 //! mapping, timeouts, truncation, mid-stream errors, listings, and that no error ever shows a key or URL.
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

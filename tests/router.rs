@@ -2,6 +2,17 @@
 //! real wire clients and an injected manual clock shared by the router and the simulators (quota days,
 //! per-minute windows and cooldowns move only when a test moves the clock).
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 

@@ -2,6 +2,17 @@
 //! terminal chat's history across restarts in sled, a corrupt store quarantined, and a canary key that
 //! must never reach a log line or a reply. Upstreams are simulators on 127.0.0.1.
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -229,7 +240,7 @@ fn a_corrupt_store_is_quarantined_and_a_fresh_one_started() {
     );
     let moved: Vec<_> = std::fs::read_dir(dir.path().join("state"))
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with("db.corrupt-"))
         .collect();
     assert_eq!(

@@ -1,6 +1,17 @@
 //! The `HistoryStore` and `StateStore` contracts, each run against both the sled store (real sled in a
 //! temp dir) and the in-memory store, plus the sled-only behaviour: reopening, corruption quarantine, lock and schema refusal.
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 use std::path::Path;
 use std::sync::Arc;
 

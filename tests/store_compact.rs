@@ -1,6 +1,17 @@
 //! The sled store staying small: its space report, the start-up compaction (a bloated store shrinks and
 //! keeps every record, turns in order), and crash safety of the compaction's directory swap.
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 use std::path::Path;
 
 use switchboard::domain::{ConversationKey, Role};

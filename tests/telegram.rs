@@ -1,10 +1,22 @@
 //! End-to-end tests of the Telegram adapter: the real adapter and core over a fake Bot API on 127.0.0.1
 //! and an in-memory router, with paused tokio time wherever timing matters.
 
+// Scenarios and measurements read best whole, their arithmetic is on small known values (counts,
+// nanoseconds, ids) and their JSON builders take values whole: these pedantic lints are off for test and
+// benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
+
 mod support {
     pub mod telegram_fake;
 }
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -146,7 +158,7 @@ struct Harness {
 
 fn config(fake: &FakeTelegram, tweak: impl FnOnce(&mut Config)) -> Config {
     let mut config = Config::default();
-    config.telegram.api_url = fake.url.clone();
+    config.telegram.api_url.clone_from(&fake.url);
     config.access.user_messages_per_minute = 0;
     tweak(&mut config);
     config
@@ -268,7 +280,7 @@ async fn private_message_streams_typing_then_paced_edits_then_the_final_text() {
     assert_eq!(writes.last().unwrap().text(), Some(full.as_str()));
     for pair in writes.windows(2) {
         assert!(
-            pair[1].at - pair[0].at >= Duration::from_millis(1000),
+            pair[1].at - pair[0].at >= Duration::from_secs(1),
             "edits closer than the private-chat interval: {:#?}",
             fake.summary()
         );
@@ -389,7 +401,7 @@ fn long_reply(len: usize) -> String {
             "Here is how it works, step by step. The **next** part is the code.\n\n```rust\n",
         );
         for i in 0..30 {
-            md.push_str(&format!("let value_{n}_{i} = compute({i});\n"));
+            let _ = writeln!(md, "let value_{n}_{i} = compute({i});");
         }
         md.push_str("```\n\n");
     }
@@ -954,14 +966,14 @@ async fn the_plain_text_fallback_shows_notices_without_escapes() {
 /// Telegram (which keeps them), not in memory, and are fetched and answered once replies finish.
 #[tokio::test(start_paused = true)]
 async fn a_burst_beyond_the_in_flight_bound_waits_at_telegram_and_is_answered_later() {
+    const CHATS: i64 = 300;
     let fake = FakeTelegram::start().await;
     let router = ScriptedRouter::new();
     router.on("slow", Script::Slow(Duration::from_secs(600)));
     // Every fetched message is answering at once, so the adapter's own bound is what holds.
     let h = start(&fake, memory(), router, |c| {
-        c.core.max_concurrent_turns = 1000
+        c.core.max_concurrent_turns = 1000;
     });
-    const CHATS: i64 = 300;
     fake.push_text(1, 1, "User", "slow question");
     let first = fake.last_pushed()["update_id"].as_i64().unwrap();
     for chat in 2..=CHATS {
@@ -1150,7 +1162,7 @@ async fn a_runaway_reply_stops_at_the_message_cap_with_a_note() {
     let reply = long_reply(30_000);
     let router = TimedRouter::pieces(&reply, 1000, Duration::from_millis(200));
     let h = start(&fake, memory(), router, |c| {
-        c.telegram.max_reply_messages = 2
+        c.telegram.max_reply_messages = 2;
     });
     fake.push_text(PRIVATE, PRIVATE, "Alice", "write a book");
     fake.wait_until(WAIT, "the cap note", |f| {

@@ -1,6 +1,7 @@
 //! `serve` with injected parts: a fake adapter over the scripted router and the in-memory store, a
 //! channel of signals and a recording notifier. Paused tokio time drives every deadline.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,7 +92,9 @@ impl PlatformAdapter for FakeAdapter {
                                 while let Some(event) = stream.next().await {
                                     match event {
                                         ReplyEvent::Delta(d) => text.push_str(&d),
-                                        ReplyEvent::Failed(e) => text.push_str(&format!("[{}]", e.message)),
+                                        ReplyEvent::Failed(e) => {
+                                            let _ = write!(text, "[{}]", e.message);
+                                        }
                                         _ => {}
                                     }
                                 }
@@ -493,9 +496,8 @@ async fn terminate_during_start_up_stops_without_ready() {
 
 #[test]
 fn no_token_is_a_config_error_naming_both_variables() {
-    let err = match build::wanted_adapters_for_test(&Config::default(), &Secrets::default()) {
-        Err(e) => e,
-        Ok(_) => panic!("no adapter should be wanted"),
+    let Err(err) = build::wanted_adapters_for_test(&Config::default(), &Secrets::default()) else {
+        panic!("no adapter should be wanted")
     };
     assert_eq!(err.exit_code(), crate::exit::EXIT_CONFIG);
     let text = err.to_string();

@@ -213,7 +213,9 @@ mod tests {
 
     #[test]
     fn code_fences_are_closed_and_reopened_with_their_language() {
-        let code: String = (0..40).map(|i| format!("let x{i} = {i};\n")).collect();
+        let code: String = (0..40)
+            .flat_map(|i| [format!("let x{i} = {i};"), "\n".into()])
+            .collect();
         let text = format!("Intro\n\n```rust\n{code}```\nafter");
         let chunks = split_message(&text, 200);
         assert!(chunks.len() > 2);

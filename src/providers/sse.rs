@@ -256,6 +256,7 @@ mod tests {
     use crate::providers::parse_all;
     use proptest::prelude::*;
 
+    #[allow(clippy::unnecessary_wraps)] // a ParsedEvent is a Result: parsers yield errors in line
     fn delta(s: &str) -> ParsedEvent {
         Ok(ProviderEvent::Delta(s.into()))
     }

@@ -266,7 +266,7 @@ pub fn reply_chunks(text: &str, words_per_chunk: usize) -> Vec<String> {
     let words: Vec<&str> = text.split_inclusive(' ').collect();
     words
         .chunks(words_per_chunk.max(1))
-        .map(|c| c.concat())
+        .map(<[&str]>::concat)
         .collect()
 }
 

@@ -200,7 +200,7 @@ fn status_fault(fault: &Fault) -> Option<(Response, u16)> {
     let (status, message) = match fault {
         Fault::RateLimitPerMinute { retry_after_secs } => {
             let mut r = too_many();
-            insert_header(&mut r, "retry-after", retry_after_secs.to_string());
+            insert_header(&mut r, "retry-after", &retry_after_secs.to_string());
             return Some((r, 429));
         }
         Fault::RateLimitResetOnly { reset_in_secs } => {
@@ -208,8 +208,8 @@ fn status_fault(fault: &Fault) -> Option<(Response, u16)> {
             // This simulator has no quota days, so no injected clock: the reset is on the system clock.
             let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
             let reset = now + i64::try_from(*reset_in_secs).unwrap_or(0) * 1000;
-            insert_header(&mut r, "x-ratelimit-reset", reset.to_string());
-            insert_header(&mut r, "x-ratelimit-remaining", "0".to_owned());
+            insert_header(&mut r, "x-ratelimit-reset", &reset.to_string());
+            insert_header(&mut r, "x-ratelimit-remaining", "0");
             return Some((r, 429));
         }
         Fault::ContextTooLong => return Some(context_400()),
@@ -239,8 +239,8 @@ fn too_many() -> Response {
     )
 }
 
-fn insert_header(response: &mut Response, name: &'static str, value: String) {
-    if let Ok(v) = HeaderValue::from_str(&value) {
+fn insert_header(response: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
         response.headers_mut().insert(name, v);
     }
 }

@@ -91,13 +91,13 @@ impl DiscordSurface {
 }
 
 /// The renderer's view of a REST failure. `editing`: a 404 means the message is gone.
-fn map(error: RestError, editing: bool) -> WriteError {
+fn map(error: &RestError, editing: bool) -> WriteError {
     match error {
-        RestError::RateLimited(wait) => WriteError::RetryAfter(wait),
+        RestError::RateLimited(wait) => WriteError::RetryAfter(*wait),
         // 400: the content itself (empty, too long, a bad form) — resend it another way.
         RestError::Status { status: 400, .. } => WriteError::Rejected(error.to_string()),
         RestError::Status { status: 404, .. } if editing => WriteError::Gone,
-        RestError::Status { status, .. } if status >= 500 => {
+        RestError::Status { status, .. } if *status >= 500 => {
             WriteError::Transient(error.to_string())
         }
         RestError::Transport(_) => WriteError::Transient(error.to_string()),
@@ -134,7 +134,7 @@ impl Surface for DiscordSurface {
             out.push_str(f.trim());
         }
         if draft.finished && out.trim().is_empty() {
-            out = EMPTY_ANSWER.to_owned();
+            EMPTY_ANSWER.clone_into(&mut out);
         }
         out
     }
@@ -192,7 +192,7 @@ impl Surface for DiscordSurface {
                     .await
             }
         };
-        let id = posted.map_err(|e| map(e, false))?;
+        let id = posted.map_err(|e| map(&e, false))?;
         (self.on_posted)(id);
         Ok(id)
     }
@@ -220,7 +220,7 @@ impl Surface for DiscordSurface {
                     .map(drop)
             }
         };
-        edited.map_err(|e| map(e, true))
+        edited.map_err(|e| map(&e, true))
     }
 
     async fn typing(&self) -> Result<(), WriteError> {
@@ -229,7 +229,7 @@ impl Surface for DiscordSurface {
                 .rest
                 .typing(*channel_id)
                 .await
-                .map_err(|e| map(e, false)),
+                .map_err(|e| map(&e, false)),
             Target::Interaction { .. } => Ok(()),
         }
     }

@@ -159,6 +159,8 @@ impl Rest {
         serde_json::from_slice(&bytes).map_err(|e| RestError::Decode(e.to_string()))
     }
 
+    /// The JSON body of a request, as serenity's `Request::body` takes it (an `Option`).
+    #[allow(clippy::unnecessary_wraps)]
     fn body(value: &Value) -> Option<Vec<u8>> {
         Some(serde_json::to_vec(value).unwrap_or_default())
     }

@@ -344,6 +344,8 @@ impl Renderer {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use proptest::prelude::*;
 
     use super::*;
@@ -431,7 +433,7 @@ mod tests {
             md.push_str("Here is how it works, step by step. The **next** part is the code.\n\n");
             md.push_str("```rust\n");
             for i in 0..30 {
-                md.push_str(&format!("let value_{n}_{i} = compute({i});\n"));
+                let _ = writeln!(md, "let value_{n}_{i} = compute({i});");
             }
             md.push_str("```\n\n");
         }

@@ -54,7 +54,7 @@ pub(super) async fn chat(
         Err(response) => return *response,
     };
     let fault = shared.desk.book.take_fault(Some(&caller.key));
-    log.fault = fault.clone();
+    log.fault.clone_from(&fault);
     let (response, status) = answer(&shared, &caller, &call, fault);
     log.status = status;
     shared.desk.book.record(log);
@@ -229,7 +229,7 @@ fn reply(
     let chunks = reply_chunks(&text, shape.words_per_chunk);
     let steps = sse_script(&shape, answering, now_ms, &chunks, &usage, fault);
     let mut response = stream::streamed(&shared.desk, steps, "text/event-stream");
-    set_header(&mut response, "cache-control", "no-cache".into());
+    set_header(&mut response, "cache-control", "no-cache");
     let delay = if shape.keep_alive {
         Duration::ZERO // The latency is spent inside the body, after a keep-alive.
     } else {

@@ -239,8 +239,8 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn set_header(response: &mut Response, name: &'static str, value: String) {
-    if let Ok(v) = HeaderValue::from_str(&value) {
+fn set_header(response: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
         response.headers_mut().insert(name, v);
     }
 }

@@ -90,12 +90,12 @@ impl Limits {
             StatusCode::TOO_MANY_REQUESTS,
             "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day",
         );
-        set_header(&mut r, "X-RateLimit-Limit", self.quota.to_string());
-        set_header(&mut r, "X-RateLimit-Remaining", "0".into());
+        set_header(&mut r, "X-RateLimit-Limit", &self.quota.to_string());
+        set_header(&mut r, "X-RateLimit-Remaining", "0");
         set_header(
             &mut r,
             "X-RateLimit-Reset",
-            next_utc_midnight(self.now).to_string(),
+            &next_utc_midnight(self.now).to_string(),
         );
         r
     }
@@ -107,14 +107,14 @@ impl Limits {
             "Rate limit exceeded: free-models-per-min.",
         );
         let secs = ((reset_at - self.now).max(0) + 999) / 1000;
-        set_header(&mut r, "Retry-After", secs.max(1).to_string());
+        set_header(&mut r, "Retry-After", &secs.max(1).to_string());
         set_header(
             &mut r,
             "X-RateLimit-Limit",
-            self.per_minute_limit.unwrap_or(0).to_string(),
+            &self.per_minute_limit.unwrap_or(0).to_string(),
         );
-        set_header(&mut r, "X-RateLimit-Remaining", "0".into());
-        set_header(&mut r, "X-RateLimit-Reset", reset_at.to_string());
+        set_header(&mut r, "X-RateLimit-Remaining", "0");
+        set_header(&mut r, "X-RateLimit-Reset", &reset_at.to_string());
         r
     }
 

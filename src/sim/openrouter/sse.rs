@@ -57,7 +57,7 @@ struct Sse<'a> {
 }
 
 impl Sse<'_> {
-    fn chunk(&self, choices: serde_json::Value) -> serde_json::Value {
+    fn chunk(&self, choices: &serde_json::Value) -> serde_json::Value {
         json!({"id": "gen-sim", "object": "chat.completion.chunk", "created": self.created,
                "model": self.model, "provider": "Simulator", "choices": choices})
     }
@@ -72,7 +72,7 @@ impl Wire for Sse<'_> {
         } else {
             json!({"content": text})
         };
-        event(&self.chunk(json!([{"index": 0, "delta": delta, "finish_reason": null}])))
+        event(&self.chunk(&json!([{"index": 0, "delta": delta, "finish_reason": null}])))
     }
 
     fn gap(&self, steps: &mut Vec<Step>) {
@@ -84,7 +84,7 @@ impl Wire for Sse<'_> {
 
     fn error(&self, code: Option<u16>, message: &str) -> Step {
         let mut error_chunk =
-            self.chunk(json!([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]));
+            self.chunk(&json!([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]));
         error_chunk["error"] = match code {
             None => json!({"code": "server_error", "message": message}),
             Some(code) => json!({"code": code, "message": message}),
@@ -94,9 +94,9 @@ impl Wire for Sse<'_> {
 
     fn end(&self, steps: &mut Vec<Step>) {
         steps.push(event(&self.chunk(
-            json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+            &json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
         )));
-        let mut usage_chunk = self.chunk(json!([]));
+        let mut usage_chunk = self.chunk(&json!([]));
         usage_chunk["usage"] = self.usage.clone();
         steps.push(event(&usage_chunk));
         steps.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
