@@ -1,13 +1,12 @@
 //! The provider clients against the simulated OpenRouter and Ollama on 127.0.0.1: streaming, status
 //! mapping, timeouts, truncation, mid-stream errors, listings, and that no error ever shows a key or URL.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use secrecy::SecretString;
-use switchboard::clock::{next_utc_midnight, Clock, TokioClock, DAY_MS};
+use switchboard::clock::{next_utc_midnight, ManualClock, TokioClock, DAY_MS};
 use switchboard::domain::{ChatMessage, Role};
 use switchboard::providers::http::Timeouts;
 use switchboard::providers::ollama::OllamaClient;
@@ -24,15 +23,6 @@ const TIMEOUTS: Timeouts = Timeouts {
     idle: Duration::from_secs(10),
     deadline: Duration::from_secs(30),
 };
-
-/// A wall clock the test sets by hand (the simulators' quota day follows it).
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 fn key(k: &str) -> SecretString {
     SecretString::from(k.to_owned())
@@ -269,7 +259,7 @@ async fn both_clients_send_the_answer_length_cap_in_their_own_wire_form() {
 #[tokio::test]
 async fn per_minute_and_daily_limits_are_per_account() {
     let day0 = 20_000 * DAY_MS + 10 * 3_600_000; // 10:00 UTC
-    let clock = Arc::new(ManualClock(AtomicI64::new(day0)));
+    let clock = Arc::new(ManualClock::new(day0));
     let sim = SimOpenRouter::start(SimOpenRouterOptions {
         keys: vec![
             SimKey::new("sk-a1", "team", 3),
@@ -310,7 +300,7 @@ async fn per_minute_and_daily_limits_are_per_account() {
     assert_eq!(drain(s).await.1, None);
 
     // A minute later: the shared quota (3, the failed attempt counted) is spent for both keys.
-    clock.0.fetch_add(61_000, Ordering::SeqCst);
+    clock.advance(61_000);
     assert_eq!(sim.daily_used("team"), 3);
     let err = stream_err(&client, Some(&a2), OR_MODEL).await;
     assert_eq!(
@@ -327,7 +317,7 @@ async fn per_minute_and_daily_limits_are_per_account() {
     assert_eq!(info.is_free_tier, Some(true));
 
     // After 00:00 UTC the account may ask again.
-    clock.0.store(next_utc_midnight(day0) + 1, Ordering::SeqCst);
+    clock.set(next_utc_midnight(day0) + 1);
     let s = client
         .chat_stream(Some(&a1), request(OR_MODEL, "x"))
         .await

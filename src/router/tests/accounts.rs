@@ -391,7 +391,7 @@ async fn a_recorded_hold_is_flushed_at_once() {
             ..ProviderSet::default()
         },
         store.clone(),
-        Arc::new(ManualClock(AtomicI64::new(NOON))),
+        Arc::new(ManualClock::new(NOON)),
     )
     .unwrap();
     assert!(finished(&ask(&router, request("c", "hi")).await));

@@ -3,7 +3,7 @@
 //! `tests/router.rs` run the same router against the HTTP simulators.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::free_first::{FreeFirstRouter, ProviderSet};
 use super::{CompletionRequest, LlmRouter};
-use crate::clock::{Clock, DAY_MS};
+use crate::clock::{ManualClock, DAY_MS};
 use crate::config::{Config, Secrets};
 use crate::domain::{
     ChatMessage, ChatRef, ConversationKey, FailureKind, Platform, ReplyEvent, Role, Usage, UserRef,
@@ -26,18 +26,6 @@ use crate::store::memory::MemoryStore;
 use crate::store::{Durable, HistoryStore, StateStore, Store};
 
 const NOON: i64 = 20_000 * DAY_MS + DAY_MS / 2;
-
-struct ManualClock(AtomicI64);
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-impl ManualClock {
-    fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
 
 /// What the fake does with one call.
 #[derive(Clone)]
@@ -219,7 +207,7 @@ fn rig_with(config: Config, or_keys: &[&str], ollama_keys: &[&str]) -> Rig {
     };
     let free = Fake::new("openrouter");
     let paid = Fake::new("ollama-cloud");
-    let clock = Arc::new(ManualClock(AtomicI64::new(NOON)));
+    let clock = Arc::new(ManualClock::new(NOON));
     let store = Arc::new(MemoryStore::new());
     let router = build(&config, &secrets, &free, &paid, &store, &clock);
     Rig {
