@@ -33,6 +33,13 @@ struct Component {
     shown: bool,
 }
 
+/// How a new component is watched: whether it must keep beating and whether its status is shown.
+#[derive(Clone, Copy, Debug)]
+struct Watch {
+    beats: bool,
+    shown: bool,
+}
+
 /// The registry of components; cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Health {
@@ -54,21 +61,40 @@ impl Health {
 
     /// Registers (or re-registers) a component with a loop that must keep beating.
     pub fn component(&self, name: &str) -> ComponentHandle {
-        self.register(name, true, true)
+        self.register(
+            name,
+            Watch {
+                beats: true,
+                shown: true,
+            },
+        )
     }
 
     /// Registers a component that only reports status and is never considered stale.
     pub fn status_only(&self, name: &str) -> ComponentHandle {
-        self.register(name, false, true)
+        self.register(
+            name,
+            Watch {
+                beats: false,
+                shown: true,
+            },
+        )
     }
 
     /// Registers a loop of the process itself (the daemon's main loop): it must keep beating like an
     /// adapter's, but its status is not shown to operators or users.
     pub fn internal(&self, name: &str) -> ComponentHandle {
-        self.register(name, true, false)
+        self.register(
+            name,
+            Watch {
+                beats: true,
+                shown: false,
+            },
+        )
     }
 
-    fn register(&self, name: &str, beats: bool, shown: bool) -> ComponentHandle {
+    fn register(&self, name: &str, watch: Watch) -> ComponentHandle {
+        let Watch { beats, shown } = watch;
         let mut map = self.components.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(
             name.to_owned(),

@@ -144,14 +144,14 @@ pub(super) async fn handle(
             return;
         }
         // Not a reply and not a mention: a thread's conversation in a thread, else the channel's.
-        let scope = policy::guild_scope(
-            kind.is_thread,
-            &channel,
-            &command.id.to_string(),
-            None,
-            false,
-            false,
-        );
+        let scope = policy::guild_scope(policy::ScopeFacts {
+            in_thread_channel: kind.is_thread,
+            channel_id: &channel,
+            message_id: &command.id.to_string(),
+            replied_scope: None,
+            replies_to_bot: false,
+            mentions_bot: false,
+        });
         (chat_of(command.channel_id, kind), ChatKind::Group, scope)
     } else {
         if !policy::admit_direct_message(

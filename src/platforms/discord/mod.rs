@@ -422,14 +422,14 @@ impl Shared {
                 tracing::trace!(?why, "discord: message not answered");
                 return;
             }
-            let scope = policy::guild_scope(
-                kind.is_thread,
-                &channel,
-                &message.id.to_string(),
+            let scope = policy::guild_scope(policy::ScopeFacts {
+                in_thread_channel: kind.is_thread,
+                channel_id: &channel,
+                message_id: &message.id.to_string(),
                 replied_scope,
                 replies_to_bot,
                 mentions_bot,
-            );
+            });
             (
                 chat_of(message.channel_id, kind),
                 ChatKind::Group,
