@@ -257,7 +257,17 @@ impl Core {
                 names.join(", ")
             ));
         };
-        match save_settings(self.store.as_ref(), &inbound.chat, &settings) {
+        self.save_then_reply(&inbound.chat, &settings, reply)
+    }
+
+    /// Saves this chat's settings and answers `reply`, or a friendly error when they cannot be saved.
+    fn save_then_reply(
+        &self,
+        chat: &ChatRef,
+        settings: &ChatSettings,
+        reply: String,
+    ) -> ReplyStream {
+        match save_settings(self.store.as_ref(), chat, settings) {
             Ok(()) => reply_text(reply),
             Err(_) => failed(
                 FailureKind::Internal,
@@ -311,13 +321,7 @@ impl Core {
                 core.max_tokens
             )
         };
-        match save_settings(self.store.as_ref(), &inbound.chat, &settings) {
-            Ok(()) => reply_text(reply),
-            Err(_) => failed(
-                FailureKind::Internal,
-                "Sorry — I couldn't save that. Please try again.",
-            ),
-        }
+        self.save_then_reply(&inbound.chat, &settings, reply)
     }
 
     fn system_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {
@@ -352,13 +356,7 @@ impl Core {
             settings.system_prompt = Some(args.to_owned());
             "Saved. New replies in this chat follow that system prompt.".to_owned()
         };
-        match save_settings(self.store.as_ref(), &inbound.chat, &settings) {
-            Ok(()) => reply_text(reply),
-            Err(_) => failed(
-                FailureKind::Internal,
-                "Sorry — I couldn't save that. Please try again.",
-            ),
-        }
+        self.save_then_reply(&inbound.chat, &settings, reply)
     }
 
     fn usage_text(&self, inbound: &Inbound, detail: Detail) -> String {
