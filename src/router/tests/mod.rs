@@ -331,6 +331,21 @@ fn rate_limited(secs: u64) -> Act {
     })
 }
 
+/// Two turns in flight on k1 both get `fail`'s error: the first is held at k1 until the second has
+/// been answered, then released; both still end in an answer.
+async fn two_turns_fail_on_k1_at_once(rig: &Rig, fail: impl Fn() -> Act) {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    rig.free
+        .on_key("k1", Act::Gated(gate.clone(), Box::new(fail())));
+    rig.free.on_key("k1", fail());
+    let router = Arc::clone(&rig.router);
+    let first = tokio::spawn(async move { ask(&router, request("a", "hi")).await });
+    calls_reach(&rig.free, 1).await;
+    assert!(finished(&ask(&rig.router, request("b", "hi")).await));
+    gate.notify_one();
+    assert!(finished(&first.await.unwrap()));
+}
+
 /// Waits until the fake has seen `n` calls (a spawned turn reached its provider call).
 async fn calls_reach(fake: &Fake, n: usize) {
     while fake.calls().len() < n {
