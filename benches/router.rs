@@ -14,14 +14,13 @@
     clippy::needless_pass_by_value
 )]
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
-use switchboard::clock::{Clock, SharedClock, SystemClock, DAY_MS};
+use switchboard::clock::{ManualClock, SharedClock, SystemClock, DAY_MS};
 use switchboard::config::{Config, Env, Secrets};
 use switchboard::domain::{
     ChatMessage, ChatRef, ConversationKey, Platform, ReplyEvent, Role, UserRef,
@@ -43,17 +42,10 @@ const DECISIONS: usize = 20_000;
 const STREAMS: usize = 2_000;
 const MODEL: &str = "bench/model:free";
 
-struct StepClock(AtomicI64);
-impl Clock for StepClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// Never called: the decision benchmark sends nothing.
 struct NoProvider;
 impl ChatProvider for NoProvider {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "openrouter"
     }
     fn chat_stream(
@@ -102,7 +94,7 @@ async fn decision_bench(scan_all: bool) {
         .collect();
     // 00:00:01 UTC; the clock moves 3.1 s per decision so the 20-per-minute window never blocks the
     // one ready account (the window scan is part of the measured cost) and the day does not roll over.
-    let clock = Arc::new(StepClock(AtomicI64::new(20_000 * DAY_MS + 1_000)));
+    let clock = Arc::new(ManualClock::new(20_000 * DAY_MS + 1_000));
     let providers = ProviderSet {
         openrouter: Some(Arc::new(NoProvider)),
         quota_probe: scan_all.then(|| Arc::new(LastOnly) as Arc<dyn QuotaProbe>),
@@ -119,9 +111,7 @@ async fn decision_bench(scan_all: bool) {
     router.refresh_quotas().await;
     let mut samples = Vec::with_capacity(DECISIONS);
     for _ in 0..DECISIONS {
-        clock
-            .0
-            .fetch_add(if scan_all { 3_100 } else { 31 }, Ordering::Relaxed);
+        clock.advance(if scan_all { 3_100 } else { 31 });
         let t = Instant::now();
         let decided = router.decide();
         samples.push(t.elapsed());

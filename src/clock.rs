@@ -1,5 +1,6 @@
 //! Wall-clock time behind a seam, so quota days and retention can be tested with paused tokio time.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +47,34 @@ impl Clock for TokioClock {
     fn now_ms(&self) -> i64 {
         let elapsed = tokio::time::Instant::now().saturating_duration_since(self.start);
         self.start_ms + i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A wall clock moved only by hand, shared by tests and benchmarks (never used by the daemon): it reads
+/// exactly what it was last set to, so quota days, rate windows and cooldowns can be stepped precisely.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock that reads `ms` until moved.
+    pub fn new(ms: i64) -> Self {
+        Self(AtomicI64::new(ms))
+    }
+
+    /// Sets the clock to `ms`.
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
     }
 }
 

@@ -33,6 +33,13 @@ struct Component {
     shown: bool,
 }
 
+/// How a new component is watched: whether it must keep beating and whether its status is shown.
+#[derive(Clone, Copy, Debug)]
+struct Watch {
+    beats: bool,
+    shown: bool,
+}
+
 /// The registry of components; cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Health {
@@ -54,22 +61,44 @@ impl Health {
 
     /// Registers (or re-registers) a component with a loop that must keep beating.
     pub fn component(&self, name: &str) -> ComponentHandle {
-        self.register(name, true, true)
+        self.register(
+            name,
+            Watch {
+                beats: true,
+                shown: true,
+            },
+        )
     }
 
     /// Registers a component that only reports status and is never considered stale.
     pub fn status_only(&self, name: &str) -> ComponentHandle {
-        self.register(name, false, true)
+        self.register(
+            name,
+            Watch {
+                beats: false,
+                shown: true,
+            },
+        )
     }
 
     /// Registers a loop of the process itself (the daemon's main loop): it must keep beating like an
     /// adapter's, but its status is not shown to operators or users.
     pub fn internal(&self, name: &str) -> ComponentHandle {
-        self.register(name, true, false)
+        self.register(
+            name,
+            Watch {
+                beats: true,
+                shown: false,
+            },
+        )
     }
 
-    fn register(&self, name: &str, beats: bool, shown: bool) -> ComponentHandle {
-        let mut map = self.components.lock().unwrap_or_else(|e| e.into_inner());
+    fn register(&self, name: &str, watch: Watch) -> ComponentHandle {
+        let Watch { beats, shown } = watch;
+        let mut map = self
+            .components
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.insert(
             name.to_owned(),
             Component {
@@ -90,14 +119,17 @@ impl Health {
     pub fn remove(&self, name: &str) {
         self.components
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(name);
     }
 
     /// Names of beating components whose last beat is older than `max_age`.
     pub fn stale(&self, max_age: Duration) -> Vec<String> {
         let now = Instant::now();
-        let map = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .components
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.iter()
             .filter(|(_, c)| c.beats && now.saturating_duration_since(c.last_beat) > max_age)
             .map(|(n, _)| n.clone())
@@ -106,7 +138,10 @@ impl Health {
 
     /// Every shown component's name and current status, in name order.
     pub fn statuses(&self) -> Vec<(String, String)> {
-        let map = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .components
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.iter()
             .filter(|(_, c)| c.shown)
             .map(|(n, c)| (n.clone(), c.status.clone()))
@@ -115,7 +150,10 @@ impl Health {
 
     /// Names of the components currently reported degraded, in name order.
     pub fn degraded(&self) -> Vec<String> {
-        let map = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .components
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.iter()
             .filter(|(_, c)| c.degraded)
             .map(|(n, _)| n.clone())
@@ -172,7 +210,7 @@ impl ComponentHandle {
             .health
             .components
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = map.get_mut(&self.name) {
             f(c);
         }

@@ -12,13 +12,12 @@
     clippy::needless_pass_by_value
 )]
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use secrecy::SecretString;
-use switchboard::clock::{next_utc_midnight, Clock, TokioClock, DAY_MS};
+use switchboard::clock::{next_utc_midnight, ManualClock, TokioClock, DAY_MS};
 use switchboard::domain::{ChatMessage, Role};
 use switchboard::providers::http::Timeouts;
 use switchboard::providers::ollama::OllamaClient;
@@ -35,15 +34,6 @@ const TIMEOUTS: Timeouts = Timeouts {
     idle: Duration::from_secs(10),
     deadline: Duration::from_secs(30),
 };
-
-/// A wall clock the test sets by hand (the simulators' quota day follows it).
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 fn key(k: &str) -> SecretString {
     SecretString::from(k.to_owned())
@@ -280,7 +270,7 @@ async fn both_clients_send_the_answer_length_cap_in_their_own_wire_form() {
 #[tokio::test]
 async fn per_minute_and_daily_limits_are_per_account() {
     let day0 = 20_000 * DAY_MS + 10 * 3_600_000; // 10:00 UTC
-    let clock = Arc::new(ManualClock(AtomicI64::new(day0)));
+    let clock = Arc::new(ManualClock::new(day0));
     let sim = SimOpenRouter::start(SimOpenRouterOptions {
         keys: vec![
             SimKey::new("sk-a1", "team", 3),
@@ -321,7 +311,7 @@ async fn per_minute_and_daily_limits_are_per_account() {
     assert_eq!(drain(s).await.1, None);
 
     // A minute later: the shared quota (3, the failed attempt counted) is spent for both keys.
-    clock.0.fetch_add(61_000, Ordering::SeqCst);
+    clock.advance(61_000);
     assert_eq!(sim.daily_used("team"), 3);
     let err = stream_err(&client, Some(&a2), OR_MODEL).await;
     assert_eq!(
@@ -338,7 +328,7 @@ async fn per_minute_and_daily_limits_are_per_account() {
     assert_eq!(info.is_free_tier, Some(true));
 
     // After 00:00 UTC the account may ask again.
-    clock.0.store(next_utc_midnight(day0) + 1, Ordering::SeqCst);
+    clock.set(next_utc_midnight(day0) + 1);
     let s = client
         .chat_stream(Some(&a1), request(OR_MODEL, "x"))
         .await

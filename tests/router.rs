@@ -13,11 +13,10 @@
     clippy::needless_pass_by_value
 )]
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use switchboard::clock::{Clock, SharedClock, DAY_MS};
+use switchboard::clock::{ManualClock, SharedClock, DAY_MS};
 use switchboard::config::{Config, Env, Secrets};
 use switchboard::doctor::run_check;
 use switchboard::domain::{
@@ -38,20 +37,6 @@ const FREE_MODEL: &str = "deepseek/deepseek-chat-v3-0324:free";
 const PAID_MODEL: &str = "gpt-oss:120b";
 /// The model the simulator's `openrouter/free` answers with.
 const PICKED_BY_FREE_ROUTER: &str = "mistralai/mistral-small-3.2-24b-instruct:free";
-
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl ManualClock {
-    fn advance_ms(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
 
 struct Rig {
     openrouter: SimOpenRouter,
@@ -77,7 +62,7 @@ async fn rig_with(
     sim: impl FnOnce(&mut SimOpenRouterOptions),
     configure: impl FnOnce(&mut Config),
 ) -> Rig {
-    let clock = Arc::new(ManualClock(AtomicI64::new(NOON)));
+    let clock = Arc::new(ManualClock::new(NOON));
     let shared: SharedClock = clock.clone();
     let keys: Vec<SimKey> = accounts
         .iter()
@@ -179,6 +164,7 @@ fn answered(events: &[ReplyEvent]) -> (String, Option<String>) {
     }
 }
 
+#[allow(clippy::unnecessary_wraps)] // compared with `AnswerSource::key_fingerprint`, an Option
 fn fp(key: &str) -> Option<String> {
     Some(fingerprint_str(key))
 }
@@ -226,7 +212,7 @@ async fn walks_accounts_then_paid_and_back_to_free_after_midnight() {
     assert_eq!(status.tiers[1].requests_today, 3);
 
     // Midnight UTC: the free tier answers again, starting from the first account.
-    rig.clock.advance_ms(DAY_MS / 2);
+    rig.clock.advance(DAY_MS / 2);
     let (tier, key) = answered(&ask(&rig.router, "c1").await);
     assert_eq!((tier.as_str(), key), ("free", fp("k1")));
     assert_eq!(free_calls(&rig, "k1"), 3);
@@ -249,10 +235,10 @@ async fn per_minute_429_skips_the_account_exactly_retry_after() {
         rig.router.status().tiers[0].accounts[0].state,
         "cooling down until 12:00:30 UTC"
     );
-    rig.clock.advance_ms(29_999);
+    rig.clock.advance(29_999);
     assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k2"));
     assert_eq!(free_calls(&rig, "k1"), 1, "still cooling down");
-    rig.clock.advance_ms(1);
+    rig.clock.advance(1);
     assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k1"));
     assert_eq!(free_calls(&rig, "k1"), 2);
 }
@@ -277,7 +263,7 @@ async fn payment_required_and_unauthorized_take_accounts_out() {
         "disabled: key rejected (401)"
     );
     // 402 lasts the configured six hours; 401 lasts until the configuration is reloaded.
-    rig.clock.advance_ms(6 * 3_600_000);
+    rig.clock.advance(6 * 3_600_000);
     assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k1"));
     assert_eq!(free_calls(&rig, "k2"), 1);
     rig.router.reload(&rig.config).unwrap();
@@ -412,7 +398,7 @@ async fn assert_the_restarted_router_kept_the_state(rig: &Rig, again: &FreeFirst
         (2, 1, 2),
         "nothing re-spent on exhausted or cooling accounts"
     );
-    rig.clock.advance_ms(120_000);
+    rig.clock.advance(120_000);
     assert_eq!(answered(&ask(again, "c").await).1, fp("k2"));
 }
 
@@ -535,7 +521,7 @@ async fn check_reports_every_key_model_and_token() {
 
 #[tokio::test]
 async fn context_too_long_is_refitted_not_resent_unchanged() {
-    let clock = Arc::new(ManualClock(AtomicI64::new(NOON)));
+    let clock = Arc::new(ManualClock::new(NOON));
     let sim = SimOpenRouter::start(SimOpenRouterOptions {
         keys: vec![SimKey::new("k1", "a1", 50)],
         models: vec![SimModel::free(FREE_MODEL, 163_840)],
@@ -644,10 +630,10 @@ async fn a_429_with_only_a_reset_time_cools_down_until_that_time() {
         rig.router.status().tiers[0].accounts[0].state,
         "cooling down until 12:00:45 UTC"
     );
-    rig.clock.advance_ms(44_999);
+    rig.clock.advance(44_999);
     assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k2"));
     assert_eq!(free_calls(&rig, "k1"), 1, "still cooling down");
-    rig.clock.advance_ms(1);
+    rig.clock.advance(1);
     assert_eq!(answered(&ask(&rig.router, "c").await).1, fp("k1"));
 }
 
@@ -743,7 +729,7 @@ async fn openrouter_free_answers_stick_to_the_model_it_picked() {
         .openrouter
         .requests()
         .into_iter()
-        .filter(|r| r.is_chat())
+        .filter(switchboard::sim::SimRequest::is_chat)
         .filter_map(|r| r.model)
         .collect();
     assert_eq!(models, ["openrouter/free", PICKED_BY_FREE_ROUTER]);

@@ -210,11 +210,9 @@ impl Core {
 
     fn model_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {
         let models = self.router.models();
-        let Ok(mut settings) = chat_settings(self.store.as_ref(), &inbound.chat) else {
-            return failed(
-                FailureKind::Internal,
-                "Sorry — I couldn't read this chat's settings. Please try again.",
-            );
+        let mut settings = match self.settings_of(&inbound.chat) {
+            Ok(s) => s,
+            Err(unreadable) => return unreadable,
         };
         if args.is_empty() {
             let mut text = match &settings.model {
@@ -254,7 +252,27 @@ impl Core {
                 names.join(", ")
             ));
         };
-        match save_settings(self.store.as_ref(), &inbound.chat, &settings) {
+        self.save_then_reply(&inbound.chat, &settings, reply)
+    }
+
+    /// This chat's settings, or the friendly error to answer when they cannot be read.
+    fn settings_of(&self, chat: &ChatRef) -> Result<ChatSettings, ReplyStream> {
+        chat_settings(self.store.as_ref(), chat).map_err(|_| {
+            failed(
+                FailureKind::Internal,
+                "Sorry — I couldn't read this chat's settings. Please try again.",
+            )
+        })
+    }
+
+    /// Saves this chat's settings and answers `reply`, or a friendly error when they cannot be saved.
+    fn save_then_reply(
+        &self,
+        chat: &ChatRef,
+        settings: &ChatSettings,
+        reply: String,
+    ) -> ReplyStream {
+        match save_settings(self.store.as_ref(), chat, settings) {
             Ok(()) => reply_text(reply),
             Err(_) => failed(
                 FailureKind::Internal,
@@ -267,11 +285,9 @@ impl Core {
     /// `core.long_max_tokens`. Changing it follows the same rule as `/model` (`model_admin_only`): long
     /// answers cost more tokens.
     fn long_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {
-        let Ok(mut settings) = chat_settings(self.store.as_ref(), &inbound.chat) else {
-            return failed(
-                FailureKind::Internal,
-                "Sorry — I couldn't read this chat's settings. Please try again.",
-            );
+        let mut settings = match self.settings_of(&inbound.chat) {
+            Ok(s) => s,
+            Err(unreadable) => return unreadable,
         };
         let core = &config.core;
         let long = match args.to_ascii_lowercase().as_str() {
@@ -308,21 +324,13 @@ impl Core {
                 core.max_tokens
             )
         };
-        match save_settings(self.store.as_ref(), &inbound.chat, &settings) {
-            Ok(()) => reply_text(reply),
-            Err(_) => failed(
-                FailureKind::Internal,
-                "Sorry — I couldn't save that. Please try again.",
-            ),
-        }
+        self.save_then_reply(&inbound.chat, &settings, reply)
     }
 
     fn system_command(&self, config: &Config, inbound: &Inbound, args: &str) -> ReplyStream {
-        let Ok(mut settings) = chat_settings(self.store.as_ref(), &inbound.chat) else {
-            return failed(
-                FailureKind::Internal,
-                "Sorry — I couldn't read this chat's settings. Please try again.",
-            );
+        let mut settings = match self.settings_of(&inbound.chat) {
+            Ok(s) => s,
+            Err(unreadable) => return unreadable,
         };
         if args.is_empty() {
             let (prompt, whose) = match &settings.system_prompt {
@@ -346,13 +354,7 @@ impl Core {
             settings.system_prompt = Some(args.to_owned());
             "Saved. New replies in this chat follow that system prompt.".to_owned()
         };
-        match save_settings(self.store.as_ref(), &inbound.chat, &settings) {
-            Ok(()) => reply_text(reply),
-            Err(_) => failed(
-                FailureKind::Internal,
-                "Sorry — I couldn't save that. Please try again.",
-            ),
-        }
+        self.save_then_reply(&inbound.chat, &settings, reply)
     }
 
     fn usage_text(&self, inbound: &Inbound, detail: Detail) -> String {

@@ -12,7 +12,8 @@ use super::delivery::Delivery;
 use super::{usage, Core, RESTARTING_MESSAGE};
 use crate::config::Config;
 use crate::domain::{
-    ChatKind, ChatMessage, ConversationKey, FailureKind, Inbound, ReplyEvent, Role, UserFacingError,
+    ChatKind, ChatMessage, Completion, ConversationKey, FailureKind, Inbound, ReplyEvent,
+    ReplyStream, Role, Usage, UserFacingError,
 };
 use crate::router::CompletionRequest;
 use crate::store::{Turn, TurnStatus};
@@ -45,26 +46,15 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
     } = spec;
     let shared_chat = inbound.chat_kind == ChatKind::Group;
     let author = shared_chat.then(|| inbound.sender.display_name.clone());
-
-    let prepared = (|| {
-        let meta = core.store.conversation(&key)?.unwrap_or_default();
-        let history = core
-            .store
-            .recent_turns(&key, meta.epoch, config.store.load_turns)?;
-        let user_turn = Turn {
-            role: Role::User,
-            author: author.clone(),
-            text: prompt.clone(),
-            at_ms: core.now_ms(),
-            status: TurnStatus::Complete,
-            source: None,
-        };
-        // The user's turn is written before the model is called, so a crash never loses what was asked.
-        core.store.append_turn(&key, meta.epoch, &user_turn)?;
-        let settings = super::commands::chat_settings(core.store.as_ref(), &inbound.chat)?;
-        Ok::<_, crate::store::StoreError>((meta.epoch, history, settings))
-    })();
-    let (epoch, history, settings) = match prepared {
+    let turn = TurnContext {
+        core,
+        config: &config,
+        inbound: &inbound,
+        key: &key,
+        author: author.as_deref(),
+        prompt: &prompt,
+    };
+    let prepared = match turn.prepare() {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, conversation = %key, "store failure before a turn");
@@ -77,96 +67,242 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
             return;
         }
     };
+    let epoch = prepared.epoch;
+    let mut events = core.router.complete(turn.request(prepared));
+    let mut answer = Answer::default();
+    match forward(&turn, &cancel, &mut events, tx, &mut answer).await {
+        Ending::Finished(completion) => {
+            turn.settle_finished(epoch, answer, completion, tx, verdict)
+                .await;
+        }
+        Ending::Failed(failure) => turn.settle_failed(epoch, answer, failure, tx).await,
+        Ending::Cut(reason) => {
+            drop(events);
+            turn.settle_cut(epoch, answer, reason, tx).await;
+        }
+    }
+}
 
-    let paid_allowed = usage::paid_allowed(core, &config, &inbound.sender.user);
-    let request = CompletionRequest {
-        conversation: key.clone(),
-        user: inbound.sender.user.clone(),
-        chat: inbound.chat.clone(),
-        system_prompt: settings
-            .system_prompt
-            .unwrap_or_else(|| config.core.system_prompt.clone()),
-        history: history.iter().map(to_message).collect(),
-        prompt: ChatMessage::new(Role::User, with_author(author.as_deref(), &prompt)),
-        model: settings.model,
-        paid_allowed,
-        max_tokens: Some(if settings.long {
-            config.core.long_max_tokens
-        } else {
-            config.core.max_tokens
-        }),
-    };
-    let mut events = core.router.complete(request);
-    let deadline = tokio::time::sleep(Duration::from_secs(config.core.turn_deadline_secs));
+/// The parts of one turn its steps share.
+struct TurnContext<'a> {
+    core: &'a Core,
+    config: &'a Config,
+    inbound: &'a Inbound,
+    key: &'a ConversationKey,
+    /// The sender's name in shared chats, where user turns carry their author.
+    author: Option<&'a str>,
+    prompt: &'a str,
+}
+
+/// What a turn starts from: read, with the user's turn written, before the model is asked.
+struct Prepared {
+    epoch: u32,
+    history: Vec<Turn>,
+    settings: super::commands::ChatSettings,
+}
+
+/// What has been forwarded of the answer so far.
+#[derive(Default)]
+struct Answer {
+    text: String,
+    source: Option<crate::domain::AnswerSource>,
+}
+
+/// How the router's events ended for this turn.
+enum Ending {
+    /// The router finished the answer; its `Finished` event is not forwarded yet.
+    Finished(Completion),
+    /// The router failed; its `Failed` event is not forwarded yet.
+    Failed(UserFacingError),
+    /// The turn was cut short (stopped, over its deadline, abandoned, or a bare end of stream).
+    Cut(UserFacingError),
+}
+
+/// Forwards the router's events to `tx` (scrubbed of secrets), collecting the answer, until the router
+/// ends or the turn is cut short.
+async fn forward(
+    turn: &TurnContext<'_>,
+    cancel: &CancellationToken,
+    events: &mut ReplyStream,
+    tx: &mpsc::Sender<ReplyEvent>,
+    answer: &mut Answer,
+) -> Ending {
+    let deadline = tokio::time::sleep(Duration::from_secs(turn.config.core.turn_deadline_secs));
     tokio::pin!(deadline);
-    let mut text = String::new();
-    let mut source = None;
-    let ending = loop {
+    loop {
         let event = tokio::select! {
             biased;
-            () = cancel.cancelled() => break stop_reason(core),
-            () = &mut deadline => break UserFacingError::new(FailureKind::Interrupted, "That answer took too long and was stopped."),
+            () = cancel.cancelled() => return Ending::Cut(stop_reason(turn.core)),
+            () = &mut deadline => return Ending::Cut(UserFacingError::new(FailureKind::Interrupted, "That answer took too long and was stopped.")),
             event = events.next() => event,
         };
         let Some(event) = event else {
             // The router always ends with Finished or Failed; a bare end is a bug we still answer for.
-            break UserFacingError::new(
+            return Ending::Cut(UserFacingError::new(
                 FailureKind::Interrupted,
                 "The answer ended unexpectedly; it may be incomplete.",
-            );
+            ));
         };
-        let event = scrubbed(event);
-        match &event {
-            ReplyEvent::Started(s) => source = Some(s.clone()),
-            ReplyEvent::Delta(d) => text.push_str(d),
-            ReplyEvent::Notice(_) => {}
-            ReplyEvent::Finished(completion) => {
-                let usage = completion.usage;
-                let answered_by = completion.source.clone().or(source);
-                let (status, unsent) = finished_status(tx, event, verdict).await;
-                store_answer(core, &key, epoch, &text, status, answered_by.clone());
-                usage::record(core, &inbound, answered_by.as_ref(), usage);
-                if let Some(event) = unsent {
-                    let _ = tx.send(event).await;
+        match scrubbed(event) {
+            ReplyEvent::Finished(completion) => return Ending::Finished(completion),
+            ReplyEvent::Failed(failure) => return Ending::Failed(failure),
+            event => {
+                match &event {
+                    ReplyEvent::Started(s) => answer.source = Some(s.clone()),
+                    ReplyEvent::Delta(d) => answer.text.push_str(d),
+                    _ => {}
                 }
-                // Durable after every completed turn (sled would otherwise fsync within ~500 ms).
-                if let Err(e) = core.store.flush().await {
-                    tracing::error!(error = %e, "flushing the store after a turn failed");
+                if tx.send(event).await.is_err() {
+                    // The adapter went away; keep nothing half-shown as complete.
+                    return Ending::Cut(UserFacingError::new(
+                        FailureKind::Interrupted,
+                        "The reply was abandoned.",
+                    ));
                 }
-                return;
-            }
-            ReplyEvent::Failed(failure) => {
-                let failure = failure.clone();
-                if !text.is_empty() {
-                    store_answer(
-                        core,
-                        &key,
-                        epoch,
-                        &text,
-                        TurnStatus::Incomplete,
-                        source.clone(),
-                    );
-                }
-                if source.is_some() {
-                    // A request was made: it counts toward the user's usage even though it failed.
-                    usage::record(core, &inbound, source.as_ref(), Default::default());
-                }
-                let _ = tx.send(ReplyEvent::Failed(failure)).await;
-                return;
             }
         }
-        if tx.send(event).await.is_err() {
-            // The adapter went away; keep nothing half-shown as complete.
-            break UserFacingError::new(FailureKind::Interrupted, "The reply was abandoned.");
-        }
-    };
-    drop(events);
-    if !text.is_empty() {
-        store_answer(core, &key, epoch, &text, TurnStatus::Incomplete, source);
     }
-    let _ = tx.send(ReplyEvent::Failed(ending)).await;
-    if let Err(e) = core.store.flush().await {
-        tracing::error!(error = %e, "flushing the store after a cut turn failed");
+}
+
+impl TurnContext<'_> {
+    /// Reads the conversation and the chat's settings and stores the user's turn.
+    fn prepare(&self) -> Result<Prepared, crate::store::StoreError> {
+        let core = self.core;
+        let meta = core.store.conversation(self.key)?.unwrap_or_default();
+        let history =
+            core.store
+                .recent_turns(self.key, meta.epoch, self.config.store.load_turns)?;
+        let user_turn = Turn {
+            role: Role::User,
+            author: self.author.map(str::to_owned),
+            text: self.prompt.to_owned(),
+            at_ms: core.now_ms(),
+            status: TurnStatus::Complete,
+            source: None,
+        };
+        // The user's turn is written before the model is called, so a crash never loses what was asked.
+        core.store.append_turn(self.key, meta.epoch, &user_turn)?;
+        let settings = super::commands::chat_settings(core.store.as_ref(), &self.inbound.chat)?;
+        Ok(Prepared {
+            epoch: meta.epoch,
+            history,
+            settings,
+        })
+    }
+
+    /// The router request for this turn.
+    fn request(&self, prepared: Prepared) -> CompletionRequest {
+        let Prepared {
+            history, settings, ..
+        } = prepared;
+        let config = self.config;
+        let sender = &self.inbound.sender;
+        CompletionRequest {
+            conversation: self.key.clone(),
+            user: sender.user.clone(),
+            chat: self.inbound.chat.clone(),
+            system_prompt: settings
+                .system_prompt
+                .unwrap_or_else(|| config.core.system_prompt.clone()),
+            history: history.iter().map(to_message).collect(),
+            prompt: ChatMessage::new(Role::User, with_author(self.author, self.prompt)),
+            model: settings.model,
+            paid_allowed: usage::paid_allowed(self.core, config, &sender.user),
+            max_tokens: Some(if settings.long {
+                config.core.long_max_tokens
+            } else {
+                config.core.max_tokens
+            }),
+        }
+    }
+
+    /// Stores a finished answer (complete once delivered), counts its usage and sends `Finished`.
+    async fn settle_finished(
+        &self,
+        epoch: u32,
+        answer: Answer,
+        completion: Completion,
+        tx: &mpsc::Sender<ReplyEvent>,
+        verdict: Option<oneshot::Receiver<Delivery>>,
+    ) {
+        let usage = completion.usage;
+        let answered_by = completion.source.clone().or(answer.source);
+        let event = ReplyEvent::Finished(completion);
+        let (status, unsent) = finished_status(tx, event, verdict).await;
+        self.store_answer(epoch, &answer.text, status, answered_by.clone());
+        usage::record(self.core, self.inbound, answered_by.as_ref(), usage);
+        if let Some(event) = unsent {
+            let _ = tx.send(event).await;
+        }
+        // Durable after every completed turn (sled would otherwise fsync within ~500 ms).
+        if let Err(e) = self.core.store.flush().await {
+            tracing::error!(error = %e, "flushing the store after a turn failed");
+        }
+    }
+
+    /// Keeps what was said of a failed answer as incomplete, counts the request, and sends `Failed`.
+    async fn settle_failed(
+        &self,
+        epoch: u32,
+        answer: Answer,
+        failure: UserFacingError,
+        tx: &mpsc::Sender<ReplyEvent>,
+    ) {
+        if !answer.text.is_empty() {
+            self.store_answer(
+                epoch,
+                &answer.text,
+                TurnStatus::Incomplete,
+                answer.source.clone(),
+            );
+        }
+        if answer.source.is_some() {
+            // A request was made: it counts toward the user's usage even though it failed.
+            usage::record(
+                self.core,
+                self.inbound,
+                answer.source.as_ref(),
+                Usage::default(),
+            );
+        }
+        let _ = tx.send(ReplyEvent::Failed(failure)).await;
+    }
+
+    /// Keeps what was said of a cut answer as incomplete and tells the user why it stopped.
+    async fn settle_cut(
+        &self,
+        epoch: u32,
+        answer: Answer,
+        reason: UserFacingError,
+        tx: &mpsc::Sender<ReplyEvent>,
+    ) {
+        if !answer.text.is_empty() {
+            self.store_answer(epoch, &answer.text, TurnStatus::Incomplete, answer.source);
+        }
+        let _ = tx.send(ReplyEvent::Failed(reason)).await;
+        if let Err(e) = self.core.store.flush().await {
+            tracing::error!(error = %e, "flushing the store after a cut turn failed");
+        }
+    }
+
+    fn store_answer(
+        &self,
+        epoch: u32,
+        text: &str,
+        status: TurnStatus,
+        source: Option<crate::domain::AnswerSource>,
+    ) {
+        let turn = Turn {
+            role: Role::Assistant,
+            author: None,
+            text: text.to_owned(),
+            at_ms: self.core.now_ms(),
+            status,
+            source,
+        };
+        if let Err(e) = self.core.store.append_turn(self.key, epoch, &turn) {
+            tracing::error!(error = %e, conversation = %self.key, "could not store an answer");
+        }
     }
 }
 
@@ -196,27 +332,6 @@ pub(super) fn stop_reason(core: &Core) -> UserFacingError {
         UserFacingError::new(FailureKind::ShuttingDown, RESTARTING_MESSAGE)
     } else {
         UserFacingError::new(FailureKind::Cancelled, "Stopped.")
-    }
-}
-
-fn store_answer(
-    core: &Core,
-    key: &ConversationKey,
-    epoch: u32,
-    text: &str,
-    status: TurnStatus,
-    source: Option<crate::domain::AnswerSource>,
-) {
-    let turn = Turn {
-        role: Role::Assistant,
-        author: None,
-        text: text.to_owned(),
-        at_ms: core.now_ms(),
-        status,
-        source,
-    };
-    if let Err(e) = core.store.append_turn(key, epoch, &turn) {
-        tracing::error!(error = %e, conversation = %key, "could not store an answer");
     }
 }
 

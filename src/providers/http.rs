@@ -135,6 +135,16 @@ impl Endpoint {
     pub fn deadline(&self) -> Instant {
         Instant::now() + self.timeouts.deadline
     }
+
+    /// Sends a non-streamed call and reads its one JSON answer, headers and body both by `deadline`.
+    pub async fn fetch_json<T: DeserializeOwned>(
+        &self,
+        builder: reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<T, ProviderError> {
+        let response = send(builder, deadline, deadline, &self.clock).await?;
+        read_json(response, deadline).await
+    }
 }
 
 /// Builds the pooled rustls client every provider uses.

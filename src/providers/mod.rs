@@ -163,6 +163,36 @@ pub fn parse_all<'a, P: StreamParser>(
     out
 }
 
+/// The laws every [`StreamParser`]'s property tests check, written once.
+#[cfg(test)]
+pub(crate) mod parser_laws {
+    use proptest::prelude::*;
+
+    use super::{ParsedEvent, ProviderEvent};
+
+    /// `bytes` cut into consecutive chunks at `cuts` (each taken modulo `bytes.len() + 1`, in order).
+    pub fn chunks(bytes: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for c in cuts {
+            chunks.push(&bytes[last..c]);
+            last = c;
+        }
+        chunks.push(&bytes[last..]);
+        chunks
+    }
+
+    /// Fails unless `out` ends in exactly one terminal item (`Done` or an error), which is the last one.
+    pub fn ends_in_one_terminal_item(out: &[ParsedEvent]) -> Result<(), TestCaseError> {
+        let terminal = |e: &ParsedEvent| matches!(e, Err(_) | Ok(ProviderEvent::Done { .. }));
+        prop_assert_eq!(out.iter().filter(|e| terminal(e)).count(), 1);
+        prop_assert!(terminal(out.last().unwrap()));
+        Ok(())
+    }
+}
+
 /// A whole (non-streamed) answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {

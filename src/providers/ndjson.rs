@@ -151,7 +151,7 @@ pub(crate) struct Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::parse_all;
+    use crate::providers::{parse_all, parser_laws};
     use proptest::prelude::*;
 
     const HAPPY: &str = "{\"model\":\"gpt-oss:120b\",\"created_at\":\"2025-01-01T00:00:00Z\",\"message\":{\"role\":\"assistant\",\"content\":\"Grüß\"},\"done\":false}\n\
@@ -298,16 +298,7 @@ mod tests {
                 bytes.truncate(t % (bytes.len() + 1));
             }
             let whole = parse_all(NdjsonParser::new(), [bytes.as_slice()]);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for c in cuts {
-                chunks.push(&bytes[last..c]);
-                last = c;
-            }
-            chunks.push(&bytes[last..]);
-            prop_assert_eq!(parse_all(NdjsonParser::new(), chunks), whole);
+            prop_assert_eq!(parse_all(NdjsonParser::new(), parser_laws::chunks(&bytes, cuts)), whole);
         }
 
         /// Whatever the bytes, the parser never panics and the output ends in exactly one terminal item
@@ -320,9 +311,7 @@ mod tests {
             let mut input = prefix.as_bytes().to_vec();
             input.extend_from_slice(&bytes);
             let out = parse_all(NdjsonParser::new(), [input.as_slice()]);
-            let terminal = |e: &ParsedEvent| matches!(e, Err(_) | Ok(ProviderEvent::Done { .. }));
-            prop_assert_eq!(out.iter().filter(|e| terminal(e)).count(), 1);
-            prop_assert!(terminal(out.last().unwrap()));
+            parser_laws::ends_in_one_terminal_item(&out)?;
         }
     }
 }

@@ -87,8 +87,7 @@ impl OllamaClient {
         let builder = self
             .request(reqwest::Method::POST, "/api/chat", key)
             .json(&body);
-        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
-        let answer: Line = http::read_json(response, deadline).await?;
+        let answer: Line = self.inner.fetch_json(builder, deadline).await?;
         if let Some(error) = answer.error {
             return Err(http::map_stream_error(&error));
         }
@@ -110,8 +109,7 @@ impl OllamaClient {
     pub async fn tags(&self, key: Option<&SecretString>) -> Result<Vec<String>, ProviderError> {
         let deadline = self.deadline();
         let builder = self.request(reqwest::Method::GET, "/api/tags", key);
-        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
-        let tags: Tags = http::read_json(response, deadline).await?;
+        let tags: Tags = self.inner.fetch_json(builder, deadline).await?;
         Ok(tags.models.into_iter().map(|m| m.name).collect())
     }
 }

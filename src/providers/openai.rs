@@ -164,8 +164,7 @@ impl OpenAiClient {
         let builder = self
             .request(reqwest::Method::POST, "/chat/completions", key)
             .json(&body);
-        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
-        let answer: CompletionBody = http::read_json(response, deadline).await?;
+        let answer: CompletionBody = self.inner.fetch_json(builder, deadline).await?;
         if let Some(error) = answer.error {
             return Err(http::map_stream_error(&error));
         }
@@ -193,8 +192,7 @@ impl OpenAiClient {
     ) -> Result<Vec<RemoteModel>, ProviderError> {
         let deadline = self.deadline();
         let builder = self.request(reqwest::Method::GET, "/models", key);
-        let response = http::send(builder, deadline, deadline, &self.inner.clock).await?;
-        let list: ModelList = http::read_json(response, deadline).await?;
+        let list: ModelList = self.inner.fetch_json(builder, deadline).await?;
         Ok(list
             .data
             .into_iter()

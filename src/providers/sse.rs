@@ -253,7 +253,7 @@ struct WireUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::parse_all;
+    use crate::providers::{parse_all, parser_laws};
     use proptest::prelude::*;
 
     #[allow(clippy::unnecessary_wraps)] // a ParsedEvent is a Result: parsers yield errors in line
@@ -502,16 +502,7 @@ data: {\"error\":{\"code\":429,\"message\":\"Rate limit exceeded: free-models-pe
                 bytes.truncate(t % (bytes.len() + 1));
             }
             let whole = parse_all(SseParser::new(), [bytes.as_slice()]);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for c in cuts {
-                chunks.push(&bytes[last..c]);
-                last = c;
-            }
-            chunks.push(&bytes[last..]);
-            prop_assert_eq!(parse_all(SseParser::new(), chunks), whole);
+            prop_assert_eq!(parse_all(SseParser::new(), parser_laws::chunks(&bytes, cuts)), whole);
         }
 
         /// Whatever the bytes, the parser never panics and the output ends in exactly one terminal item
@@ -524,9 +515,7 @@ data: {\"error\":{\"code\":429,\"message\":\"Rate limit exceeded: free-models-pe
             let mut input = prefix.as_bytes().to_vec();
             input.extend_from_slice(&bytes);
             let out = parse_all(SseParser::new(), [input.as_slice()]);
-            let terminal = |e: &ParsedEvent| matches!(e, Err(_) | Ok(ProviderEvent::Done { .. }));
-            prop_assert_eq!(out.iter().filter(|e| terminal(e)).count(), 1);
-            prop_assert!(terminal(out.last().unwrap()));
+            parser_laws::ends_in_one_terminal_item(&out)?;
         }
     }
 }

@@ -78,7 +78,7 @@ pub(super) async fn register(rest: &Rest, ctx: &AdapterContext, application_id: 
                 .await
             {
                 Ok(()) => {
-                    tracing::info!(guild = ?guild.map(|g| g.get()), "discord: slash commands registered");
+                    tracing::info!(guild = ?guild.map(serenity::all::GuildId::get), "discord: slash commands registered");
                     break;
                 }
                 Err(RestError::RateLimited(wait)) if attempt < REGISTER_ATTEMPTS => {
@@ -102,8 +102,8 @@ pub fn command_text(command: &CommandInteraction) -> String {
                 text.push(' ');
                 text.push_str(s);
             }
-            CommandDataOptionValue::Integer(i) => text.push_str(&format!(" {i}")),
-            CommandDataOptionValue::Boolean(b) => text.push_str(&format!(" {b}")),
+            CommandDataOptionValue::Integer(i) => text = format!("{text} {i}"),
+            CommandDataOptionValue::Boolean(b) => text = format!("{text} {b}"),
             _ => {}
         }
     }
@@ -120,53 +120,8 @@ pub(super) async fn handle(
 ) {
     let config = shared.ctx.config.borrow().clone();
     let user = UserRef::new(Platform::Discord, command.user.id.to_string());
-    let (chat, chat_kind, scope) = if let Some(guild_id) = command.guild_id {
-        let kind = shared.channel_kind(rest, command.channel_id).await;
-        let guild = guild_id.to_string();
-        let channel = command.channel_id.to_string();
-        let parent = kind.parent.map(|p| p.to_string());
-        let roles: Vec<String> = command
-            .member
-            .as_ref()
-            .map(|m| m.roles.iter().map(ToString::to_string).collect())
-            .unwrap_or_default();
-        let facts = policy::GuildMessageFacts {
-            guild_id: &guild,
-            channel_id: &channel,
-            parent_id: parent.as_deref(),
-            roles: &roles,
-            // A slash command is addressed to the bot by construction.
-            mentions_bot: true,
-            replies_to_bot: true,
-            is_command: true,
-        };
-        if policy::admit_guild_message(&config.discord, &facts).is_err() {
-            return;
-        }
-        // Not a reply and not a mention: a thread's conversation in a thread, else the channel's.
-        let scope = policy::guild_scope(
-            kind.is_thread,
-            &channel,
-            &command.id.to_string(),
-            None,
-            false,
-            false,
-        );
-        (chat_of(command.channel_id, kind), ChatKind::Group, scope)
-    } else {
-        if !policy::admit_direct_message(
-            &config.discord,
-            &config.access.allowed_users,
-            &config.access.admins,
-            &user.to_string(),
-        ) {
-            return;
-        }
-        (
-            ChatRef::new(Platform::Discord, command.channel_id.to_string()),
-            ChatKind::Direct,
-            Scope::Chat,
-        )
+    let Some((chat, chat_kind, scope)) = admit(shared, rest, &config, &command, &user).await else {
+        return;
     };
     if shared.ctx.intake.is_cancelled() {
         if let Err(e) = rest
@@ -227,6 +182,65 @@ pub(super) async fn handle(
             render::render(rest, stage, ticket, target, stream, settings, on_posted).await;
         receipt.report(delivery);
     });
+}
+
+/// The chat, its kind and the conversation of a slash command the policy admits; `None` when it is not
+/// answered.
+async fn admit(
+    shared: &Shared,
+    rest: &Rest,
+    config: &crate::config::Config,
+    command: &CommandInteraction,
+    user: &UserRef,
+) -> Option<(ChatRef, ChatKind, Scope)> {
+    if let Some(guild_id) = command.guild_id {
+        let kind = shared.channel_kind(rest, command.channel_id).await;
+        let guild = guild_id.to_string();
+        let channel = command.channel_id.to_string();
+        let parent = kind.parent.map(|p| p.to_string());
+        let roles: Vec<String> = command
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let facts = policy::GuildMessageFacts {
+            guild_id: &guild,
+            channel_id: &channel,
+            parent_id: parent.as_deref(),
+            roles: &roles,
+            // A slash command is addressed to the bot by construction.
+            mentions_bot: true,
+            replies_to_bot: true,
+            is_command: true,
+        };
+        if policy::admit_guild_message(&config.discord, &facts).is_err() {
+            return None;
+        }
+        // Not a reply and not a mention: a thread's conversation in a thread, else the channel's.
+        let scope = policy::guild_scope(policy::ScopeFacts {
+            in_thread_channel: kind.is_thread,
+            channel_id: &channel,
+            message_id: &command.id.to_string(),
+            replied_scope: None,
+            replies_to_bot: false,
+            mentions_bot: false,
+        });
+        Some((chat_of(command.channel_id, kind), ChatKind::Group, scope))
+    } else {
+        if !policy::admit_direct_message(
+            &config.discord,
+            &config.access.allowed_users,
+            &config.access.admins,
+            &user.to_string(),
+        ) {
+            return None;
+        }
+        Some((
+            ChatRef::new(Platform::Discord, command.channel_id.to_string()),
+            ChatKind::Direct,
+            Scope::Chat,
+        ))
+    }
 }
 
 #[cfg(test)]

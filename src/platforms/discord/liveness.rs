@@ -61,7 +61,10 @@ impl ReconnectMeter {
     /// number within the window when that is a storm (more than [`STORM_LIMIT`]).
     pub fn record(&self) -> Option<usize> {
         let now = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.recent.push_back(now);
         while state
             .recent
@@ -130,7 +133,9 @@ impl Liveness {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
-        self.in_progress.lock().unwrap_or_else(|e| e.into_inner())
+        self.in_progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

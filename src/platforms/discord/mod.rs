@@ -26,7 +26,7 @@ use serenity::all::{
     ClientBuilder, ConnectionStage, Context, EventHandler, GatewayError, GatewayIntents,
     Interaction, Message, Ready, ResumedEvent, ShardStageUpdateEvent,
 };
-use serenity::model::id::{ApplicationId, ChannelId, UserId};
+use serenity::model::id::{ApplicationId, ChannelId, GuildId, MessageId, UserId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,7 +37,8 @@ use self::render::Target;
 use self::rest::{ChannelKind, Rest};
 use super::{AdapterContext, PlatformAdapter};
 use crate::clock::SystemClock;
-use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
+use crate::core::Receipt;
+use crate::domain::{ChatKind, ChatRef, Inbound, Platform, ReplyStream, Sender, UserRef};
 use crate::exit::Fatal;
 use crate::health::ComponentHandle;
 use crate::platforms::stream::Stage;
@@ -164,21 +165,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
     drop(token);
     let status = ctx.health.component(COMPONENT);
     status.set_status("connecting");
-    let shared = Arc::new(Shared {
-        ctx: ctx.clone(),
-        rest: OnceLock::new(),
-        bot: OnceLock::new(),
-        tasks: TaskTracker::new(),
-        stage: Arc::new(Stage::default()),
-        channels: Mutex::new(HashMap::new()),
-        status: status.clone(),
-        commands_registered: AtomicBool::new(false),
-        seen: Mutex::new(RecentIds::default()),
-        chains: ChainMap::new(ctx.store.clone().into_state(), Arc::new(SystemClock)),
-        liveness: Arc::new(Liveness::default()),
-        reconnects: ReconnectMeter::default(),
-        storm: CancellationToken::new(),
-    });
+    let shared = Arc::new(Shared::new(&ctx, status.clone()));
     // The pulse and the chain sweep run until this function returns (also when it is dropped), so the
     // adapter keeps beating while it drains replies on shutdown.
     let background = CancellationToken::new();
@@ -238,6 +225,27 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
     Ok(())
 }
 
+impl Shared {
+    /// The adapter's state before the gateway connects: no bot identity or REST handle yet.
+    fn new(ctx: &AdapterContext, status: ComponentHandle) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            rest: OnceLock::new(),
+            bot: OnceLock::new(),
+            tasks: TaskTracker::new(),
+            stage: Arc::new(Stage::default()),
+            channels: Mutex::new(HashMap::new()),
+            status,
+            commands_registered: AtomicBool::new(false),
+            seen: Mutex::new(RecentIds::default()),
+            chains: ChainMap::new(ctx.store.clone().into_state(), Arc::new(SystemClock)),
+            liveness: Arc::new(Liveness::default()),
+            reconnects: ReconnectMeter::default(),
+            storm: CancellationToken::new(),
+        }
+    }
+}
+
 /// Prunes the reply-chain map every [`chain::CHAIN_SWEEP_EVERY`] until `stop`.
 async fn sweep_chains(chains: ChainMap, stop: CancellationToken) {
     loop {
@@ -290,7 +298,7 @@ impl EventHandler for Handler {
             let shared = self.0.clone();
             tokio::spawn(async move {
                 commands::register(&shared_rest(&shared), &shared.ctx, identity.application_id)
-                    .await
+                    .await;
             });
         }
     }
@@ -353,103 +361,35 @@ impl Shared {
         }
     }
 
+    /// Answers one message: skips our own, bots' and replayed events, applies the admission policy,
+    /// hands the message to the core and renders its reply.
     async fn on_message(self: &Arc<Self>, message: Message) {
         let (Some(bot), Some(rest)) = (self.bot.get().copied(), self.rest.get().cloned()) else {
             return;
         };
-        if message.author.bot || message.author.id == bot.user_id {
-            return;
-        }
-        let fresh = self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(message.id.get());
-        if !fresh {
-            tracing::debug!("discord: dropped a replayed message event");
+        if !self.is_fresh_from_a_person(&message, bot) {
             return;
         }
         let config = self.ctx.config.borrow().clone();
-        let bot_id = bot.user_id.to_string();
         let user = UserRef::new(Platform::Discord, message.author.id.to_string());
-        let display_name = message
-            .member
-            .as_ref()
-            .and_then(|m| m.nick.clone())
-            .or_else(|| message.author.global_name.clone())
-            .unwrap_or_else(|| message.author.name.clone());
         let reply_to = message
             .message_reference
             .as_ref()
             .and_then(|r| r.message_id)
             .or_else(|| message.referenced_message.as_ref().map(|m| m.id));
-        let (chat, chat_kind, scope) = if let Some(guild_id) = message.guild_id {
-            let mentions_bot = message.mentions.iter().any(|u| u.id == bot.user_id)
-                || policy::mentions(&message.content, &bot_id);
-            let replied_scope = match reply_to {
-                Some(id) => self.chains.lookup(&id.to_string()).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "discord: reply-chain lookup failed");
-                    None
-                }),
-                None => None,
-            };
-            let replies_to_bot = message
-                .referenced_message
-                .as_ref()
-                .is_some_and(|m| m.author.id == bot.user_id);
-            let kind = self.channel_kind(&rest, message.channel_id).await;
-            let roles: Vec<String> = message
-                .member
-                .as_ref()
-                .map(|m| m.roles.iter().map(ToString::to_string).collect())
-                .unwrap_or_default();
-            let guild = guild_id.to_string();
-            let channel = message.channel_id.to_string();
-            let parent = kind.parent.map(|p| p.to_string());
-            let facts = GuildMessageFacts {
-                guild_id: &guild,
-                channel_id: &channel,
-                parent_id: parent.as_deref(),
-                roles: &roles,
-                mentions_bot,
-                replies_to_bot,
-                is_command: policy::is_command(
-                    &policy::strip_bot_mention(&message.content, &bot_id),
-                    crate::core::Core::commands(),
-                ),
-            };
-            if let Err(why) = policy::admit_guild_message(&config.discord, &facts) {
-                tracing::trace!(?why, "discord: message not answered");
-                return;
-            }
-            let scope = policy::guild_scope(
-                kind.is_thread,
-                &channel,
-                &message.id.to_string(),
-                replied_scope,
-                replies_to_bot,
-                mentions_bot,
-            );
-            (
-                chat_of(message.channel_id, kind),
-                ChatKind::Group,
-                Some(scope),
-            )
+        let admitted = if let Some(guild_id) = message.guild_id {
+            self.admit_guild(&message, guild_id, bot, &rest, &config, reply_to)
+                .await
         } else {
-            if !policy::admit_direct_message(
-                &config.discord,
-                &config.access.allowed_users,
-                &config.access.admins,
-                &user.to_string(),
-            ) {
-                tracing::debug!("discord: DM refused by the role allow list");
-                return;
-            }
-            (
-                ChatRef::new(Platform::Discord, message.channel_id.to_string()),
-                ChatKind::Direct,
-                None,
-            )
+            admit_direct(&message, &config, &user)
+        };
+        let Some(Admitted {
+            chat,
+            chat_kind,
+            scope,
+        }) = admitted
+        else {
+            return;
         };
         if self.ctx.intake.is_cancelled() {
             // Checked after the policy: only a message the bot would have answered gets the note.
@@ -464,21 +404,14 @@ impl Shared {
         if let Some(scope) = &scope {
             self.record_chain(&message.id.to_string(), scope);
         }
-        // A reply to someone else's message: the model needs that message to make sense of this one.
-        let quoted = message
-            .referenced_message
-            .as_deref()
-            .filter(|m| m.author.id != bot.user_id)
-            .map(|m| {
-                let author = m.author.global_name.as_deref().unwrap_or(&m.author.name);
-                (author, policy::strip_bot_mention(&m.content, &bot_id))
-            });
-        let text = policy::strip_bot_mention(&message.content, &bot_id);
         let inbound = Inbound {
             chat,
             chat_kind,
-            sender: Sender { user, display_name },
-            text: policy::with_quote(&text, quoted.as_ref().map(|(a, q)| (*a, q.as_str()))),
+            sender: Sender {
+                user,
+                display_name: display_name(&message),
+            },
+            text: quoted_text(&message, bot),
             addressed: true,
             reply_to: reply_to.map(|id| id.to_string()),
             thread: scope.clone().and_then(Scope::into_thread),
@@ -486,18 +419,113 @@ impl Shared {
         let Some((stream, receipt)) = self.ctx.core.handle_with_receipt(inbound) else {
             return;
         };
+        self.render_reply(&message, rest, &config, stream, receipt, scope);
+    }
+
+    /// Whether a message is a person's (not ours, not a bot's) and seen for the first time: the
+    /// gateway replays events after a resume.
+    fn is_fresh_from_a_person(&self, message: &Message, bot: BotIdentity) -> bool {
+        if message.author.bot || message.author.id == bot.user_id {
+            return false;
+        }
+        let fresh = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(message.id.get());
+        if !fresh {
+            tracing::debug!("discord: dropped a replayed message event");
+        }
+        fresh
+    }
+
+    /// The chat and conversation of a guild message the policy admits; `None` when it is not answered.
+    async fn admit_guild(
+        &self,
+        message: &Message,
+        guild_id: GuildId,
+        bot: BotIdentity,
+        rest: &Rest,
+        config: &crate::config::Config,
+        reply_to: Option<MessageId>,
+    ) -> Option<Admitted> {
+        let bot_id = bot.user_id.to_string();
+        let mentions_bot = message.mentions.iter().any(|u| u.id == bot.user_id)
+            || policy::mentions(&message.content, &bot_id);
+        let replied_scope = match reply_to {
+            Some(id) => self.chains.lookup(&id.to_string()).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "discord: reply-chain lookup failed");
+                None
+            }),
+            None => None,
+        };
+        let replies_to_bot = message
+            .referenced_message
+            .as_ref()
+            .is_some_and(|m| m.author.id == bot.user_id);
+        let kind = self.channel_kind(rest, message.channel_id).await;
+        let roles: Vec<String> = message
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let guild = guild_id.to_string();
+        let channel = message.channel_id.to_string();
+        let parent = kind.parent.map(|p| p.to_string());
+        let facts = GuildMessageFacts {
+            guild_id: &guild,
+            channel_id: &channel,
+            parent_id: parent.as_deref(),
+            roles: &roles,
+            mentions_bot,
+            replies_to_bot,
+            is_command: policy::is_command(
+                &policy::strip_bot_mention(&message.content, &bot_id),
+                crate::core::Core::commands(),
+            ),
+        };
+        if let Err(why) = policy::admit_guild_message(&config.discord, &facts) {
+            tracing::trace!(?why, "discord: message not answered");
+            return None;
+        }
+        let scope = policy::guild_scope(policy::ScopeFacts {
+            in_thread_channel: kind.is_thread,
+            channel_id: &channel,
+            message_id: &message.id.to_string(),
+            replied_scope,
+            replies_to_bot,
+            mentions_bot,
+        });
+        Some(Admitted {
+            chat: chat_of(message.channel_id, kind),
+            chat_kind: ChatKind::Group,
+            scope: Some(scope),
+        })
+    }
+
+    /// Renders the core's reply to `message` in a tracked task, recording each posted message in the
+    /// conversation's reply chain and reporting the delivery back to the core.
+    fn render_reply(
+        self: &Arc<Self>,
+        message: &Message,
+        rest: Arc<Rest>,
+        config: &crate::config::Config,
+        stream: ReplyStream,
+        receipt: Receipt,
+        scope: Option<Scope>,
+    ) {
         // Taken here, in the order the messages reached the core, so replies start in that order.
         let ticket = self.stage.order.ticket(render_key(message.channel_id));
         let target = Target::Channel {
             channel_id: message.channel_id,
             reply_to: Some(message.id),
         };
-        let settings = render_settings(&config);
+        let settings = render_settings(config);
         let shared = self.clone();
         let stage = self.stage.clone();
         self.tasks.spawn(async move {
             let chains = shared.clone();
-            let on_posted = Box::new(move |id: serenity::model::id::MessageId| {
+            let on_posted = Box::new(move |id: MessageId| {
                 if let Some(scope) = &scope {
                     chains.record_chain(&id.to_string(), scope);
                 }
@@ -520,7 +548,7 @@ impl Shared {
         if let Some(kind) = self
             .channels
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&channel_id)
         {
             return *kind;
@@ -529,7 +557,7 @@ impl Shared {
             Ok(kind) => {
                 self.channels
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(channel_id, kind);
                 kind
             }
@@ -546,6 +574,62 @@ impl Shared {
 
 /// The chat the core sees for a guild channel: a thread's parent channel (see the module doc), else
 /// the channel itself.
+/// Where an admitted message belongs: its chat, the chat's kind and (in guilds) its conversation.
+struct Admitted {
+    chat: ChatRef,
+    chat_kind: ChatKind,
+    scope: Option<Scope>,
+}
+
+/// The chat of a direct message the role allow list admits; `None` when it is refused.
+fn admit_direct(
+    message: &Message,
+    config: &crate::config::Config,
+    user: &UserRef,
+) -> Option<Admitted> {
+    if !policy::admit_direct_message(
+        &config.discord,
+        &config.access.allowed_users,
+        &config.access.admins,
+        &user.to_string(),
+    ) {
+        tracing::debug!("discord: DM refused by the role allow list");
+        return None;
+    }
+    Some(Admitted {
+        chat: ChatRef::new(Platform::Discord, message.channel_id.to_string()),
+        chat_kind: ChatKind::Direct,
+        scope: None,
+    })
+}
+
+/// The name the sender goes by here: their server nickname, else their global name, else their
+/// username.
+fn display_name(message: &Message) -> String {
+    message
+        .member
+        .as_ref()
+        .and_then(|m| m.nick.clone())
+        .or_else(|| message.author.global_name.clone())
+        .unwrap_or_else(|| message.author.name.clone())
+}
+
+/// The message's text without the bot's mention, quoting the message it replies to when that is
+/// someone else's: the model needs that message to make sense of this one.
+fn quoted_text(message: &Message, bot: BotIdentity) -> String {
+    let bot_id = bot.user_id.to_string();
+    let quoted = message
+        .referenced_message
+        .as_deref()
+        .filter(|m| m.author.id != bot.user_id)
+        .map(|m| {
+            let author = m.author.global_name.as_deref().unwrap_or(&m.author.name);
+            (author, policy::strip_bot_mention(&m.content, &bot_id))
+        });
+    let text = policy::strip_bot_mention(&message.content, &bot_id);
+    policy::with_quote(&text, quoted.as_ref().map(|(a, q)| (*a, q.as_str())))
+}
+
 fn chat_of(channel_id: ChannelId, kind: ChannelKind) -> ChatRef {
     let chat = match kind.parent {
         Some(parent) if kind.is_thread => parent,

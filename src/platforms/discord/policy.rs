@@ -164,6 +164,23 @@ impl Scope {
     }
 }
 
+/// What [`guild_scope`] needs to know about one guild message (named, so no call passes bare booleans).
+#[derive(Clone, Debug)]
+pub struct ScopeFacts<'a> {
+    /// The message was posted in a thread channel.
+    pub in_thread_channel: bool,
+    /// The channel (or thread) id.
+    pub channel_id: &'a str,
+    /// The message's own id, which names a conversation it starts.
+    pub message_id: &'a str,
+    /// The conversation of the message this one replies to, when we know it.
+    pub replied_scope: Option<Scope>,
+    /// The message replies to one of the bot's messages.
+    pub replies_to_bot: bool,
+    /// The message mentions the bot.
+    pub mentions_bot: bool,
+}
+
 /// Picks the conversation of a guild message:
 /// - in a thread channel, the thread is one conversation;
 /// - a reply to a message whose conversation is known continues that conversation, so two people can
@@ -171,22 +188,15 @@ impl Scope {
 /// - a fresh mention (or a reply to a message we never saw) starts a new conversation named after the
 ///   message itself;
 /// - anything else (policy `all`, unaddressed by mention) shares the channel's conversation.
-pub fn guild_scope(
-    is_thread_channel: bool,
-    channel_id: &str,
-    message_id: &str,
-    replied_scope: Option<Scope>,
-    replies_to_bot: bool,
-    mentions_bot: bool,
-) -> Scope {
-    if is_thread_channel {
-        return Scope::Thread(format!("thread-{channel_id}"));
+pub fn guild_scope(facts: ScopeFacts<'_>) -> Scope {
+    if facts.in_thread_channel {
+        return Scope::Thread(format!("thread-{}", facts.channel_id));
     }
-    if let Some(scope) = replied_scope {
+    if let Some(scope) = facts.replied_scope {
         return scope;
     }
-    if mentions_bot || replies_to_bot {
-        return Scope::Thread(format!("chain-{message_id}"));
+    if facts.mentions_bot || facts.replies_to_bot {
+        return Scope::Thread(format!("chain-{}", facts.message_id));
     }
     Scope::Chat
 }
@@ -308,20 +318,48 @@ mod tests {
     #[test]
     fn scopes_follow_threads_chains_and_fresh_mentions() {
         assert_eq!(
-            guild_scope(true, "t1", "m1", None, false, true),
+            guild_scope(ScopeFacts {
+                in_thread_channel: true,
+                channel_id: "t1",
+                message_id: "m1",
+                replied_scope: None,
+                replies_to_bot: false,
+                mentions_bot: true,
+            }),
             Scope::Thread("thread-t1".into())
         );
         let known = Scope::Thread("chain-m0".into());
         assert_eq!(
-            guild_scope(false, "c1", "m2", Some(known.clone()), true, true),
+            guild_scope(ScopeFacts {
+                in_thread_channel: false,
+                channel_id: "c1",
+                message_id: "m2",
+                replied_scope: Some(known.clone()),
+                replies_to_bot: true,
+                mentions_bot: true,
+            }),
             known
         );
         assert_eq!(
-            guild_scope(false, "c1", "m3", None, false, true),
+            guild_scope(ScopeFacts {
+                in_thread_channel: false,
+                channel_id: "c1",
+                message_id: "m3",
+                replied_scope: None,
+                replies_to_bot: false,
+                mentions_bot: true,
+            }),
             Scope::Thread("chain-m3".into())
         );
         assert_eq!(
-            guild_scope(false, "c1", "m4", None, false, false),
+            guild_scope(ScopeFacts {
+                in_thread_channel: false,
+                channel_id: "c1",
+                message_id: "m4",
+                replied_scope: None,
+                replies_to_bot: false,
+                mentions_bot: false,
+            }),
             Scope::Chat
         );
     }

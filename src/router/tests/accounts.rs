@@ -250,16 +250,7 @@ async fn a_rejected_key_is_warned_about_loudly_exactly_once() {
     const WARNING: &str = "API key REJECTED by the provider (HTTP 401)";
     let unauthorized = || Act::Fail(ProviderError::Unauthorized { status: 401 });
     // Two turns in flight on k1 both get its 401.
-    let gate = Arc::new(tokio::sync::Notify::new());
-    rig.free
-        .on_key("k1", Act::Gated(gate.clone(), Box::new(unauthorized())));
-    rig.free.on_key("k1", unauthorized());
-    let router = Arc::clone(&rig.router);
-    let first = tokio::spawn(async move { ask(&router, request("a", "hi")).await });
-    calls_reach(&rig.free, 1).await;
-    assert!(finished(&ask(&rig.router, request("b", "hi")).await));
-    gate.notify_one();
-    assert!(finished(&first.await.unwrap()));
+    two_turns_fail_on_k1_at_once(&rig, unauthorized).await;
     for _ in 0..3 {
         ask(&rig.router, request("c", "hi")).await;
     }
@@ -391,7 +382,7 @@ async fn a_recorded_hold_is_flushed_at_once() {
             ..ProviderSet::default()
         },
         store.clone(),
-        Arc::new(ManualClock(AtomicI64::new(NOON))),
+        Arc::new(ManualClock::new(NOON)),
     )
     .unwrap();
     assert!(finished(&ask(&router, request("c", "hi")).await));

@@ -21,16 +21,7 @@ async fn a_402_is_warned_once_per_key_with_its_fingerprint_until_the_key_recover
     let fp = fingerprint_str("k1");
     let no_credits = || Act::Fail(ProviderError::PaymentRequired);
     // Two turns in flight on k1 both get its 402: one warning.
-    let gate = Arc::new(tokio::sync::Notify::new());
-    rig.free
-        .on_key("k1", Act::Gated(gate.clone(), Box::new(no_credits())));
-    rig.free.on_key("k1", no_credits());
-    let router = Arc::clone(&rig.router);
-    let first = tokio::spawn(async move { ask(&router, request("a", "hi")).await });
-    calls_reach(&rig.free, 1).await;
-    assert!(finished(&ask(&rig.router, request("b", "hi")).await));
-    gate.notify_one();
-    assert!(finished(&first.await.unwrap()));
+    two_turns_fail_on_k1_at_once(&rig, no_credits).await;
     assert_eq!(rig.free.keys(), ["k1", "k1", "k2", "k2"]);
     assert_eq!(lines_with(&logs, &["WARN", WARNING]), 1);
     assert_eq!(

@@ -2,8 +2,12 @@
 //! fakes and helpers live here, the tests in the submodules by concern. The integration tests in
 //! `tests/router.rs` run the same router against the HTTP simulators.
 
+// A test's constants stand beside the step that uses them, and `_alive` guards hold a value for a
+// future's whole life: both read better here than the pedantic alternatives.
+#![allow(clippy::items_after_statements, clippy::no_effect_underscore_binding)]
+
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::free_first::{FreeFirstRouter, ProviderSet};
 use super::{CompletionRequest, LlmRouter};
-use crate::clock::{Clock, DAY_MS};
+use crate::clock::{ManualClock, DAY_MS};
 use crate::config::{Config, Secrets};
 use crate::domain::{
     ChatMessage, ChatRef, ConversationKey, FailureKind, Platform, ReplyEvent, Role, Usage, UserRef,
@@ -26,18 +30,6 @@ use crate::store::memory::MemoryStore;
 use crate::store::{Durable, HistoryStore, StateStore, Store};
 
 const NOON: i64 = 20_000 * DAY_MS + DAY_MS / 2;
-
-struct ManualClock(AtomicI64);
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-impl ManualClock {
-    fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
 
 /// What the fake does with one call.
 #[derive(Clone)]
@@ -219,7 +211,7 @@ fn rig_with(config: Config, or_keys: &[&str], ollama_keys: &[&str]) -> Rig {
     };
     let free = Fake::new("openrouter");
     let paid = Fake::new("ollama-cloud");
-    let clock = Arc::new(ManualClock(AtomicI64::new(NOON)));
+    let clock = Arc::new(ManualClock::new(NOON));
     let store = Arc::new(MemoryStore::new());
     let router = build(&config, &secrets, &free, &paid, &store, &clock);
     Rig {
@@ -341,6 +333,21 @@ fn rate_limited(secs: u64) -> Act {
         reset_at_ms: None,
         daily: false,
     })
+}
+
+/// Two turns in flight on k1 both get `fail`'s error: the first is held at k1 until the second has
+/// been answered, then released; both still end in an answer.
+async fn two_turns_fail_on_k1_at_once(rig: &Rig, fail: impl Fn() -> Act) {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    rig.free
+        .on_key("k1", Act::Gated(gate.clone(), Box::new(fail())));
+    rig.free.on_key("k1", fail());
+    let router = Arc::clone(&rig.router);
+    let first = tokio::spawn(async move { ask(&router, request("a", "hi")).await });
+    calls_reach(&rig.free, 1).await;
+    assert!(finished(&ask(&rig.router, request("b", "hi")).await));
+    gate.notify_one();
+    assert!(finished(&first.await.unwrap()));
 }
 
 /// Waits until the fake has seen `n` calls (a spawned turn reached its provider call).

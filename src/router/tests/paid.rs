@@ -116,7 +116,7 @@ async fn background_refresh_runs_periodically_until_shutdown_and_reload_keeps_st
             ..ProviderSet::default()
         },
         Arc::new(MemoryStore::new()),
-        Arc::new(ManualClock(AtomicI64::new(NOON))),
+        Arc::new(ManualClock::new(NOON)),
     )
     .unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -167,7 +167,7 @@ struct Hanging {
 }
 
 impl ChatProvider for Hanging {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "openrouter"
     }
     fn chat_stream(
@@ -200,7 +200,7 @@ async fn dropping_the_reply_stream_cancels_the_provider_call() {
             ..ProviderSet::default()
         },
         Arc::new(MemoryStore::new()),
-        Arc::new(ManualClock(AtomicI64::new(NOON))),
+        Arc::new(ManualClock::new(NOON)),
     )
     .unwrap();
     let mut reply = router.complete(request("c", "hi"));
@@ -257,7 +257,7 @@ fn with_local(
             ..ProviderSet::default()
         },
         Arc::new(MemoryStore::new()),
-        Arc::new(ManualClock(AtomicI64::new(NOON))),
+        Arc::new(ManualClock::new(NOON)),
     )
 }
 
