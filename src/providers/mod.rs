@@ -11,6 +11,7 @@
 //! | [`lines`], [`sanitize`] | byte line splitting; making provider messages safe to carry |
 
 pub mod http;
+mod item;
 pub mod lines;
 pub mod ndjson;
 pub mod ollama;

@@ -6,9 +6,8 @@
 
 use serde::Deserialize;
 
-use super::http::map_stream_error;
+use super::item::{self, Common};
 use super::lines::LineSplitter;
-use super::sanitize::sanitize_message;
 use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
 use crate::domain::Usage;
 
@@ -78,31 +77,17 @@ impl State {
         if self.ended || line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let obj: Line = match serde_json::from_slice(line) {
+        let obj: Line = match item::decode(line, "NDJSON line") {
             Ok(o) => o,
-            Err(e) => {
-                self.fail(
-                    out,
-                    ProviderError::Malformed(sanitize_message(&format!("bad NDJSON line: {e}"))),
-                );
-                return;
-            }
+            Err(e) => return self.fail(out, e),
         };
-        if let Some(error) = obj.error {
-            // An error code with its own reaction (429, 402, 401/403) keeps it; the rest are mid-stream.
-            self.fail(out, map_stream_error(&error));
-            return;
-        }
-        if let Some(model) = obj.model.filter(|m| !m.is_empty()) {
-            if !self.model_seen {
-                self.model_seen = true;
-                out.push(Ok(ProviderEvent::Model(model)));
-            }
-        }
-        if let Some(content) = obj.message.and_then(|m| m.content) {
-            if !content.is_empty() {
-                out.push(Ok(ProviderEvent::Delta(content)));
-            }
+        let common = Common {
+            error: obj.error,
+            model: obj.model,
+            content: obj.message.and_then(|m| m.content),
+        };
+        if let Err(e) = item::pass_on(common, &mut self.model_seen, out) {
+            return self.fail(out, e);
         }
         if obj.done {
             self.ended = true;

@@ -8,9 +8,8 @@
 
 use serde::Deserialize;
 
-use super::http::map_stream_error;
+use super::item::{self, Common};
 use super::lines::{LineSplitter, MAX_LINE_BYTES};
-use super::sanitize::sanitize_message;
 use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
 use crate::domain::Usage;
 
@@ -150,36 +149,25 @@ impl State {
         if data.is_empty() {
             return;
         }
-        let chunk: Chunk = match serde_json::from_str(data) {
+        let chunk: Chunk = match item::decode(data.as_bytes(), "event JSON") {
             Ok(c) => c,
-            Err(e) => {
-                self.fail(
-                    out,
-                    ProviderError::Malformed(sanitize_message(&format!("bad event JSON: {e}"))),
-                );
-                return;
-            }
+            Err(e) => return self.fail(out, e),
         };
-        if let Some(error) = chunk.error {
-            // An error code with its own reaction (429, 402, 401/403) keeps it; the rest are mid-stream.
-            self.fail(out, map_stream_error(&error));
-            return;
+        let choice = chunk.choices.into_iter().next();
+        let (content, finish_reason) = match choice {
+            Some(c) => (c.delta.and_then(|d| d.content), c.finish_reason),
+            None => (None, None),
+        };
+        let common = Common {
+            error: chunk.error,
+            model: chunk.model,
+            content,
+        };
+        if let Err(e) = item::pass_on(common, &mut self.model_seen, out) {
+            return self.fail(out, e);
         }
-        if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
-            if !self.model_seen {
-                self.model_seen = true;
-                out.push(Ok(ProviderEvent::Model(model)));
-            }
-        }
-        if let Some(choice) = chunk.choices.into_iter().next() {
-            if let Some(content) = choice.delta.and_then(|d| d.content) {
-                if !content.is_empty() {
-                    out.push(Ok(ProviderEvent::Delta(content)));
-                }
-            }
-            if let Some(reason) = choice.finish_reason {
-                self.finish_reason = Some(reason);
-            }
+        if finish_reason.is_some() {
+            self.finish_reason = finish_reason;
         }
         if let Some(usage) = chunk.usage {
             self.usage = Usage {
