@@ -201,7 +201,10 @@ async fn daemon_bench() {
     std::fs::write(&config_path, daemon_config()).unwrap();
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    // SB_BENCH_BIN runs another build of the daemon (an older commit, side by side in one run).
+    let daemon =
+        std::env::var("SB_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").into());
+    let mut child = tokio::process::Command::new(daemon)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("STATE_DIRECTORY", dir.path().join("state"))

@@ -37,6 +37,9 @@ pub const TYPING_TIMEOUT: Duration = Duration::from_secs(3);
 const ENDED_UNEXPECTEDLY: &str =
     "Something went wrong on my side and the answer stopped. Please try again.";
 
+/// A write slot the adapter granted ([`Surface::write_slot`]; no permit where it needs none).
+struct Granted(Option<OwnedSemaphorePermit>);
+
 /// How one reply is shown.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
@@ -115,8 +118,12 @@ impl<S: Surface> Reply<S> {
         let mut events: Option<Events> = Some(AssertUnwindSafe(stream).catch_unwind());
         let mut attempts = 0u32;
         let far = || Instant::now() + Duration::from_secs(86_400);
-        self.spawn_typing();
-        let mut typing_at = Instant::now() + self.surface.typing_repeat();
+        // "typing" is due at once but comes after ready text in the `biased` select below: an answer
+        // that is already there is sent without a typing call first (one write less per reply).
+        let mut typing_at = Instant::now();
+        // The flush time has come; the write slot is awaited in the select below, so deltas that arrive
+        // meanwhile still join this write instead of needing another edit after it.
+        let mut due = false;
         loop {
             if self.draft.finished {
                 events = None; // A capped reply stops the model too.
@@ -142,8 +149,10 @@ impl<S: Surface> Reply<S> {
                     self.on_event(event);
                 }
                 () = self.ticket.due(), if want_flush && !my_turn => {}
-                () = sleep_until(flush_at), if want_flush && my_turn => {
-                    match self.flush().await {
+                () = sleep_until(flush_at), if want_flush && my_turn && !due => due = true,
+                permit = self.surface.write_slot(), if want_flush && my_turn && due => {
+                    due = false;
+                    match self.flush(Some(Granted(permit))).await {
                         Ok(done) => {
                             attempts = 0;
                             self.dirty = !done;
@@ -257,7 +266,7 @@ impl<S: Surface> Reply<S> {
     /// ones, in order. Each request takes its own pacing slot: when one flush needs several (an edit
     /// that closes a message and the new message after it), or another reply in the chat took the
     /// slot, it stops and returns `Ok(false)`; the rest goes when the next slot is free.
-    async fn flush(&mut self) -> Result<bool, WriteError> {
+    async fn flush(&mut self, mut held: Option<Granted>) -> Result<bool, WriteError> {
         let chunks = self.chunks();
         for (i, chunk) in chunks.iter().enumerate() {
             if Self::blank(chunk) {
@@ -268,7 +277,7 @@ impl<S: Surface> Reply<S> {
             if !self.needs_update(i, chunk) {
                 continue;
             }
-            let Some(_permit) = self.slot().await else {
+            let Some(_permit) = self.slot(held.take()).await else {
                 return Ok(false);
             };
             match self.put_chunk(i, chunk).await {
@@ -342,12 +351,15 @@ impl<S: Surface> Reply<S> {
     /// Waits for a write slot, then takes the chat's pacing slot right before the request goes (so
     /// two requests to one chat are never closer than the interval, however long the wait for a
     /// write slot was). `None`: another reply of the chat took the pacing slot meanwhile.
-    async fn slot(&self) -> Option<Option<OwnedSemaphorePermit>> {
-        let permit = self.surface.write_slot().await;
+    async fn slot(&self, held: Option<Granted>) -> Option<Granted> {
+        let permit = match held {
+            Some(Granted(permit)) => permit,
+            None => self.surface.write_slot().await,
+        };
         self.stage
             .pacer
             .take(self.surface.chat(), self.settings.interval)
-            .then_some(permit)
+            .then_some(Granted(permit))
     }
 
     /// Charges a request that went without a slot of its own (a resend right after a refused one).

@@ -178,6 +178,7 @@ impl AccountBook {
     }
 
     /// Whether the account can take a request at `now_ms`. Does not change anything.
+    #[inline]
     pub fn availability(&self, account: usize, now_ms: i64) -> Availability {
         let a = &self.accounts[account];
         let rejected = a
@@ -307,12 +308,16 @@ impl AccountBook {
         accounts.iter().any(|&a| self.usable(a, now_ms, avoid))
     }
 
+    #[inline]
     fn usable(&self, account: usize, now_ms: i64, avoid: &[usize]) -> bool {
+        // `Ready` already means some key is not rejected: the key scan is only needed when keys are
+        // avoided (the routing decision's hot path has none).
         self.availability(account, now_ms) == Availability::Ready
-            && self.accounts[account]
-                .keys
-                .iter()
-                .any(|k| self.keys[*k].rejected.is_none() && !avoid.contains(k))
+            && (avoid.is_empty()
+                || self.accounts[account]
+                    .keys
+                    .iter()
+                    .any(|k| self.keys[*k].rejected.is_none() && !avoid.contains(k)))
     }
 
     fn next_key(&mut self, account: usize, avoid: &[usize]) -> Option<usize> {
