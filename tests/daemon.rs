@@ -115,7 +115,7 @@ async fn telegram_route(
         "sendchataction" if tg.lock().unwrap().echo_token => (
             StatusCode::BAD_REQUEST,
             Json(json!({"ok": false, "error_code": 400, "description": format!(
-                "Bad Request: cannot forward https://api.telegram.org/bot{}/sendChatAction",
+                "Bad Request: cannot forward https://bot-api.invalid/bot{}/sendChatAction",
                 percent_encoded(TOKEN, false))})),
         )
             .into_response(),
