@@ -377,48 +377,48 @@ mod tests {
     #[test]
     fn errors_map_to_actions() {
         let api = Api::new(&SecretString::from("1:x"), "http://127.0.0.1:9").unwrap();
-        assert_eq!(
-            api.classify(RequestError::RetryAfter(
-                teloxide::types::Seconds::from_seconds(5)
-            )),
-            ApiFailure::RetryAfter(Duration::from_secs(5))
-        );
-        assert_eq!(
-            api.classify(RequestError::Api(ApiError::MessageNotModified)),
-            ApiFailure::NotModified
-        );
-        assert_eq!(
-            api.classify(RequestError::Api(ApiError::CantParseEntities(
-                "Bad Request: can't parse entities: x".into()
-            ))),
-            ApiFailure::CantParseEntities
-        );
-        assert_eq!(
-            api.classify(RequestError::Api(ApiError::TerminatedByOtherGetUpdates)),
-            ApiFailure::Conflict
-        );
-        assert_eq!(
-            api.classify(RequestError::Api(ApiError::Unknown(
-                "Bad Request: message is not modified".into()
-            ))),
-            ApiFailure::NotModified
-        );
-        assert_eq!(
-            api.classify(RequestError::Api(ApiError::MessageToEditNotFound)),
-            ApiFailure::MessageGone
-        );
+        let unknown = |text: &str| RequestError::Api(ApiError::Unknown(text.into()));
+        let cases = [
+            (
+                RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(5)),
+                ApiFailure::RetryAfter(Duration::from_secs(5)),
+            ),
+            (
+                RequestError::Api(ApiError::MessageNotModified),
+                ApiFailure::NotModified,
+            ),
+            (
+                RequestError::Api(ApiError::CantParseEntities(
+                    "Bad Request: can't parse entities: x".into(),
+                )),
+                ApiFailure::CantParseEntities,
+            ),
+            (
+                RequestError::Api(ApiError::TerminatedByOtherGetUpdates),
+                ApiFailure::Conflict,
+            ),
+            (
+                unknown("Bad Request: message is not modified"),
+                ApiFailure::NotModified,
+            ),
+            (
+                RequestError::Api(ApiError::MessageToEditNotFound),
+                ApiFailure::MessageGone,
+            ),
+            // HTML that shows nothing after entity parsing: resent as plain text, never retried as is.
+            (
+                RequestError::Api(ApiError::MessageTextIsEmpty),
+                ApiFailure::EmptyText,
+            ),
+            (
+                unknown("Bad Request: text must be non-empty; message text is empty"),
+                ApiFailure::EmptyText,
+            ),
+        ];
+        for (error, action) in cases {
+            assert_eq!(api.classify(error), action);
+        }
         assert!(!ApiFailure::MessageGone.is_transient());
-        // HTML that shows nothing after entity parsing: resent as plain text, never retried as is.
-        assert_eq!(
-            api.classify(RequestError::Api(ApiError::MessageTextIsEmpty)),
-            ApiFailure::EmptyText
-        );
-        assert_eq!(
-            api.classify(RequestError::Api(ApiError::Unknown(
-                "Bad Request: text must be non-empty; message text is empty".into()
-            ))),
-            ApiFailure::EmptyText
-        );
         assert!(!ApiFailure::EmptyText.is_transient());
     }
 }
