@@ -31,7 +31,7 @@ use switchboard::providers::{
     ChatProvider, ProviderError, ProviderEvent, ProviderRequest, ProviderStream,
 };
 use switchboard::router::{
-    CompletionRequest, FreeFirstRouter, KeyQuota, LlmRouter, ProviderSet, QuotaProbe,
+    CompletionRequest, FreeFirstRouter, KeyQuota, LlmRouter, ModelSelector, ProviderSet, QuotaProbe,
 };
 use switchboard::sim::openrouter::{SimKey, SimModel, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::store::memory::MemoryStore;
@@ -137,6 +137,9 @@ fn request(i: usize) -> CompletionRequest {
         history: Vec::new(),
         prompt: ChatMessage::new(Role::User, "hello"),
         model: None,
+        selector: ModelSelector::Policy,
+        params: switchboard::generation::GenerationParams::default(),
+        sticky: true,
         paid_allowed: true,
         max_tokens: None,
     }
@@ -183,6 +186,7 @@ async fn ttft_bench() {
                     model: MODEL.into(),
                     messages: vec![ChatMessage::new(Role::User, "hello")],
                     max_tokens: None,
+                    params: switchboard::generation::GenerationParams::default(),
                 },
             )
             .await
@@ -205,6 +209,7 @@ async fn ttft_bench() {
                         ChatMessage::new(Role::User, "hello"),
                     ],
                     max_tokens: None,
+                    params: switchboard::generation::GenerationParams::default(),
                 },
             )
             .await

@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::generation::{ImageData, ToolCall, ToolCallDelta};
+
 /// The place a message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,6 +18,8 @@ pub enum Platform {
     Discord,
     /// `switchboard chat` / `switchboard demo` in a terminal.
     Terminal,
+    /// A program calling the local LLM API (Ollama- or OpenAI-compatible).
+    Api,
 }
 
 impl Platform {
@@ -25,6 +29,7 @@ impl Platform {
             Self::Telegram => "telegram",
             Self::Discord => "discord",
             Self::Terminal => "terminal",
+            Self::Api => "api",
         }
     }
 }
@@ -153,6 +158,8 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
+    /// A tool's result, answering one of the model's tool calls (local API only).
+    Tool,
 }
 
 impl Role {
@@ -162,6 +169,7 @@ impl Role {
             Self::System => "system",
             Self::User => "user",
             Self::Assistant => "assistant",
+            Self::Tool => "tool",
         }
     }
 }
@@ -173,14 +181,31 @@ pub struct ChatMessage {
     pub role: Role,
     /// What was written.
     pub content: String,
+    /// Images attached to it (user messages). Never stored with history: bytes live only in the request.
+    #[serde(skip)]
+    pub images: Vec<ImageData>,
+    /// The tool calls an assistant message made (local API only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `tool` message: the id of the call it answers (and, for Ollama, the tool's name in
+    /// `tool_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For a `tool` message: the function's name, when the client gave it (Ollama `tool_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
 }
 
 impl ChatMessage {
-    /// A message with `role` and `content`.
+    /// A plain text message with `role` and `content`.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
         Self {
             role,
             content: content.into(),
+            images: Vec::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            tool_name: None,
         }
     }
 }
@@ -254,6 +279,13 @@ pub enum FailureKind {
     Refused,
     /// A bug on our side (a contained panic or an internal error).
     Internal,
+    /// The model asked for is not one the router knows (local API: 404).
+    UnknownModel,
+    /// Every candidate is at a rate or quota limit; `retry_after` says when one frees (local API: 429).
+    RateLimited,
+    /// The request cannot be served as asked (a model that cannot take images or tools, a prompt too
+    /// long for every model; local API: 400).
+    BadRequest,
 }
 
 /// A reason safe to show a user: no URL, key, or raw provider body ever goes in here.
@@ -263,6 +295,10 @@ pub struct UserFacingError {
     pub kind: FailureKind,
     /// A short friendly sentence for the user.
     pub message: String,
+    /// When asking again may succeed (a per-minute limit, or the free quota's UTC-midnight reset), if
+    /// known; the local API sends it as `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl UserFacingError {
@@ -271,17 +307,29 @@ impl UserFacingError {
         Self {
             kind,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same failure, saying when to ask again.
+    #[must_use]
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 }
 
-/// How a reply ended well.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How a reply ended well. `Completion::default()` is a reply switchboard wrote itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completion {
     /// Who answered; `None` for replies the core wrote itself (command output).
     pub source: Option<AnswerSource>,
     /// Token usage of this answer.
     pub usage: Usage,
+    /// Whether `usage` is switchboard's estimate because the provider reported none.
+    pub usage_estimated: bool,
+    /// Why the model stopped (`stop`, `length`, `tool_calls`), if known.
+    pub finish_reason: Option<String>,
 }
 
 /// One step of a reply, in order: at most one `Started`, any `Notice`s and `Delta`s, then exactly one of
@@ -294,6 +342,11 @@ pub enum ReplyEvent {
     Notice(String),
     /// The next piece of the answer.
     Delta(String),
+    /// The next piece of the model's reasoning ("thinking"); the bots do not show it, the local API
+    /// passes it on (`message.thinking`, `delta.reasoning`).
+    Reasoning(String),
+    /// The next piece of a tool call (local API only; a bot never sends tools).
+    ToolCall(ToolCallDelta),
     /// The answer is complete.
     Finished(Completion),
     /// The reply ended without a complete answer (possibly after some deltas).

@@ -15,6 +15,7 @@
 //! | [`domain`] | the shared vocabulary: `Inbound`, `ReplyEvent`, identifiers |
 //! | [`config`] | TOML + environment + credentials, validated once at start-up |
 //! | [`core`] | inbound → command or turn; access, limits, ordering, context |
+//! | [`generation`] | images, tools, sampling and output format: what a request may ask beyond text |
 //! | [`context`] | fitting history into a model's window |
 //! | [`router`] | tiers, accounts, quotas, cooldowns, fallback (the [`router::LlmRouter`] seam) |
 //! | [`providers`] | OpenRouter/OpenAI-compatible and Ollama wire clients and stream parsers |
@@ -39,6 +40,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod domain;
 pub mod exit;
+pub mod generation;
 pub mod health;
 pub mod logging;
 pub mod platforms;

@@ -47,6 +47,7 @@ fn request(model: &str, prompt: &str) -> ProviderRequest {
             ChatMessage::new(Role::User, prompt),
         ],
         max_tokens: None,
+        params: switchboard::generation::GenerationParams::default(),
     }
 }
 
@@ -218,6 +219,7 @@ async fn ollama_streams_and_completes() {
 async fn both_clients_send_the_answer_length_cap_in_their_own_wire_form() {
     let capped = |model: &str| ProviderRequest {
         max_tokens: Some(1024),
+        params: switchboard::generation::GenerationParams::default(),
         ..request(model, "hi")
     };
     let or_sim = SimOpenRouter::start(SimOpenRouterOptions::default())

@@ -22,7 +22,7 @@ use switchboard::doctor::run_check;
 use switchboard::domain::{
     ChatMessage, ChatRef, ConversationKey, FailureKind, Platform, ReplyEvent, Role, UserRef,
 };
-use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter};
+use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter, ModelSelector};
 use switchboard::secrets::fingerprint_str;
 use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
 use switchboard::sim::openrouter::{SimKey, SimModel, SimOpenRouter, SimOpenRouterOptions};
@@ -140,6 +140,9 @@ fn request(conversation: &str) -> CompletionRequest {
         history: Vec::new(),
         prompt: ChatMessage::new(Role::User, "hello"),
         model: None,
+        selector: ModelSelector::Policy,
+        params: switchboard::generation::GenerationParams::default(),
+        sticky: true,
         paid_allowed: true,
         max_tokens: None,
     }

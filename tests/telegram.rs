@@ -27,8 +27,7 @@ use switchboard::clock::{SystemClock, TokioClock};
 use switchboard::config::Config;
 use switchboard::core::Core;
 use switchboard::domain::{
-    AnswerSource, Completion, FailureKind, ReplyEvent, ReplyStream, TierName, Usage,
-    UserFacingError,
+    AnswerSource, Completion, FailureKind, ReplyEvent, ReplyStream, TierName, UserFacingError,
 };
 use switchboard::exit::Fatal;
 use switchboard::health::Health;
@@ -113,7 +112,7 @@ fn source() -> AnswerSource {
 fn finished() -> ReplyEvent {
     ReplyEvent::Finished(Completion {
         source: Some(source()),
-        usage: Usage::default(),
+        ..Completion::default()
     })
 }
 

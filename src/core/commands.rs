@@ -11,7 +11,7 @@ use super::{failed, reply_text, usage, Access, Core};
 use crate::config::{Config, MAX_SYSTEM_PROMPT_CHARS};
 use crate::domain::{
     ChatKind, ChatRef, Completion, ConversationKey, FailureKind, Inbound, ReplyEvent, ReplyStream,
-    Usage, UserFacingError,
+    UserFacingError,
 };
 use crate::store::{get_json, put_json, Store, StoreError};
 use crate::text::count;
@@ -188,10 +188,7 @@ impl Core {
                         "Started a new conversation — I've forgotten the earlier messages."
                             .to_owned(),
                     ),
-                    ReplyEvent::Finished(Completion {
-                        source: None,
-                        usage: Usage::default(),
-                    }),
+                    ReplyEvent::Finished(Completion::default()),
                 ],
                 Err(e) => {
                     tracing::error!(error = %e, "store failure in /reset");

@@ -29,7 +29,7 @@ use crate::clock::{utc_day, SharedClock};
 use crate::config::{Config, Scope};
 use crate::domain::{
     ChatKind, Completion, ConversationKey, FailureKind, Inbound, Platform, ReplyEvent, ReplyStream,
-    Usage, UserFacingError,
+    UserFacingError,
 };
 use crate::router::LlmRouter;
 use crate::store::{DatedNamespace, Store};
@@ -370,10 +370,7 @@ fn tokio_stream_from(mut rx: mpsc::Receiver<ReplyEvent>) -> ReplyStream {
 pub(crate) fn reply_text(text: String) -> ReplyStream {
     stream::iter([
         ReplyEvent::Delta(text),
-        ReplyEvent::Finished(Completion {
-            source: None,
-            usage: Usage::default(),
-        }),
+        ReplyEvent::Finished(Completion::default()),
     ])
     .boxed()
 }

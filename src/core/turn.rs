@@ -207,6 +207,9 @@ impl TurnContext<'_> {
             history: history.iter().map(to_message).collect(),
             prompt: ChatMessage::new(Role::User, with_author(self.author, self.prompt)),
             model: settings.model,
+            selector: crate::router::ModelSelector::Policy,
+            params: crate::generation::GenerationParams::default(),
+            sticky: true,
             paid_allowed: usage::paid_allowed(self.core, config, &sender.user),
             max_tokens: Some(if settings.long {
                 config.core.long_max_tokens

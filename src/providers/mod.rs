@@ -26,6 +26,7 @@ use futures_util::stream::BoxStream;
 use secrecy::SecretString;
 
 use crate::domain::{ChatMessage, Usage};
+use crate::generation::{GenerationParams, ToolCallDelta};
 
 /// One chat request to one model on one provider.
 #[derive(Clone, Debug)]
@@ -36,6 +37,29 @@ pub struct ProviderRequest {
     pub messages: Vec<ChatMessage>,
     /// The most tokens the answer may have (`max_tokens` / Ollama's `num_predict`); `None` sends no cap.
     pub max_tokens: Option<u32>,
+    /// Sampling, tools, output format and reasoning, written in the provider's wire format (fields a
+    /// provider has no place for are dropped).
+    pub params: GenerationParams,
+}
+
+/// One embeddings request to one model on one provider.
+#[derive(Clone, Debug)]
+pub struct EmbedCall {
+    /// The embedding model, as configured.
+    pub model: String,
+    /// The texts, in order.
+    pub inputs: Vec<String>,
+}
+
+/// A provider's embeddings, one vector per input in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmbedResult {
+    /// The model that answered, as the provider named it.
+    pub model: Option<String>,
+    /// One vector per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// Prompt tokens, if reported.
+    pub prompt_tokens: Option<u64>,
 }
 
 /// One step of a provider's streamed answer.
@@ -45,6 +69,10 @@ pub enum ProviderEvent {
     Model(String),
     /// The next piece of text.
     Delta(String),
+    /// The next piece of the model's reasoning (OpenRouter `delta.reasoning`, Ollama `message.thinking`).
+    Reasoning(String),
+    /// The next piece of a tool call.
+    ToolCall(ToolCallDelta),
     /// The answer is complete (`[DONE]` / `finish_reason` / `"done": true` seen).
     Done {
         /// Token usage, if reported.
@@ -134,6 +162,17 @@ pub trait ChatProvider: Send + Sync + 'static {
         key: Option<&SecretString>,
         request: ProviderRequest,
     ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>>;
+
+    /// Embeds texts (OpenAI-compatible `POST /embeddings`, Ollama `POST /api/embed`). One HTTP attempt;
+    /// the default is a provider that has no embeddings.
+    fn embed(
+        &self,
+        key: Option<&SecretString>,
+        call: EmbedCall,
+    ) -> BoxFuture<'static, Result<EmbedResult, ProviderError>> {
+        let _ = (key, call);
+        Box::pin(async { Err(ProviderError::ModelNotFound) })
+    }
 }
 
 /// One parsed item of a stream, as a parser yields it.

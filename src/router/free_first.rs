@@ -287,6 +287,10 @@ impl LlmRouter for FreeFirstRouter {
                     tier: t.name.clone(),
                     provider: t.provider_name.clone(),
                     context_window: m.context_window,
+                    capabilities: crate::generation::Capabilities {
+                        completion: true,
+                        ..Default::default()
+                    },
                 })
             })
             .collect()

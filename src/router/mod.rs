@@ -22,7 +22,13 @@ pub use free_first::{FreeFirstRouter, KeyQuota, ProviderSet, QuotaProbe};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ChatMessage, ChatRef, ConversationKey, ReplyStream, TierName, UserRef};
+use futures_util::future::BoxFuture;
+
+use crate::domain::{
+    AnswerSource, ChatMessage, ChatRef, ConversationKey, FailureKind, ReplyStream, TierName,
+    UserFacingError, UserRef,
+};
+use crate::generation::{Capabilities, GenerationParams};
 
 /// What the core asks of the router for one turn.
 #[derive(Clone, Debug)]
@@ -40,13 +46,59 @@ pub struct CompletionRequest {
     pub history: Vec<ChatMessage>,
     /// The newest user turn.
     pub prompt: ChatMessage,
-    /// A model the chat picked with `/model`; `None` lets the policy choose.
+    /// A model the chat picked with `/model`; `None` lets the policy choose. Tried first, then the
+    /// policy's order (the bots' preference); [`CompletionRequest::selector`] restricts instead.
     pub model: Option<String>,
+    /// Which models may answer at all (the local API's `auto`, `free`, `paid` or an exact model).
+    /// The bots use [`ModelSelector::Policy`].
+    pub selector: ModelSelector,
+    /// Sampling, tools, output format and reasoning (the local API's); the bots send the defaults.
+    pub params: GenerationParams,
+    /// Whether the answer may be remembered as this conversation's sticky model. The local API's
+    /// requests are stateless and leave it off.
+    pub sticky: bool,
     /// False when this user's daily paid-tier cap is reached: only free tiers may answer.
     pub paid_allowed: bool,
     /// The most tokens the answer may have (`core.max_tokens`, or `core.long_max_tokens` after `/long`),
     /// passed to the provider; `None` sends no cap.
     pub max_tokens: Option<u32>,
+}
+
+/// Which models may answer a request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ModelSelector {
+    /// The free-first policy, as the bots use it (the API's `auto`).
+    #[default]
+    Policy,
+    /// Free tiers only (the API's `free`): never a paid request, whatever happens.
+    FreeOnly,
+    /// Paid tiers only (the API's `paid`), still subject to the paid switches and caps.
+    PaidOnly,
+    /// Exactly this model, on whichever tier and accounts serve it (fallback over accounts and keys,
+    /// never to another model). `openrouter/free` is a model here.
+    Exact(String),
+}
+
+/// A request for embeddings (the local API's `/api/embed`, `/api/embeddings`, `/v1/embeddings`).
+#[derive(Clone, Debug)]
+pub struct EmbedRequest {
+    /// Who asked (usage accounting).
+    pub user: UserRef,
+    /// The embedding model, as the client named it (after alias resolution).
+    pub model: String,
+    /// The texts to embed, in order.
+    pub inputs: Vec<String>,
+}
+
+/// The embeddings of an [`EmbedRequest`], one vector per input in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    /// The model that answered.
+    pub source: AnswerSource,
+    /// One vector per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// Prompt tokens, as reported (or estimated).
+    pub prompt_tokens: u64,
 }
 
 /// A model the router can use, for `/model` and `switchboard check`.
@@ -60,6 +112,8 @@ pub struct ModelInfo {
     pub provider: String,
     /// Its context window in tokens.
     pub context_window: usize,
+    /// What it can do (configured, or learned from the provider's model list).
+    pub capabilities: Capabilities,
 }
 
 /// The state of one account (one quota) as shown by `/usage` and `/status`.
@@ -143,4 +197,28 @@ pub trait LlmRouter: Send + Sync + 'static {
 
     /// The current tier and account state.
     fn status(&self) -> RouterStatus;
+
+    /// What a model name a client sent means: a virtual name (`auto`, `free`, `paid`), a configured
+    /// alias, or a model some tier serves. `None`: no such model (the local API answers 404).
+    fn resolve_model(&self, name: &str) -> Option<ModelSelector> {
+        match name {
+            "auto" => Some(ModelSelector::Policy),
+            "free" => Some(ModelSelector::FreeOnly),
+            "paid" => Some(ModelSelector::PaidOnly),
+            _ => self
+                .models()
+                .iter()
+                .any(|m| m.name == name)
+                .then(|| ModelSelector::Exact(name.to_owned())),
+        }
+    }
+
+    /// Embeds `request.inputs` with an embedding model. The default serves none.
+    fn embed(
+        &self,
+        request: EmbedRequest,
+    ) -> BoxFuture<'static, Result<Embeddings, UserFacingError>> {
+        let message = format!("{} is not an embedding model here", request.model);
+        Box::pin(async move { Err(UserFacingError::new(FailureKind::BadRequest, message)) })
+    }
 }

@@ -116,6 +116,7 @@ impl LlmRouter for ScriptedRouter {
                     prompt_tokens: 10,
                     completion_tokens: text_len as u64,
                 },
+                ..Completion::default()
             })
         };
         match script {
@@ -172,6 +173,10 @@ impl LlmRouter for ScriptedRouter {
             tier: TierName::free(),
             provider: "scripted".into(),
             context_window: 8192,
+            capabilities: crate::generation::Capabilities {
+                completion: true,
+                ..Default::default()
+            },
         }]
     }
 

@@ -291,6 +291,7 @@ impl<'a> Turn<'a> {
             model: model.name.clone(),
             messages,
             max_tokens: self.req.max_tokens,
+            params: self.req.params.clone(),
         };
         let secret = self.shared.secrets[lease.key].clone();
         match tier.provider.chat_stream(secret.as_ref(), request).await {
@@ -407,26 +408,11 @@ impl<'a> Turn<'a> {
         loop {
             let event = stream.next().await.unwrap_or(Err(ProviderError::Truncated));
             match event {
-                Ok(ProviderEvent::Model(name)) => {
-                    if source.is_none() {
-                        real_model = Some(name);
-                    }
-                }
-                Ok(ProviderEvent::Delta(text)) => {
-                    if text.is_empty() {
-                        continue;
-                    }
-                    if source.is_none() {
-                        match self.start(tier, model, lease, real_model.take()).await {
-                            Some(s) => source = Some(s),
-                            None => return StreamEnd::ConsumerGone,
-                        }
-                    }
-                    if !self.send(ReplyEvent::Delta(text)).await {
-                        return StreamEnd::ConsumerGone;
-                    }
-                }
-                Ok(ProviderEvent::Done { usage, .. }) => {
+                Ok(ProviderEvent::Model(name)) if source.is_none() => real_model = Some(name),
+                Ok(ProviderEvent::Done {
+                    usage,
+                    finish_reason,
+                }) => {
                     let source = match source {
                         Some(s) => s,
                         None => match self.start(tier, model, lease, real_model.take()).await {
@@ -439,9 +425,26 @@ impl<'a> Turn<'a> {
                     let done = Completion {
                         source: Some(source),
                         usage,
+                        usage_estimated: false,
+                        finish_reason,
                     };
                     let _ = self.send(ReplyEvent::Finished(done)).await;
                     return StreamEnd::Finished;
+                }
+                Ok(ProviderEvent::Model(_)) => {}
+                Ok(content) => {
+                    let Some(event) = content_event(content) else {
+                        continue;
+                    };
+                    if source.is_none() {
+                        match self.start(tier, model, lease, real_model.take()).await {
+                            Some(s) => source = Some(s),
+                            None => return StreamEnd::ConsumerGone,
+                        }
+                    }
+                    if !self.send(event).await {
+                        return StreamEnd::ConsumerGone;
+                    }
                 }
                 Err(e) => {
                     if source.is_none() {
@@ -545,5 +548,16 @@ impl<'a> Turn<'a> {
         }
         self.shared.kv_put(&key, told.as_bytes());
         true
+    }
+}
+
+/// A piece of the answer as the consumer sees it; `None` for an empty piece (providers send empty
+/// deltas around role and usage chunks, and they must not count as the first token).
+fn content_event(event: ProviderEvent) -> Option<ReplyEvent> {
+    match event {
+        ProviderEvent::Delta(text) => (!text.is_empty()).then_some(ReplyEvent::Delta(text)),
+        ProviderEvent::Reasoning(text) => (!text.is_empty()).then_some(ReplyEvent::Reasoning(text)),
+        ProviderEvent::ToolCall(call) => Some(ReplyEvent::ToolCall(call)),
+        ProviderEvent::Model(_) | ProviderEvent::Done { .. } => None,
     }
 }

@@ -235,7 +235,10 @@ impl<S: Surface> Reply<S> {
     fn on_event(&mut self, event: Option<std::thread::Result<ReplyEvent>>) {
         let chat = self.surface.chat();
         match event {
-            Some(Ok(ReplyEvent::Started(_))) => return,
+            // A chat sends no tools, and reasoning is not shown.
+            Some(Ok(
+                ReplyEvent::Started(_) | ReplyEvent::Reasoning(_) | ReplyEvent::ToolCall(_),
+            )) => return,
             Some(Ok(ReplyEvent::Notice(notice))) => self.draft.notices.push(notice),
             Some(Ok(ReplyEvent::Delta(delta))) => {
                 if delta.is_empty() {

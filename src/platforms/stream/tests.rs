@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::*;
-use crate::domain::{Completion, Usage};
+use crate::domain::Completion;
 
 /// A platform with `slots` write slots that records when each request went.
 struct Scripted {
@@ -118,10 +118,7 @@ async fn the_pacing_slot_is_taken_when_the_request_goes_not_while_it_queues() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let done = Completion {
-        source: None,
-        usage: Usage::default(),
-    };
+    let done = Completion::default();
     tx.send(ReplyEvent::Finished(done)).await.unwrap();
     assert_eq!(rendering.await.unwrap(), Delivery::Delivered);
     let requests = surface.requests.lock().unwrap().clone();

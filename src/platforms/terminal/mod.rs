@@ -210,6 +210,8 @@ where
         match event {
             ReplyEvent::Started(s) => source = Some(s),
             ReplyEvent::Notice(notice) => writeln!(out, "{}", style.warn(&format!("ℹ {notice}")))?,
+            // A chat sends no tools, and reasoning is not shown.
+            ReplyEvent::Reasoning(_) | ReplyEvent::ToolCall(_) => {}
             ReplyEvent::Delta(delta) => {
                 text.push(out, &delta)?;
                 out.flush()?;

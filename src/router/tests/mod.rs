@@ -265,6 +265,9 @@ fn request(conv: &str, text: &str) -> CompletionRequest {
         history: Vec::new(),
         prompt: ChatMessage::new(Role::User, text),
         model: None,
+        selector: crate::router::ModelSelector::Policy,
+        params: crate::generation::GenerationParams::default(),
+        sticky: true,
         paid_allowed: true,
         max_tokens: None,
     }
