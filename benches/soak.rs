@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::{reply_text, ReplyShape};
+use switchboard::store::sled_store::{CompactPolicy, SledStore};
 use tokio::time::Instant;
 
 use telegram_fake::{FakeTelegram, TOKEN};
@@ -330,6 +331,7 @@ async fn soak(plan: Plan) {
         println!("    {line}");
     }
     growth(&samples);
+    live_and_compacted(&rig.dir.path().join("state"), plan.messages);
     assert!(
         rig.fake.unexpected().is_empty(),
         "{:?}",
@@ -412,6 +414,30 @@ fn growth(samples: &[Sample]) {
         rss(first),
         rss(mid),
         rss(last)
+    );
+}
+
+/// What of the stopped daemon's store is live data, and its size after the start-up compaction
+/// (`[store] compact_ratio`) would copy it into a fresh database.
+fn live_and_compacted(state: &Path, messages: u64) {
+    let always = CompactPolicy {
+        max_ratio: 1,
+        min_on_disk: 0,
+    };
+    let Ok((opened, report)) = SledStore::open_compacting(state, 16, 0, always) else {
+        println!("  (the stopped store could not be reopened)");
+        return;
+    };
+    let Some(report) = report else { return };
+    drop(opened);
+    let per = |bytes: u64| bytes / messages.max(1);
+    println!(
+        "  live data (keys + values): {} B/message; size/live {:.1}; after a compaction: {:.1} MiB = {} B/message ({} ms)",
+        per(report.before.live),
+        report.before.ratio(),
+        mib(report.after_on_disk),
+        per(report.after_on_disk),
+        report.took_ms
     );
 }
 
