@@ -251,13 +251,7 @@ struct Sample {
 
 impl Sample {
     fn print(&self) {
-        let per = |bytes: u64| {
-            if self.answered == 0 {
-                0
-            } else {
-                bytes / self.answered
-            }
-        };
+        let per = |bytes: u64| bytes.checked_div(self.answered).unwrap_or(0);
         println!(
             "  {:>7.1} s | {:>7} answered | sled {:>8.1} MiB ({:>6} B/message) | du {:>8.1} MiB ({:>6} B/message) | RSS {:>6.1} MB",
             self.secs,

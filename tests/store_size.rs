@@ -79,7 +79,8 @@ async fn round(core: &Arc<Core>, round: usize) {
         .for_each_concurrent(CONCURRENT, |chat| {
             let core = core.clone();
             async move {
-                let text = format!("question {round} from chat {chat}: how does the store stay small?");
+                let text =
+                    format!("question {round} from chat {chat}: how does the store stay small?");
                 let events: Vec<ReplyEvent> = core.handle(dm(chat, &text)).unwrap().collect().await;
                 assert!(
                     matches!(events.last(), Some(ReplyEvent::Finished(_))),
@@ -153,7 +154,11 @@ async fn turns_through_the_real_path_cost_bounded_bytes_and_counters_stay_exact(
         .kv_scan("core.usage", "")
         .unwrap()
         .iter()
-        .map(|(_, v)| decode::<serde_json::Value>(v).unwrap()["requests"].as_u64().unwrap())
+        .map(|(_, v)| {
+            decode::<serde_json::Value>(v).unwrap()["requests"]
+                .as_u64()
+                .unwrap()
+        })
         .sum();
     assert_eq!(counted, 2 * (CHATS * ROUNDS) as u64);
 }
