@@ -27,27 +27,21 @@
     clippy::needless_pass_by_value
 )]
 
+#[path = "support/daemon.rs"]
+mod daemon;
 #[path = "../tests/support/telegram_fake.rs"]
 mod telegram_fake;
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
-use switchboard::sim::{reply_text, ReplyShape};
 use switchboard::store::sled_store::{CompactPolicy, SledStore};
 use tokio::time::Instant;
 
-use telegram_fake::{FakeTelegram, TOKEN};
+use daemon::PING;
 
-/// The simulated OpenRouter key (accepted only by the simulator).
-const SIM_KEY: &str = "sk-or-sim-bench";
-/// The text every soak user sends.
-const PING: &str = "ping";
 /// No answer for this long means the daemon lost messages or hung: the benchmark fails.
 const STALL_LIMIT: Duration = Duration::from_secs(120);
 /// After the last answer, sled flushes within ~500 ms and the coalesced counters within their interval
@@ -55,7 +49,7 @@ const STALL_LIMIT: Duration = Duration::from_secs(120);
 const SETTLE: Duration = Duration::from_secs(8);
 
 /// The daemon's settings that differ from the defaults, each with the reason (as in the Telegram bench).
-const DAEMON_CONFIG: &[(&str, &str, &str)] = &[
+const DAEMON_CONFIG: &[daemon::Setting] = &[
     (
         "telegram",
         "edit_interval_private_ms = 0",
@@ -105,12 +99,7 @@ fn main() {
     let messages = env_or("SB_SOAK_MESSAGES", 100_000);
     let chats = env_or("SB_SOAK_CHATS", 1_000) as i64;
     println!("== soak: `switchboard run` (release binary), sled, {chats} private chats");
-    for (section, setting, why) in DAEMON_CONFIG {
-        println!("  [{section}] {setting}  -- {why}");
-    }
-    for (name, value) in overrides() {
-        println!("  override from the environment: {name}={value}");
-    }
+    daemon::print_settings(DAEMON_CONFIG);
     runtime.block_on(async {
         if mode != "rate" {
             let plan = Plan {
@@ -150,8 +139,7 @@ struct Plan {
 
 /// The daemon under test with its fakes and temporary directory.
 struct Rig {
-    fake: FakeTelegram,
-    sim: SimOpenRouter,
+    up: daemon::Upstreams,
     child: tokio::process::Child,
     pid: u32,
     dir: tempfile::TempDir,
@@ -159,50 +147,12 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Self {
-        let sim = SimOpenRouter::start(SimOpenRouterOptions {
-            keys: vec![SimKey::new(SIM_KEY, "bench", u32::MAX)],
-            per_minute_limit: None,
-            reply: ReplyShape::default(),
-            ..SimOpenRouterOptions::default()
-        })
-        .await
-        .unwrap();
-        let fake = FakeTelegram::start_with(false).await;
-        // The simulator's reply ends the same way whichever model answers: that marks the final text.
-        let full = reply_text("m", PING, ReplyShape::default().sentences);
-        let suffix = full
-            .split_once(". ")
-            .map_or(full.as_str(), |(_, rest)| rest);
-        fake.set_final_suffix(suffix);
+        let up = daemon::upstreams().await;
         let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("switchboard.toml");
-        std::fs::write(&config_path, daemon_config()).unwrap();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let daemon = std::env::var("SB_BENCH_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").into());
-        let child = tokio::process::Command::new(daemon)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("STATE_DIRECTORY", dir.path().join("state"))
-            .envs(overrides())
-            .env("TELEGRAM_BOT_TOKEN", TOKEN)
-            .env("OPENROUTER_API_KEY_1", SIM_KEY)
-            .env("SWITCHBOARD__TELEGRAM__API_URL", &fake.url)
-            .env("SWITCHBOARD__OPENROUTER__BASE_URL", sim.base_url())
-            .arg("--config")
-            .arg(&config_path)
-            .arg("run")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn switchboard run");
+        let child = daemon::spawn(&up, dir.path(), DAEMON_CONFIG);
         let pid = child.id().expect("the daemon's pid");
         Self {
-            fake,
-            sim,
+            up,
             child,
             pid,
             dir,
@@ -225,7 +175,7 @@ impl Rig {
             answered,
             apparent,
             allocated,
-            rss_kb: proc_status_kb(self.pid, "VmRSS:"),
+            rss_kb: daemon::proc_status_kb(self.pid, "VmRSS:"),
         }
     }
 
@@ -293,7 +243,7 @@ async fn soak(plan: Plan) {
     tokio::time::sleep(SETTLE).await;
     let idle = rig.sample(started, plan.messages);
     idle.print();
-    let peak_kb = proc_status_kb(rig.pid, "VmHWM:");
+    let peak_kb = daemon::proc_status_kb(rig.pid, "VmHWM:");
     let status = rig.stop().await;
     let (stopped, stopped_du) = rig.store_bytes();
     let logs = rig.logs();
@@ -306,8 +256,8 @@ async fn soak(plan: Plan) {
         plan.messages,
         elapsed.as_secs_f64(),
         plan.messages as f64 / elapsed.as_secs_f64(),
-        rig.sim.requests().iter().filter(|r| r.is_chat()).count(),
-        rig.fake.writes()
+        rig.up.sim.requests().iter().filter(|r| r.is_chat()).count(),
+        rig.up.fake.writes()
     );
     println!(
         "  after SIGTERM: sled {:.1} MiB = {} B/message (du {:.1} MiB = {} B/message); daemon peak RSS {:.1} MB; exit {status}; warning/error log lines {warnings}",
@@ -327,9 +277,9 @@ async fn soak(plan: Plan) {
     growth(&samples);
     live_and_compacted(&rig.dir.path().join("state"), plan.messages);
     assert!(
-        rig.fake.unexpected().is_empty(),
+        rig.up.fake.unexpected().is_empty(),
         "{:?}",
-        rig.fake.unexpected()
+        rig.up.fake.unexpected()
     );
     assert!(status.success(), "the daemon did not exit cleanly");
 }
@@ -349,7 +299,7 @@ async fn drive(
     let pace = plan.rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
     let mut next_send = Instant::now();
     while answered < plan.messages {
-        for (chat, _) in rig.fake.take_delivered() {
+        for (chat, _) in rig.up.fake.take_delivered() {
             if outstanding.remove(&chat) {
                 answered += 1;
                 last_answer = Instant::now();
@@ -363,7 +313,7 @@ async fn drive(
             while outstanding.contains(&next_chat) {
                 next_chat = next_chat % plan.chats + 1;
             }
-            rig.fake.push_text(next_chat, next_chat, "User", PING);
+            rig.up.fake.push_text(next_chat, next_chat, "User", PING);
             outstanding.insert(next_chat);
             next_chat = next_chat % plan.chats + 1;
             sent += 1;
@@ -435,27 +385,6 @@ fn live_and_compacted(state: &Path, messages: u64) {
     );
 }
 
-fn daemon_config() -> String {
-    let mut text = String::new();
-    for section in ["telegram", "access", "openrouter", "router"] {
-        let _ = writeln!(text, "[{section}]");
-        for (s, setting, _) in DAEMON_CONFIG {
-            if *s == section {
-                text.push_str(setting);
-                text.push('\n');
-            }
-        }
-    }
-    text
-}
-
-/// `SWITCHBOARD__*` variables of the bench's environment, passed on to the daemon.
-fn overrides() -> Vec<(String, String)> {
-    std::env::vars()
-        .filter(|(name, _)| name.starts_with("SWITCHBOARD__"))
-        .collect()
-}
-
 /// (apparent length, allocated bytes) of every file under `dir`.
 fn dir_bytes(dir: &Path) -> (u64, u64) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -476,16 +405,4 @@ fn dir_bytes(dir: &Path) -> (u64, u64) {
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
-}
-
-/// A numeric field (`VmHWM:`, `VmRSS:` in KiB) of `/proc/<pid>/status`, 0 if unreadable.
-fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
