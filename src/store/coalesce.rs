@@ -37,11 +37,6 @@ use super::{
 };
 use crate::domain::ConversationKey;
 
-/// The default interval between two write-outs of the held counters: the most a crash can lose.
-/// Five seconds turns a busy chat's dozens of counter rewrites into one while losing at most a few
-/// messages' worth of statistics.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
-
 /// The values held in memory: namespace and key → the newest value (`None`: removed).
 type Held = BTreeMap<(String, String), Option<Vec<u8>>>;
 
