@@ -520,6 +520,10 @@ mod tests {
             ("[store]\ncache_mb = 67108864\n", "store.cache_mb"),
             ("[store]\nload_turns = 0\n", "store.load_turns"),
             ("[store]\nload_turns = 1000000\n", "store.load_turns"),
+            (
+                "[store]\ncounter_flush_secs = 3601\n",
+                "store.counter_flush_secs",
+            ),
         ] {
             let err = parse(toml, "<test>", &Env::default()).unwrap_err();
             assert_eq!(err.key, key, "{err}");
