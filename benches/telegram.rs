@@ -23,13 +23,12 @@
     clippy::needless_pass_by_value
 )]
 
+#[path = "support/daemon.rs"]
+mod daemon;
 #[path = "../tests/support/telegram_fake.rs"]
 mod telegram_fake;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,13 +40,12 @@ use switchboard::health::Health;
 use switchboard::platforms::telegram::TelegramAdapter;
 use switchboard::platforms::{AdapterContext, PlatformAdapter};
 use switchboard::router::scripted::ScriptedRouter;
-use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
-use switchboard::sim::{reply_text, ReplyShape};
 use switchboard::store::memory::MemoryStore;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use daemon::PING;
 use telegram_fake::{FakeTelegram, TOKEN};
 
 /// Concurrent chats per round (the 1,000).
@@ -58,14 +56,10 @@ const ROUNDS: usize = 10;
 const SINGLES: usize = 200;
 /// A round that has not completed after this long has lost messages: the benchmark fails.
 const ROUND_LIMIT: Duration = Duration::from_secs(120);
-/// The simulated OpenRouter key (accepted only by the simulator).
-const SIM_KEY: &str = "sk-or-sim-bench";
-/// The text every bench user sends.
-const PING: &str = "ping";
 
 /// The daemon's settings that differ from the defaults, each with the reason. Everything else
 /// (store cache, `max_concurrent_turns = 64`, streaming on, poll hold, logging at `info`) is default.
-const DAEMON_CONFIG: &[(&str, &str, &str)] = &[
+const DAEMON_CONFIG: &[daemon::Setting] = &[
     (
         "telegram",
         "edit_interval_private_ms = 0",
@@ -179,58 +173,14 @@ async fn measure(fake: &FakeTelegram) -> Result<Figures, String> {
 }
 
 async fn daemon_bench() {
-    let sim = SimOpenRouter::start(SimOpenRouterOptions {
-        keys: vec![SimKey::new(SIM_KEY, "bench", u32::MAX)],
-        per_minute_limit: None,
-        reply: ReplyShape::default(),
-        ..SimOpenRouterOptions::default()
-    })
-    .await
-    .unwrap();
-    let fake = FakeTelegram::start_with(false).await;
-    // The simulator's reply ends the same way whichever model answers: that marks the final text.
-    let sentences = ReplyShape::default().sentences;
-    let full = reply_text("m", PING, sentences);
-    let suffix = full
-        .split_once(". ")
-        .map_or(full.as_str(), |(_, rest)| rest);
-    fake.set_final_suffix(suffix);
-
+    let up = daemon::upstreams().await;
+    let (sim, fake) = (&up.sim, &up.fake);
     let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("switchboard.toml");
-    std::fs::write(&config_path, daemon_config()).unwrap();
     let log_path = dir.path().join("daemon.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    // SB_BENCH_BIN runs another build of the daemon (an older commit, side by side in one run).
-    let daemon =
-        std::env::var("SB_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").into());
-    let mut child = tokio::process::Command::new(daemon)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("STATE_DIRECTORY", dir.path().join("state"))
-        // Unset (the daemon's default, info) unless the bench is run with SB_BENCH_DAEMON_LOG.
-        .envs(std::env::var("SB_BENCH_DAEMON_LOG").map(|l| ("RUST_LOG", l)))
-        .envs(std::env::var("SB_BENCH_MALLOC_CONF").map(|c| ("_RJEM_MALLOC_CONF", c)))
-        // Experiments: SWITCHBOARD__SECTION__KEY variables given to the bench reach the daemon (and are
-        // printed, so a figure never hides a changed setting).
-        .envs(overrides())
-        .env("TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("OPENROUTER_API_KEY_1", SIM_KEY)
-        .env("SWITCHBOARD__TELEGRAM__API_URL", &fake.url)
-        .env("SWITCHBOARD__OPENROUTER__BASE_URL", sim.base_url())
-        .arg("--config")
-        .arg(&config_path)
-        .arg("run")
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn switchboard run");
+    let mut child = daemon::spawn(&up, dir.path(), DAEMON_CONFIG);
     let pid = child.id().expect("the daemon's pid");
 
-    let figures = measure(&fake).await;
+    let figures = measure(fake).await;
     let figures = figures.unwrap_or_else(|e| {
         let logs = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = logs.lines().rev().take(60).collect();
@@ -240,9 +190,9 @@ async fn daemon_bench() {
             tail.join("\n")
         );
     });
-    let peak_kb = proc_status_kb(pid, "VmHWM:");
-    let rss_kb = proc_status_kb(pid, "VmRSS:");
-    let threads = proc_status_kb(pid, "Threads:");
+    let peak_kb = daemon::proc_status_kb(pid, "VmHWM:");
+    let rss_kb = daemon::proc_status_kb(pid, "VmRSS:");
+    let threads = daemon::proc_status_kb(pid, "Threads:");
     let cpu = cpu_time(pid);
     // SAFETY: `kill` with a pid we spawned and still own (not yet reaped), and a valid signal.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -257,12 +207,7 @@ async fn daemon_bench() {
         .count();
 
     println!("== the daemon: `switchboard run` (release binary) with sled, simulated OpenRouter over HTTP");
-    for (section, setting, why) in DAEMON_CONFIG {
-        println!("  [{section}] {setting}  -- {why}");
-    }
-    for (name, value) in overrides() {
-        println!("  override from the environment: {name}={value}");
-    }
+    daemon::print_settings(DAEMON_CONFIG);
     figures.print("daemon path");
     println!(
         "  daemon peak RSS (VmHWM of pid {pid}): {:.1} MB ({peak_kb} KiB); RSS at the end {:.1} MB",
@@ -295,20 +240,6 @@ async fn daemon_bench() {
     assert!(fake.unexpected().is_empty(), "{:?}", fake.unexpected());
     assert!(sim.unexpected().is_empty(), "{:?}", sim.unexpected());
     assert!(status.success(), "the daemon did not exit cleanly");
-}
-
-fn daemon_config() -> String {
-    let mut text = String::new();
-    for section in ["telegram", "access", "openrouter", "router"] {
-        let _ = writeln!(text, "[{section}]");
-        for (s, setting, _) in DAEMON_CONFIG {
-            if *s == section {
-                text.push_str(setting);
-                text.push('\n');
-            }
-        }
-    }
-    text
 }
 
 async fn in_process_bench() {
@@ -349,7 +280,7 @@ async fn in_process_bench() {
     figures.print("in-process path");
     println!(
         "  peak RSS of this bench process (VmHWM: fakes, simulator and in-process adapter together): {:.1} MB",
-        proc_status_kb(std::process::id(), "VmHWM:") as f64 / 1024.0
+        daemon::proc_status_kb(std::process::id(), "VmHWM:") as f64 / 1024.0
     );
 }
 
@@ -388,13 +319,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// `SWITCHBOARD__*` variables of the bench's environment, passed on to the daemon.
-fn overrides() -> Vec<(String, String)> {
-    std::env::vars()
-        .filter(|(name, _)| name.starts_with("SWITCHBOARD__"))
-        .collect()
-}
-
 /// User and system CPU time of `pid` so far (`/proc/<pid>/stat` fields 14 and 15, in clock ticks).
 fn cpu_time(pid: u32) -> (Duration, Duration) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -414,16 +338,4 @@ fn cpu_time(pid: u32) -> (Duration, Duration) {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let time = |t: u64| Duration::from_millis(t * 1000 / per_second);
     (time(ticks(11)), time(ticks(12)))
-}
-
-/// A numeric field (`VmHWM:`, `VmRSS:` in KiB, `Threads:`) of `/proc/<pid>/status`, 0 if unreadable.
-fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

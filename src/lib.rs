@@ -19,7 +19,7 @@
 //! | [`context`] | fitting history into a model's window |
 //! | [`router`] | tiers, accounts, quotas, cooldowns, fallback (the [`router::LlmRouter`] seam) |
 //! | [`providers`] | OpenRouter/OpenAI-compatible and Ollama wire clients and stream parsers |
-//! | [`store`] | the [`store::HistoryStore`] and [`store::StateStore`] seams: sled and in-memory |
+//! | [`store`] | the [`store::HistoryStore`] and [`store::StateStore`] seams: sled and in-memory, and the layer coalescing usage counters |
 //! | [`platforms`] | Telegram, Discord and terminal adapters; shared rendering |
 //! | [`text`] | small wording helpers (counts with their plural) |
 //! | [`sim`] | simulated OpenRouter and Ollama servers for the demo, tests and benchmarks |

@@ -165,7 +165,7 @@ impl App {
         core.begin_shutdown();
         core.drain(SESSION_END_GRACE).await;
         self.store
-            .flush()
+            .flush_all()
             .await
             .map_err(|e| Fatal::Other(anyhow::anyhow!("flushing the store: {e}")))?;
         session.map_err(|e| Fatal::Other(anyhow::anyhow!("terminal I/O failed: {e}")))

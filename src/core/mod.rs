@@ -92,6 +92,8 @@ impl Core {
         // The retention sweep ages these out; without it they would grow with every user and day.
         store.declare_dated(usage::DATED);
         store.declare_dated(REFUSED);
+        // Pure counters: held in memory between periodic writes (store::coalesce), not rewritten per turn.
+        store.declare_counters(usage::DATED.ns);
         Arc::new(Self {
             access: Access::new(&config.access),
             permits: RwLock::new(Arc::new(Semaphore::new(config.core.max_concurrent_turns))),

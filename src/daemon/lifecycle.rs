@@ -240,7 +240,7 @@ impl Running {
         self.background.cancel();
         self.notifier
             .notify(&[Notice::Status("stopping: flushing the store".into())]);
-        if let Err(e) = self.store.flush().await {
+        if let Err(e) = self.store.flush_all().await {
             error!(error = %e, "flushing the store at shutdown failed");
             self.fail(Fatal::Other(anyhow::anyhow!(
                 "flushing the store at shutdown failed: {e}"

@@ -259,6 +259,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         store.cache_mb,
         store.compact_ratio,
         store.compact_min_mb,
+        store.counter_flush_secs,
         telegram.enabled,
         telegram.api_url,
         discord.enabled,

@@ -68,10 +68,13 @@ pub fn usage_key(day: i64, provider: &str, model: &str, user: &UserRef) -> Strin
     format!("{day}/{provider}/{model}/{user}")
 }
 
-/// Declares the usage namespace to the store's retention sweep and removes counters an older release
+/// Declares the usage namespace to the store's retention sweep and as counters the store may coalesce,
+/// and removes counters an older release
 /// wrote into the router's own namespace, where no sweep could ever age them.
 pub fn prepare(store: &dyn Store) {
     store.declare_dated(USAGE_DATED);
+    // Pure counters: held in memory between periodic writes (store::coalesce), not rewritten per turn.
+    store.declare_counters(USAGE_NS);
     let legacy = store.kv_scan(NS, LEGACY_USAGE_PREFIX).unwrap_or_default();
     for (key, _) in legacy {
         if let Err(e) = store.kv_remove(NS, &key) {

@@ -1,9 +1,11 @@
 //! The history and state store: two seams — [`HistoryStore`] (conversations and their turns) and
 //! [`StateStore`] (the small key-value state: quota book, usage counters, settings, ledgers) — sharing
 //! [`Durable::flush`], the combined [`Store`] handle, their value types, and two implementations of both:
-//! sled for the daemon ([`sled_store::SledStore`]) and in-memory for tests ([`memory::MemoryStore`]).
+//! sled for the daemon ([`sled_store::SledStore`]) and in-memory for tests ([`memory::MemoryStore`]); and
+//! the layer over either that holds hot counters in memory between periodic writes ([`coalesce`]).
 //! A second backend implements each seam on its own. No conversation logic lives here.
 
+pub mod coalesce;
 pub mod group_flush;
 pub mod memory;
 pub mod open;
@@ -171,6 +173,13 @@ pub type ValueUpdate<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
 pub trait Durable: Send + Sync + 'static {
     /// Makes everything written so far durable. Called after each completed turn and at shutdown.
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Makes everything durable, including what a layer holds in memory between its periodic writes
+    /// (the coalesced counters of [`coalesce::Coalescing`]). Called once at shutdown; for a store that
+    /// holds nothing back it is [`Durable::flush`].
+    fn flush_all(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.flush()
+    }
 }
 
 /// Conversation history: conversations, their turns, `/reset` epochs and the retention of turns.
@@ -240,6 +249,13 @@ pub trait StateStore: Durable {
 
     /// The dated namespaces declared so far.
     fn dated_namespaces(&self) -> Vec<DatedNamespace>;
+
+    /// Declares namespace `ns` as pure counters: values that only ever add up and whose last few seconds
+    /// may be lost in a crash. A store may hold their changes in memory and write them periodically
+    /// ([`coalesce::Coalescing`]); one that writes everything at once ignores this (the default).
+    fn declare_counters(&self, ns: &'static str) {
+        let _ = ns;
+    }
 }
 
 /// Both halves behind one handle, for the parts that need both (the core, the daemon, the retention

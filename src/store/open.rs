@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::coalesce::Coalescing;
 use super::sled_store::{CompactPolicy, CompactReport, SledStore};
 use super::{prune_dated, PruneReport, RetentionPolicy, Store, StoreError};
 use crate::clock::{SharedClock, DAY_MS};
@@ -13,7 +14,8 @@ use crate::config::{Config, Env, StoreConfig};
 use crate::exit::Fatal;
 
 /// Opens `<state dir>/db`, compacting it first when it has bloated past `[store] compact_ratio` (see
-/// [`super::sled_store::compact`]). A corrupt database is moved aside and reported loudly (the store
+/// [`super::sled_store::compact`]), under the layer that coalesces usage counters
+/// ([`super::coalesce`], every `[store] counter_flush_secs`). A corrupt database is moved aside and reported loudly (the store
 /// starts empty); a locked one is [`Fatal::Conflict`] (exit 73); a newer schema is [`Fatal::Config`].
 pub async fn open_store(
     config: &Config,
@@ -42,7 +44,11 @@ pub async fn open_store(
         on_disk_bytes = store.size_on_disk().unwrap_or(0),
         "store open"
     );
-    Ok(Arc::new(store))
+    let store: Arc<dyn Store> = Arc::new(store);
+    Ok(match config.store.counter_flush_secs {
+        0 => store,
+        secs => Coalescing::start(store, Duration::from_secs(secs)),
+    })
 }
 
 /// One line an operator can read the compaction's win from.

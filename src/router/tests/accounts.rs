@@ -1,6 +1,8 @@
 //! Accounts and their quotas: daily and per-minute limits, holds, rejected keys, restarts and flushes.
 
 use super::*;
+use crate::router::usage::USAGE_NS;
+use crate::store::coalesce::Coalescing;
 
 #[tokio::test]
 async fn walks_accounts_then_paid_then_free_again_after_midnight() {
@@ -393,4 +395,61 @@ async fn a_recorded_hold_is_flushed_at_once() {
     free.on_key("k2", Act::Fail(ProviderError::PaymentRequired));
     ask(&router, request("c", "hi")).await;
     assert_eq!(store.flushes.load(Ordering::SeqCst), 2, "the 402's hold");
+}
+
+/// Over the store the daemon runs on (usage counters coalesced in memory), a crash — the process gone
+/// before any periodic write-out — keeps every quota hold the router learned, because those are written
+/// at once; only the usage counters were held back.
+#[tokio::test]
+async fn over_the_coalescing_store_a_crash_keeps_every_hold_and_loses_only_counters() {
+    let mut rig = rig_with(config(2), &["k1", "k2", "k3"], &[]);
+    let disk = Arc::new(MemoryStore::new());
+    let layered: Arc<dyn Store> = Coalescing::start(disk.clone(), Duration::from_secs(5));
+    rig.router = FreeFirstRouter::with_providers(
+        &rig.config,
+        &rig.secrets,
+        ProviderSet {
+            openrouter: Some(rig.free.clone()),
+            ollama: Some(rig.paid.clone()),
+            ..ProviderSet::default()
+        },
+        layered.clone(),
+        rig.clock.clone(),
+    )
+    .unwrap();
+    rig.free.on_key(
+        "k2",
+        Act::Fail(ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(120)),
+            reset_at_ms: None,
+            daily: false,
+        }),
+    );
+    for _ in 0..3 {
+        ask(&rig.router, request("c", "hi")).await;
+    }
+    assert!(
+        !layered.kv_scan(USAGE_NS, "").unwrap().is_empty(),
+        "answers were counted"
+    );
+    assert!(
+        disk.kv_scan(USAGE_NS, "").unwrap().is_empty(),
+        "counters are held back"
+    );
+    // The crash: a new router over what reached the store beneath, nothing written out.
+    let again = build(
+        &rig.config,
+        &rig.secrets,
+        &Fake::new("openrouter"),
+        &Fake::new("ollama-cloud"),
+        &disk,
+        &rig.clock,
+    );
+    let st = again.status();
+    assert_eq!(st.tiers[0].accounts[0].state, "exhausted until 00:00 UTC");
+    assert_eq!(
+        st.tiers[0].accounts[1].state,
+        "cooling down until 12:02:00 UTC"
+    );
+    assert_eq!(st.tiers[0].accounts[2].requests_left_today, Some(1));
 }

@@ -6,8 +6,9 @@
 //! # Layout
 //!
 //! Four trees, history (`conversations`, `turns`) apart from the hot key-value state (`kv`): the state is
-//! rewritten on every turn (counters, ledgers, account records), and in a tree of its own each rewrite
-//! touches only small state pages, never a page of turns. Every value except the schema version is in the versioned value format
+//! rewritten on every turn (ledgers, account records; the usage counters only every few seconds, held in
+//! between by [`super::coalesce`]), and in a tree of its own each rewrite touches only small state pages,
+//! never a page of turns. Every value except the schema version is in the versioned value format
 //! ([`super::encode`]: one format byte, then JSON). Keys and namespaces never contain the byte 0xFF (they
 //! are UTF-8), so 0xFF is a safe separator and `prefix + 0xFF` never matches a longer key.
 //!
