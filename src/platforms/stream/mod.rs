@@ -21,6 +21,7 @@ use tokio::time::{sleep_until, Instant};
 pub use self::pacer::{Order, Pacer, Ticket};
 pub use self::surface::{Chunk, Draft, Post, Surface, WriteError};
 pub use crate::core::Delivery;
+use crate::core::JournalTicket;
 use crate::domain::{ReplyEvent, ReplyStream};
 
 /// A failed send or edit (network, server) is retried this many times, with the backoff doubling from
@@ -87,6 +88,8 @@ pub struct Reply<S: Surface> {
     /// Whether the first message still quotes the question (dropped when that is refused).
     reference: bool,
     sent: Vec<Sent<S::Id>>,
+    /// The question's reply-journal record: each new message's id is recorded there (not its edits).
+    journal: Option<JournalTicket>,
 }
 
 impl<S: Surface> Reply<S> {
@@ -109,7 +112,16 @@ impl<S: Surface> Reply<S> {
             capped: false,
             reference,
             sent: Vec::new(),
+            journal: None,
         }
+    }
+
+    /// Records every message this reply posts in `ticket`'s journal record, so start-up recovery can
+    /// find a reply a crash cut short.
+    #[must_use]
+    pub fn journaled(mut self, ticket: Option<JournalTicket>) -> Self {
+        self.journal = ticket;
+        self
     }
 
     /// Renders `stream` until it ends and its final text is shown, or sending failed for good (then
@@ -427,6 +439,9 @@ impl<S: Surface> Reply<S> {
             };
         }
         let id = self.post(i, text, rich).await?;
+        if let Some(journal) = &self.journal {
+            journal.bot_message(id.to_string());
+        }
         self.sent.push(Sent {
             id,
             shown: text.to_owned(),
