@@ -90,6 +90,10 @@ pub struct JournalEntry {
     pub bot_messages: Vec<String>,
     /// How far its reply got.
     pub state: ReplyState,
+    /// How many times start-up recovery answered it again (bounded, so a question whose answer
+    /// brings the process down cannot make it crash in a loop).
+    #[serde(default)]
+    pub recoveries: u32,
 }
 
 /// The journal over a store.
@@ -136,6 +140,7 @@ impl Journal {
             question_stored: false,
             bot_messages: Vec::new(),
             state: ReplyState::Accepted,
+            recoveries: 0,
         };
         let ticket = JournalTicket {
             journal: Arc::clone(self),
@@ -257,6 +262,23 @@ impl JournalTicket {
                 entry.bot_messages.push(id.clone());
             }
         });
+    }
+
+    /// Recovery takes the reply on: `recovering`, and one more recovery if it is answered again.
+    pub fn recovering(&self, reanswer: bool) {
+        self.update(|entry| {
+            entry.state = entry.state.advance(ReplyState::Recovering);
+            if reanswer {
+                entry.recoveries += 1;
+            }
+        });
+    }
+
+    /// Makes the journal durable (after a new bot message: its id must survive a crash that follows).
+    pub async fn flush(&self) {
+        if let Err(e) = self.journal.flush().await {
+            tracing::warn!(error = %e, "could not flush the reply journal");
+        }
     }
 
     /// The message is not answered after all (the core ignores it): the record goes.

@@ -1,17 +1,20 @@
 //! Start-up recovery of replies a crash (`kill -9`, OOM, power loss) cut short, from the reply journal
 //! ([`crate::core::journal`]), run by each adapter before it takes new messages. Every record that is
-//! not delivered is dealt with exactly once:
+//! not delivered is dealt with once per start:
 //!
 //! - never answered (no bot message sent): answered now — nothing was shown, so nothing is shown twice;
-//! - partly shown: its last bot message is replaced by a note that a restart cut it short, and (with
-//!   `core.recovery = "reanswer"`, the default) the question is answered again as a fresh reply;
-//! - already `recovering` (a crash during an earlier recovery): only the note, on whatever it sent —
-//!   recovery never starts a second answer to a question it already answered again.
+//! - partly shown: every bot message it sent is replaced by a note that a restart cut it short, and
+//!   (with `core.recovery = "reanswer"`, the default) the question is answered again as a fresh reply;
+//! - found `recovering` (a crash during an earlier recovery or its answer): the same, on everything it
+//!   sent — so whatever was shown before, complete or not, is a note now and the user ends with one
+//!   complete answer — but at most [`MAX_RECOVERIES`] times; after that only the note.
 //!
 //! The records are marked `recovering` and flushed before any note or answer goes out. The partial
-//! message is replaced rather than appended to: the journal records a message's id when it is created,
-//! never its text on each edit (that would be a write per edit), so the text shown is not known here.
-//! The platform's side (edit a message, start a reply) is a small [`Recoverer`].
+//! messages are replaced rather than appended to: the journal records a message's id when it is
+//! created, never its text on each edit (that would be a write per edit), so the text shown is not
+//! known here — and replacing it also means a reply that was complete but not yet marked delivered
+//! when the process died is never shown twice. The platform's side (edit a message, start a reply) is
+//! a small [`Recoverer`].
 
 use std::sync::Arc;
 
@@ -24,47 +27,48 @@ use crate::domain::Platform;
 /// Replaces a partial reply whose question is answered again below it.
 pub const NOTE_ANSWERING_AGAIN: &str =
     "✂️ This answer was cut short by a restart; answering again below.";
-/// Replaces a partial reply that is not answered again (`core.recovery = "note"`, or the second
-/// recovery of the same question).
+/// Replaces a partial reply that is not answered again (`core.recovery = "note"`, or past
+/// [`MAX_RECOVERIES`]).
 pub const NOTE_CUT_SHORT: &str =
     "✂️ This answer was cut short by a restart. Please ask again if you still need it.";
+
+/// A question is answered again at most this many times: a question whose answer brings the process
+/// down (a bug, memory) must not make it crash in a loop. Three covers a kill during the answer and
+/// one during its re-answer with room to spare.
+pub const MAX_RECOVERIES: u32 = 3;
 
 /// What recovery does with one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// The bot message to replace, and with which note.
-    pub note: Option<(String, &'static str)>,
+    /// The bot messages to replace with [`Self::note`].
+    pub replace: Vec<String>,
+    /// The note they show.
+    pub note: &'static str,
     /// Whether the question is answered again.
     pub reanswer: bool,
 }
 
-/// The plan for `entry` under `mode` (pure: the exactly-once rules in one place).
+/// The plan for `entry` under `mode` (pure: the rules in one place).
 pub fn plan(entry: &JournalEntry, mode: Recovery) -> Plan {
-    let last = entry.bot_messages.last().cloned();
-    match (entry.state, last) {
-        (ReplyState::Delivered, _) => Plan {
-            note: None,
-            reanswer: false,
-        },
+    let may_answer = entry.recoveries < MAX_RECOVERIES;
+    let reanswer = match entry.state {
+        ReplyState::Delivered => false,
         // Nothing was shown: answering now cannot show anything twice.
-        (_, None) => Plan {
-            note: None,
-            reanswer: true,
+        _ if entry.bot_messages.is_empty() => may_answer,
+        _ => may_answer && mode == Recovery::Reanswer,
+    };
+    Plan {
+        replace: if entry.state == ReplyState::Delivered {
+            Vec::new()
+        } else {
+            entry.bot_messages.clone()
         },
-        (ReplyState::Recovering, Some(id)) => Plan {
-            note: Some((id, NOTE_CUT_SHORT)),
-            reanswer: false,
+        note: if reanswer {
+            NOTE_ANSWERING_AGAIN
+        } else {
+            NOTE_CUT_SHORT
         },
-        (_, Some(id)) => match mode {
-            Recovery::Reanswer => Plan {
-                note: Some((id, NOTE_ANSWERING_AGAIN)),
-                reanswer: true,
-            },
-            Recovery::Note => Plan {
-                note: Some((id, NOTE_CUT_SHORT)),
-                reanswer: false,
-            },
-        },
+        reanswer,
     }
 }
 
@@ -86,7 +90,7 @@ pub trait Recoverer: Sync {
 /// What a recovery did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Partial replies replaced by the note.
+    /// Bot messages replaced by the note.
     pub noted: usize,
     /// Questions answered again (or for the first time).
     pub reanswered: usize,
@@ -103,7 +107,7 @@ pub async fn recover(
         Ok(removed) => tracing::debug!(removed, "pruned settled reply-journal records"),
         Err(e) => tracing::warn!(error = %e, "could not prune the reply journal"),
     }
-    let entries = match journal.unsettled(platform) {
+    let mut entries = match journal.unsettled(platform) {
         Ok(entries) => entries,
         Err(e) => {
             tracing::error!(error = %e, %platform, "could not read the reply journal; replies cut short by the last stop stay as they are");
@@ -116,20 +120,25 @@ pub async fn recover(
     }
     let plans: Vec<Plan> = entries.iter().map(|(_, e)| plan(e, mode)).collect();
     // Durable before anything is shown: a crash from here on finds them `recovering`.
-    for (ticket, _) in &entries {
-        ticket.advance(ReplyState::Recovering);
+    for ((ticket, entry), plan) in entries.iter_mut().zip(&plans) {
+        ticket.recovering(plan.reanswer);
+        entry.state = ReplyState::Recovering;
+        entry.recoveries += u32::from(plan.reanswer);
     }
     if let Err(e) = journal.flush().await {
         tracing::error!(error = %e, "could not make the recovery marks durable");
     }
     for ((ticket, entry), plan) in entries.into_iter().zip(plans) {
-        if let Some((message, text)) = &plan.note {
-            match recoverer.note(&entry, message, text).await {
+        for message in &plan.replace {
+            match recoverer.note(&entry, message, plan.note).await {
                 Ok(()) => report.noted += 1,
                 Err(e) => {
                     tracing::warn!(error = %e, chat = %entry.inbound.chat, "could not mark a reply cut short by a restart");
                 }
             }
+        }
+        if !plan.reanswer && entry.bot_messages.is_empty() {
+            tracing::warn!(chat = %entry.inbound.chat, "a question was answered again {MAX_RECOVERIES} times and never finished; giving up on it");
         }
         if plan.reanswer {
             report.reanswered += 1;

@@ -1,4 +1,4 @@
-//! Recovery's exactly-once rules, over an in-memory journal and a recording fake platform.
+//! Recovery's rules, over an in-memory journal and a recording fake platform.
 
 use std::sync::Mutex;
 
@@ -42,11 +42,12 @@ impl Recoverer for Recorder {
     }
 
     fn reanswer(&self, entry: JournalEntry, ticket: JournalTicket) {
+        let attempt = entry.recoveries;
         self.calls
             .lock()
             .unwrap()
-            .push(format!("answer {}", entry.message));
-        ticket.bot_message(format!("re{}", entry.message));
+            .push(format!("answer {} #{attempt}", entry.message));
+        ticket.bot_message(format!("re{}.{attempt}", entry.message));
     }
 }
 
@@ -65,12 +66,16 @@ fn inbound() -> Inbound {
     }
 }
 
-/// A journal as a crash leaves it: one record per state, in message order 1…5.
-fn crashed_journal() -> Arc<Journal> {
-    let journal = Journal::new(
+fn empty_journal() -> Arc<Journal> {
+    Journal::new(
         Arc::new(MemoryStore::new()),
         Arc::new(TokioClock::starting_at(1_000_000)),
-    );
+    )
+}
+
+/// A journal as a crash leaves it: records 1…4 in each state, 5 `recovering` from an earlier start.
+fn crashed_journal() -> Arc<Journal> {
+    let journal = empty_journal();
     journal.accept("1", &inbound()); // accepted, never started
     let streaming = journal.accept("2", &inbound());
     streaming.question_stored();
@@ -85,52 +90,69 @@ fn crashed_journal() -> Arc<Journal> {
     delivered.advance(ReplyState::Delivered);
     let recovering = journal.accept("5", &inbound());
     recovering.bot_message("50".into());
-    recovering.advance(ReplyState::Recovering);
+    recovering.recovering(true);
     journal
 }
 
 #[tokio::test(start_paused = true)]
-async fn every_unsettled_reply_is_noted_or_answered_once_and_a_second_start_never_answers_again() {
+async fn each_start_notes_everything_a_cut_reply_showed_and_answers_it_once() {
     let journal = crashed_journal();
     let platform = Recorder::default();
     let report = recover(&journal, Platform::Telegram, Recovery::Reanswer, &platform).await;
     assert_eq!(
         platform.take(),
         [
-            "answer 1",
+            "answer 1 #1",
             "note 2 20 again",
-            "answer 2",
+            "answer 2 #1",
+            "note 3 30 again",
             "note 3 31 again",
-            "answer 3",
-            // Found `recovering`: an earlier recovery answered it already; only the note.
-            "note 5 50 cut",
+            "answer 3 #1",
+            // Found `recovering`: what it showed (maybe even complete) becomes the note, then one answer.
+            "note 5 50 again",
+            "answer 5 #2",
         ]
     );
     assert_eq!(
         report,
         Report {
-            noted: 3,
-            reanswered: 3
+            noted: 4,
+            reanswered: 4
         }
     );
-    // The process dies again while the three answers are in flight: the next start only notes what they
-    // sent, and answers nothing a second time.
-    let report = recover(&journal, Platform::Telegram, Recovery::Reanswer, &platform).await;
-    assert_eq!(
-        platform.take(),
-        ["note 1 re1 cut", "note 2 re2 cut", "note 3 re3 cut"]
-    );
-    assert_eq!(
-        report,
-        Report {
-            noted: 3,
-            reanswered: 0
-        }
-    );
-    // Everything is settled now.
-    let report = recover(&journal, Platform::Telegram, Recovery::Reanswer, &platform).await;
-    assert_eq!(report, Report::default());
-    assert!(platform.take().is_empty());
+    // The process dies again while those answers are in flight: the next start notes what each showed
+    // and answers each once more, never twice in one start.
+    recover(&journal, Platform::Telegram, Recovery::Reanswer, &platform).await;
+    let calls = platform.take();
+    for message in ["1", "2", "3", "5"] {
+        let answers = calls
+            .iter()
+            .filter(|c| c.starts_with(&format!("answer {message} ")))
+            .count();
+        assert_eq!(answers, 1, "{calls:?}");
+    }
+    assert!(calls.contains(&"note 5 re5.2 again".to_owned()), "{calls:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_question_that_keeps_crashing_the_process_is_answered_again_at_most_three_times() {
+    let journal = empty_journal();
+    let ticket = journal.accept("1", &inbound());
+    ticket.bot_message("10".into());
+    let platform = Recorder::default();
+    let mut answers = 0;
+    for _ in 0..6 {
+        recover(&journal, Platform::Telegram, Recovery::Reanswer, &platform).await;
+        answers += platform
+            .take()
+            .iter()
+            .filter(|c| c.starts_with("answer"))
+            .count();
+    }
+    assert_eq!(answers, MAX_RECOVERIES as usize);
+    // The last start only noted it and settled it.
+    assert!(journal.unsettled(Platform::Telegram).unwrap().is_empty());
+    assert_eq!(plan(&ticket.entry().unwrap(), Recovery::Reanswer).replace, Vec::<String>::new());
 }
 
 #[tokio::test(start_paused = true)]
@@ -141,26 +163,13 @@ async fn note_mode_only_notes_but_still_answers_a_message_never_answered() {
     assert_eq!(
         platform.take(),
         [
-            "answer 1",
+            "answer 1 #1",
             "note 2 20 cut",
+            "note 3 30 cut",
             "note 3 31 cut",
             "note 5 50 cut"
         ]
     );
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_recovering_record_that_showed_nothing_is_answered_again() {
-    let journal = Journal::new(
-        Arc::new(MemoryStore::new()),
-        Arc::new(TokioClock::starting_at(1_000_000)),
-    );
-    journal
-        .accept("1", &inbound())
-        .advance(ReplyState::Recovering);
-    let platform = Recorder::default();
-    recover(&journal, Platform::Telegram, Recovery::Reanswer, &platform).await;
-    assert_eq!(platform.take(), ["answer 1"]);
     // Records of another platform are that adapter's to recover.
     assert!(journal.unsettled(Platform::Discord).unwrap().is_empty());
 }

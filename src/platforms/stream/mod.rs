@@ -440,7 +440,11 @@ impl<S: Surface> Reply<S> {
         }
         let id = self.post(i, text, rich).await?;
         if let Some(journal) = &self.journal {
+            // Durable before the reply goes on: recovery can only note a message whose id it knows.
+            // (One fsync per new message, never per edit; a crash in the instants between Telegram
+            // creating the message and this flush is the one window left.)
             journal.bot_message(id.to_string());
+            journal.flush().await;
         }
         self.sent.push(Sent {
             id,
