@@ -48,6 +48,7 @@ impl ReplyState {
     /// The state after a step to `to`. `Delivered` is final; `Recovering` is left only for `Delivered`
     /// (the re-answer's own turn reports `Streaming`/`Finished` without undoing it); otherwise states
     /// only move forward, so a late or repeated report never moves a reply back.
+    #[must_use]
     pub fn advance(self, to: Self) -> Self {
         match (self, to) {
             (Self::Delivered, _) | (_, Self::Delivered) => Self::Delivered,
@@ -256,10 +257,10 @@ impl JournalTicket {
     }
 
     /// A new bot message `id` was posted for this reply.
-    pub fn bot_message(&self, id: String) {
+    pub fn bot_message(&self, id: &str) {
         self.update(|entry| {
-            if !entry.bot_messages.contains(&id) {
-                entry.bot_messages.push(id.clone());
+            if !entry.bot_messages.iter().any(|m| m == id) {
+                entry.bot_messages.push(id.to_owned());
             }
         });
     }
@@ -365,9 +366,9 @@ mod tests {
         assert!(journal.contains(&ChatRef::new(Platform::Telegram, "1"), "7"));
         assert!(!journal.contains(&ChatRef::new(Platform::Discord, "1"), "7"));
         first.question_stored();
-        first.bot_message("100".into());
-        first.bot_message("100".into());
-        first.bot_message("101".into());
+        first.bot_message("100");
+        first.bot_message("100");
+        first.bot_message("101");
         first.advance(Finished);
         let entry = first.entry().unwrap();
         assert!(entry.question_stored);

@@ -145,9 +145,10 @@ impl Core {
         ticket: JournalTicket,
     ) -> Option<(ReplyStream, Receipt)> {
         let (receipt, verdict) = Receipt::pair(Some(ticket.clone()));
-        let answered = self.answer(inbound, Some(verdict), Some(ticket.clone()));
+        let ignored = ticket.clone();
+        let answered = self.answer(inbound, Some(verdict), Some(ticket));
         if answered.is_none() {
-            ticket.discard();
+            ignored.discard();
         }
         answered.map(|stream| (stream, receipt))
     }

@@ -89,15 +89,25 @@ impl Outcome {
             ("partial replies without a note", self.partial_without_note),
             ("notes without a following answer", self.note_without_answer),
             ("history holes", self.history_holes),
-            ("turns stored complete the user did not receive", self.stored_not_received),
-            ("questions without a complete stored answer", self.history_unanswered),
+            (
+                "turns stored complete the user did not receive",
+                self.stored_not_received,
+            ),
+            (
+                "questions without a complete stored answer",
+                self.history_unanswered,
+            ),
         ];
         for (what, n) in counts {
             if n > 0 {
                 out.push(format!("{n} {what}"));
             }
         }
-        out.extend(self.unexpected_texts.iter().map(|t| format!("unexpected bot text: {t}")));
+        out.extend(
+            self.unexpected_texts
+                .iter()
+                .map(|t| format!("unexpected bot text: {t}")),
+        );
         out.extend(self.fake_complaints.iter().cloned());
         out
     }
@@ -152,7 +162,13 @@ pub async fn run(scenario: Scenario) -> Outcome {
         let life = random_between(scenario.min_life, scenario.max_life);
         let until = Instant::now() + life;
         while Instant::now() < until {
-            send_due(&fake, &mut next_send, &mut sent, &mut questions, scenario.send_every);
+            send_due(
+                &fake,
+                &mut next_send,
+                &mut sent,
+                &mut questions,
+                scenario.send_every,
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         child.start_kill().expect("SIGKILL the daemon");
@@ -169,9 +185,10 @@ pub async fn run(scenario: Scenario) -> Outcome {
         .expect("the daemon stops after SIGTERM")
         .unwrap();
     if !drained || !status.success() {
-        outcome
-            .fake_complaints
-            .push(format!("drained: {drained}, final exit: {status}; {}", daemon.log_tail()));
+        outcome.fake_complaints.push(format!(
+            "drained: {drained}, final exit: {status}; {}",
+            daemon.log_tail()
+        ));
     }
     outcome.questions = questions.len();
     check_chats(&fake, &questions, &mut outcome);
@@ -219,13 +236,17 @@ fn send_due(
 /// The complete answer's text after the model's name (`You said: … .` and the sentences).
 fn answer_tail(question: &str) -> String {
     let full = reply_text("m", question, SENTENCES);
-    full.split_once("] ").map(|(_, t)| t.to_owned()).unwrap_or(full)
+    full.split_once("] ")
+        .map(|(_, t)| t.to_owned())
+        .unwrap_or(full)
 }
 
 /// Which question a text answers (its echo line), if it shows that far.
 fn echoed(text: &str) -> Option<&str> {
     let rest = text.split_once("You said: ")?.1;
-    let end = rest.find(". ").or_else(|| rest.strip_suffix('.').map(str::len))?;
+    let end = rest
+        .find(". ")
+        .or_else(|| rest.strip_suffix('.').map(str::len))?;
     Some(&rest[..end])
 }
 
@@ -243,7 +264,9 @@ async fn wait_drained(fake: &FakeTelegram, questions: &[Question]) -> bool {
     loop {
         let mut finals: HashMap<i64, Vec<String>> = HashMap::new();
         let all = questions.iter().all(|q| {
-            let texts = finals.entry(q.chat).or_insert_with(|| fake.bot_texts(q.chat));
+            let texts = finals
+                .entry(q.chat)
+                .or_insert_with(|| fake.bot_texts(q.chat));
             texts.iter().any(|t| is_complete(t, &q.text))
         });
         if all {
@@ -270,7 +293,11 @@ fn check_chats(fake: &FakeTelegram, questions: &[Question], outcome: &mut Outcom
         let mut noted: HashMap<String, Vec<i64>> = HashMap::new();
         for (id, texts) in &shown {
             let last = texts.last().map(String::as_str).unwrap_or_default();
-            let question = texts.iter().rev().find_map(|t| echoed(t)).map(str::to_owned);
+            let question = texts
+                .iter()
+                .rev()
+                .find_map(|t| echoed(t))
+                .map(str::to_owned);
             if let Some(q) = asked.iter().find(|q| is_complete(last, &q.text)) {
                 complete.entry(q.text.as_str()).or_default().push(*id);
             } else if is_note(last) {
@@ -280,7 +307,9 @@ fn check_chats(fake: &FakeTelegram, questions: &[Question], outcome: &mut Outcom
                 }
             } else if texts.iter().any(|t| t.starts_with('[')) {
                 outcome.partial_without_note += 1;
-                outcome.unexpected_texts.push(format!("partial, not noted: {last}"));
+                outcome
+                    .unexpected_texts
+                    .push(format!("partial, not noted: {last}"));
             } else {
                 outcome.unexpected_texts.push(last.to_owned());
             }

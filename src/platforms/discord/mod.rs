@@ -567,7 +567,7 @@ impl Shared {
         self.tasks.spawn(async move {
             let chains = shared.clone();
             let on_posted = Box::new(move |id: MessageId| {
-                journal.bot_message(id.to_string());
+                journal.bot_message(&id.to_string());
                 if let Some(scope) = &scope {
                     chains.record_chain(&id.to_string(), scope);
                 }

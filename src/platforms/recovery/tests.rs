@@ -47,7 +47,7 @@ impl Recoverer for Recorder {
             .lock()
             .unwrap()
             .push(format!("answer {} #{attempt}", entry.message));
-        ticket.bot_message(format!("re{}.{attempt}", entry.message));
+        ticket.bot_message(&format!("re{}.{attempt}", entry.message));
     }
 }
 
@@ -79,17 +79,17 @@ fn crashed_journal() -> Arc<Journal> {
     journal.accept("1", &inbound()); // accepted, never started
     let streaming = journal.accept("2", &inbound());
     streaming.question_stored();
-    streaming.bot_message("20".into());
+    streaming.bot_message("20");
     let finished = journal.accept("3", &inbound());
     finished.question_stored();
-    finished.bot_message("30".into());
-    finished.bot_message("31".into());
+    finished.bot_message("30");
+    finished.bot_message("31");
     finished.advance(ReplyState::Finished);
     let delivered = journal.accept("4", &inbound());
-    delivered.bot_message("40".into());
+    delivered.bot_message("40");
     delivered.advance(ReplyState::Delivered);
     let recovering = journal.accept("5", &inbound());
-    recovering.bot_message("50".into());
+    recovering.bot_message("50");
     recovering.recovering(true);
     journal
 }
@@ -131,14 +131,17 @@ async fn each_start_notes_everything_a_cut_reply_showed_and_answers_it_once() {
             .count();
         assert_eq!(answers, 1, "{calls:?}");
     }
-    assert!(calls.contains(&"note 5 re5.2 again".to_owned()), "{calls:?}");
+    assert!(
+        calls.contains(&"note 5 re5.2 again".to_owned()),
+        "{calls:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_question_that_keeps_crashing_the_process_is_answered_again_at_most_three_times() {
     let journal = empty_journal();
     let ticket = journal.accept("1", &inbound());
-    ticket.bot_message("10".into());
+    ticket.bot_message("10");
     let platform = Recorder::default();
     let mut answers = 0;
     for _ in 0..6 {
@@ -152,7 +155,10 @@ async fn a_question_that_keeps_crashing_the_process_is_answered_again_at_most_th
     assert_eq!(answers, MAX_RECOVERIES as usize);
     // The last start only noted it and settled it.
     assert!(journal.unsettled(Platform::Telegram).unwrap().is_empty());
-    assert_eq!(plan(&ticket.entry().unwrap(), Recovery::Reanswer).replace, Vec::<String>::new());
+    assert_eq!(
+        plan(&ticket.entry().unwrap(), Recovery::Reanswer).replace,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(start_paused = true)]

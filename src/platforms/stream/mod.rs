@@ -443,7 +443,7 @@ impl<S: Surface> Reply<S> {
             // Durable before the reply goes on: recovery can only note a message whose id it knows.
             // (One fsync per new message, never per edit; a crash in the instants between Telegram
             // creating the message and this flush is the one window left.)
-            journal.bot_message(id.to_string());
+            journal.bot_message(&id.to_string());
             journal.flush().await;
         }
         self.sent.push(Sent {
