@@ -140,6 +140,22 @@ struct Answering {
     ticket: JournalTicket,
 }
 
+impl Answering {
+    /// Hands a journaled message to the core; `None` when the core does not answer it.
+    fn start(
+        core: &Arc<crate::core::Core>,
+        inbound: Inbound,
+        ticket: JournalTicket,
+    ) -> Option<Self> {
+        let (stream, receipt) = core.handle_journaled(inbound, ticket.clone())?;
+        Some(Self {
+            stream,
+            receipt,
+            ticket,
+        })
+    }
+}
+
 /// A bounded set of recent ids, oldest evicted first.
 #[derive(Default)]
 struct RecentIds {
@@ -438,14 +454,8 @@ impl Shared {
         if let Err(e) = journal.flush().await {
             tracing::warn!(error = %e, "discord: could not make a message's record durable");
         }
-        let Some((stream, receipt)) = self.ctx.core.handle_journaled(inbound, ticket.clone())
-        else {
+        let Some(reply) = Answering::start(&self.ctx.core, inbound, ticket) else {
             return;
-        };
-        let reply = Answering {
-            stream,
-            receipt,
-            ticket,
         };
         self.render_reply(
             message.channel_id,

@@ -86,18 +86,8 @@ impl Recoverer for DiscordRecoverer<'_> {
             tracing::warn!("discord: a journal record with a foreign id was not answered again");
             return;
         };
-        let Some((stream, receipt)) = self
-            .shared
-            .ctx
-            .core
-            .handle_journaled(entry.inbound, ticket.clone())
-        else {
+        let Some(reply) = Answering::start(&self.shared.ctx.core, entry.inbound, ticket) else {
             return;
-        };
-        let reply = Answering {
-            stream,
-            receipt,
-            ticket,
         };
         self.shared.render_reply(
             channel,
