@@ -23,8 +23,12 @@ pub const JOURNAL_NS: &str = "core.journal";
 /// (minutes) idempotent, short enough that the journal holds about an hour of traffic.
 pub const SETTLED_KEEP_MS: i64 = 3600 * 1000;
 /// At most this many settled records are kept whatever their age (the oldest go first): the journal's
-/// size is bounded by this plus the replies in flight (about 1 KB per record, so ≤ ~10 MB).
+/// size is bounded by this plus [`PRUNE_EVERY`] plus the replies in flight (about 1 KB per record, so
+/// ≤ ~11 MB).
 pub const MAX_SETTLED: usize = 10_000;
+/// The journal prunes itself every this many accepted messages (and recovery at each start): a scan of
+/// at most ~11,000 small records, a few milliseconds per thousand messages, on every platform alike.
+pub const PRUNE_EVERY: u64 = 1_000;
 
 /// How far the reply to one message got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,6 +106,8 @@ pub struct Journal {
     store: Arc<dyn StateStore>,
     clock: SharedClock,
     next_seq: AtomicU64,
+    /// Messages accepted by this process (for [`PRUNE_EVERY`]).
+    accepted: AtomicU64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -127,6 +133,7 @@ impl Journal {
             store,
             clock,
             next_seq: AtomicU64::new(base),
+            accepted: AtomicU64::new(0),
         })
     }
 
@@ -149,6 +156,11 @@ impl Journal {
         };
         if let Err(e) = store::put_json(self.store.as_ref(), JOURNAL_NS, &ticket.key, &entry) {
             tracing::warn!(error = %e, "could not record a message in the reply journal");
+        }
+        if (self.accepted.fetch_add(1, Ordering::Relaxed) + 1) % PRUNE_EVERY == 0 {
+            if let Err(e) = self.prune() {
+                tracing::warn!(error = %e, "could not prune the reply journal");
+            }
         }
         ticket
     }

@@ -385,11 +385,12 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// Daemons with the default `core.recovery` ("reanswer"; not written, so `SB_BENCH_BIN` can run a
+    /// build from before the setting existed).
     fn new(dir: &Path, telegram_url: &str, sim_url: &str) -> Self {
         let config = "[router]\npaid_enabled = false\n\n\
              [openrouter]\nrequests_per_minute = 0\nfree_requests_per_day = 1000000000\n\n\
              [access]\nuser_messages_per_minute = 0\n\n\
-             [core]\nrecovery = \"reanswer\"\n\n\
              [telegram]\nedit_interval_private_ms = 200\npoll_timeout_secs = 1\n";
         std::fs::write(dir.join("switchboard.toml"), config).unwrap();
         Self {

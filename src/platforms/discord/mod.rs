@@ -34,12 +34,13 @@ use tokio_util::task::TaskTracker;
 use self::chain::ChainMap;
 use self::liveness::{Liveness, ReconnectMeter};
 use self::policy::{GuildMessageFacts, Scope};
+use self::recover::Answering;
 use self::render::Target;
 use self::rest::{ChannelKind, Rest};
 use super::{AdapterContext, PlatformAdapter};
 use crate::clock::SystemClock;
-use crate::core::{JournalTicket, Receipt};
-use crate::domain::{ChatKind, ChatRef, Inbound, Platform, ReplyStream, Sender, UserRef};
+
+use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
 use crate::exit::Fatal;
 use crate::health::ComponentHandle;
 use crate::platforms::stream::Stage;
@@ -131,29 +132,6 @@ struct Shared {
     reconnects: ReconnectMeter,
     /// Cancelled when the reconnects amount to a storm: the adapter then stops with [`Fatal::Unstable`].
     storm: CancellationToken,
-}
-
-/// A reply the core is producing for a journaled message.
-struct Answering {
-    stream: ReplyStream,
-    receipt: Receipt,
-    ticket: JournalTicket,
-}
-
-impl Answering {
-    /// Hands a journaled message to the core; `None` when the core does not answer it.
-    fn start(
-        core: &Arc<crate::core::Core>,
-        inbound: Inbound,
-        ticket: JournalTicket,
-    ) -> Option<Self> {
-        let (stream, receipt) = core.handle_journaled(inbound, ticket.clone())?;
-        Some(Self {
-            stream,
-            receipt,
-            ticket,
-        })
-    }
 }
 
 /// A bounded set of recent ids, oldest evicted first.

@@ -1,7 +1,8 @@
 //! Discord's side of start-up recovery ([`crate::platforms::recovery`]), run before the gateway
-//! connects: a partial reply's last message is edited to the restart note, and a question is answered
-//! again as a reply to the user's message. Journal records name a message as `channel:message` (a
-//! thread's messages belong to its parent's chat, so the chat alone does not say where to write).
+//! connects: a cut reply's messages are edited to the restart note, and a question is answered again
+//! as a reply to the user's message (through [`Answering`], the same hand-over as live intake). Journal
+//! records name a message as `channel:message` (a thread's messages belong to its parent's chat, so the
+//! chat alone does not say where to write).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +11,33 @@ use futures_util::future::{BoxFuture, FutureExt};
 use serenity::model::id::{ChannelId, MessageId};
 
 use super::rest::{Rest, RestError};
-use super::{Answering, Shared};
+use super::Shared;
 use crate::config::Config;
-use crate::core::{JournalEntry, JournalTicket};
-use crate::domain::Platform;
+use crate::core::{Core, JournalEntry, JournalTicket, Receipt};
+use crate::domain::{Inbound, Platform, ReplyStream};
 use crate::platforms::recovery::{self, Recoverer};
 
 /// The longest rate-limit wait a note waits out once; longer, and start-up would stall behind it.
 const MAX_NOTE_WAIT: Duration = Duration::from_secs(30);
+
+/// A reply the core is producing for a journaled message.
+pub(super) struct Answering {
+    pub(super) stream: ReplyStream,
+    pub(super) receipt: Receipt,
+    pub(super) ticket: JournalTicket,
+}
+
+impl Answering {
+    /// Hands a journaled message to the core; `None` when the core does not answer it.
+    pub(super) fn start(core: &Arc<Core>, inbound: Inbound, ticket: JournalTicket) -> Option<Self> {
+        let (stream, receipt) = core.handle_journaled(inbound, ticket.clone())?;
+        Some(Self {
+            stream,
+            receipt,
+            ticket,
+        })
+    }
+}
 
 /// How the journal names message `message` of `channel`.
 pub(super) fn journal_id(channel: ChannelId, message: MessageId) -> String {

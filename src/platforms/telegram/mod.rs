@@ -259,9 +259,6 @@ impl Poller {
             if Instant::now() >= next_prune {
                 let removed = self.ledger.prune();
                 tracing::debug!(removed, "telegram: pruned answered-message records");
-                if let Err(e) = self.core.journal().prune() {
-                    tracing::warn!(error = %e, "telegram: could not prune the reply journal");
-                }
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
             // Room for a whole batch first, so no fetched message has to wait in memory for it.

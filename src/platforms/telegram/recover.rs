@@ -1,5 +1,5 @@
-//! Telegram's side of start-up recovery ([`crate::platforms::recovery`]): a partial reply's last
-//! message is edited to the restart note, and a question is answered again through the same path as
+//! Telegram's side of start-up recovery ([`crate::platforms::recovery`]): a cut reply's messages are
+//! edited to the restart note, and a question is answered again through the same path as
 //! a new message.
 
 use std::time::Duration;
