@@ -95,6 +95,10 @@ pub struct JournalEntry {
     pub bot_messages: Vec<String>,
     /// How far its reply got.
     pub state: ReplyState,
+    /// A new bot message was being posted and its id is not recorded yet: if the process died then,
+    /// a message recovery cannot name may be showing part of the answer.
+    #[serde(default)]
+    pub posting: bool,
     /// How many times start-up recovery answered it again (bounded, so a question whose answer
     /// brings the process down cannot make it crash in a loop).
     #[serde(default)]
@@ -148,6 +152,7 @@ impl Journal {
             question_stored: false,
             bot_messages: Vec::new(),
             state: ReplyState::Accepted,
+            posting: false,
             recoveries: 0,
         };
         let ticket = JournalTicket {
@@ -268,9 +273,15 @@ impl JournalTicket {
         });
     }
 
+    /// A new bot message is about to be posted (`true`), or the post failed (`false`).
+    pub fn posting(&self, posting: bool) {
+        self.update(|entry| entry.posting = posting);
+    }
+
     /// A new bot message `id` was posted for this reply.
     pub fn bot_message(&self, id: &str) {
         self.update(|entry| {
+            entry.posting = false;
             if !entry.bot_messages.iter().any(|m| m == id) {
                 entry.bot_messages.push(id.to_owned());
             }

@@ -5,6 +5,8 @@
 //! - never answered (no bot message sent): answered now — nothing was shown, so nothing is shown twice;
 //! - partly shown: every bot message it sent is replaced by a note that a restart cut it short, and
 //!   (with `core.recovery = "reanswer"`, the default) the question is answered again as a fresh reply;
+//! - a bot message was being posted when the process died (its id never recorded): the question also
+//!   gets a note sent as a reply to it, since that message cannot be edited;
 //! - found `recovering` (a crash during an earlier recovery or its answer): the same, on everything it
 //!   sent — so whatever was shown before, complete or not, is a note now and the user ends with one
 //!   complete answer — but at most [`MAX_RECOVERIES`] times; after that only the note.
@@ -32,6 +34,11 @@ pub const NOTE_ANSWERING_AGAIN: &str =
 pub const NOTE_CUT_SHORT: &str =
     "✂️ This answer was cut short by a restart. Please ask again if you still need it.";
 
+/// Sent as a reply to the question when a bot message may be showing part of its answer under an id
+/// the journal never learned (the process died while posting it).
+pub const NOTE_UNNAMED: &str =
+    "✂️ An answer to this was cut short by a restart; any part of it shown above is incomplete.";
+
 /// A question is answered again at most this many times: a question whose answer brings the process
 /// down (a bug, memory) must not make it crash in a loop. Three covers a kill during the answer and
 /// one during its re-answer with room to spare.
@@ -44,6 +51,9 @@ pub struct Plan {
     pub replace: Vec<String>,
     /// The note they show.
     pub note: &'static str,
+    /// Whether the question gets [`NOTE_UNNAMED`] (a bot message was being posted when the process
+    /// died, and its id is unknown).
+    pub note_question: bool,
     /// Whether the question is answered again.
     pub reanswer: bool,
 }
@@ -68,6 +78,7 @@ pub fn plan(entry: &JournalEntry, mode: Recovery) -> Plan {
         } else {
             NOTE_CUT_SHORT
         },
+        note_question: entry.posting && entry.state != ReplyState::Delivered,
         reanswer,
     }
 }
@@ -82,6 +93,13 @@ pub trait Recoverer: Sync {
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), String>>;
 
+    /// Posts `text` as a reply to `entry`'s question.
+    fn note_question<'a>(
+        &'a self,
+        entry: &'a JournalEntry,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
+
     /// Starts answering `entry`'s question again as a fresh reply, recorded under `ticket`; returns at
     /// once (the reply renders in the background, in the chat's order).
     fn reanswer(&self, entry: JournalEntry, ticket: JournalTicket);
@@ -90,7 +108,7 @@ pub trait Recoverer: Sync {
 /// What a recovery did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Bot messages replaced by the note.
+    /// Bot messages replaced by the note, and notes sent to questions.
     pub noted: usize,
     /// Questions answered again (or for the first time).
     pub reanswered: usize,
@@ -134,6 +152,17 @@ pub async fn recover(
                 Ok(()) => report.noted += 1,
                 Err(e) => {
                     tracing::warn!(error = %e, chat = %entry.inbound.chat, "could not mark a reply cut short by a restart");
+                }
+            }
+        }
+        if plan.note_question {
+            match recoverer.note_question(&entry, NOTE_UNNAMED).await {
+                Ok(()) => {
+                    report.noted += 1;
+                    ticket.posting(false);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, chat = %entry.inbound.chat, "could not note a question whose reply was cut short");
                 }
             }
         }

@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use switchboard::domain::{ConversationKey, Role};
-use switchboard::platforms::recovery::{NOTE_ANSWERING_AGAIN, NOTE_CUT_SHORT};
+use switchboard::platforms::recovery::{NOTE_ANSWERING_AGAIN, NOTE_CUT_SHORT, NOTE_UNNAMED};
 use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::{reply_text, ReplyShape};
 use switchboard::store::sled_store::SledStore;
@@ -116,6 +116,8 @@ impl Outcome {
 /// One question a user sent.
 struct Question {
     chat: i64,
+    /// Its message id in the chat.
+    id: i64,
     text: String,
 }
 
@@ -227,8 +229,12 @@ fn send_due(
         let n = sent.entry(*chat).or_default();
         *n += 1;
         let text = format!("c{chat}-q{n}");
-        fake.push_text(*chat, *chat, "Ada", &text);
-        questions.push(Question { chat: *chat, text });
+        let id = fake.push_text(*chat, *chat, "Ada", &text);
+        questions.push(Question {
+            chat: *chat,
+            id,
+            text,
+        });
         *due = now + random_between(every.0, every.1);
     }
 }
@@ -288,6 +294,13 @@ fn check_chats(fake: &FakeTelegram, questions: &[Question], outcome: &mut Outcom
     }
     for (chat, asked) in by_chat {
         let shown = fake.shown_texts(chat);
+        // Questions noted directly (a message of their reply may exist whose id recovery never knew).
+        let noted_questions: Vec<&str> = shown
+            .iter()
+            .filter(|(_, texts)| texts.last().is_some_and(|t| t == NOTE_UNNAMED))
+            .filter_map(|(id, _)| fake.replied_to(chat, *id))
+            .filter_map(|to| asked.iter().find(|q| q.id == to).map(|q| q.text.as_str()))
+            .collect();
         // Per question: the ids of its complete answers and of its noted partials.
         let mut complete: HashMap<&str, Vec<i64>> = HashMap::new();
         let mut noted: HashMap<String, Vec<i64>> = HashMap::new();
@@ -300,7 +313,18 @@ fn check_chats(fake: &FakeTelegram, questions: &[Question], outcome: &mut Outcom
                 .map(str::to_owned);
             if let Some(q) = asked.iter().find(|q| is_complete(last, &q.text)) {
                 complete.entry(q.text.as_str()).or_default().push(*id);
+            } else if last == NOTE_UNNAMED {
+                // Counted with the partial it covers, below.
             } else if is_note(last) {
+                outcome.noted += 1;
+                if let Some(q) = question {
+                    noted.entry(q).or_default().push(*id);
+                }
+            } else if question
+                .as_deref()
+                .is_some_and(|q| noted_questions.contains(&q))
+            {
+                // A partial recovery could not edit, with the note on its question.
                 outcome.noted += 1;
                 if let Some(q) = question {
                     noted.entry(q).or_default().push(*id);

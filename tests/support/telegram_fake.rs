@@ -104,6 +104,8 @@ struct Inner {
     messages: HashMap<(i64, i64), String>,
     /// (chat, message id) → every text the message showed, oldest first (sent, then each edit).
     shown: HashMap<(i64, i64), Vec<String>>,
+    /// (chat, bot message id) → the message it replies to (`reply_parameters.message_id`).
+    replies: HashMap<(i64, i64), i64>,
     /// Keep messages and their texts but not the call log (long runs).
     calls_off: bool,
     next_message_id: HashMap<i64, i64>,
@@ -332,6 +334,11 @@ impl FakeTelegram {
             .collect();
         v.sort();
         v
+    }
+
+    /// The message bot message `id` in `chat` replies to, if it quotes one.
+    pub fn replied_to(&self, chat: i64, id: i64) -> Option<i64> {
+        self.lock().replies.get(&(chat, id)).copied()
     }
 
     /// Stops logging calls (messages and their texts are still kept): for long runs.
@@ -575,6 +582,9 @@ async fn handle(
             if inner.record {
                 inner.messages.insert((chat, id), text.clone());
                 inner.shown.insert((chat, id), vec![text.clone()]);
+                if let Some(to) = body["reply_parameters"]["message_id"].as_i64() {
+                    inner.replies.insert((chat, id), to);
+                }
             }
             count_write(&mut inner, chat, &text);
             ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))

@@ -101,6 +101,22 @@ impl Recoverer for DiscordRecoverer<'_> {
         .boxed()
     }
 
+    fn note_question<'a>(
+        &'a self,
+        entry: &'a JournalEntry,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let (channel, question) = parse_id(&entry.message).ok_or("a foreign journal id")?;
+            self.rest
+                .create_message(channel, text, Some(question))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
     fn reanswer(&self, entry: JournalEntry, ticket: JournalTicket) {
         let Some((channel, message)) = parse_id(&entry.message) else {
             tracing::warn!("discord: a journal record with a foreign id was not answered again");

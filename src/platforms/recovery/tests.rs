@@ -41,6 +41,18 @@ impl Recoverer for Recorder {
         async { Ok(()) }.boxed()
     }
 
+    fn note_question<'a>(
+        &'a self,
+        entry: &'a JournalEntry,
+        _text: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("note question {}", entry.message));
+        async { Ok(()) }.boxed()
+    }
+
     fn reanswer(&self, entry: JournalEntry, ticket: JournalTicket) {
         let attempt = entry.recoveries;
         self.calls
@@ -178,4 +190,24 @@ async fn note_mode_only_notes_but_still_answers_a_message_never_answered() {
     );
     // Records of another platform are that adapter's to recover.
     assert!(journal.unsettled(Platform::Discord).unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_posted_without_a_recorded_id_gets_a_note_on_its_question_once() {
+    let journal = empty_journal();
+    let ticket = journal.accept("1", &inbound());
+    ticket.question_stored();
+    ticket.bot_message("10");
+    // The process died while posting the second message: the platform may have created it.
+    ticket.posting(true);
+    let platform = Recorder::default();
+    recover(&journal, Platform::Telegram, Recovery::Reanswer, &platform).await;
+    assert_eq!(
+        platform.take(),
+        ["note 1 10 again", "note question 1", "answer 1 #1"]
+    );
+    // Noted once: the next start does not note the question again (the re-answer is in flight).
+    recover(&journal, Platform::Telegram, Recovery::Reanswer, &platform).await;
+    let calls = platform.take();
+    assert!(!calls.contains(&"note question 1".to_owned()), "{calls:?}");
 }

@@ -438,14 +438,28 @@ impl<S: Surface> Reply<S> {
                 Err(e) => Err(e),
             };
         }
-        let id = self.post(i, text, rich).await?;
+        // A new message is marked in the journal before it is posted and named after: a crash between
+        // the platform creating it and its id being durable leaves the mark, and recovery then notes
+        // the question instead. Two flushes per new message, never one per edit.
         if let Some(journal) = &self.journal {
-            // Durable before the reply goes on: recovery can only note a message whose id it knows.
-            // (One fsync per new message, never per edit; a crash in the instants between Telegram
-            // creating the message and this flush is the one window left.)
-            journal.bot_message(&id.to_string());
+            journal.posting(true);
             journal.flush().await;
         }
+        let posted = self.post(i, text, rich).await;
+        let id = match (posted, &self.journal) {
+            (Ok(id), Some(journal)) => {
+                journal.bot_message(&id.to_string());
+                journal.flush().await;
+                id
+            }
+            (Ok(id), None) => id,
+            (Err(e), journal) => {
+                if let Some(journal) = journal {
+                    journal.posting(false);
+                }
+                return Err(e);
+            }
+        };
         self.sent.push(Sent {
             id,
             shown: text.to_owned(),

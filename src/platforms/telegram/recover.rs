@@ -70,6 +70,23 @@ impl Recoverer for TelegramRecoverer<'_> {
         .boxed()
     }
 
+    fn note_question<'a>(
+        &'a self,
+        entry: &'a JournalEntry,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let (chat, question) = ids(entry).ok_or("a journal record with a foreign id")?;
+            let api = &self.poller.api;
+            let _slot = api.write_slot().await;
+            api.send_text(chat, text, false, Some(question))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
     fn reanswer(&self, entry: JournalEntry, ticket: JournalTicket) {
         let Some((chat, message)) = ids(&entry) else {
             tracing::warn!("telegram: a journal record with a foreign id was not answered again");
