@@ -1343,14 +1343,15 @@ async fn a_batch_is_flushed_before_the_get_updates_that_confirms_it_and_before_a
     // The first flush that made the batch durable: both journal records, both dedupe records and the
     // new offset.
     let flushes = store.flushes();
-    let flush = flushes
+    let batch_at = flushes
         .iter()
-        .find(|f| {
+        .position(|f| {
             f.journal >= 2
                 && f.answered >= 2
                 && f.offset.is_some_and(|o| i64::from(o) > last_update)
         })
         .unwrap_or_else(|| panic!("no flush made the batch durable: {flushes:#?}"));
+    let flush = &flushes[batch_at];
     assert!(
         flush.seen[0] <= confirm,
         "the batch was confirmed (getUpdates #{confirm}) before it was flushed: {flush:?}"
@@ -1361,9 +1362,6 @@ async fn a_batch_is_flushed_before_the_get_updates_that_confirms_it_and_before_a
     );
     // One flush for the whole batch: it is the first flush to hold any record at all.
     let first_with_records = flushes.iter().position(|f| f.journal > 0).unwrap();
-    assert!(
-        std::ptr::eq(&flushes[first_with_records], flush),
-        "{flushes:#?}"
-    );
+    assert_eq!(first_with_records, batch_at, "{flushes:#?}");
     assert_clean(&fake);
 }
