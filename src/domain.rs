@@ -128,8 +128,9 @@ impl fmt::Display for ConversationKey {
     }
 }
 
-/// A message a person sent to the bot, already translated from the platform's own types.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A message a person sent to the bot, already translated from the platform's own types. Serializable:
+/// the reply journal keeps it so a question cut short by a crash can be answered again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inbound {
     /// Where it was said.
     pub chat: ChatRef,

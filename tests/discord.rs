@@ -19,6 +19,9 @@
 #[path = "support/fake_discord.rs"]
 mod fake_discord;
 
+#[path = "support/flush_log.rs"]
+mod flush_log;
+
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,7 +52,7 @@ use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
 use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::{reply_text, ReplyShape};
 use switchboard::store::memory::MemoryStore;
-use switchboard::store::{HistoryStore, Store, TurnStatus};
+use switchboard::store::{HistoryStore, StateStore, Store, TurnStatus};
 
 use fake_discord::*;
 
@@ -220,6 +223,8 @@ struct Harness {
     _config: watch::Sender<Arc<Config>>,
     next_message: AtomicU64,
     store: Arc<MemoryStore>,
+    /// What each flush of the store made durable, with the messages posted by then.
+    flushes: Arc<flush_log::FlushLog>,
 }
 
 struct Options {
@@ -287,13 +292,25 @@ async fn start(options: Options) -> Harness {
         inner,
         seen: Mutex::default(),
     });
-    let core = Core::new(config.clone(), store.clone(), recorder.clone(), clock);
+    let probe_fake = fake.clone();
+    let flushes = flush_log::FlushLog::new(
+        store.clone(),
+        Box::new(move || {
+            let posts = probe_fake
+                .calls()
+                .iter()
+                .filter(|c| c.method == Method::POST && c.path.ends_with("/messages"))
+                .count();
+            vec![posts]
+        }),
+    );
+    let core = Core::new(config.clone(), flushes.clone(), recorder.clone(), clock);
     let (config_tx, config_rx) = watch::channel(config);
     let health = Health::new();
     let intake = CancellationToken::new();
     let ctx = AdapterContext {
         core,
-        store: store.clone(),
+        store: flushes.clone(),
         health: health.clone(),
         config: config_rx,
         intake: intake.clone(),
@@ -310,6 +327,7 @@ async fn start(options: Options) -> Harness {
         _config: config_tx,
         next_message: AtomicU64::new(500_000_000_000_000_000),
         store,
+        flushes,
     };
     if options.close_on_identify.is_none() {
         harness
@@ -1587,4 +1605,49 @@ async fn replies_in_a_channel_start_in_the_order_their_messages_arrived() {
         "the help text second: {texts:?}"
     );
     h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_is_recorded_durably_before_its_reply_starts_and_settled_once_delivered() {
+    let h = start(Options::default()).await;
+    h.scripted
+        .on("hello", Script::Deltas(vec!["recorded first".into()]));
+    let id = h.say((ALICE, "Alice"), DM_CHANNEL, false, "hello", None);
+    h.fake
+        .wait_until("the answer", |f| {
+            f.messages_in(DM_CHANNEL)
+                .iter()
+                .any(|(_, t)| t == "recorded first")
+        })
+        .await;
+    let flushes = h.flushes.flushes();
+    let first_durable = flushes
+        .iter()
+        .find(|f| f.journal >= 1)
+        .unwrap_or_else(|| panic!("the message was never flushed: {flushes:#?}"));
+    assert_eq!(
+        first_durable.seen[0], 0,
+        "the reply was posted before the message's record was durable"
+    );
+    // The record names the bot's message and is settled once the reply is delivered.
+    let records = h
+        .store
+        .kv_scan(switchboard::core::journal::JOURNAL_NS, "")
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    let entry: switchboard::core::JournalEntry = switchboard::store::decode(&records[0].1).unwrap();
+    assert_eq!(entry.message, format!("{DM_CHANNEL}:{id}"));
+    assert_eq!(entry.bot_messages.len(), 1);
+    h.fake
+        .wait_until("settled", |_| {
+            let records = h
+                .store
+                .kv_scan(switchboard::core::journal::JOURNAL_NS, "")
+                .unwrap();
+            switchboard::store::decode::<switchboard::core::JournalEntry>(&records[0].1)
+                .unwrap()
+                .state
+                == switchboard::core::ReplyState::Delivered
+        })
+        .await;
 }

@@ -13,6 +13,7 @@
 )]
 
 mod support {
+    pub mod flush_log;
     pub mod telegram_fake;
 }
 
@@ -1306,5 +1307,60 @@ async fn a_poll_loop_failing_for_minutes_is_degraded_and_recovers() {
     fake.wait_until(WAIT, "answered", |f| sends(f, PRIVATE) == 1)
         .await;
     h.stop().await.unwrap();
+    assert_clean(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_is_flushed_before_the_get_updates_that_confirms_it_and_before_any_reply() {
+    let fake = FakeTelegram::start().await;
+    // Queued before the adapter polls, so both arrive in one batch.
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "first");
+    fake.push_text(PRIVATE, PRIVATE, "Alice", "second");
+    let last_update = fake.last_pushed()["update_id"].as_i64().unwrap();
+    let probe_fake = fake.clone();
+    let store = support::flush_log::FlushLog::new(
+        Arc::new(MemoryStore::new()),
+        Box::new(move || {
+            vec![
+                probe_fake.calls_of("getupdates").len(),
+                probe_fake.calls_of("sendmessage").len(),
+            ]
+        }),
+    );
+    let router = TimedRouter::drip(&["an answer"], Duration::ZERO);
+    let h = start(&fake, store.clone(), router, |_| {});
+    fake.wait_until(WAIT, "both answers", |f| f.bot_texts(PRIVATE).len() == 2)
+        .await;
+    h.stop().await.unwrap();
+
+    // The getUpdates that confirmed the batch to Telegram: the first whose offset is past it.
+    let polls = fake.calls_of("getupdates");
+    let confirm = polls
+        .iter()
+        .position(|c| c.body["offset"].as_i64().is_some_and(|o| o > last_update))
+        .expect("the batch was confirmed");
+    // The first flush that made the batch durable: both journal records, both dedupe records and the
+    // new offset.
+    let flushes = store.flushes();
+    let batch_at = flushes
+        .iter()
+        .position(|f| {
+            f.journal >= 2
+                && f.answered >= 2
+                && f.offset.is_some_and(|o| i64::from(o) > last_update)
+        })
+        .unwrap_or_else(|| panic!("no flush made the batch durable: {flushes:#?}"));
+    let flush = &flushes[batch_at];
+    assert!(
+        flush.seen[0] <= confirm,
+        "the batch was confirmed (getUpdates #{confirm}) before it was flushed: {flush:?}"
+    );
+    assert_eq!(
+        flush.seen[1], 0,
+        "a reply started before the batch was durable"
+    );
+    // One flush for the whole batch: it is the first flush to hold any record at all.
+    let first_with_records = flushes.iter().position(|f| f.journal > 0).unwrap();
+    assert_eq!(first_with_records, batch_at, "{flushes:#?}");
     assert_clean(&fake);
 }

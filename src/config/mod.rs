@@ -146,6 +146,17 @@ pub enum Scope {
     User,
 }
 
+/// What start-up does with a reply that a crash cut short (`core.recovery`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recovery {
+    /// The partial reply gets a note that a restart cut it short, and the question is answered again.
+    #[default]
+    Reanswer,
+    /// Only the note; the user asks again if they want to.
+    Note,
+}
+
 /// `[core]`: conversation behaviour.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -168,6 +179,8 @@ pub struct CoreConfig {
     /// The cap in a chat that turned long answers on with `/long`: 8192 tokens (about 6,000 words) fits
     /// an essay or a long file and every model's output limit we route to.
     pub long_max_tokens: u32,
+    /// What start-up does with replies a crash cut short (see [`Recovery`]).
+    pub recovery: Recovery,
 }
 
 impl Default for CoreConfig {
@@ -183,6 +196,7 @@ impl Default for CoreConfig {
             turn_deadline_secs: 300,
             max_tokens: 1024,
             long_max_tokens: 8192,
+            recovery: Recovery::Reanswer,
         }
     }
 }

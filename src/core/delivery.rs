@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::journal::{JournalTicket, ReplyState};
+
 /// How long a turn waits for its adapter's report before storing the answer as incomplete. Rendering
 /// the final text takes seconds (pacing, a few retries); minutes mean the platform is refusing.
 pub const VERDICT_WAIT: Duration = Duration::from_secs(300);
@@ -23,19 +25,36 @@ pub enum Delivery {
 /// The adapter's half: report how the reply ended. Dropping it unreported counts as delivered (the
 /// behaviour of adapters that do not report).
 #[derive(Debug)]
-pub struct Receipt(Option<oneshot::Sender<Delivery>>);
+pub struct Receipt {
+    tx: Option<oneshot::Sender<Delivery>>,
+    /// The reply's journal record, settled here when no turn waits for the report.
+    journal: Option<JournalTicket>,
+}
 
 impl Receipt {
     /// A receipt with the turn's half that waits for it.
-    pub(super) fn pair() -> (Self, oneshot::Receiver<Delivery>) {
+    pub(super) fn pair(journal: Option<JournalTicket>) -> (Self, oneshot::Receiver<Delivery>) {
         let (tx, rx) = oneshot::channel();
-        (Self(Some(tx)), rx)
+        (
+            Self {
+                tx: Some(tx),
+                journal,
+            },
+            rx,
+        )
     }
 
-    /// Tells the turn how its reply ended (a reply with no turn behind it ignores this).
+    /// Tells the turn how its reply ended. A turn waiting for it (a finished answer) stores the answer
+    /// and settles the journal record itself; otherwise (a command, a failure, a cut turn — their turn
+    /// let go of the report before the reply's last event) the record is settled here.
     pub fn report(mut self, delivery: Delivery) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(delivery);
+        let Some(tx) = self.tx.take() else {
+            return;
+        };
+        if tx.send(delivery).is_err() {
+            if let Some(journal) = &self.journal {
+                journal.advance(ReplyState::Delivered);
+            }
         }
     }
 }

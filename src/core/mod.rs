@@ -6,6 +6,7 @@
 mod access;
 mod commands;
 mod delivery;
+pub mod journal;
 mod queue;
 mod turn;
 mod usage;
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 pub use self::access::Access;
 pub use self::commands::{CommandInfo, COMMANDS};
 pub use self::delivery::{Delivery, Receipt};
+pub use self::journal::{Journal, JournalEntry, JournalTicket, ReplyState};
 pub use self::usage::UsageCounter;
 use crate::clock::{utc_day, SharedClock};
 use crate::config::{Config, Scope};
@@ -78,6 +80,8 @@ pub struct Core {
     cut: CancellationToken,
     next_turn: AtomicU64,
     started_ms: i64,
+    /// The reply journal over the same store.
+    journal: Arc<Journal>,
 }
 
 impl Core {
@@ -94,7 +98,9 @@ impl Core {
         store.declare_dated(REFUSED);
         // Pure counters: held in memory between periodic writes (store::coalesce), not rewritten per turn.
         store.declare_counters(usage::DATED.ns);
+        let journal = Journal::new(store.clone().into_state(), clock.clone());
         Arc::new(Self {
+            journal,
             access: Access::new(&config.access),
             permits: RwLock::new(Arc::new(Semaphore::new(config.core.max_concurrent_turns))),
             config: RwLock::new(config),
@@ -117,7 +123,7 @@ impl Core {
     /// the message (a command, a bug in a check) is contained: the user gets [`INTERNAL_ERROR_MESSAGE`]
     /// and the caller — an adapter's poll loop — carries on.
     pub fn handle(self: &Arc<Self>, inbound: Inbound) -> Option<ReplyStream> {
-        self.answer(inbound, None)
+        self.answer(inbound, None, None)
     }
 
     /// [`Self::handle`] for an adapter that reports whether the user got the reply: a model answer
@@ -126,18 +132,42 @@ impl Core {
         self: &Arc<Self>,
         inbound: Inbound,
     ) -> Option<(ReplyStream, Receipt)> {
-        let (receipt, verdict) = Receipt::pair();
-        self.answer(inbound, Some(verdict))
+        let (receipt, verdict) = Receipt::pair(None);
+        self.answer(inbound, Some(verdict), None)
             .map(|stream| (stream, receipt))
+    }
+
+    /// [`Self::handle_with_receipt`] for a message recorded in the reply [`Journal`] (`ticket`, from
+    /// [`Journal::accept`]): the turn records its progress there, and a question whose user turn is
+    /// already stored (answered again at recovery) is not stored twice. A message the core ignores has
+    /// its record removed.
+    pub fn handle_journaled(
+        self: &Arc<Self>,
+        inbound: Inbound,
+        ticket: JournalTicket,
+    ) -> Option<(ReplyStream, Receipt)> {
+        let (receipt, verdict) = Receipt::pair(Some(ticket.clone()));
+        let ignored = ticket.clone();
+        let answered = self.answer(inbound, Some(verdict), Some(ticket));
+        if answered.is_none() {
+            ignored.discard();
+        }
+        answered.map(|stream| (stream, receipt))
+    }
+
+    /// The reply journal (adapters record accepted messages in it; recovery reads it at start-up).
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
     }
 
     fn answer(
         self: &Arc<Self>,
         inbound: Inbound,
         verdict: Option<oneshot::Receiver<Delivery>>,
+        journal: Option<JournalTicket>,
     ) -> Option<ReplyStream> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.handle_inner(inbound, verdict)
+            self.handle_inner(inbound, verdict, journal)
         }))
         .unwrap_or_else(|_| {
             tracing::error!(
@@ -151,6 +181,7 @@ impl Core {
         self: &Arc<Self>,
         inbound: Inbound,
         verdict: Option<oneshot::Receiver<Delivery>>,
+        journal: Option<JournalTicket>,
     ) -> Option<ReplyStream> {
         if !inbound.addressed && inbound.chat_kind == ChatKind::Group {
             return None;
@@ -199,7 +230,13 @@ impl Core {
                 "switchboard is restarting. Please send that again in a minute.",
             ));
         }
-        Some(self.start_turn(config, inbound, key, prompt, verdict))
+        let turn = turn::Asked {
+            key,
+            prompt,
+            verdict,
+            journal,
+        };
+        Some(self.start_turn(config, inbound, turn))
     }
 
     /// The commands, for `/help`, Telegram's `setMyCommands` and Discord slash commands.
@@ -306,15 +343,14 @@ impl Core {
         self: &Arc<Self>,
         config: Arc<Config>,
         inbound: Inbound,
-        key: ConversationKey,
-        prompt: String,
-        verdict: Option<oneshot::Receiver<Delivery>>,
+        asked: turn::Asked,
     ) -> ReplyStream {
+        let key = asked.key.clone();
         let (mut slot, cancel) = self.take_slot(&key, true);
         let previous = slot.previous.take();
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let core = Arc::clone(self);
-        let (job_key, job_tx) = (key.clone(), tx.clone());
+        let (job_key, job_tx) = (key, tx.clone());
         let work = async move {
             let previous = queue::Slot::wait_previous(previous);
             tokio::pin!(previous);
@@ -340,6 +376,8 @@ impl Core {
                 None
             };
             let Some(_permit) = permit else {
+                // No turn waits for the delivery report: the adapter settles the journal record.
+                drop(asked);
                 let _ = tx.send(ReplyEvent::Failed(turn::stop_reason(&core))).await;
                 // Keep the conversation's order: the slot is released only after the earlier turns.
                 previous.await;
@@ -348,10 +386,8 @@ impl Core {
             let spec = turn::TurnSpec {
                 config,
                 inbound,
-                key: key.clone(),
-                prompt,
+                asked,
                 cancel,
-                verdict,
             };
             turn::run(&core, spec, &tx).await;
         };

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::Delivery;
+use super::journal::{JournalTicket, ReplyState};
 use super::{usage, Core, RESTARTING_MESSAGE};
 use crate::config::Config;
 use crate::domain::{
@@ -22,15 +23,24 @@ use crate::store::{Turn, TurnStatus};
 const STORE_ERROR_MESSAGE: &str =
     "Sorry — I couldn't reach my memory just now. Please try again in a moment.";
 
+/// What was asked, and how the asker follows the answer.
+pub(super) struct Asked {
+    pub key: ConversationKey,
+    pub prompt: String,
+    /// The adapter's delivery report, if it gives one: the answer is then stored after it. Dropped
+    /// before a reply's last event when no answer waits for it, so the adapter's [`super::Receipt`]
+    /// settles the journal record instead.
+    pub verdict: Option<oneshot::Receiver<Delivery>>,
+    /// The message's reply-journal record, if the adapter keeps one.
+    pub journal: Option<JournalTicket>,
+}
+
 /// Everything one turn needs.
 pub(super) struct TurnSpec {
     pub config: Arc<Config>,
     pub inbound: Inbound,
-    pub key: ConversationKey,
-    pub prompt: String,
+    pub asked: Asked,
     pub cancel: CancellationToken,
-    /// The adapter's delivery report, if it gives one: the answer is then stored after it.
-    pub verdict: Option<oneshot::Receiver<Delivery>>,
 }
 
 /// Runs one turn to its end, sending every event to `tx`. Never panics on its own; errors become
@@ -39,10 +49,14 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
     let TurnSpec {
         config,
         inbound,
-        key,
-        prompt,
+        asked:
+            Asked {
+                key,
+                prompt,
+                verdict,
+                journal,
+            },
         cancel,
-        verdict,
     } = spec;
     let shared_chat = inbound.chat_kind == ChatKind::Group;
     let author = shared_chat.then(|| inbound.sender.display_name.clone());
@@ -53,10 +67,12 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
         key: &key,
         author: author.as_deref(),
         prompt: &prompt,
+        journal: journal.as_ref(),
     };
     let prepared = match turn.prepare() {
         Ok(p) => p,
         Err(e) => {
+            drop(verdict);
             tracing::error!(error = %e, conversation = %key, "store failure before a turn");
             let _ = tx
                 .send(ReplyEvent::Failed(UserFacingError::new(
@@ -75,9 +91,12 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
             turn.settle_finished(epoch, answer, completion, tx, verdict)
                 .await;
         }
-        Ending::Failed(failure) => turn.settle_failed(epoch, answer, failure, tx).await,
+        Ending::Failed(failure) => {
+            drop(verdict);
+            turn.settle_failed(epoch, answer, failure, tx).await;
+        }
         Ending::Cut(reason) => {
-            drop(events);
+            drop((events, verdict));
             turn.settle_cut(epoch, answer, reason, tx).await;
         }
     }
@@ -92,6 +111,8 @@ struct TurnContext<'a> {
     /// The sender's name in shared chats, where user turns carry their author.
     author: Option<&'a str>,
     prompt: &'a str,
+    /// The message's reply-journal record.
+    journal: Option<&'a JournalTicket>,
 }
 
 /// What a turn starts from: read, with the user's turn written, before the model is asked.
@@ -165,13 +186,33 @@ async fn forward(
 }
 
 impl TurnContext<'_> {
-    /// Reads the conversation and the chat's settings and stores the user's turn.
+    /// Reads the conversation and the chat's settings and stores the user's turn — unless the journal
+    /// says an earlier run already stored it (a question answered again at recovery): then that stored
+    /// turn is the prompt, not history.
     fn prepare(&self) -> Result<Prepared, crate::store::StoreError> {
         let core = self.core;
         let meta = core.store.conversation(self.key)?.unwrap_or_default();
-        let history =
+        let mut history =
             core.store
                 .recent_turns(self.key, meta.epoch, self.config.store.load_turns)?;
+        let settings = super::commands::chat_settings(core.store.as_ref(), &self.inbound.chat)?;
+        let stored = self
+            .journal
+            .and_then(JournalTicket::entry)
+            .is_some_and(|e| e.question_stored);
+        if stored {
+            if history
+                .last()
+                .is_some_and(|t| t.role == Role::User && t.text == self.prompt)
+            {
+                history.pop();
+            }
+            return Ok(Prepared {
+                epoch: meta.epoch,
+                history,
+                settings,
+            });
+        }
         let user_turn = Turn {
             role: Role::User,
             author: self.author.map(str::to_owned),
@@ -180,9 +221,13 @@ impl TurnContext<'_> {
             status: TurnStatus::Complete,
             source: None,
         };
-        // The user's turn is written before the model is called, so a crash never loses what was asked.
+        // The user's turn is written before the model is called, so a crash never loses what was asked;
+        // the journal learns it after the turn (a crash between the two can only repeat the question in
+        // history, never lose it).
         core.store.append_turn(self.key, meta.epoch, &user_turn)?;
-        let settings = super::commands::chat_settings(core.store.as_ref(), &self.inbound.chat)?;
+        if let Some(journal) = self.journal {
+            journal.question_stored();
+        }
         Ok(Prepared {
             epoch: meta.epoch,
             history,
@@ -231,8 +276,15 @@ impl TurnContext<'_> {
         let usage = completion.usage;
         let answered_by = completion.source.clone().or(answer.source);
         let event = ReplyEvent::Finished(completion);
+        if let Some(journal) = self.journal {
+            journal.advance(ReplyState::Finished);
+        }
         let (status, unsent) = finished_status(tx, event, verdict).await;
         self.store_answer(epoch, &answer.text, status, answered_by.clone());
+        // After the answer: settled durably means the answer is stored too (sled keeps write order).
+        if let Some(journal) = self.journal {
+            journal.advance(ReplyState::Delivered);
+        }
         usage::record(self.core, self.inbound, answered_by.as_ref(), usage);
         if let Some(event) = unsent {
             let _ = tx.send(event).await;

@@ -5,6 +5,7 @@
 
 pub mod discord;
 pub mod mention;
+pub mod recovery;
 pub mod render;
 pub mod stream;
 pub mod telegram;

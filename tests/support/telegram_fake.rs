@@ -102,6 +102,12 @@ struct Inner {
     unexpected: Vec<String>,
     /// (chat, message id) → current text.
     messages: HashMap<(i64, i64), String>,
+    /// (chat, message id) → every text the message showed, oldest first (sent, then each edit).
+    shown: HashMap<(i64, i64), Vec<String>>,
+    /// (chat, bot message id) → the message it replies to (`reply_parameters.message_id`).
+    replies: HashMap<(i64, i64), i64>,
+    /// Keep messages and their texts but not the call log (long runs).
+    calls_off: bool,
     next_message_id: HashMap<i64, i64>,
     /// Final-text hook for benchmarks: (chat, when) of every sendMessage/editMessageText whose text
     /// ends with `final_suffix` (every one when unset).
@@ -317,6 +323,29 @@ impl FakeTelegram {
         v.into_iter().map(|(_, t)| t).collect()
     }
 
+    /// Every text each of the bot's messages in `chat` showed (sent, then each edit), by message id.
+    pub fn shown_texts(&self, chat: i64) -> Vec<(i64, Vec<String>)> {
+        let inner = self.lock();
+        let mut v: Vec<_> = inner
+            .shown
+            .iter()
+            .filter(|((c, _), _)| *c == chat)
+            .map(|((_, id), texts)| (*id, texts.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The message bot message `id` in `chat` replies to, if it quotes one.
+    pub fn replied_to(&self, chat: i64, id: i64) -> Option<i64> {
+        self.lock().replies.get(&(chat, id)).copied()
+    }
+
+    /// Stops logging calls (messages and their texts are still kept): for long runs.
+    pub fn stop_call_log(&self) {
+        self.lock().calls_off = true;
+    }
+
     /// Anything the fake did not expect (wrong token, unknown method or route).
     pub fn unexpected(&self) -> Vec<String> {
         self.lock().unexpected.clone()
@@ -514,7 +543,7 @@ async fn handle(
     let fault = {
         let mut inner = shared.inner.lock().unwrap();
         let fault = inner.faults.get_mut(&method).and_then(VecDeque::pop_front);
-        if inner.record {
+        if inner.record && !inner.calls_off {
             inner.calls.push(Call {
                 method: method.clone(),
                 body: body.clone(),
@@ -552,6 +581,10 @@ async fn handle(
             let id = next_id(&mut inner, chat);
             if inner.record {
                 inner.messages.insert((chat, id), text.clone());
+                inner.shown.insert((chat, id), vec![text.clone()]);
+                if let Some(to) = body["reply_parameters"]["message_id"].as_i64() {
+                    inner.replies.insert((chat, id), to);
+                }
             }
             count_write(&mut inner, chat, &text);
             ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))
@@ -571,6 +604,11 @@ async fn handle(
                     Some(_) => {}
                 }
                 inner.messages.insert((chat, id), text.clone());
+                inner
+                    .shown
+                    .entry((chat, id))
+                    .or_default()
+                    .push(text.clone());
             }
             count_write(&mut inner, chat, &text);
             ok(message_json(chat, id, &text, BOT_ID, "Switchboard", true))

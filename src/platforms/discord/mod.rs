@@ -12,6 +12,7 @@ pub mod chain;
 pub mod commands;
 pub mod liveness;
 pub mod policy;
+mod recover;
 pub mod render;
 pub mod rest;
 
@@ -33,12 +34,13 @@ use tokio_util::task::TaskTracker;
 use self::chain::ChainMap;
 use self::liveness::{Liveness, ReconnectMeter};
 use self::policy::{GuildMessageFacts, Scope};
+use self::recover::Answering;
 use self::render::Target;
 use self::rest::{ChannelKind, Rest};
 use super::{AdapterContext, PlatformAdapter};
 use crate::clock::SystemClock;
-use crate::core::Receipt;
-use crate::domain::{ChatKind, ChatRef, Inbound, Platform, ReplyStream, Sender, UserRef};
+
+use crate::domain::{ChatKind, ChatRef, Inbound, Platform, Sender, UserRef};
 use crate::exit::Fatal;
 use crate::health::ComponentHandle;
 use crate::platforms::stream::Stage;
@@ -182,6 +184,8 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         .map_err(|e| Fatal::Other(anyhow::anyhow!("discord: could not build the client: {e}")))?;
     let rest = Arc::new(Rest::new(client.http.clone(), reqwest_client, mode));
     let _ = shared.rest.set(rest.clone());
+    // Replies the last run left cut short, before the gateway delivers any new message.
+    recover::run(&shared, &rest, &config).await;
     if mode == rest::Mode::Proxy {
         // serenity falls back to the real gateway when this call fails: make sure it cannot.
         rest.preflight_gateway()
@@ -416,10 +420,29 @@ impl Shared {
             reply_to: reply_to.map(|id| id.to_string()),
             thread: scope.clone().and_then(Scope::into_thread),
         };
-        let Some((stream, receipt)) = self.ctx.core.handle_with_receipt(inbound) else {
+        // Recorded durably before the reply starts: Discord has no acknowledgement, so the record is
+        // what makes a replayed event idempotent and lets the next start finish a reply a crash cut.
+        let journal = self.ctx.core.journal();
+        let journal_id = recover::journal_id(message.channel_id, message.id);
+        if journal.contains(&inbound.chat, &journal_id) {
+            tracing::debug!("discord: dropped a message already recorded in the reply journal");
+            return;
+        }
+        let ticket = journal.accept(&journal_id, &inbound);
+        if let Err(e) = journal.flush().await {
+            tracing::warn!(error = %e, "discord: could not make a message's record durable");
+        }
+        let Some(reply) = Answering::start(&self.ctx.core, inbound, ticket) else {
             return;
         };
-        self.render_reply(&message, rest, &config, stream, receipt, scope);
+        self.render_reply(
+            message.channel_id,
+            Some(message.id),
+            rest,
+            &config,
+            reply,
+            scope,
+        );
     }
 
     /// Whether a message is a person's (not ours, not a bot's) and seen for the first time: the
@@ -503,22 +526,28 @@ impl Shared {
         })
     }
 
-    /// Renders the core's reply to `message` in a tracked task, recording each posted message in the
-    /// conversation's reply chain and reporting the delivery back to the core.
+    /// Renders the core's reply to message `reply_to` in `channel_id` in a tracked task, recording each
+    /// posted message in the conversation's reply chain and the reply journal, and reporting the
+    /// delivery back to the core.
     fn render_reply(
         self: &Arc<Self>,
-        message: &Message,
+        channel_id: ChannelId,
+        reply_to: Option<MessageId>,
         rest: Arc<Rest>,
         config: &crate::config::Config,
-        stream: ReplyStream,
-        receipt: Receipt,
+        reply: Answering,
         scope: Option<Scope>,
     ) {
+        let Answering {
+            stream,
+            receipt,
+            ticket: journal,
+        } = reply;
         // Taken here, in the order the messages reached the core, so replies start in that order.
-        let ticket = self.stage.order.ticket(render_key(message.channel_id));
+        let ticket = self.stage.order.ticket(render_key(channel_id));
         let target = Target::Channel {
-            channel_id: message.channel_id,
-            reply_to: Some(message.id),
+            channel_id,
+            reply_to,
         };
         let settings = render_settings(config);
         let shared = self.clone();
@@ -526,6 +555,7 @@ impl Shared {
         self.tasks.spawn(async move {
             let chains = shared.clone();
             let on_posted = Box::new(move |id: MessageId| {
+                journal.bot_message(&id.to_string());
                 if let Some(scope) = &scope {
                     chains.record_chain(&id.to_string(), scope);
                 }

@@ -21,6 +21,7 @@ use tokio::time::{sleep_until, Instant};
 pub use self::pacer::{Order, Pacer, Ticket};
 pub use self::surface::{Chunk, Draft, Post, Surface, WriteError};
 pub use crate::core::Delivery;
+use crate::core::JournalTicket;
 use crate::domain::{ReplyEvent, ReplyStream};
 
 /// A failed send or edit (network, server) is retried this many times, with the backoff doubling from
@@ -87,6 +88,8 @@ pub struct Reply<S: Surface> {
     /// Whether the first message still quotes the question (dropped when that is refused).
     reference: bool,
     sent: Vec<Sent<S::Id>>,
+    /// The question's reply-journal record: each new message's id is recorded there (not its edits).
+    journal: Option<JournalTicket>,
 }
 
 impl<S: Surface> Reply<S> {
@@ -109,7 +112,16 @@ impl<S: Surface> Reply<S> {
             capped: false,
             reference,
             sent: Vec::new(),
+            journal: None,
         }
+    }
+
+    /// Records every message this reply posts in `ticket`'s journal record, so start-up recovery can
+    /// find a reply a crash cut short.
+    #[must_use]
+    pub fn journaled(mut self, ticket: Option<JournalTicket>) -> Self {
+        self.journal = ticket;
+        self
     }
 
     /// Renders `stream` until it ends and its final text is shown, or sending failed for good (then
@@ -429,7 +441,28 @@ impl<S: Surface> Reply<S> {
                 Err(e) => Err(e),
             };
         }
-        let id = self.post(i, text, rich).await?;
+        // A new message is marked in the journal before it is posted and named after: a crash between
+        // the platform creating it and its id being durable leaves the mark, and recovery then notes
+        // the question instead. Two flushes per new message, never one per edit.
+        if let Some(journal) = &self.journal {
+            journal.posting(true);
+            journal.flush().await;
+        }
+        let posted = self.post(i, text, rich).await;
+        let id = match (posted, &self.journal) {
+            (Ok(id), Some(journal)) => {
+                journal.bot_message(&id.to_string());
+                journal.flush().await;
+                id
+            }
+            (Ok(id), None) => id,
+            (Err(e), journal) => {
+                if let Some(journal) = journal {
+                    journal.posting(false);
+                }
+                return Err(e);
+            }
+        };
         self.sent.push(Sent {
             id,
             shown: text.to_owned(),

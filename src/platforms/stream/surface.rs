@@ -93,8 +93,8 @@ pub struct Post<'a> {
 /// One platform's side of a streamed reply. Calls return `Send` futures so a reply can run on any
 /// worker thread.
 pub trait Surface: Send + Sync + 'static {
-    /// The platform's message id.
-    type Id: Copy + Send + Sync + 'static;
+    /// The platform's message id (its `Display` form is what the reply journal records).
+    type Id: Copy + Send + Sync + std::fmt::Display + 'static;
 
     /// The chat written to, as the key of its pacing slot and reply order.
     fn chat(&self) -> i64;

@@ -11,6 +11,7 @@ pub mod api;
 pub mod format;
 pub mod inbound;
 pub mod ledger;
+mod recover;
 pub mod reply;
 pub mod updates;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use secrecy::SecretString;
-use teloxide::types::{Message, MessageId, UpdateKind};
+use teloxide::types::{ChatId, Message, MessageId, UpdateKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -30,7 +31,8 @@ use self::ledger::Ledger;
 use self::reply::TelegramSurface;
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::core::Core;
+use crate::core::{Core, JournalTicket};
+use crate::domain::{ChatKind, Inbound};
 use crate::exit::Fatal;
 use crate::health::{ComponentHandle, FailureStreak, DEGRADED_AFTER};
 use crate::platforms::stream::{Reply, Settings, Stage};
@@ -83,6 +85,14 @@ impl PlatformAdapter for TelegramAdapter {
     }
 }
 
+/// A message recorded for answering (journal and ledger), not yet handed to the core.
+struct Accepted {
+    chat: ChatId,
+    message: MessageId,
+    inbound: Inbound,
+    ticket: JournalTicket,
+}
+
 /// Everything the poll loop shares with reply tasks.
 struct Poller {
     api: Api,
@@ -119,6 +129,10 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         tracker: TaskTracker::new(),
         replies: Arc::new(Semaphore::new(MAX_REPLIES_IN_FLIGHT)),
     };
+    // Replies the last run left cut short are dealt with before any new message is taken: their
+    // answers queue first in their conversations.
+    health.set_status("recovering");
+    recover::run(&poller, &config).await;
     let result = poller.poll(&ctx, &health).await;
     // After a 409 or 401 another getUpdates would only fail again: acknowledge only on a clean stop.
     poller.stop(&health, result.is_ok()).await;
@@ -281,14 +295,26 @@ impl Poller {
             let Some(next) = batch.next_offset else {
                 continue;
             };
-            for update in batch.updates {
-                if let UpdateKind::Message(msg) = update.kind {
-                    self.dispatch(&config, &msg, &mut room);
-                }
-            }
+            let accepted: Vec<Accepted> = batch
+                .updates
+                .into_iter()
+                .filter_map(|update| match update.kind {
+                    UpdateKind::Message(msg) => self.accept(&config, &msg),
+                    _ => None,
+                })
+                .collect();
             // Past skipped (undecodable) updates too: they must not come back forever.
             offset = Some(next);
             self.ledger.save_offset(next);
+            // Durable before acknowledged: the batch's journal records, dedupe records and offset take
+            // one group-committed flush here, before the next getUpdates confirms the batch to Telegram
+            // and before any of its replies starts. A crash before it gets the batch redelivered; after
+            // it, recovery finds every accepted message.
+            self.ledger.flush().await;
+            for message in accepted {
+                let in_flight = room.split(1);
+                self.start(&config, message, in_flight);
+            }
         }
     }
 
@@ -313,44 +339,61 @@ impl Poller {
         }
     }
 
-    /// Turns one message into a turn (if it is for us and not answered before) and starts rendering;
-    /// the reply holds one permit of `room` until it is done.
-    fn dispatch(&self, config: &Config, msg: &Message, room: &mut OwnedSemaphorePermit) {
+    /// Records one message of a batch for answering (if it is for us and not answered before): in the
+    /// reply journal first, then in the dedupe ledger — sled keeps write order, so a durable ledger
+    /// record means a durable journal record. Nothing is answered yet.
+    fn accept(&self, config: &Config, msg: &Message) -> Option<Accepted> {
         let chat = msg.chat.id;
         let chat_key = chat.0.to_string();
-        let Some(inbound) = translate(msg, &self.me, config.telegram.policy(&chat_key)) else {
-            return;
-        };
+        let inbound = translate(msg, &self.me, config.telegram.policy(&chat_key))?;
         if self.ledger.answered(chat.0, msg.id.0) {
             tracing::info!(
                 chat = chat.0,
                 message = msg.id.0,
                 "telegram: already answered; skipping a redelivered message"
             );
-            return;
+            return None;
         }
-        let direct = msg.chat.is_private();
-        let Some((stream, receipt)) = self.core.handle_with_receipt(inbound) else {
+        let ticket = self.core.journal().accept(&msg.id.0.to_string(), &inbound);
+        self.ledger.record(chat.0, msg.id.0);
+        Some(Accepted {
+            chat,
+            message: msg.id,
+            inbound,
+            ticket,
+        })
+    }
+
+    /// Hands an accepted message to the core and starts rendering its reply, which holds `in_flight`
+    /// (a permit of [`MAX_REPLIES_IN_FLIGHT`]) until it is done.
+    fn start(&self, config: &Config, accepted: Accepted, in_flight: Option<OwnedSemaphorePermit>) {
+        let Accepted {
+            chat,
+            message,
+            inbound,
+            ticket,
+        } = accepted;
+        let direct = inbound.chat_kind == ChatKind::Direct;
+        let Some((stream, receipt)) = self.core.handle_journaled(inbound, ticket.clone()) else {
             return;
         };
         // Taken here, in the order the messages arrived, so the chat's replies start in that order.
-        let ticket = self.stage.order.ticket(chat.0);
-        self.ledger.record(chat.0, msg.id.0);
+        let order = self.stage.order.ticket(chat.0);
         let interval = Duration::from_millis(if direct {
             config.telegram.edit_interval_private_ms
         } else {
             config.telegram.edit_interval_group_ms
         });
         let settings = Settings {
-            streaming: config.telegram.streaming(&chat_key),
+            streaming: config.telegram.streaming(&chat.0.to_string()),
             interval,
             max_messages: config.telegram.max_reply_messages,
         };
         // In groups the answer quotes the question, so it is clear whom it answers.
-        let reply_to: Option<MessageId> = (!direct).then_some(msg.id);
+        let reply_to: Option<MessageId> = (!direct).then_some(message);
         let surface = Arc::new(TelegramSurface::new(self.api.clone(), chat, reply_to));
-        let reply = Reply::new(surface, self.stage.clone(), ticket, settings, !direct);
-        let in_flight = room.split(1);
+        let reply = Reply::new(surface, self.stage.clone(), order, settings, !direct)
+            .journaled(Some(ticket));
         self.tracker.spawn(async move {
             receipt.report(reply.run(stream).await);
             drop(in_flight);
