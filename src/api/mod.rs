@@ -169,7 +169,7 @@ impl PlatformAdapter for ApiAdapter {
             let addr: Option<SocketAddr> = self.listener.local_addr().ok();
             let health = ctx.health.status_only("api");
             health.set_status(
-                &addr.map_or_else(|| "serving".into(), |a| format!("listening on {a}")),
+                addr.map_or_else(|| "serving".into(), |a| format!("listening on {a}")),
             );
             let config = ctx.config.borrow().clone();
             let cut = CancellationToken::new();
