@@ -23,7 +23,7 @@ use crate::domain::{AnswerSource, FailureKind, ReplyEvent, TierName, UserFacingE
 struct Server {
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    _config: watch::Sender<Arc<Config>>,
+    config: watch::Sender<Arc<Config>>,
 }
 
 async fn serve(router: Arc<FakeRouter>, max_body: usize) -> Server {
@@ -51,7 +51,7 @@ async fn serve(router: Arc<FakeRouter>, max_body: usize) -> Server {
     Server {
         addr,
         metrics,
-        _config: tx,
+        config: tx,
     }
 }
 
@@ -310,7 +310,7 @@ async fn no_first_token_before_the_request_deadline_is_504() {
     let router = FakeRouter::answering(vec![ReplyEvent::Started(free_source())]);
     router.hold_open.store(true, Ordering::SeqCst);
     let s = serve(router.clone(), 1 << 20).await;
-    s._config.send_modify(|c| {
+    s.config.send_modify(|c| {
         let mut c2 = (**c).clone();
         c2.api.request_deadline_secs = 1;
         *c = Arc::new(c2);
