@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use futures_util::stream::BoxStream;
+use futures_util::stream::{BoxStream, StreamExt};
 use tokio::time::Instant;
 
 use super::error::{ApiError, Surface};
@@ -133,16 +133,16 @@ pub async fn gathered(
 ) -> Result<(Answer, Option<AnswerSource>), ApiError> {
     let surface = begun.surface;
     let (events, served, source) = events(state, begun);
-    let watched = futures_util::StreamExt::boxed(futures_util::StreamExt::map(events, {
-        let mut served = Some(served);
-        move |event| {
-            if let (ReplyEvent::Finished(c), Some(s)) = (&event, served.take()) {
+    let watched = events
+        .map(move |event| {
+            if let ReplyEvent::Finished(c) = &event {
+                let s = &served;
                 s.metrics
                     .finished(&s.provider, &s.tier, s.arrived.elapsed(), c.usage);
             }
             event
-        }
-    }));
+        })
+        .boxed();
     let answer = Answer::gather(watched)
         .await
         .map_err(|f| ApiError::from_failure(surface, &f))?;
