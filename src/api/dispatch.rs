@@ -13,6 +13,8 @@ use axum::response::Response;
 use futures_util::stream::{BoxStream, StreamExt};
 use tokio::time::Instant;
 
+use super::auth::Caller;
+use super::convert::{completion_request, Ask};
 use super::error::{ApiError, Surface};
 use super::reply::{self, Answer, Cut, NotOpened, Opened};
 use super::stream::{self, Framing, Served};
@@ -41,6 +43,20 @@ impl Begun {
             .as_ref()
             .map_or_else(|| requested.to_owned(), |s| s.model.clone())
     }
+}
+
+/// Resolves `ask` for `caller`, sends it to the router and waits for its first content; also returns
+/// the model name the client asked for.
+pub async fn begin_ask(
+    state: &ApiState,
+    surface: Surface,
+    caller: &Caller,
+    ask: Ask,
+    arrived: Instant,
+) -> Result<(Begun, String), ApiError> {
+    let requested = ask.model.clone();
+    let request = completion_request(surface, &*state.router, caller, ask)?;
+    Ok((begin(state, surface, request, arrived).await?, requested))
 }
 
 /// Sends `request` to the router and waits for its first content.
