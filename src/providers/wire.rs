@@ -177,6 +177,32 @@ fn arguments_object(arguments: &str) -> Value {
     serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()))
 }
 
+/// The sampling fields both formats share, under OpenAI's names but for the repetition penalty's,
+/// which each format names its own way (`repetition_penalty` on OpenRouter, `repeat_penalty` in Ollama).
+fn sampling(p: &GenerationParams, repetition_name: &str, out: &mut Map<String, Value>) {
+    put(out, "temperature", p.temperature.map(Value::from));
+    put(out, "top_p", p.top_p.map(Value::from));
+    put(out, "top_k", p.top_k.map(Value::from));
+    put(out, "min_p", p.min_p.map(Value::from));
+    put(out, "seed", p.seed.map(Value::from));
+    put(out, "presence_penalty", p.presence_penalty.map(Value::from));
+    put(
+        out,
+        "frequency_penalty",
+        p.frequency_penalty.map(Value::from),
+    );
+    put(out, repetition_name, p.repetition_penalty.map(Value::from));
+    let stop = (!p.stop.is_empty()).then(|| p.stop.clone().into());
+    put(out, "stop", stop);
+}
+
+/// Sets `key` when there is a value.
+fn put(out: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        out.insert(key.into(), value);
+    }
+}
+
 /// Sampling, output shape, tools and reasoning in OpenAI's (and OpenRouter's) names; the client's
 /// pass-through extras last, never replacing a field switchboard set.
 fn openai_params(p: &GenerationParams, body: &mut Map<String, Value>) {
@@ -216,32 +242,6 @@ fn ollama_options(p: &GenerationParams, max_tokens: Option<u32>) -> Map<String, 
     put(&mut o, "num_predict", max_tokens.map(Value::from));
     sampling(p, "repeat_penalty", &mut o);
     o
-}
-
-/// The sampling fields both formats share, under OpenAI's names but for the repetition penalty's,
-/// which each format names its own way (`repetition_penalty` on OpenRouter, `repeat_penalty` in Ollama).
-fn sampling(p: &GenerationParams, repetition_name: &str, out: &mut Map<String, Value>) {
-    put(out, "temperature", p.temperature.map(Value::from));
-    put(out, "top_p", p.top_p.map(Value::from));
-    put(out, "top_k", p.top_k.map(Value::from));
-    put(out, "min_p", p.min_p.map(Value::from));
-    put(out, "seed", p.seed.map(Value::from));
-    put(out, "presence_penalty", p.presence_penalty.map(Value::from));
-    put(
-        out,
-        "frequency_penalty",
-        p.frequency_penalty.map(Value::from),
-    );
-    put(out, repetition_name, p.repetition_penalty.map(Value::from));
-    let stop = (!p.stop.is_empty()).then(|| p.stop.clone().into());
-    put(out, "stop", stop);
-}
-
-/// Sets `key` when there is a value.
-fn put(out: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-    if let Some(value) = value {
-        out.insert(key.into(), value);
-    }
 }
 
 #[cfg(test)]
