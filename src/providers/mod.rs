@@ -8,6 +8,7 @@
 //! | [`ollama`] | `OllamaClient`: `/api/chat` (NDJSON), `/api/tags` |
 //! | [`http`] | the pooled client, [`http::Timeouts`] (connect, idle, deadline), status → error mapping |
 //! | [`sse`], [`ndjson`] | pure incremental stream parsers ([`StreamParser`]) |
+//! | [`wire`] | request bodies in both formats (messages, images, tools, sampling, reasoning) |
 //! | [`lines`], [`sanitize`] | byte line splitting; making provider messages safe to carry |
 
 pub mod http;
@@ -18,6 +19,7 @@ pub mod ollama;
 pub mod openai;
 pub mod sanitize;
 pub mod sse;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -60,6 +62,31 @@ pub struct EmbedResult {
     pub vectors: Vec<Vec<f32>>,
     /// Prompt tokens, if reported.
     pub prompt_tokens: Option<u64>,
+}
+
+impl EmbedResult {
+    /// A provider's embeddings answer checked: an `error` in the body is that error, and there must be
+    /// one vector per input (a short answer would shift every later vector onto the wrong text).
+    pub(crate) fn checked(
+        error: Option<serde_json::Value>,
+        model: Option<String>,
+        vectors: Vec<Vec<f32>>,
+        prompt_tokens: Option<u64>,
+        inputs: usize,
+    ) -> Result<Self, ProviderError> {
+        if let Some(error) = error {
+            return Err(http::map_stream_error(&error));
+        }
+        if vectors.len() != inputs {
+            let message = format!("{} embeddings for {inputs} inputs", vectors.len());
+            return Err(ProviderError::Malformed(message));
+        }
+        Ok(Self {
+            model,
+            vectors,
+            prompt_tokens,
+        })
+    }
 }
 
 /// One step of a provider's streamed answer.
@@ -244,14 +271,6 @@ pub struct Completion {
     pub usage: Usage,
     /// Why the model stopped, if reported.
     pub finish_reason: Option<String>,
-}
-
-/// The messages of `request` in the wire shape both formats share: `[{"role", "content"}]`.
-fn wire_messages(messages: &[ChatMessage]) -> Vec<serde_json::Value> {
-    messages
-        .iter()
-        .map(|m| serde_json::json!({ "role": m.role.as_str(), "content": m.content }))
-        .collect()
 }
 
 /// Builds the client for an extra `[[tiers]]` entry: [`openai::OpenAiClient`] (no attribution headers)

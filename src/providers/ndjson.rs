@@ -2,6 +2,8 @@
 //!
 //! Each line is `{"model", "message": {"role", "content"}, "done": false}`; the last has `"done": true`,
 //! `done_reason`, `prompt_eval_count` and `eval_count`. `{"error": "…"}` (also mid-stream) is a failure.
+//! `message.thinking` is reasoning; `message.tool_calls` arrive whole (arguments an object) and are
+//! given the ids `call_0`, `call_1`, … in stream order, as Ollama has none.
 //! A stream that ends without `"done": true` is truncated. Any chunking yields the same events.
 
 use serde::Deserialize;
@@ -10,6 +12,7 @@ use super::item::{self, Common};
 use super::lines::LineSplitter;
 use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
 use crate::domain::Usage;
+use crate::generation::ToolCallDelta;
 
 /// The NDJSON chat-stream parser (one per response).
 #[derive(Debug, Default)]
@@ -21,6 +24,8 @@ pub struct NdjsonParser {
 #[derive(Debug, Default)]
 struct State {
     model_seen: bool,
+    /// Tool calls seen so far: the next one's index and id number.
+    tool_calls: u32,
     ended: bool,
 }
 
@@ -81,10 +86,23 @@ impl State {
             Ok(o) => o,
             Err(e) => return self.fail(out, e),
         };
+        let message = obj.message.unwrap_or_default();
+        let tool_calls = message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                let index = self.tool_calls;
+                self.tool_calls += 1;
+                c.into_delta(index)
+            })
+            .collect();
         let common = Common {
             error: obj.error,
             model: obj.model,
-            content: obj.message.and_then(|m| m.content),
+            reasoning: message.thinking,
+            content: message.content,
+            tool_calls,
         };
         if let Err(e) = item::pass_on(common, &mut self.model_seen, out) {
             return self.fail(out, e);
@@ -127,10 +145,46 @@ pub(crate) struct Line {
 }
 
 /// The message part of a [`Line`].
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub(crate) struct Message {
     #[serde(default)]
     pub(crate) content: Option<String>,
+    #[serde(default)]
+    pub(crate) thinking: Option<String>,
+    #[serde(default)]
+    pub(crate) tool_calls: Option<Vec<OllamaToolCall>>,
+}
+
+/// A whole tool call in Ollama's format: `{"function": {"name", "arguments": {…}}}`.
+#[derive(Deserialize)]
+pub(crate) struct OllamaToolCall {
+    pub(crate) function: OllamaFunction,
+}
+
+/// The function part of an [`OllamaToolCall`].
+#[derive(Deserialize)]
+pub(crate) struct OllamaFunction {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) arguments: serde_json::Value,
+}
+
+impl OllamaToolCall {
+    /// The call as one whole piece with index `index` and id `call_<index>`; the arguments object as
+    /// JSON text (OpenAI's form).
+    pub(crate) fn into_delta(self, index: u32) -> ToolCallDelta {
+        let arguments = match self.function.arguments {
+            serde_json::Value::Null => "{}".to_owned(),
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        ToolCallDelta {
+            index,
+            id: Some(format!("call_{index}")),
+            name: Some(self.function.name),
+            arguments,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +351,76 @@ mod tests {
             input.extend_from_slice(&bytes);
             let out = parse_all(NdjsonParser::new(), [input.as_slice()]);
             parser_laws::ends_in_one_terminal_item(&out)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tool_and_reasoning_tests {
+    use super::*;
+    use crate::providers::{parse_all, parser_laws};
+    use proptest::prelude::*;
+
+    /// Thinking first, then two whole tool calls (arguments objects), then the final line.
+    const TOOLS: &str = "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"Hmm, \"},\"done\":false}\n\
+{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"weather.\"},\"done\":false}\n\
+{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},\"done\":false}\n\
+{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_time\",\"arguments\":{}}}]},\"done\":false}\n\
+{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":9,\"eval_count\":4}\n";
+
+    #[allow(clippy::unnecessary_wraps)] // a ParsedEvent is a Result: parsers yield errors in line
+    fn call(index: u32, name: &str, arguments: &str) -> ParsedEvent {
+        Ok(ProviderEvent::ToolCall(ToolCallDelta {
+            index,
+            id: Some(format!("call_{index}")),
+            name: Some(name.into()),
+            arguments: arguments.into(),
+        }))
+    }
+
+    fn tools_events() -> Vec<ParsedEvent> {
+        vec![
+            Ok(ProviderEvent::Model("m".into())),
+            Ok(ProviderEvent::Reasoning("Hmm, ".into())),
+            Ok(ProviderEvent::Reasoning("weather.".into())),
+            call(0, "get_weather", "{\"city\":\"Paris\"}"),
+            call(1, "get_time", "{}"),
+            Ok(ProviderEvent::Done {
+                usage: Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 4,
+                },
+                finish_reason: Some("stop".into()),
+            }),
+        ]
+    }
+
+    #[test]
+    fn thinking_and_whole_tool_calls_with_generated_ids() {
+        assert_eq!(
+            parse_all(NdjsonParser::new(), [TOOLS.as_bytes()]),
+            tools_events()
+        );
+    }
+
+    proptest! {
+        /// Tool-call and thinking streams parse the same under any chunking, cut short or whole.
+        #[test]
+        fn any_chunking_gives_the_same_tool_events(
+            cuts in proptest::collection::vec(0usize..1000, 0..40),
+            truncate_at in proptest::option::of(0usize..1000),
+        ) {
+            let mut bytes = TOOLS.as_bytes().to_vec();
+            if let Some(t) = truncate_at {
+                bytes.truncate(t % (bytes.len() + 1));
+            }
+            let whole = parse_all(NdjsonParser::new(), [bytes.as_slice()]);
+            if truncate_at.is_none() {
+                prop_assert_eq!(&whole, &tools_events());
+            }
+            let out = parse_all(NdjsonParser::new(), parser_laws::chunks(&bytes, cuts));
+            parser_laws::ends_in_one_terminal_item(&out)?;
+            prop_assert_eq!(out, whole);
         }
     }
 }

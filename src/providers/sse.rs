@@ -3,7 +3,8 @@
 //! Feed it any chunking of the bytes; it yields the same events. It understands `data: {json}` events
 //! (multi-line data joined by `\n`), `data: [DONE]`, comment lines (`: OPENROUTER PROCESSING`, ignored),
 //! `\n`/`\r\n`/`\r` line ends, an `error` object inside a data event (a mid-stream failure), the first
-//! top-level `model`, `choices[0].delta.content`, `finish_reason` and the trailing `usage` chunk.
+//! top-level `model`, `choices[0].delta.content`, `delta.reasoning` (or `reasoning_content`),
+//! `delta.tool_calls[]`, `finish_reason` and the trailing `usage` chunk.
 //! The answer is complete at `[DONE]`, or at end of stream after a `finish_reason`; otherwise it is truncated.
 
 use serde::Deserialize;
@@ -12,6 +13,7 @@ use super::item::{self, Common};
 use super::lines::{LineSplitter, MAX_LINE_BYTES};
 use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
 use crate::domain::Usage;
+use crate::generation::ToolCallDelta;
 
 /// The largest event (its `data:` lines joined) accepted. A chat-completion chunk is a few hundred bytes
 /// and a whole answer sent as one event stays far below a MiB; an event may be as large as one line may
@@ -154,14 +156,20 @@ impl State {
             Err(e) => return self.fail(out, e),
         };
         let choice = chunk.choices.into_iter().next();
-        let (content, finish_reason) = match choice {
-            Some(c) => (c.delta.and_then(|d| d.content), c.finish_reason),
-            None => (None, None),
+        let (delta, finish_reason) = match choice {
+            Some(c) => (c.delta.unwrap_or_default(), c.finish_reason),
+            None => (Delta::default(), None),
         };
         let common = Common {
             error: chunk.error,
             model: chunk.model,
-            content,
+            reasoning: delta.reasoning.or(delta.reasoning_content),
+            content: delta.content,
+            tool_calls: delta
+                .tool_calls
+                .into_iter()
+                .map(WireToolCall::into_delta)
+                .collect(),
         };
         if let Err(e) = item::pass_on(common, &mut self.model_seen, out) {
             return self.fail(out, e);
@@ -224,10 +232,68 @@ struct Choice {
     finish_reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Delta {
     #[serde(default)]
     content: Option<String>,
+    /// OpenRouter's name for a reasoning piece.
+    #[serde(default)]
+    reasoning: Option<String>,
+    /// DeepSeek's and vLLM's name for it.
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    tool_calls: Vec<WireToolCall>,
+}
+
+/// One `delta.tool_calls[]` entry: the first piece of a call has `id` and `function.name`, later
+/// pieces only `index` and more `function.arguments`.
+#[derive(Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunction>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    #[serde(default)]
+    name: Option<String>,
+    /// A string of partial JSON in OpenAI's format; an object from a server that sends whole calls.
+    #[serde(default)]
+    arguments: Option<serde_json::Value>,
+}
+
+impl WireToolCall {
+    fn into_delta(self) -> ToolCallDelta {
+        let (name, arguments) = match self.function {
+            Some(f) => (f.name, f.arguments),
+            None => (None, None),
+        };
+        let arguments = match arguments {
+            Some(serde_json::Value::String(s)) => s,
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        ToolCallDelta {
+            index: self.index,
+            id: self.id.filter(|i| !i.is_empty()),
+            name: name.filter(|n| !n.is_empty()),
+            arguments,
+        }
+    }
+}
+
+/// `null` or a missing field as an empty list (some servers send `"tool_calls": null`).
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -504,6 +570,77 @@ data: {\"error\":{\"code\":429,\"message\":\"Rate limit exceeded: free-models-pe
             input.extend_from_slice(&bytes);
             let out = parse_all(SseParser::new(), [input.as_slice()]);
             parser_laws::ends_in_one_terminal_item(&out)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tool_and_reasoning_tests {
+    use super::*;
+    use crate::providers::{parse_all, parser_laws};
+    use proptest::prelude::*;
+
+    /// Reasoning (OpenRouter's `reasoning`, DeepSeek's `reasoning_content`), then one tool call whose
+    /// arguments come in three pieces, finishing with `tool_calls`.
+    const TOOLS: &str = "data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"reasoning\":\"Let me \"},\"finish_reason\":null}]}\n\n\
+data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"think.\"},\"finish_reason\":null}]}\n\n\
+data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n\
+data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\"}}]},\"finish_reason\":null}]}\n\n\
+data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Paris\\\"}\"}}]},\"finish_reason\":null}]}\n\n\
+data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":null},\"finish_reason\":\"tool_calls\"}]}\n\n\
+data: [DONE]\n\n";
+
+    #[allow(clippy::unnecessary_wraps)] // a ParsedEvent is a Result: parsers yield errors in line
+    fn piece(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> ParsedEvent {
+        Ok(ProviderEvent::ToolCall(ToolCallDelta {
+            index,
+            id: id.map(str::to_owned),
+            name: name.map(str::to_owned),
+            arguments: arguments.to_owned(),
+        }))
+    }
+
+    fn tools_events() -> Vec<ParsedEvent> {
+        vec![
+            Ok(ProviderEvent::Model("m".into())),
+            Ok(ProviderEvent::Reasoning("Let me ".into())),
+            Ok(ProviderEvent::Reasoning("think.".into())),
+            piece(0, Some("call_1"), Some("get_weather"), ""),
+            piece(0, None, None, "{\"city\":"),
+            piece(0, None, None, "\"Paris\"}"),
+            Ok(ProviderEvent::Done {
+                usage: Usage::default(),
+                finish_reason: Some("tool_calls".into()),
+            }),
+        ]
+    }
+
+    #[test]
+    fn reasoning_and_tool_call_pieces_in_order() {
+        assert_eq!(
+            parse_all(SseParser::new(), [TOOLS.as_bytes()]),
+            tools_events()
+        );
+    }
+
+    proptest! {
+        /// Tool-call and reasoning streams parse the same under any chunking, cut short or whole.
+        #[test]
+        fn any_chunking_gives_the_same_tool_events(
+            cuts in proptest::collection::vec(0usize..2000, 0..40),
+            truncate_at in proptest::option::of(0usize..2000),
+        ) {
+            let mut bytes = TOOLS.as_bytes().to_vec();
+            if let Some(t) = truncate_at {
+                bytes.truncate(t % (bytes.len() + 1));
+            }
+            let whole = parse_all(SseParser::new(), [bytes.as_slice()]);
+            if truncate_at.is_none() {
+                prop_assert_eq!(&whole, &tools_events());
+            }
+            let out = parse_all(SseParser::new(), parser_laws::chunks(&bytes, cuts));
+            parser_laws::ends_in_one_terminal_item(&out)?;
+            prop_assert_eq!(out, whole);
         }
     }
 }

@@ -5,12 +5,14 @@
 
 mod accounts;
 pub mod clients;
+mod embed;
 pub mod free_first;
 mod notices;
 mod policy;
 pub mod quota;
 mod reaction;
 pub mod scripted;
+mod select;
 mod status;
 mod turn;
 pub mod usage;
@@ -19,6 +21,7 @@ pub mod usage;
 mod tests;
 
 pub use free_first::{FreeFirstRouter, KeyQuota, ProviderSet, QuotaProbe};
+pub use select::{Learned, VIRTUAL_MODELS};
 
 use serde::{Deserialize, Serialize};
 
@@ -188,12 +191,21 @@ impl RouterStatus {
 
 /// The seam between the conversation core and the routing policy.
 pub trait LlmRouter: Send + Sync + 'static {
-    /// Answers one turn as a stream of reply events: zero or more `Notice`s, `Started`, `Delta`s, and
-    /// exactly one `Finished` or `Failed`. Dropping the stream cancels the request.
+    /// Answers one turn as a stream of reply events: zero or more `Notice`s, `Started`, `Delta`s (and
+    /// `Reasoning`/`ToolCall` pieces), and exactly one `Finished` or `Failed`. Dropping the stream
+    /// cancels the request. Reasoning reaches only local-API requests (`Platform::Api`), where it is the
+    /// answer's first byte (no fallback after it); the bots show none, so for them it is dropped and a
+    /// model that reasons and then fails can still be replaced by the next candidate.
     fn complete(&self, request: CompletionRequest) -> ReplyStream;
 
-    /// The models this router may use, in policy order.
+    /// The chat models this router may use, in policy order (what `/model` offers).
     fn models(&self) -> Vec<ModelInfo>;
+
+    /// The embedding models [`LlmRouter::embed`] serves (`capabilities.embedding`), in policy order.
+    /// A model listing for API clients shows [`LlmRouter::models`] and these. The default has none.
+    fn embedding_models(&self) -> Vec<ModelInfo> {
+        Vec::new()
+    }
 
     /// The current tier and account state.
     fn status(&self) -> RouterStatus;

@@ -45,6 +45,7 @@ pub(crate) struct Endless {
     started: AtomicUsize,
     open: AtomicUsize,
     bytes_sent: AtomicU64,
+    stalled_open: AtomicUsize,
 }
 
 impl Endless {
@@ -54,6 +55,7 @@ impl Endless {
             started: self.started.load(Ordering::SeqCst),
             open: self.open.load(Ordering::SeqCst),
             bytes_sent: self.bytes_sent.load(Ordering::SeqCst),
+            stalled_open: self.stalled_open.load(Ordering::SeqCst),
         }
     }
 
@@ -144,6 +146,17 @@ impl Book {
             });
             format!("simulator: body is not JSON: {e}")
         })
+    }
+
+    /// A readable body with a wrong field: recorded as unexpected and as a 400 request; returns the
+    /// message for the 400 answer.
+    pub fn invalid(&self, log: &SimRequest, problem: &str) -> String {
+        self.unexpected(format!("{} {}: {problem}", log.method, log.path));
+        self.record(SimRequest {
+            status: 400,
+            ..log.clone()
+        });
+        format!("simulator: {problem}")
     }
 
     /// The fault for the next chat request with `key`: key queue, then global queue, then standing.
@@ -262,10 +275,12 @@ pub(crate) fn scripted_body(
                     }
                 }
                 Step::Stall => {
+                    endless.stalled_open.fetch_add(1, Ordering::SeqCst);
                     tokio::select! {
                         () = tx.closed() => {}
                         () = cancel.cancelled() => {}
                     }
+                    endless.stalled_open.fetch_sub(1, Ordering::SeqCst);
                     return;
                 }
                 Step::Endless(piece) => {
