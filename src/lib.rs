@@ -28,6 +28,7 @@
 //! | [`doctor`] | `switchboard check`: the configuration doctor |
 //! | [`cli`] | the command line |
 //! | [`body`] | reading HTTP bodies under a byte cap |
+//! | [`media`] | images and files people send: capped downloads, type sniffing, references |
 
 pub mod app;
 pub mod body;
@@ -43,6 +44,7 @@ pub mod exit;
 pub mod generation;
 pub mod health;
 pub mod logging;
+pub mod media;
 pub mod platforms;
 pub mod providers;
 pub mod router;

@@ -7,6 +7,7 @@ pub mod access;
 pub mod daemon;
 pub mod discord;
 pub mod env;
+pub mod media;
 pub mod providers;
 pub mod secrets;
 pub mod telegram;
@@ -73,6 +74,8 @@ pub struct Config {
     pub discord: discord::DiscordConfig,
     /// Service behaviour: shutdown, watchdog, logs.
     pub daemon: daemon::DaemonConfig,
+    /// Limits for images and files people send.
+    pub media: media::MediaConfig,
 }
 
 /// `[store]`: the sled database and retention.
@@ -260,6 +263,7 @@ impl Config {
         self.telegram.validate()?;
         self.discord.validate()?;
         self.daemon.validate()?;
+        self.media.validate()?;
         Ok(())
     }
 }

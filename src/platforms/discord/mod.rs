@@ -8,6 +8,7 @@
 //! per-chat settings and usage follow the channel a thread was opened in), and the thread as one
 //! conversation within it.
 
+pub mod attachments;
 pub mod chain;
 pub mod commands;
 pub mod liveness;
@@ -415,6 +416,7 @@ impl Shared {
             addressed: true,
             reply_to: reply_to.map(|id| id.to_string()),
             thread: scope.clone().and_then(Scope::into_thread),
+            attachments: attachments::attachments(&message),
         };
         let Some((stream, receipt)) = self.ctx.core.handle_with_receipt(inbound) else {
             return;

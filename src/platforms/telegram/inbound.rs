@@ -78,6 +78,7 @@ pub fn translate(msg: &Message, me: &BotIdentity, policy: GroupPolicy) -> Option
         addressed: true,
         reply_to: msg.reply_to_message().map(|r| r.id.0.to_string()),
         thread: None,
+        attachments: Vec::new(),
     })
 }
 

@@ -76,6 +76,7 @@ pub fn terminal_inbound(text: &str) -> Inbound {
         addressed: true,
         reply_to: None,
         thread: None,
+        attachments: Vec::new(),
     }
 }
 
