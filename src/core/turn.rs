@@ -9,12 +9,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::Delivery;
-use super::{usage, Core, RESTARTING_MESSAGE};
+use super::{media, usage, Core, RESTARTING_MESSAGE};
 use crate::config::Config;
 use crate::domain::{
     ChatKind, ChatMessage, Completion, ConversationKey, FailureKind, Inbound, ReplyEvent,
     ReplyStream, Role, Usage, UserFacingError,
 };
+use crate::generation::ImageData;
 use crate::router::CompletionRequest;
 use crate::store::{Turn, TurnStatus};
 
@@ -44,6 +45,10 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
         cancel,
         verdict,
     } = spec;
+    let Some(gathered) = attachments(core, &config, &inbound, &cancel, tx).await else {
+        return;
+    };
+    let prompt = gathered.prompt(&prompt);
     let shared_chat = inbound.chat_kind == ChatKind::Group;
     let author = shared_chat.then(|| inbound.sender.display_name.clone());
     let turn = TurnContext {
@@ -68,12 +73,25 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
         }
     };
     let epoch = prepared.epoch;
-    let mut events = core.router.complete(turn.request(prepared));
+    let images = turn.images(&prepared, gathered).await;
+    let with_images = !images.is_empty();
+    let mut request = turn.request(prepared);
+    let paid_allowed = request.paid_allowed;
+    request.prompt.images = images;
+    let mut events = core.router.complete(request);
     let mut answer = Answer::default();
     match forward(&turn, &cancel, &mut events, tx, &mut answer).await {
         Ending::Finished(completion) => {
             turn.settle_finished(epoch, answer, completion, tx, verdict)
                 .await;
+            if with_images {
+                usage::record_image_turn(core, &inbound);
+            }
+        }
+        Ending::Failed(failure) if with_images => {
+            let paid_on = paid_allowed && config.router.paid_enabled && !config.router.free_only;
+            let failure = media::vision_failure(failure, paid_on);
+            turn.settle_failed(epoch, answer, failure, tx).await;
         }
         Ending::Failed(failure) => turn.settle_failed(epoch, answer, failure, tx).await,
         Ending::Cut(reason) => {
@@ -81,6 +99,27 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
             turn.settle_cut(epoch, answer, reason, tx).await;
         }
     }
+}
+
+/// Fetches the turn's attachments before anything is stored; `None` when the user was told why they
+/// cannot be used (or the turn was stopped meanwhile) and the turn ends there.
+async fn attachments(
+    core: &Core,
+    config: &Config,
+    inbound: &Inbound,
+    cancel: &CancellationToken,
+    tx: &mpsc::Sender<ReplyEvent>,
+) -> Option<media::Gathered> {
+    let failure = tokio::select! {
+        biased;
+        () = cancel.cancelled() => stop_reason(core),
+        gathered = media::gather(core, config, inbound) => match gathered {
+            Ok(gathered) => return Some(gathered),
+            Err(refusal) => refusal,
+        },
+    };
+    let _ = tx.send(ReplyEvent::Failed(failure)).await;
+    None
 }
 
 /// The parts of one turn its steps share.
@@ -97,6 +136,8 @@ struct TurnContext<'a> {
 /// What a turn starts from: read, with the user's turn written, before the model is asked.
 struct Prepared {
     epoch: u32,
+    /// The conversation's turn count before the user's turn was stored (its position).
+    turn_no: u64,
     history: Vec<Turn>,
     settings: super::commands::ChatSettings,
 }
@@ -185,9 +226,28 @@ impl TurnContext<'_> {
         let settings = super::commands::chat_settings(core.store.as_ref(), &self.inbound.chat)?;
         Ok(Prepared {
             epoch: meta.epoch,
+            turn_no: meta.turns,
             history,
             settings,
         })
+    }
+
+    /// The images the model gets with this turn: earlier ones still within `media.resend_turns`, then
+    /// the new ones (remembered by reference for the turns to come).
+    async fn images(&self, prepared: &Prepared, gathered: media::Gathered) -> Vec<ImageData> {
+        let (epoch, turn_no) = (prepared.epoch, prepared.turn_no);
+        let mut images = media::resend(self.core, self.config, self.key, epoch, turn_no).await;
+        let platform = self.inbound.chat.platform;
+        media::remember(
+            self.core,
+            self.key,
+            platform,
+            epoch,
+            turn_no,
+            &gathered.images,
+        );
+        images.extend(gathered.images.into_iter().map(|(_, data)| data));
+        images
     }
 
     /// The router request for this turn.

@@ -1,4 +1,4 @@
-//! Per-user and per-chat usage counters per UTC day (requests, tokens, paid requests), kept in the store
+//! Per-user and per-chat usage counters per UTC day (requests, tokens, paid requests, image turns), kept in the store
 //! for `/usage` and for the per-user daily cap on paid-tier requests.
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,9 @@ pub struct UsageCounter {
     pub prompt_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
+    /// Answered turns that carried images (counted apart: they go to vision models).
+    #[serde(default)]
+    pub image_turns: u64,
 }
 
 fn user_key(day: i64, user: &UserRef) -> String {
@@ -60,6 +63,24 @@ fn read(core: &Core, key: &str) -> UsageCounter {
 pub(super) fn paid_allowed(core: &Core, config: &Config, user: &UserRef) -> bool {
     let cap = u64::from(config.access.user_paid_requests_per_day);
     cap == 0 || super::is_local(user.platform) || user_today(core, user).paid_requests < cap
+}
+
+/// Counts one answered turn with images for the sender and the chat (`/usage`).
+pub(super) fn record_image_turn(core: &Core, inbound: &Inbound) {
+    let day = utc_day(core.now_ms());
+    for key in [
+        user_key(day, &inbound.sender.user),
+        chat_key(day, &inbound.chat),
+    ] {
+        let result = core.store.kv_update(NS, &key, &mut |old| {
+            let mut counter: UsageCounter = old.and_then(|b| decode(b).ok()).unwrap_or_default();
+            counter.image_turns += 1;
+            encode(&counter).ok()
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not record an image turn");
+        }
+    }
 }
 
 /// Counts one model request (and its tokens) for the sender and the chat.

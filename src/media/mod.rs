@@ -47,24 +47,24 @@ pub enum MediaError {
 }
 
 impl MediaError {
-    /// The sentence a user gets for this problem with `what` ("That photo", "notes.txt").
+    /// The sentence a user gets for this problem with `what` ("the photo", "`notes.txt`").
     pub fn user_message(&self, what: &str) -> String {
         match self {
             Self::TooLarge { limit } => format!(
-                "{what} is too large for me (the limit is {}). Please send a smaller one.",
+                "Sorry — {what} is too large for me (the limit is {}). Please send a smaller one.",
                 human_size(*limit)
             ),
             Self::Unsupported(kind) => format!(
-                "I can't read {what} ({kind}). I can look at JPEG, PNG, GIF and WebP images and read text files (txt, md, code, csv, json)."
+                "Sorry — I can't read {what} ({kind}). I can look at JPEG, PNG, GIF and WebP images and read text files (txt, md, code, csv, json)."
             ),
-            Self::Corrupt => {
-                format!("{what} looks damaged — I couldn't read it as an image. Please send it again.")
-            }
+            Self::Corrupt => format!(
+                "Sorry — {what} looks damaged; I couldn't read it as an image. Please send it again."
+            ),
             Self::Failed(_) | Self::NoSource => {
-                format!("I couldn't download {what}. Please try sending it again.")
+                format!("Sorry — I couldn't download {what}. Please try sending it again.")
             }
             Self::Stalled => format!(
-                "Downloading {what} took too long and was stopped. Please try sending it again."
+                "Sorry — downloading {what} took too long and was stopped. Please try sending it again."
             ),
         }
     }
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn every_problem_names_itself_to_the_user() {
-        let what = "That photo";
+        let what = "the photo";
         assert!(MediaError::TooLarge {
             limit: 10 * 1024 * 1024
         }

@@ -164,6 +164,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         rest::build_http(&token, config.discord.proxy_url.as_deref())
             .map_err(|e| Fatal::Other(anyhow::anyhow!("discord: {e}")))?;
     drop(token);
+    attachments::register_source(&ctx, &config)?;
     let status = ctx.health.component(COMPONENT);
     status.set_status("connecting");
     let shared = Arc::new(Shared::new(&ctx, status.clone()));
