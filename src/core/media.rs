@@ -191,7 +191,7 @@ pub(super) fn remember(
     platform: Platform,
     epoch: u32,
     turn_no: u64,
-    images: &[(ImageRef, ImageData)],
+    images: &[ImageRef],
 ) {
     if images.is_empty() {
         return;
@@ -201,7 +201,7 @@ pub(super) fn remember(
             .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or_default();
         list.retain(|r| r.epoch == epoch);
-        list.extend(images.iter().map(|(image, _)| Remembered {
+        list.extend(images.iter().map(|image| Remembered {
             platform,
             epoch,
             turn_no,

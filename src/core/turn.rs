@@ -16,6 +16,7 @@ use crate::domain::{
     ReplyStream, Role, Usage, UserFacingError,
 };
 use crate::generation::ImageData;
+use crate::media::ImageRef;
 use crate::router::CompletionRequest;
 use crate::store::{Turn, TurnStatus};
 
@@ -73,8 +74,9 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
         }
     };
     let epoch = prepared.epoch;
-    let images = turn.images(&prepared, gathered).await;
+    let (images, new_images) = turn.images(&prepared, gathered).await;
     let with_images = !images.is_empty();
+    let turn_no = prepared.turn_no;
     let mut request = turn.request(prepared);
     let paid_allowed = request.paid_allowed;
     request.prompt.images = images;
@@ -86,6 +88,10 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
                 .await;
             if with_images {
                 usage::record_image_turn(core, &inbound);
+                // Only an answered image is worth sending again: one no model could look at would
+                // make every follow-up fail the same way.
+                let platform = inbound.chat.platform;
+                media::remember(core, &key, platform, epoch, turn_no, &new_images);
             }
         }
         Ending::Failed(failure) if with_images => {
@@ -232,22 +238,21 @@ impl TurnContext<'_> {
         })
     }
 
-    /// The images the model gets with this turn: earlier ones still within `media.resend_turns`, then
-    /// the new ones (remembered by reference for the turns to come).
-    async fn images(&self, prepared: &Prepared, gathered: media::Gathered) -> Vec<ImageData> {
+    /// The images the model gets with this turn (earlier ones still within `media.resend_turns`, then
+    /// the new ones), and the new ones' references, to remember once the turn is answered.
+    async fn images(
+        &self,
+        prepared: &Prepared,
+        gathered: media::Gathered,
+    ) -> (Vec<ImageData>, Vec<ImageRef>) {
         let (epoch, turn_no) = (prepared.epoch, prepared.turn_no);
         let mut images = media::resend(self.core, self.config, self.key, epoch, turn_no).await;
-        let platform = self.inbound.chat.platform;
-        media::remember(
-            self.core,
-            self.key,
-            platform,
-            epoch,
-            turn_no,
-            &gathered.images,
-        );
-        images.extend(gathered.images.into_iter().map(|(_, data)| data));
-        images
+        let mut refs = Vec::with_capacity(gathered.images.len());
+        for (reference, data) in gathered.images {
+            images.push(data);
+            refs.push(reference);
+        }
+        (images, refs)
     }
 
     /// The router request for this turn.
