@@ -1588,3 +1588,105 @@ async fn replies_in_a_channel_start_in_the_order_their_messages_arrived() {
     );
     h.stop().await;
 }
+
+/// A small JPEG as the media sniffer sees one (start and end markers).
+fn small_jpeg(len: usize) -> Vec<u8> {
+    let mut j = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    j.extend((0..len - 6).map(|i| (i % 113) as u8));
+    j.extend_from_slice(&[0xFF, 0xD9]);
+    j
+}
+
+#[tokio::test(start_paused = true)]
+async fn image_and_text_attachments_reach_the_model_and_a_dead_link_gets_a_clear_reply() {
+    const VISION: &str = "meta-llama/llama-3.3-70b-instruct:free";
+    let h = start(Options {
+        configure: |c| {
+            c.openrouter
+                .capabilities
+                .insert(VISION.into(), vec!["vision".into()]);
+        },
+        ..Options::real(ReplyShape::default())
+    })
+    .await;
+    let send = |content: &str, attachments: Vec<serde_json::Value>| {
+        let id = h.next_message.fetch_add(1, Ordering::SeqCst).to_string();
+        let mut message = message_json(&id, DM_CHANNEL, user(ALICE, "Alice"), content);
+        message["attachments"] = json!(attachments);
+        h.fake.dispatch("MESSAGE_CREATE", message);
+    };
+    // An image with a question: the bytes the user sent are the bytes the vision model gets.
+    let photo = small_jpeg(30_000);
+    let image = h.fake.attachment(
+        DM_CHANNEL,
+        "screenshot.jpg",
+        "image/jpeg",
+        Some(photo.clone()),
+    );
+    send("what does this error say?", vec![image]);
+    h.fake
+        .wait_until("the image answer", |f| f.messages_in(DM_CHANNEL).len() == 1)
+        .await;
+    let request = h.request_for("what does this error say?");
+    assert_eq!(request.prompt.images.len(), 1);
+    assert_eq!(request.prompt.images[0].media_type, "image/jpeg");
+    let sent = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        request.prompt.images[0].base64.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(sent, photo);
+    let sims = h.sims.as_ref().unwrap();
+    let models: Vec<String> = sims
+        .openrouter
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_chat())
+        .filter_map(|r| r.model)
+        .collect();
+    assert_eq!(
+        models,
+        vec![VISION.to_owned()],
+        "only the vision model is asked"
+    );
+    // A text file becomes part of the prompt, under its name.
+    let file = h.fake.attachment(
+        DM_CHANNEL,
+        "main.rs",
+        "text/x-rust; charset=utf-8",
+        Some(b"fn main() { println!(\"hi\"); }\n".to_vec()),
+    );
+    send("review this", vec![file]);
+    h.fake
+        .wait_until("the file answer", |f| f.messages_in(DM_CHANNEL).len() == 2)
+        .await;
+    let request = h.request_for("review this");
+    assert!(
+        request
+            .prompt
+            .content
+            .contains("File `main.rs`:\n```\nfn main() { println!(\"hi\"); }\n```"),
+        "{}",
+        request.prompt.content
+    );
+    // An attachment whose URL no longer answers: a clear reply, no model asked.
+    let before = h.requests().len();
+    let dead = h.fake.attachment(DM_CHANNEL, "old.png", "image/png", None);
+    send("and this one?", vec![dead]);
+    h.fake
+        .wait_until("the download failure", |f| {
+            f.messages_in(DM_CHANNEL).len() == 3
+        })
+        .await;
+    let texts = h.fake.messages_in(DM_CHANNEL);
+    assert!(
+        texts[2].1.contains("I couldn't download `old.png`"),
+        "{texts:?}"
+    );
+    assert_eq!(h.requests().len(), before);
+    // The screenshot was fetched again for the follow-up turn (re-sent within `media.resend_turns`).
+    assert_eq!(h.fake.cdn_downloads().len(), 4);
+    assert_eq!(h.request_for("review this").prompt.images.len(), 1);
+    h.fake.assert_no_unexpected_routes();
+    h.stop().await;
+}

@@ -392,6 +392,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn image_lines_send_a_local_image_and_say_a_vision_model_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shot.png");
+        std::fs::write(&path, crate::media::sniff::tests::tiny_png()).unwrap();
+        let notes = dir.path().join("notes.txt");
+        std::fs::write(&notes, "buy milk\n").unwrap();
+        let router = ScriptedRouter::new();
+        let core = core(router.clone());
+        let mut out = Vec::new();
+        let input = format!(
+            "/image {} what is it?\n{}\n/image {}/missing.png\n",
+            path.display(),
+            notes.display(),
+            dir.path().display()
+        );
+        run_session(&core, input.as_bytes(), &mut out, Style::Plain)
+            .await
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let requests = router.requests();
+        assert_eq!(requests.len(), 2, "{out}");
+        assert_eq!(requests[0].prompt.images.len(), 1);
+        assert_eq!(requests[0].prompt.images[0].media_type, "image/png");
+        assert!(requests[0]
+            .prompt
+            .content
+            .starts_with("what is it?\n\n[image: shot.png · image/png"));
+        assert!(out.contains("\u{b7} vision model (1 image)"), "{out}");
+        // A pasted path alone sends the file; a text file becomes prompt text.
+        assert!(requests[1]
+            .prompt
+            .content
+            .contains("File `notes.txt`:\n```\nbuy milk\n```"));
+        // The image is sent again with the follow-up (within media.resend_turns).
+        assert_eq!(requests[1].prompt.images.len(), 1);
+        assert!(
+            out.contains("\u{26a0} Sorry \u{2014} I couldn't download `missing.png`."),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
     async fn markdown_replies_render_for_the_terminal_not_raw() {
         let core = core(ScriptedRouter::new());
         let input: &[u8] = b"**free tier** and `code`\n";
