@@ -1641,7 +1641,7 @@ async fn image_and_text_attachments_reach_the_model_and_a_dead_link_gets_a_clear
         .openrouter
         .requests()
         .into_iter()
-        .filter(|r| r.is_chat())
+        .filter(switchboard::sim::SimRequest::is_chat)
         .filter_map(|r| r.model)
         .collect();
     assert_eq!(

@@ -3,9 +3,15 @@
 //! 127.0.0.1. A recorder between core and router keeps each request, so a test can compare the image
 //! bytes a model was sent with the bytes the user sent.
 
-// Scenarios read best whole and their JSON builders take values whole: these pedantic lints are off for
-// test code only.
-#![allow(clippy::too_many_lines, clippy::needless_pass_by_value)]
+// Scenarios read best whole, their arithmetic is on small known values (counts, ids, byte patterns) and
+// their JSON builders take values whole: these pedantic lints are off for test and benchmark code only.
+#![allow(
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value
+)]
 
 mod support {
     pub mod telegram_fake;
@@ -202,7 +208,7 @@ impl Harness {
             .requests()
             .into_iter()
             .chain(self.ollama.requests())
-            .filter(|r| r.is_chat())
+            .filter(switchboard::sim::SimRequest::is_chat)
             .filter_map(|r| r.model)
             .collect()
     }
