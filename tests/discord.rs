@@ -18,6 +18,8 @@
 
 #[path = "support/fake_discord.rs"]
 mod fake_discord;
+#[path = "support/recorder.rs"]
+mod recorder;
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -38,13 +40,13 @@ use tracing_subscriber::Layer;
 use switchboard::clock::{SharedClock, TokioClock, DAY_MS};
 use switchboard::config::{Config, Env, Secrets};
 use switchboard::core::Core;
-use switchboard::domain::{ConversationKey, ReplyStream, Role};
+use switchboard::domain::{ConversationKey, Role};
 use switchboard::exit::{Fatal, EXIT_CONFIG, EXIT_UNSTABLE};
 use switchboard::health::Health;
 use switchboard::platforms::discord::{DiscordAdapter, SHUTTING_DOWN_NOTE};
 use switchboard::platforms::{AdapterContext, PlatformAdapter};
 use switchboard::router::scripted::{Script, ScriptedRouter};
-use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter, ModelInfo, RouterStatus};
+use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter};
 use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
 use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::{reply_text, ReplyShape};
@@ -52,6 +54,7 @@ use switchboard::store::memory::MemoryStore;
 use switchboard::store::{HistoryStore, Store, TurnStatus};
 
 use fake_discord::*;
+use recorder::Recorder;
 
 // ---------------------------------------------------------------------------------------------------
 // Captured logs (every test's, at TRACE for every crate, serenity and reqwest included).
@@ -115,27 +118,6 @@ fn assert_token_not_logged() {
 // ---------------------------------------------------------------------------------------------------
 // The model side: the real free-first router over the simulated OpenRouter and Ollama (127.0.0.1), or a
 // scripted router for cases that need exact control. Either way a recorder in front keeps every request.
-
-/// Records every request, then hands it to the router behind it unchanged.
-struct Recorder {
-    inner: Arc<dyn LlmRouter>,
-    seen: Mutex<Vec<CompletionRequest>>,
-}
-
-impl LlmRouter for Recorder {
-    fn complete(&self, request: CompletionRequest) -> ReplyStream {
-        self.seen.lock().unwrap().push(request.clone());
-        self.inner.complete(request)
-    }
-
-    fn models(&self) -> Vec<ModelInfo> {
-        self.inner.models()
-    }
-
-    fn status(&self) -> RouterStatus {
-        self.inner.status()
-    }
-}
 
 /// Which router answers.
 enum Model {

@@ -14,10 +14,11 @@
 )]
 
 mod support {
+    pub mod recorder;
     pub mod telegram_fake;
 }
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -28,18 +29,19 @@ use tokio_util::sync::CancellationToken;
 use switchboard::clock::{SharedClock, TokioClock, DAY_MS};
 use switchboard::config::{Config, Env, Secrets};
 use switchboard::core::{Core, NO_VISION_PAID_OFF};
-use switchboard::domain::{ConversationKey, ReplyStream, Role};
+use switchboard::domain::{ConversationKey, Role};
 use switchboard::exit::Fatal;
 use switchboard::health::Health;
 use switchboard::platforms::telegram::TelegramAdapter;
 use switchboard::platforms::{AdapterContext, PlatformAdapter};
-use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter, ModelInfo, RouterStatus};
+use switchboard::router::{CompletionRequest, FreeFirstRouter};
 use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
 use switchboard::sim::openrouter::{SimKey, SimModel, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::ReplyShape;
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::{HistoryStore, Store};
 
+use support::recorder::Recorder;
 use support::telegram_fake::{FakeTelegram, FileServe, PhotoFile, TOKEN};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -54,25 +56,6 @@ const TEXT_FREE: &str = "meta-llama/llama-3.3-70b-instruct:free";
 const VISION_FREE: &str = "qwen/qwen2.5-vl-72b-instruct:free";
 /// The RC2 vision model on the paid tier.
 const VISION_PAID: &str = "qwen3-vl:4b";
-
-/// Keeps every request on its way to the real router.
-struct Recorder {
-    inner: Arc<dyn LlmRouter>,
-    seen: Mutex<Vec<CompletionRequest>>,
-}
-
-impl LlmRouter for Recorder {
-    fn complete(&self, request: CompletionRequest) -> ReplyStream {
-        self.seen.lock().unwrap().push(request.clone());
-        self.inner.complete(request)
-    }
-    fn models(&self) -> Vec<ModelInfo> {
-        self.inner.models()
-    }
-    fn status(&self) -> RouterStatus {
-        self.inner.status()
-    }
-}
 
 /// Which vision models exist in a scenario.
 #[derive(Clone, Copy)]
@@ -153,10 +136,7 @@ async fn start(vision: Vision, tweak: fn(&mut Config)) -> Harness {
         clock.clone(),
     )
     .unwrap();
-    let recorder = Arc::new(Recorder {
-        inner: router,
-        seen: Mutex::default(),
-    });
+    let recorder = Recorder::new(router);
     let config = Arc::new(config);
     let core = Core::new(config.clone(), store.clone(), recorder.clone(), clock);
     let (_tx, rx) = watch::channel(config);

@@ -67,36 +67,30 @@ pub(super) fn paid_allowed(core: &Core, config: &Config, user: &UserRef) -> bool
 
 /// Counts one answered turn with images for the sender and the chat (`/usage`).
 pub(super) fn record_image_turn(core: &Core, inbound: &Inbound) {
-    let day = utc_day(core.now_ms());
-    for key in [
-        user_key(day, &inbound.sender.user),
-        chat_key(day, &inbound.chat),
-    ] {
-        let result = core.store.kv_update(NS, &key, &mut |old| {
-            let mut counter: UsageCounter = old.and_then(|b| decode(b).ok()).unwrap_or_default();
-            counter.image_turns += 1;
-            encode(&counter).ok()
-        });
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not record an image turn");
-        }
-    }
+    bump(core, inbound, |counter| counter.image_turns += 1);
 }
 
 /// Counts one model request (and its tokens) for the sender and the chat.
 pub(super) fn record(core: &Core, inbound: &Inbound, source: Option<&AnswerSource>, usage: Usage) {
-    let day = utc_day(core.now_ms());
     let paid = source.is_some_and(|s| s.tier.is_paid());
+    bump(core, inbound, |counter| {
+        counter.requests += 1;
+        counter.paid_requests += u64::from(paid);
+        counter.prompt_tokens += usage.prompt_tokens;
+        counter.completion_tokens += usage.completion_tokens;
+    });
+}
+
+/// Applies `change` to today's counters of the sender and of the chat.
+fn bump(core: &Core, inbound: &Inbound, change: impl Fn(&mut UsageCounter)) {
+    let day = utc_day(core.now_ms());
     for key in [
         user_key(day, &inbound.sender.user),
         chat_key(day, &inbound.chat),
     ] {
         let result = core.store.kv_update(NS, &key, &mut |old| {
             let mut counter: UsageCounter = old.and_then(|b| decode(b).ok()).unwrap_or_default();
-            counter.requests += 1;
-            counter.paid_requests += u64::from(paid);
-            counter.prompt_tokens += usage.prompt_tokens;
-            counter.completion_tokens += usage.completion_tokens;
+            change(&mut counter);
             encode(&counter).ok()
         });
         if let Err(e) = result {
