@@ -1631,6 +1631,15 @@ async fn image_and_text_attachments_reach_the_model_and_a_dead_link_gets_a_clear
         vec![VISION.to_owned()],
         "only the vision model is asked"
     );
+    // The simulator decoded the content part back to the very bytes.
+    let seen: Vec<String> = sims
+        .openrouter
+        .requests()
+        .into_iter()
+        .flat_map(|r| r.images)
+        .map(|i| i.sha256)
+        .collect();
+    assert_eq!(seen, vec![switchboard::media::sha256_hex(&photo)]);
     // A text file becomes part of the prompt, under its name.
     let file = h.fake.attachment(
         DM_CHANNEL,

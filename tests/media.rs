@@ -32,6 +32,7 @@ use switchboard::core::{Core, NO_VISION_PAID_OFF};
 use switchboard::domain::{ConversationKey, Role};
 use switchboard::exit::Fatal;
 use switchboard::health::Health;
+use switchboard::media::sha256_hex;
 use switchboard::platforms::telegram::TelegramAdapter;
 use switchboard::platforms::{AdapterContext, PlatformAdapter};
 use switchboard::router::{CompletionRequest, FreeFirstRouter};
@@ -193,6 +194,20 @@ impl Harness {
             .collect()
     }
 
+    /// What the simulators decoded from each chat request: (model, SHA-256 of each image), in order.
+    fn images_seen(&self) -> Vec<(String, Vec<String>)> {
+        self.openrouter
+            .requests()
+            .into_iter()
+            .chain(self.ollama.requests())
+            .filter(switchboard::sim::SimRequest::is_chat)
+            .map(|r| {
+                let hashes = r.images.iter().map(|i| i.sha256.clone()).collect();
+                (r.model.unwrap_or_default(), hashes)
+            })
+            .collect()
+    }
+
     fn history(&self) -> Vec<(Role, String)> {
         let key = ConversationKey(format!("telegram:{CHAT}"));
         self.store
@@ -265,8 +280,18 @@ async fn a_photo_with_a_caption_reaches_a_vision_model_with_the_largest_size_tha
     assert_eq!(decoded(&requests[0]), vec![medium.clone()]);
     assert_eq!(requests[0].prompt.images[0].media_type, "image/jpeg");
     assert_eq!(h.fake.downloads(), vec!["photos/file_1.jpg".to_owned()]);
-    // Only the vision model was asked: the text-only model listed first was skipped.
+    // Only the vision model was asked (the text-only model listed first was skipped), and the
+    // simulator decoded the content part to exactly the bytes the user sent.
     assert_eq!(h.models_called(), vec![VISION_FREE.to_owned()]);
+    assert_eq!(
+        h.images_seen(),
+        vec![(VISION_FREE.to_owned(), vec![sha256_hex(&medium)])]
+    );
+    assert!(texts[0].contains("You said: what is this?"), "{texts:?}");
+    assert!(
+        texts[0].contains("I see an image of 60000 bytes."),
+        "{texts:?}"
+    );
     // History keeps a reference line, not the bytes.
     let history = h.history();
     assert_eq!(history.len(), 2);
@@ -299,6 +324,13 @@ async fn a_photo_without_a_caption_gets_a_reply() {
         .content
         .starts_with("[image: photo · image/jpeg"));
     assert_eq!(decoded(&h.requests()[0]), vec![photo]);
+    // `/usage` counts the image turn.
+    h.fake.push_text(CHAT, CHAT, "Alice", "/usage");
+    let texts = h.replies(2).await;
+    assert!(
+        texts[1].contains("image turns: 1 yours, 1 in this chat"),
+        "{texts:?}"
+    );
     h.stop().await;
 }
 
@@ -339,7 +371,12 @@ async fn the_paid_tier_answers_an_image_when_no_free_model_can() {
         "{texts:?}"
     );
     assert_eq!(h.models_called(), vec![VISION_PAID.to_owned()]);
-    assert_eq!(decoded(&h.requests()[0]), vec![photo]);
+    assert_eq!(decoded(&h.requests()[0]), vec![photo.clone()]);
+    // Ollama's `images` field carried the bytes: the simulator decoded and hashed them.
+    assert_eq!(
+        h.images_seen(),
+        vec![(VISION_PAID.to_owned(), vec![sha256_hex(&photo)])]
+    );
     h.stop().await;
 }
 
@@ -439,6 +476,9 @@ async fn a_follow_up_question_re_sends_the_image_within_the_configured_turns() {
     );
     // Fetched again through the platform, not kept in memory.
     assert_eq!(h.fake.downloads().len(), 2);
+    let hash = sha256_hex(&photo);
+    let seen: Vec<Vec<String>> = h.images_seen().into_iter().map(|(_, i)| i).collect();
+    assert_eq!(seen, vec![vec![hash.clone()], vec![hash], vec![]]);
     // Two turns later it is only named in the context; the conversation stays with the model that
     // saw the image (stickiness).
     assert!(requests[2].prompt.images.is_empty());
