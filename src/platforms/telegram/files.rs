@@ -106,3 +106,70 @@ impl MediaSource for TelegramFiles {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use teloxide::types::UserId;
+
+    use super::*;
+    use crate::config::telegram::GroupPolicy;
+    use crate::platforms::telegram::inbound::{translate, BotIdentity};
+
+    fn message(extra: serde_json::Value) -> Message {
+        let mut v = json!({
+            "message_id": 10, "date": 1_700_000_000,
+            "chat": {"id": 7, "type": "private", "first_name": "Alice"},
+            "from": {"id": 7, "is_bot": false, "first_name": "Alice"},
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn photo() -> Message {
+        message(json!({"photo": [
+            {"file_id": "s", "file_unique_id": "us", "width": 90, "height": 60, "file_size": 2_000},
+            {"file_id": "m", "file_unique_id": "um", "width": 800, "height": 600, "file_size": 90_000},
+            {"file_id": "l", "file_unique_id": "ul", "width": 1280, "height": 960, "file_size": 300_000},
+        ]}))
+    }
+
+    #[test]
+    fn a_photo_is_its_largest_size_under_the_cap_else_its_smallest() {
+        let got = attachments(&photo(), 1_000_000);
+        assert_eq!(got[0].source, "l");
+        assert_eq!(got[0].kind, AttachmentKind::Image);
+        assert_eq!(attachments(&photo(), 100_000)[0].source, "m");
+        let none_fits = attachments(&photo(), 1_000);
+        assert_eq!(none_fits[0].source, "s");
+        assert_eq!(
+            none_fits[0].size,
+            Some(2_000),
+            "the core refuses it as too large"
+        );
+    }
+
+    #[test]
+    fn a_captionless_photo_is_a_message_for_the_bot_and_documents_say_what_they_are() {
+        let me = BotIdentity::new(UserId(42), "sb_bot");
+        let inbound = translate(&photo(), &me, GroupPolicy::Mention).unwrap();
+        assert_eq!(inbound.text, "");
+        let doc = |name: &str, mime: &str| {
+            message(json!({"document": {"file_id": "d", "file_unique_id": "ud",
+                "file_name": name, "mime_type": mime, "file_size": 10}}))
+        };
+        let kind = |m: &Message| attachments(m, 1_000)[0].kind;
+        assert_eq!(kind(&doc("scan.png", "image/png")), AttachmentKind::Image);
+        assert_eq!(
+            kind(&doc("notes.md", "text/markdown")),
+            AttachmentKind::Text
+        );
+        assert_eq!(
+            kind(&doc("a.pdf", "application/pdf")),
+            AttachmentKind::Other
+        );
+        assert!(attachments(&message(json!({"text": "hi"})), 1_000).is_empty());
+    }
+}
