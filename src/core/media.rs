@@ -4,8 +4,10 @@
 //! `media.resend_turns` turns, and the honest answer when no vision model can look.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Core;
 use crate::config::Config;
@@ -31,20 +33,43 @@ pub const NO_VISION_PAID_OFF: &str =
 pub const NO_VISION: &str =
     "I can't look at images right now — no vision model is available. Please try again in a little while.";
 
-/// The platforms' media sources, registered by the adapters.
-#[derive(Default)]
-pub(super) struct Sources(std::sync::RwLock<HashMap<Platform, SharedSource>>);
+/// At most this many turns hold images at once (downloading, encoded, or waiting for the model); more
+/// wait their turn. A 1 MB photo costs about 2.7 MB while its turn runs (the download, its base64, and
+/// the request body that carries it), so 8 keep a burst of photo turns near 22 MB above text-only turns
+/// (the 30 MB target of issue 15); a vision answer takes seconds, and 8 in flight already keep a free
+/// tier's 20 requests a minute busy.
+pub const MAX_IMAGE_TURNS: usize = 8;
+
+/// The platforms' media sources, registered by the adapters, and the image-turn permits.
+pub(super) struct Sources {
+    sources: std::sync::RwLock<HashMap<Platform, SharedSource>>,
+    image_turns: Arc<Semaphore>,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self {
+            sources: std::sync::RwLock::default(),
+            image_turns: Arc::new(Semaphore::new(MAX_IMAGE_TURNS)),
+        }
+    }
+}
 
 impl Sources {
+    /// One of the [`MAX_IMAGE_TURNS`] permits, waited for; held until the turn ends.
+    async fn image_turn(&self) -> Option<OwnedSemaphorePermit> {
+        self.image_turns.clone().acquire_owned().await.ok()
+    }
+
     pub(super) fn set(&self, platform: Platform, source: SharedSource) {
-        self.0
+        self.sources
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(platform, source);
     }
 
     fn get(&self, platform: Platform) -> Option<SharedSource> {
-        self.0
+        self.sources
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&platform)
@@ -60,6 +85,8 @@ pub(super) struct Gathered {
     /// What the attachments add to the prompt's text: text files under their names, and each image's
     /// `[image: …]` line (what history keeps of it).
     pub text: Vec<String>,
+    /// The turn's image permit ([`MAX_IMAGE_TURNS`]), once it handles an image.
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Gathered {
@@ -106,6 +133,9 @@ pub(super) async fn gather(
             .map_err(refused)?;
         match attachment.kind {
             AttachmentKind::Image => {
+                if gathered.permit.is_none() {
+                    gathered.permit = core.media.image_turn().await;
+                }
                 let (image, data) = fetch_image(source.as_ref(), config, attachment)
                     .await
                     .map_err(refused)?;
@@ -218,14 +248,15 @@ pub(super) fn remember(
 
 /// The images of earlier turns still within `media.resend_turns` of the turn at `turn_no`, fetched
 /// again through their platform. One that cannot be fetched, or comes back as other bytes, is left out
-/// (its `[image: …]` line stays in the history).
+/// (its `[image: …]` line stays in the history). Takes the turn's image permit into `permit` first.
 pub(super) async fn resend(
     core: &Core,
     config: &Config,
     key: &ConversationKey,
-    epoch: u32,
-    turn_no: u64,
+    at: (u32, u64),
+    permit: &mut Option<OwnedSemaphorePermit>,
 ) -> Vec<ImageData> {
+    let (epoch, turn_no) = at;
     // Each earlier exchange is two turns (the question and its answer).
     let window = 2 * u64::from(config.media.resend_turns);
     let list: Vec<Remembered> = match core.store.kv_get(NS, key.as_str()) {
@@ -237,10 +268,14 @@ pub(super) async fn resend(
         }
     };
     let mut images = Vec::new();
-    for r in list
+    let due: Vec<&Remembered> = list
         .iter()
         .filter(|r| r.epoch == epoch && r.turn_no < turn_no && turn_no - r.turn_no <= window)
-    {
+        .collect();
+    if !due.is_empty() && permit.is_none() {
+        *permit = core.media.image_turn().await;
+    }
+    for r in due {
         let Some(source) = core.media.get(r.platform) else {
             continue;
         };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::Delivery;
@@ -74,7 +74,8 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
         }
     };
     let epoch = prepared.epoch;
-    let (images, new_images) = turn.images(&prepared, gathered).await;
+    // Held to the turn's end: the images stay in memory until the answer is done.
+    let (images, new_images, _image_permit) = turn.images(&prepared, gathered).await;
     let with_images = !images.is_empty();
     let turn_no = prepared.turn_no;
     let mut request = turn.request(prepared);
@@ -239,20 +240,22 @@ impl TurnContext<'_> {
     }
 
     /// The images the model gets with this turn (earlier ones still within `media.resend_turns`, then
-    /// the new ones), and the new ones' references, to remember once the turn is answered.
+    /// the new ones), the new ones' references (remembered once the turn is answered), and the turn's
+    /// image permit.
     async fn images(
         &self,
         prepared: &Prepared,
         gathered: media::Gathered,
-    ) -> (Vec<ImageData>, Vec<ImageRef>) {
-        let (epoch, turn_no) = (prepared.epoch, prepared.turn_no);
-        let mut images = media::resend(self.core, self.config, self.key, epoch, turn_no).await;
+    ) -> (Vec<ImageData>, Vec<ImageRef>, Option<OwnedSemaphorePermit>) {
+        let mut permit = gathered.permit;
+        let at = (prepared.epoch, prepared.turn_no);
+        let mut images = media::resend(self.core, self.config, self.key, at, &mut permit).await;
         let mut refs = Vec::with_capacity(gathered.images.len());
         for (reference, data) in gathered.images {
             images.push(data);
             refs.push(reference);
         }
-        (images, refs)
+        (images, refs, permit)
     }
 
     /// The router request for this turn.
