@@ -126,7 +126,8 @@ pub const GET_FILE_LIMIT: usize = 20 * 1024 * 1024;
 #[derive(Clone, Debug)]
 struct StoredFile {
     path: String,
-    bytes: Arc<Vec<u8>>,
+    /// Shared, so a download sends the bytes without copying them (benchmarks serve many at once).
+    bytes: bytes::Bytes,
     serve: FileServe,
 }
 
@@ -294,6 +295,20 @@ impl FakeTelegram {
         self.push_media(chat, user, caption, "document", doc)
     }
 
+    /// Stores a JPEG photo file once, for many [`Self::push_photo_id`] messages (benchmarks); returns
+    /// its `file_id`.
+    pub fn add_photo_file(&self, bytes: Vec<u8>) -> String {
+        self.store_file("photos", "jpg", bytes, FileServe::Whole)
+    }
+
+    /// Queues a one-size photo of a file stored with [`Self::add_photo_file`]; returns its message id.
+    pub fn push_photo_id(&self, chat: i64, user: i64, caption: Option<&str>, file_id: &str) -> i64 {
+        let size = self.lock().files[file_id].bytes.len();
+        let photo = json!([{"file_id": file_id, "file_unique_id": format!("u{file_id}"),
+            "width": 1280, "height": 960, "file_size": size}]);
+        self.push_media(chat, user, caption, "photo", photo)
+    }
+
     fn store_file(&self, dir: &str, ext: &str, bytes: Vec<u8>, serve: FileServe) -> String {
         let mut inner = self.lock();
         let n = inner.files.len();
@@ -303,7 +318,7 @@ impl FakeTelegram {
             id.clone(),
             StoredFile {
                 path,
-                bytes: Arc::new(bytes),
+                bytes: bytes::Bytes::from(bytes),
                 serve,
             },
         );
@@ -770,11 +785,7 @@ async fn download(
     };
     let bytes = file.bytes;
     match file.serve {
-        FileServe::Whole => (
-            [("content-type", "application/octet-stream")],
-            bytes.to_vec(),
-        )
-            .into_response(),
+        FileServe::Whole => ([("content-type", "application/octet-stream")], bytes).into_response(),
         FileServe::Missing => (StatusCode::NOT_FOUND, "Not Found").into_response(),
         FileServe::Stall | FileServe::Chunked => {
             let stall = file.serve == FileServe::Stall;
