@@ -1143,8 +1143,11 @@ async fn images_reach_both_simulators_intact() {
     };
     let sha: String = sha2::Sha256::digest(&decoded)
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+        .fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
     for (client, k, model) in [
         (
             Arc::new(openrouter(&sim)) as Arc<dyn ChatProvider>,
@@ -1225,7 +1228,7 @@ async fn wrong_field_types_are_refused_and_recorded() {
         .requests()
         .into_iter()
         .rev()
-        .find(|r| r.is_chat())
+        .find(switchboard::sim::SimRequest::is_chat)
         .unwrap();
     assert_eq!(last.fields["temperature"], 0.25);
     assert_eq!(last.fields["stream_options"]["include_usage"], true);

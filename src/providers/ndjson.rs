@@ -368,6 +368,7 @@ mod tool_and_reasoning_tests {
 {\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_time\",\"arguments\":{}}}]},\"done\":false}\n\
 {\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":9,\"eval_count\":4}\n";
 
+    #[allow(clippy::unnecessary_wraps)] // a ParsedEvent is a Result: parsers yield errors in line
     fn call(index: u32, name: &str, arguments: &str) -> ParsedEvent {
         Ok(ProviderEvent::ToolCall(ToolCallDelta {
             index,

@@ -590,6 +590,7 @@ data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"i
 data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":null},\"finish_reason\":\"tool_calls\"}]}\n\n\
 data: [DONE]\n\n";
 
+    #[allow(clippy::unnecessary_wraps)] // a ParsedEvent is a Result: parsers yield errors in line
     fn piece(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> ParsedEvent {
         Ok(ProviderEvent::ToolCall(ToolCallDelta {
             index,

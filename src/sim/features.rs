@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::SimImage;
+use super::{SimImage, SimRequest};
 
 /// Which real server's rules apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,8 +56,32 @@ pub(crate) enum Plan {
     Call(SimCall),
 }
 
+/// The sampling fields that must be numbers in both formats (each names the repetition penalty its
+/// own way).
+const NUMBERS: [&str; 5] = [
+    "temperature",
+    "top_p",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+];
+
 /// The reasoning pieces a model streams first when reasoning is asked for.
 pub(crate) const REASONING: [&str; 3] = ["Let me think", " about this", " for a moment."];
+
+/// Checks a chat body under `dialect`'s rules and records its images and fields in `log`; a wrong
+/// field is recorded as unexpected (and the request as a 400), and `Err` is the 400's message.
+pub(crate) fn check_logged(
+    book: &super::server::Book,
+    log: &mut SimRequest,
+    request: &Value,
+    dialect: Dialect,
+) -> Result<Asked, String> {
+    let asked = check(request, dialect).map_err(|problem| book.invalid(log, &problem))?;
+    log.images.clone_from(&asked.images);
+    log.fields.clone_from(&asked.fields);
+    Ok(asked)
+}
 
 /// Checks a chat body under `dialect`'s rules; `Err` names the first field that is wrong.
 pub(crate) fn check(request: &Value, dialect: Dialect) -> Result<Asked, String> {
@@ -170,14 +194,7 @@ pub(crate) fn embed_inputs(request: &Value, field: &str) -> Result<Vec<String>, 
 }
 
 fn check_openai_fields(body: &Map<String, Value>, asked: &mut Asked) -> Result<(), String> {
-    for k in [
-        "temperature",
-        "top_p",
-        "min_p",
-        "presence_penalty",
-        "frequency_penalty",
-        "repetition_penalty",
-    ] {
+    for k in NUMBERS.iter().chain(&["repetition_penalty"]) {
         expect(body, k, Value::is_number, "a number")?;
     }
     for k in ["top_k", "seed", "max_tokens"] {
@@ -235,14 +252,7 @@ fn check_ollama_fields(body: &Map<String, Value>, asked: &mut Asked) -> Result<(
         let Some(options) = options.as_object() else {
             return Err("options: not an object".into());
         };
-        for k in [
-            "temperature",
-            "top_p",
-            "min_p",
-            "presence_penalty",
-            "frequency_penalty",
-            "repeat_penalty",
-        ] {
+        for k in NUMBERS.iter().chain(&["repeat_penalty"]) {
             expect(options, k, Value::is_number, "a number").map_err(|e| format!("options.{e}"))?;
         }
         for k in ["num_predict", "top_k", "seed", "num_ctx"] {

@@ -174,12 +174,8 @@ fn parse(shared: &Shared, log: &mut SimRequest, body: &[u8]) -> Result<ChatCall,
     log.max_tokens = request
         .pointer("/options/num_predict")
         .and_then(serde_json::Value::as_u64);
-    let asked = features::check(&request, Dialect::Ollama).map_err(|problem| {
-        let message = shared.desk.book.invalid(log, &problem);
-        Box::new(error(StatusCode::BAD_REQUEST, &message))
-    })?;
-    log.images.clone_from(&asked.images);
-    log.fields.clone_from(&asked.fields);
+    let asked = features::check_logged(&shared.desk.book, log, &request, Dialect::Ollama)
+        .map_err(|message| Box::new(error(StatusCode::BAD_REQUEST, &message)))?;
     Ok(ChatCall {
         model,
         messages,

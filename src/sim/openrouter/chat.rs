@@ -76,12 +76,8 @@ fn parse(shared: &Shared, log: &mut SimRequest, body: &[u8]) -> Result<ChatCall,
     log.max_tokens = request
         .get("max_tokens")
         .and_then(serde_json::Value::as_u64);
-    let asked = features::check(&request, Dialect::OpenAi).map_err(|problem| {
-        let message = shared.desk.book.invalid(log, &problem);
-        Box::new(error(StatusCode::BAD_REQUEST, &message))
-    })?;
-    log.images.clone_from(&asked.images);
-    log.fields.clone_from(&asked.fields);
+    let asked = features::check_logged(&shared.desk.book, log, &request, Dialect::OpenAi)
+        .map_err(|message| Box::new(error(StatusCode::BAD_REQUEST, &message)))?;
     Ok(ChatCall {
         model,
         messages,
