@@ -116,7 +116,7 @@ mod tests {
     use crate::config::telegram::GroupPolicy;
     use crate::platforms::telegram::inbound::{translate, BotIdentity};
 
-    fn message(extra: serde_json::Value) -> Message {
+    fn message(extra: &serde_json::Value) -> Message {
         let mut v = json!({
             "message_id": 10, "date": 1_700_000_000,
             "chat": {"id": 7, "type": "private", "first_name": "Alice"},
@@ -129,7 +129,7 @@ mod tests {
     }
 
     fn photo() -> Message {
-        message(json!({"photo": [
+        message(&json!({"photo": [
             {"file_id": "s", "file_unique_id": "us", "width": 90, "height": 60, "file_size": 2_000},
             {"file_id": "m", "file_unique_id": "um", "width": 800, "height": 600, "file_size": 90_000},
             {"file_id": "l", "file_unique_id": "ul", "width": 1280, "height": 960, "file_size": 300_000},
@@ -157,7 +157,7 @@ mod tests {
         let inbound = translate(&photo(), &me, GroupPolicy::Mention).unwrap();
         assert_eq!(inbound.text, "");
         let doc = |name: &str, mime: &str| {
-            message(json!({"document": {"file_id": "d", "file_unique_id": "ud",
+            message(&json!({"document": {"file_id": "d", "file_unique_id": "ud",
                 "file_name": name, "mime_type": mime, "file_size": 10}}))
         };
         let kind = |m: &Message| attachments(m, 1_000)[0].kind;
@@ -170,6 +170,6 @@ mod tests {
             kind(&doc("a.pdf", "application/pdf")),
             AttachmentKind::Other
         );
-        assert!(attachments(&message(json!({"text": "hi"})), 1_000).is_empty());
+        assert!(attachments(&message(&json!({"text": "hi"})), 1_000).is_empty());
     }
 }
