@@ -102,3 +102,26 @@ impl MediaConfig {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_and_an_out_of_range_limit_names_its_key() {
+        assert!(MediaConfig::default().validate().is_ok());
+        let too_big = MediaConfig {
+            max_image_bytes: MAX_IMAGE_BYTES + 1,
+            ..MediaConfig::default()
+        };
+        assert_eq!(too_big.validate().unwrap_err().key, "media.max_image_bytes");
+        let no_wait = MediaConfig {
+            read_timeout_secs: 0,
+            ..MediaConfig::default()
+        };
+        assert_eq!(
+            no_wait.validate().unwrap_err().key,
+            "media.read_timeout_secs"
+        );
+    }
+}
