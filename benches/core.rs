@@ -42,6 +42,7 @@ fn inbound(i: usize) -> Inbound {
         addressed: true,
         reply_to: None,
         thread: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -147,6 +147,39 @@ pub struct Inbound {
     /// The adapter's choice of conversation within the chat (a Discord thread or reply chain), if it
     /// needs one; `None` means the core's default scope (per chat, per user in direct chats).
     pub thread: Option<String>,
+    /// Images and files sent with the message, not yet downloaded: the core fetches them through the
+    /// platform's media source. (Defaulted so journal records written before attachments existed
+    /// still read.)
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// What kind of attachment the platform says a file is (the core checks the bytes themselves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentKind {
+    /// A photo or an image file, for a vision model.
+    Image,
+    /// A text file (txt, md, code, csv, json), read into the prompt.
+    Text,
+    /// Anything else (a PDF, a voice note): answered with what the bot can take instead.
+    Other,
+}
+
+/// An image or file attached to an inbound message, as the platform described it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Image, text file or other.
+    pub kind: AttachmentKind,
+    /// How the platform's media source finds it again: a Telegram `file_id`, a Discord attachment URL,
+    /// a local path in the terminal.
+    pub source: String,
+    /// The file's name, if it has one (documents and attachments; Telegram photos have none).
+    pub name: Option<String>,
+    /// The media type the platform announced, if any (checked against the bytes).
+    pub media_type: Option<String>,
+    /// The size the platform announced, in bytes, if any (a larger download is still cut at the cap).
+    pub size: Option<u64>,
 }
 
 /// Who wrote a message in a model's context.

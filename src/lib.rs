@@ -29,6 +29,7 @@
 //! | [`doctor`] | `switchboard check`: the configuration doctor |
 //! | [`cli`] | the command line |
 //! | [`body`] | reading HTTP bodies under a byte cap |
+//! | [`media`] | images and files people send: capped downloads, type sniffing, references |
 
 pub mod api;
 pub mod app;
@@ -45,6 +46,7 @@ pub mod exit;
 pub mod generation;
 pub mod health;
 pub mod logging;
+pub mod media;
 pub mod platforms;
 pub mod providers;
 pub mod router;

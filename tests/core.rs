@@ -165,6 +165,7 @@ fn dm(user: &str, text: &str) -> Inbound {
         addressed: true,
         reply_to: None,
         thread: None,
+        attachments: Vec::new(),
     }
 }
 
@@ -180,6 +181,7 @@ fn group(chat: &str, user: &str, name: &str, text: &str, addressed: bool) -> Inb
         addressed,
         reply_to: None,
         thread: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -18,6 +18,8 @@
 
 #[path = "support/fake_discord.rs"]
 mod fake_discord;
+#[path = "support/recorder.rs"]
+mod recorder;
 
 #[path = "support/flush_log.rs"]
 mod flush_log;
@@ -41,13 +43,13 @@ use tracing_subscriber::Layer;
 use switchboard::clock::{SharedClock, TokioClock, DAY_MS};
 use switchboard::config::{Config, Env, Secrets};
 use switchboard::core::Core;
-use switchboard::domain::{ConversationKey, ReplyStream, Role};
+use switchboard::domain::{ConversationKey, Role};
 use switchboard::exit::{Fatal, EXIT_CONFIG, EXIT_UNSTABLE};
 use switchboard::health::Health;
 use switchboard::platforms::discord::{DiscordAdapter, SHUTTING_DOWN_NOTE};
 use switchboard::platforms::{AdapterContext, PlatformAdapter};
 use switchboard::router::scripted::{Script, ScriptedRouter};
-use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter, ModelInfo, RouterStatus};
+use switchboard::router::{CompletionRequest, FreeFirstRouter, LlmRouter};
 use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
 use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::{reply_text, ReplyShape};
@@ -55,6 +57,7 @@ use switchboard::store::memory::MemoryStore;
 use switchboard::store::{HistoryStore, StateStore, Store, TurnStatus};
 
 use fake_discord::*;
+use recorder::Recorder;
 
 // ---------------------------------------------------------------------------------------------------
 // Captured logs (every test's, at TRACE for every crate, serenity and reqwest included).
@@ -118,27 +121,6 @@ fn assert_token_not_logged() {
 // ---------------------------------------------------------------------------------------------------
 // The model side: the real free-first router over the simulated OpenRouter and Ollama (127.0.0.1), or a
 // scripted router for cases that need exact control. Either way a recorder in front keeps every request.
-
-/// Records every request, then hands it to the router behind it unchanged.
-struct Recorder {
-    inner: Arc<dyn LlmRouter>,
-    seen: Mutex<Vec<CompletionRequest>>,
-}
-
-impl LlmRouter for Recorder {
-    fn complete(&self, request: CompletionRequest) -> ReplyStream {
-        self.seen.lock().unwrap().push(request.clone());
-        self.inner.complete(request)
-    }
-
-    fn models(&self) -> Vec<ModelInfo> {
-        self.inner.models()
-    }
-
-    fn status(&self) -> RouterStatus {
-        self.inner.status()
-    }
-}
 
 /// Which router answers.
 enum Model {
@@ -1650,4 +1632,115 @@ async fn a_message_is_recorded_durably_before_its_reply_starts_and_settled_once_
                 == switchboard::core::ReplyState::Delivered
         })
         .await;
+}
+
+/// A small JPEG as the media sniffer sees one (start and end markers).
+fn small_jpeg(len: usize) -> Vec<u8> {
+    let mut j = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    j.extend((0..len - 6).map(|i| (i % 113) as u8));
+    j.extend_from_slice(&[0xFF, 0xD9]);
+    j
+}
+
+#[tokio::test(start_paused = true)]
+async fn image_and_text_attachments_reach_the_model_and_a_dead_link_gets_a_clear_reply() {
+    const VISION: &str = "meta-llama/llama-3.3-70b-instruct:free";
+    let h = start(Options {
+        configure: |c| {
+            c.openrouter
+                .capabilities
+                .insert(VISION.into(), vec!["vision".into()]);
+        },
+        ..Options::real(ReplyShape::default())
+    })
+    .await;
+    let send = |content: &str, attachments: Vec<serde_json::Value>| {
+        let id = h.next_message.fetch_add(1, Ordering::SeqCst).to_string();
+        let mut message = message_json(&id, DM_CHANNEL, user(ALICE, "Alice"), content);
+        message["attachments"] = json!(attachments);
+        h.fake.dispatch("MESSAGE_CREATE", message);
+    };
+    // An image with a question: the bytes the user sent are the bytes the vision model gets.
+    let photo = small_jpeg(30_000);
+    let image = h.fake.attachment(
+        DM_CHANNEL,
+        "screenshot.jpg",
+        "image/jpeg",
+        Some(photo.clone()),
+    );
+    send("what does this error say?", vec![image]);
+    h.fake
+        .wait_until("the image answer", |f| f.messages_in(DM_CHANNEL).len() == 1)
+        .await;
+    let request = h.request_for("what does this error say?");
+    assert_eq!(request.prompt.images.len(), 1);
+    assert_eq!(request.prompt.images[0].media_type, "image/jpeg");
+    let sent = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        request.prompt.images[0].base64.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(sent, photo);
+    let sims = h.sims.as_ref().unwrap();
+    let models: Vec<String> = sims
+        .openrouter
+        .requests()
+        .into_iter()
+        .filter(switchboard::sim::SimRequest::is_chat)
+        .filter_map(|r| r.model)
+        .collect();
+    assert_eq!(
+        models,
+        vec![VISION.to_owned()],
+        "only the vision model is asked"
+    );
+    // The simulator decoded the content part back to the very bytes.
+    let seen: Vec<String> = sims
+        .openrouter
+        .requests()
+        .into_iter()
+        .flat_map(|r| r.images)
+        .map(|i| i.sha256)
+        .collect();
+    assert_eq!(seen, vec![switchboard::media::sha256_hex(&photo)]);
+    // A text file becomes part of the prompt, under its name.
+    let file = h.fake.attachment(
+        DM_CHANNEL,
+        "main.rs",
+        "text/x-rust; charset=utf-8",
+        Some(b"fn main() { println!(\"hi\"); }\n".to_vec()),
+    );
+    send("review this", vec![file]);
+    h.fake
+        .wait_until("the file answer", |f| f.messages_in(DM_CHANNEL).len() == 2)
+        .await;
+    let request = h.request_for("review this");
+    assert!(
+        request
+            .prompt
+            .content
+            .contains("File `main.rs`:\n```\nfn main() { println!(\"hi\"); }\n```"),
+        "{}",
+        request.prompt.content
+    );
+    // An attachment whose URL no longer answers: a clear reply, no model asked.
+    let before = h.requests().len();
+    let dead = h.fake.attachment(DM_CHANNEL, "old.png", "image/png", None);
+    send("and this one?", vec![dead]);
+    h.fake
+        .wait_until("the download failure", |f| {
+            f.messages_in(DM_CHANNEL).len() == 3
+        })
+        .await;
+    let texts = h.fake.messages_in(DM_CHANNEL);
+    assert!(
+        texts[2].1.contains("I couldn't download `old.png`"),
+        "{texts:?}"
+    );
+    assert_eq!(h.requests().len(), before);
+    // The screenshot was fetched again for the follow-up turn (re-sent within `media.resend_turns`).
+    assert_eq!(h.fake.cdn_downloads().len(), 4);
+    assert_eq!(h.request_for("review this").prompt.images.len(), 1);
+    h.fake.assert_no_unexpected_routes();
+    h.stop().await;
 }

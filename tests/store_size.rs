@@ -56,6 +56,7 @@ fn dm(chat: usize, text: &str) -> Inbound {
         addressed: true,
         reply_to: None,
         thread: None,
+        attachments: Vec::new(),
     }
 }
 

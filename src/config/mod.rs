@@ -8,6 +8,7 @@ pub mod api;
 pub mod daemon;
 pub mod discord;
 pub mod env;
+pub mod media;
 pub mod providers;
 pub mod secrets;
 pub mod telegram;
@@ -76,6 +77,8 @@ pub struct Config {
     pub daemon: daemon::DaemonConfig,
     /// The local LLM API (Ollama- and OpenAI-compatible).
     pub api: api::ApiConfig,
+    /// Limits for images and files people send.
+    pub media: media::MediaConfig,
 }
 
 /// `[store]`: the sled database and retention.
@@ -285,6 +288,7 @@ impl Config {
         self.discord.validate()?;
         self.daemon.validate()?;
         self.api.validate()?;
+        self.media.validate()?;
         Ok(())
     }
 }

@@ -365,6 +365,13 @@ impl Core {
             count(chat.requests, "request"),
             count(chat.prompt_tokens + chat.completion_tokens, "token"),
         );
+        if mine.image_turns > 0 || chat.image_turns > 0 {
+            let _ = writeln!(
+                text,
+                "• image turns: {} yours, {} in this chat",
+                mine.image_turns, chat.image_turns
+            );
+        }
         let cap = self.config().access.user_paid_requests_per_day;
         if cap > 0 && !super::is_local(inbound.sender.user.platform) {
             let _ = writeln!(

@@ -355,6 +355,7 @@ mod tests {
             addressed: true,
             reply_to: None,
             thread: None,
+            attachments: Vec::new(),
         }
     }
 

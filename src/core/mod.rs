@@ -7,6 +7,7 @@ mod access;
 mod commands;
 mod delivery;
 pub mod journal;
+mod media;
 mod queue;
 mod turn;
 mod usage;
@@ -26,6 +27,7 @@ pub use self::access::Access;
 pub use self::commands::{CommandInfo, COMMANDS};
 pub use self::delivery::{Delivery, Receipt};
 pub use self::journal::{Journal, JournalEntry, JournalTicket, ReplyState};
+pub use self::media::{MAX_ATTACHMENTS, NO_VISION, NO_VISION_PAID_OFF};
 pub use self::usage::UsageCounter;
 use crate::clock::{utc_day, SharedClock};
 use crate::config::{Config, Scope};
@@ -82,6 +84,8 @@ pub struct Core {
     started_ms: i64,
     /// The reply journal over the same store.
     journal: Arc<Journal>,
+    /// Each platform's way to fetch the images and files people send.
+    media: media::Sources,
 }
 
 impl Core {
@@ -114,6 +118,7 @@ impl Core {
             cut: CancellationToken::new(),
             next_turn: AtomicU64::new(1),
             started_ms,
+            media: media::Sources::default(),
         })
     }
 
@@ -210,7 +215,13 @@ impl Core {
             }
             commands::Parsed::Prompt(prompt) => prompt.to_owned(),
         };
-        if prompt.is_empty() {
+        if inbound.attachments.len() > MAX_ATTACHMENTS {
+            return Some(failed(
+                FailureKind::Refused,
+                format!("Please send at most {MAX_ATTACHMENTS} images or files in one message."),
+            ));
+        }
+        if prompt.is_empty() && inbound.attachments.is_empty() {
             return Some(reply_text(
                 "Yes? Send me a message and I'll answer.".to_owned(),
             ));
@@ -288,6 +299,11 @@ impl Core {
     /// Turns in flight (queued or answering) right now.
     pub fn in_flight(&self) -> usize {
         self.tracker.len()
+    }
+
+    /// Registers how `platform`'s attachments are fetched (its adapter calls this when it starts).
+    pub fn set_media_source(&self, platform: Platform, source: crate::media::SharedSource) {
+        self.media.set(platform, source);
     }
 
     /// The router this core answers with.

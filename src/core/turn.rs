@@ -5,17 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::Delivery;
 use super::journal::{JournalTicket, ReplyState};
-use super::{usage, Core, RESTARTING_MESSAGE};
+use super::{media, usage, Core, RESTARTING_MESSAGE};
 use crate::config::Config;
 use crate::domain::{
     ChatKind, ChatMessage, Completion, ConversationKey, FailureKind, Inbound, ReplyEvent,
     ReplyStream, Role, Usage, UserFacingError,
 };
+use crate::generation::ImageData;
+use crate::media::ImageRef;
 use crate::router::CompletionRequest;
 use crate::store::{Turn, TurnStatus};
 
@@ -58,6 +60,10 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
             },
         cancel,
     } = spec;
+    let Some(gathered) = attachments(core, &config, &inbound, &cancel, tx).await else {
+        return;
+    };
+    let prompt = gathered.prompt(&prompt);
     let shared_chat = inbound.chat_kind == ChatKind::Group;
     let author = shared_chat.then(|| inbound.sender.display_name.clone());
     let turn = TurnContext {
@@ -84,12 +90,31 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
         }
     };
     let epoch = prepared.epoch;
-    let mut events = core.router.complete(turn.request(prepared));
+    // Held to the turn's end: the images stay in memory until the answer is done.
+    let (images, new_images, _image_permit) = turn.images(&prepared, gathered).await;
+    let with_images = !images.is_empty();
+    let turn_no = prepared.turn_no;
+    let mut request = turn.request(prepared);
+    let paid_allowed = request.paid_allowed;
+    request.prompt.images = images;
+    let mut events = core.router.complete(request);
     let mut answer = Answer::default();
     match forward(&turn, &cancel, &mut events, tx, &mut answer).await {
         Ending::Finished(completion) => {
             turn.settle_finished(epoch, answer, completion, tx, verdict)
                 .await;
+            if with_images {
+                usage::record_image_turn(core, &inbound);
+                // Only an answered image is worth sending again: one no model could look at would
+                // make every follow-up fail the same way.
+                let platform = inbound.chat.platform;
+                media::remember(core, &key, platform, epoch, turn_no, &new_images);
+            }
+        }
+        Ending::Failed(failure) if with_images => {
+            let paid_on = paid_allowed && config.router.paid_enabled && !config.router.free_only;
+            let failure = media::vision_failure(failure, paid_on);
+            turn.settle_failed(epoch, answer, failure, tx).await;
         }
         Ending::Failed(failure) => {
             drop(verdict);
@@ -100,6 +125,27 @@ pub(super) async fn run(core: &Core, spec: TurnSpec, tx: &mpsc::Sender<ReplyEven
             turn.settle_cut(epoch, answer, reason, tx).await;
         }
     }
+}
+
+/// Fetches the turn's attachments before anything is stored; `None` when the user was told why they
+/// cannot be used (or the turn was stopped meanwhile) and the turn ends there.
+async fn attachments(
+    core: &Core,
+    config: &Config,
+    inbound: &Inbound,
+    cancel: &CancellationToken,
+    tx: &mpsc::Sender<ReplyEvent>,
+) -> Option<media::Gathered> {
+    let failure = tokio::select! {
+        biased;
+        () = cancel.cancelled() => stop_reason(core),
+        gathered = media::gather(core, config, inbound) => match gathered {
+            Ok(gathered) => return Some(gathered),
+            Err(refusal) => refusal,
+        },
+    };
+    let _ = tx.send(ReplyEvent::Failed(failure)).await;
+    None
 }
 
 /// The parts of one turn its steps share.
@@ -118,6 +164,8 @@ struct TurnContext<'a> {
 /// What a turn starts from: read, with the user's turn written, before the model is asked.
 struct Prepared {
     epoch: u32,
+    /// The conversation's turn count before the user's turn was stored (its position).
+    turn_no: u64,
     history: Vec<Turn>,
     settings: super::commands::ChatSettings,
 }
@@ -207,8 +255,10 @@ impl TurnContext<'_> {
             {
                 history.pop();
             }
+            // A re-answer after a restart: the user's turn is already the last one stored.
             return Ok(Prepared {
                 epoch: meta.epoch,
+                turn_no: meta.turns.saturating_sub(1),
                 history,
                 settings,
             });
@@ -230,9 +280,29 @@ impl TurnContext<'_> {
         }
         Ok(Prepared {
             epoch: meta.epoch,
+            turn_no: meta.turns,
             history,
             settings,
         })
+    }
+
+    /// The images the model gets with this turn (earlier ones still within `media.resend_turns`, then
+    /// the new ones), the new ones' references (remembered once the turn is answered), and the turn's
+    /// image permit.
+    async fn images(
+        &self,
+        prepared: &Prepared,
+        gathered: media::Gathered,
+    ) -> (Vec<ImageData>, Vec<ImageRef>, Option<OwnedSemaphorePermit>) {
+        let mut permit = gathered.permit;
+        let at = (prepared.epoch, prepared.turn_no);
+        let mut images = media::resend(self.core, self.config, self.key, at, &mut permit).await;
+        let mut refs = Vec::with_capacity(gathered.images.len());
+        for (reference, data) in gathered.images {
+            images.push(data);
+            refs.push(reference);
+        }
+        (images, refs, permit)
     }
 
     /// The router request for this turn.

@@ -1,4 +1,4 @@
-//! Per-user and per-chat usage counters per UTC day (requests, tokens, paid requests), kept in the store
+//! Per-user and per-chat usage counters per UTC day (requests, tokens, paid requests, image turns), kept in the store
 //! for `/usage` and for the per-user daily cap on paid-tier requests.
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,9 @@ pub struct UsageCounter {
     pub prompt_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
+    /// Answered turns that carried images (counted apart: they go to vision models).
+    #[serde(default)]
+    pub image_turns: u64,
 }
 
 fn user_key(day: i64, user: &UserRef) -> String {
@@ -82,20 +85,32 @@ pub(super) fn paid_allowed(core: &Core, config: &Config, user: &UserRef) -> bool
     cap == 0 || super::is_local(user.platform) || user_today(core, user).paid_requests < cap
 }
 
+/// Counts one answered turn with images for the sender and the chat (`/usage`).
+pub(super) fn record_image_turn(core: &Core, inbound: &Inbound) {
+    bump(core, inbound, |counter| counter.image_turns += 1);
+}
+
 /// Counts one model request (and its tokens) for the sender and the chat.
 pub(super) fn record(core: &Core, inbound: &Inbound, source: Option<&AnswerSource>, usage: Usage) {
-    let day = utc_day(core.now_ms());
     let paid = source.is_some_and(|s| s.tier.is_paid());
+    bump(core, inbound, |counter| {
+        counter.requests += 1;
+        counter.paid_requests += u64::from(paid);
+        counter.prompt_tokens += usage.prompt_tokens;
+        counter.completion_tokens += usage.completion_tokens;
+    });
+}
+
+/// Applies `change` to today's counters of the sender and of the chat.
+fn bump(core: &Core, inbound: &Inbound, change: impl Fn(&mut UsageCounter)) {
+    let day = utc_day(core.now_ms());
     for key in [
         user_key(day, &inbound.sender.user),
         chat_key(day, &inbound.chat),
     ] {
         let result = core.store.kv_update(NS, &key, &mut |old| {
             let mut counter: UsageCounter = old.and_then(|b| decode(b).ok()).unwrap_or_default();
-            counter.requests += 1;
-            counter.paid_requests += u64::from(paid);
-            counter.prompt_tokens += usage.prompt_tokens;
-            counter.completion_tokens += usage.completion_tokens;
+            change(&mut counter);
             encode(&counter).ok()
         });
         if let Err(e) = result {

@@ -205,6 +205,7 @@ fn inbound(text: &str) -> Inbound {
         addressed: true,
         reply_to: None,
         thread: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -91,6 +91,10 @@ pub struct FakeState {
     pub addr: OnceLock<SocketAddr>,
     /// Woken whenever the bot creates a message (benchmarks wait on it).
     pub posted: tokio::sync::Notify,
+    /// Attachment files on the fake CDN, by path under `/attachments/`; `None` bytes answer 404.
+    pub cdn: Mutex<std::collections::HashMap<String, Option<Arc<Vec<u8>>>>>,
+    /// CDN paths downloaded, in order.
+    pub cdn_downloads: Mutex<Vec<String>>,
 }
 
 /// A running fake Discord.
@@ -134,6 +138,7 @@ pub async fn fake_discord() -> FakeDiscord {
             patch(edit_webhook_message),
         )
         .route("/api/v10/webhooks/{app}/{token}", post(followup))
+        .route("/attachments/{*path}", get(cdn_file))
         .route("/ws", get(gateway_socket))
         .fallback(unexpected)
         .with_state(state.clone());
@@ -348,6 +353,26 @@ async fn unexpected(State(s): State<Arc<FakeState>>, method: Method, uri: Uri) -
         .into_response()
 }
 
+/// The CDN: `GET /attachments/{channel}/{id}/{filename}`, as `cdn.discordapp.com` serves attachments.
+async fn cdn_file(State(s): State<Arc<FakeState>>, Path(path): Path<String>) -> Response {
+    s.cdn_downloads.lock().unwrap().push(path.clone());
+    match s.cdn.lock().unwrap().get(&path) {
+        Some(Some(bytes)) => (
+            [("content-type", "application/octet-stream")],
+            bytes.to_vec(),
+        )
+            .into_response(),
+        Some(None) => (StatusCode::NOT_FOUND, "Not Found").into_response(),
+        None => {
+            s.unexpected
+                .lock()
+                .unwrap()
+                .push(format!("GET /attachments/{path}"));
+            (StatusCode::NOT_FOUND, "Not Found").into_response()
+        }
+    }
+}
+
 async fn gateway_socket(State(s): State<Arc<FakeState>>, ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(move |socket| run_gateway(s, socket))
 }
@@ -445,6 +470,36 @@ async fn run_gateway(s: Arc<FakeState>, mut socket: WebSocket) {
 impl FakeDiscord {
     pub fn url(&self) -> String {
         format!("http://{}", self.state.addr.get().unwrap())
+    }
+
+    /// Puts a file on the fake CDN and returns its attachment object, as a message carries it.
+    /// `bytes: None` makes the URL answer 404 (an expired or deleted attachment).
+    pub fn attachment(
+        &self,
+        channel: &str,
+        name: &str,
+        content_type: &str,
+        bytes: Option<Vec<u8>>,
+    ) -> Value {
+        let id = self
+            .state
+            .next_id
+            .fetch_add(1, Ordering::SeqCst)
+            .to_string();
+        let path = format!("{channel}/{id}/{name}");
+        let size = bytes.as_ref().map_or(0, Vec::len);
+        self.state
+            .cdn
+            .lock()
+            .unwrap()
+            .insert(path.clone(), bytes.map(Arc::new));
+        let url = format!("{}/attachments/{path}", self.url());
+        json!({"id": id, "filename": name, "size": size, "url": url, "proxy_url": url, "content_type": content_type})
+    }
+
+    /// CDN paths downloaded so far.
+    pub fn cdn_downloads(&self) -> Vec<String> {
+        self.state.cdn_downloads.lock().unwrap().clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {

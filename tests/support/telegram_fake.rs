@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -119,6 +119,60 @@ struct Inner {
     pushed: Vec<Value>,
     /// How many getUpdates answers carried each update id.
     deliveries: HashMap<i64, usize>,
+    /// Files users sent, by `file_id`.
+    files: HashMap<String, StoredFile>,
+    /// Downloads served, by `file_path`.
+    downloads: Vec<String>,
+}
+
+/// The largest file the Bot API lets a bot download through `getFile` (20 MB).
+pub const GET_FILE_LIMIT: usize = 20 * 1024 * 1024;
+
+/// A file the fake holds for `getFile` and the file URL.
+#[derive(Clone, Debug)]
+struct StoredFile {
+    path: String,
+    /// Shared, so a download sends the bytes without copying them (benchmarks serve many at once).
+    bytes: bytes::Bytes,
+    serve: FileServe,
+}
+
+/// How the file URL answers for one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileServe {
+    /// The bytes, with a true Content-Length.
+    Whole,
+    /// 404 at the file URL (the file expired on Telegram's side).
+    Missing,
+    /// A few bytes, then nothing more, ever (a stalled download).
+    Stall,
+    /// Claims a tiny Content-Length-free body but streams all bytes (the cap must be counted).
+    Chunked,
+}
+
+/// One size of a photo the fake sends.
+#[derive(Clone, Debug)]
+pub struct PhotoFile {
+    pub width: u32,
+    pub height: u32,
+    pub bytes: Vec<u8>,
+    /// What `file_size` says; `None` leaves it out (Telegram may).
+    pub announced: Option<usize>,
+    pub serve: FileServe,
+}
+
+impl PhotoFile {
+    /// A size served whole with its true `file_size`.
+    pub fn new(width: u32, height: u32, bytes: Vec<u8>) -> Self {
+        let announced = Some(bytes.len());
+        Self {
+            width,
+            height,
+            bytes,
+            announced,
+            serve: FileServe::Whole,
+        }
+    }
 }
 
 struct Shared {
@@ -154,6 +208,7 @@ impl FakeTelegram {
         });
         let app = Router::new()
             .route("/{bot}/{method}", post(handle))
+            .route("/file/{bot}/{*path}", get(download))
             .fallback(unexpected_route)
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -204,6 +259,107 @@ impl FakeTelegram {
         drop(inner);
         self.shared.new_updates.notify_waiters();
         id
+    }
+
+    /// Queues a photo (its sizes, smallest first, as Telegram lists them) with an optional caption;
+    /// returns its message id. Each size becomes a file `getFile` knows.
+    pub fn push_photo(
+        &self,
+        chat: i64,
+        user: i64,
+        caption: Option<&str>,
+        sizes: Vec<PhotoFile>,
+    ) -> i64 {
+        let photo: Vec<Value> = sizes
+            .into_iter()
+            .map(|size| {
+                let id = self.store_file("photos", "jpg", size.bytes, size.serve);
+                let mut json = json!({"file_id": id, "file_unique_id": format!("u{id}"), "width": size.width, "height": size.height});
+                if let Some(n) = size.announced {
+                    json["file_size"] = json!(n);
+                }
+                json
+            })
+            .collect();
+        self.push_media(chat, user, caption, "photo", json!(photo))
+    }
+
+    /// Queues a document named `name` of `mime_type` with an optional caption; returns its message id.
+    pub fn push_document(
+        &self,
+        chat: i64,
+        user: i64,
+        caption: Option<&str>,
+        name: &str,
+        mime_type: &str,
+        bytes: Vec<u8>,
+    ) -> i64 {
+        let size = bytes.len();
+        let ext = name.rsplit('.').next().unwrap_or("bin").to_owned();
+        let id = self.store_file("documents", &ext, bytes, FileServe::Whole);
+        let doc = json!({"file_id": id, "file_unique_id": format!("u{id}"), "file_name": name, "mime_type": mime_type, "file_size": size});
+        self.push_media(chat, user, caption, "document", doc)
+    }
+
+    /// Stores a JPEG photo file once, for many [`Self::push_photo_id`] messages (benchmarks); returns
+    /// its `file_id`.
+    pub fn add_photo_file(&self, bytes: Vec<u8>) -> String {
+        self.store_file("photos", "jpg", bytes, FileServe::Whole)
+    }
+
+    /// Queues a one-size photo of a file stored with [`Self::add_photo_file`]; returns its message id.
+    pub fn push_photo_id(&self, chat: i64, user: i64, caption: Option<&str>, file_id: &str) -> i64 {
+        let size = self.lock().files[file_id].bytes.len();
+        let photo = json!([{"file_id": file_id, "file_unique_id": format!("u{file_id}"),
+            "width": 1280, "height": 960, "file_size": size}]);
+        self.push_media(chat, user, caption, "photo", photo)
+    }
+
+    fn store_file(&self, dir: &str, ext: &str, bytes: Vec<u8>, serve: FileServe) -> String {
+        let mut inner = self.lock();
+        let n = inner.files.len();
+        let id = format!("AgACAgIAAx{n:04}");
+        let path = format!("{dir}/file_{n}.{ext}");
+        inner.files.insert(
+            id.clone(),
+            StoredFile {
+                path,
+                bytes: bytes::Bytes::from(bytes),
+                serve,
+            },
+        );
+        id
+    }
+
+    fn push_media(
+        &self,
+        chat: i64,
+        user: i64,
+        caption: Option<&str>,
+        field: &str,
+        media: Value,
+    ) -> i64 {
+        let mut inner = self.lock();
+        let id = next_id(&mut inner, chat);
+        let mut message = message_json(chat, id, "", user, "Alice", false);
+        let body = message.as_object_mut().unwrap();
+        body.remove("text");
+        body.insert(field.to_owned(), media);
+        if let Some(caption) = caption {
+            body.insert("caption".into(), json!(caption));
+        }
+        let update_id = inner.next_update_id;
+        inner.next_update_id += 1;
+        let update = json!({"update_id": update_id, "message": message});
+        inner.updates.push_back(RawUpdate::from_value(&update));
+        drop(inner);
+        self.shared.new_updates.notify_waiters();
+        id
+    }
+
+    /// The file paths downloaded so far, in order.
+    pub fn downloads(&self) -> Vec<String> {
+        self.lock().downloads.clone()
     }
 
     /// Queues an update exactly as given (to redeliver one).
@@ -571,6 +727,7 @@ async fn handle(
             "supports_inline_queries": false, "has_main_web_app": false,
         })),
         "getupdates" => get_updates(&shared, &body).await,
+        "getfile" => get_file(&shared, &body),
         "sendmessage" => {
             let chat = body["chat_id"].as_i64().unwrap_or(0);
             let text = body["text"].as_str().unwrap_or("").to_owned();
@@ -621,6 +778,66 @@ async fn handle(
                 .unexpected
                 .push(format!("unexpected method {other}"));
             error(404, "Not Found: method not found", None)
+        }
+    }
+}
+
+/// `getFile`, as strict as Telegram: an unknown id is "wrong file_id", a file over 20 MB "file is too
+/// big".
+fn get_file(shared: &Shared, body: &Value) -> Response {
+    let id = body.get("file_id").and_then(Value::as_str).unwrap_or("");
+    let inner = shared.inner.lock().unwrap();
+    let Some(file) = inner.files.get(id) else {
+        return error(
+            400,
+            "Bad Request: wrong file_id or the file is temporarily unavailable",
+            None,
+        );
+    };
+    if file.bytes.len() > GET_FILE_LIMIT {
+        return error(400, "Bad Request: file is too big", None);
+    }
+    ok(
+        json!({"file_id": id, "file_unique_id": format!("u{id}"), "file_size": file.bytes.len(), "file_path": file.path}),
+    )
+}
+
+/// The file URL, `GET /file/bot<token>/<file_path>`.
+async fn download(
+    State(shared): State<Arc<Shared>>,
+    Path((bot, path)): Path<(String, String)>,
+) -> Response {
+    let file = {
+        let mut inner = shared.inner.lock().unwrap();
+        if bot != shared.token_path {
+            inner
+                .unexpected
+                .push("wrong token path for a file download".into());
+            return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+        }
+        inner.downloads.push(path.clone());
+        inner.files.values().find(|f| f.path == path).cloned()
+    };
+    let Some(file) = file else {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    };
+    let bytes = file.bytes;
+    match file.serve {
+        FileServe::Whole => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        FileServe::Missing => (StatusCode::NOT_FOUND, "Not Found").into_response(),
+        FileServe::Stall | FileServe::Chunked => {
+            let stall = file.serve == FileServe::Stall;
+            let chunks: Vec<Vec<u8>> = bytes.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
+            let stream = futures_util::stream::unfold(0usize, move |i| {
+                let next = chunks.get(i).cloned();
+                async move {
+                    if stall && i == 1 {
+                        std::future::pending::<()>().await;
+                    }
+                    next.map(|c| (Ok::<_, std::io::Error>(c), i + 1))
+                }
+            });
+            axum::body::Body::from_stream(stream).into_response()
         }
     }
 }

@@ -150,6 +150,7 @@ pub(super) async fn handle(
         addressed: true,
         reply_to: None,
         thread: scope.clone().into_thread(),
+        attachments: Vec::new(),
     };
     let target = Target::Interaction {
         channel_id: command.channel_id,

@@ -8,6 +8,7 @@
 //! per-chat settings and usage follow the channel a thread was opened in), and the thread as one
 //! conversation within it.
 
+pub mod attachments;
 pub mod chain;
 pub mod commands;
 pub mod liveness;
@@ -165,6 +166,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         rest::build_http(&token, config.discord.proxy_url.as_deref())
             .map_err(|e| Fatal::Other(anyhow::anyhow!("discord: {e}")))?;
     drop(token);
+    attachments::register_source(&ctx, &config)?;
     let status = ctx.health.component(COMPONENT);
     status.set_status("connecting");
     let shared = Arc::new(Shared::new(&ctx, status.clone()));
@@ -419,6 +421,7 @@ impl Shared {
             addressed: true,
             reply_to: reply_to.map(|id| id.to_string()),
             thread: scope.clone().and_then(Scope::into_thread),
+            attachments: attachments::attachments(&message),
         };
         // Recorded durably before the reply starts: Discord has no acknowledgement, so the record is
         // what makes a replayed event idempotent and lets the next start finish a reply a crash cut.

@@ -75,6 +75,7 @@ fn inbound() -> Inbound {
         addressed: true,
         reply_to: None,
         thread: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -115,6 +115,19 @@ impl Api {
         })
     }
 
+    /// `getFile`: where a file lies on the Bot API server (`file_path`, valid for an hour) and its
+    /// size if Telegram knows it, for [`super::files`] to download.
+    pub async fn get_file(&self, file_id: &str) -> Result<(String, Option<u64>), ApiFailure> {
+        let file = self
+            .bot
+            .get_file(teloxide::types::FileId(file_id.to_owned()))
+            .await
+            .map_err(|e| self.classify(e))?;
+        // teloxide reads a missing `file_size` as u32::MAX.
+        let size = (file.meta.size != u32::MAX).then_some(u64::from(file.meta.size));
+        Ok((file.path, size))
+    }
+
     fn classify(&self, error: RequestError) -> ApiFailure {
         match error {
             RequestError::RetryAfter(s) => ApiFailure::RetryAfter(s.duration()),

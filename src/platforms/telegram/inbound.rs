@@ -28,7 +28,8 @@ impl BotIdentity {
     }
 }
 
-/// Translates `msg` into an [`Inbound`], or `None` when it is not for the bot: not text, sent by a bot,
+/// Translates `msg` into an [`Inbound`], or `None` when it is not for the bot: neither text nor a photo
+/// or document, sent by a bot,
 /// a command addressed to another bot, or a group message the policy does not answer. In a group a bare
 /// `/command` (no `@bot`) is ours only if the core knows it: other bots' commands are not answered with
 /// "unknown command" unless we are mentioned or replied to.
@@ -37,7 +38,12 @@ pub fn translate(msg: &Message, me: &BotIdentity, policy: GroupPolicy) -> Option
     if from.is_bot {
         return None;
     }
-    let raw = msg.text().or_else(|| msg.caption())?;
+    // A photo or document without a caption is still a message for the bot (the attachment is the
+    // question); the adapter adds the attachments themselves (`files::attachments`).
+    let raw = msg
+        .text()
+        .or_else(|| msg.caption())
+        .or_else(|| super::files::has_media(msg).then_some(""))?;
     let direct = msg.chat.is_private();
     let (text, command, foreign) = match strip_command_target(raw, &me.username) {
         CommandTarget::Other => return None,
@@ -78,6 +84,7 @@ pub fn translate(msg: &Message, me: &BotIdentity, policy: GroupPolicy) -> Option
         addressed: true,
         reply_to: msg.reply_to_message().map(|r| r.id.0.to_string()),
         thread: None,
+        attachments: Vec::new(),
     })
 }
 

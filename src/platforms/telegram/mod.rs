@@ -8,6 +8,7 @@
 //! batches against the store, and keep answering in-flight replies after intake stops.
 
 pub mod api;
+pub mod files;
 pub mod format;
 pub mod inbound;
 pub mod ledger;
@@ -115,6 +116,7 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
         return Ok(()); // Stopped before Telegram could be reached.
     };
     register_commands(&api).await;
+    register_files(&api, token, &config, &ctx.core)?;
     let ledger = Ledger::new(
         ctx.store.clone().into_state(),
         Arc::new(SystemClock),
@@ -137,6 +139,21 @@ async fn run(token: SecretString, ctx: AdapterContext) -> Result<(), Fatal> {
     // After a 409 or 401 another getUpdates would only fail again: acknowledge only on a clean stop.
     poller.stop(&health, result.is_ok()).await;
     result
+}
+
+/// Lets the core fetch photos and documents through this bot's `getFile`.
+fn register_files(
+    api: &Api,
+    token: SecretString,
+    config: &Config,
+    core: &Core,
+) -> Result<(), Fatal> {
+    let connect = Duration::from_secs(config.media.connect_timeout_secs);
+    let downloader = crate::media::download::Downloader::new(connect)
+        .map_err(|e| Fatal::Other(anyhow::anyhow!("telegram: the download client: {e}")))?;
+    let files = files::TelegramFiles::new(api.clone(), token, &config.telegram.api_url, downloader);
+    core.set_media_source(crate::domain::Platform::Telegram, Arc::new(files));
+    Ok(())
 }
 
 /// `getWebhookInfo` / `getMe` until they answer: a bad token is fatal, a network problem is retried.
@@ -345,7 +362,8 @@ impl Poller {
     fn accept(&self, config: &Config, msg: &Message) -> Option<Accepted> {
         let chat = msg.chat.id;
         let chat_key = chat.0.to_string();
-        let inbound = translate(msg, &self.me, config.telegram.policy(&chat_key))?;
+        let mut inbound = translate(msg, &self.me, config.telegram.policy(&chat_key))?;
+        inbound.attachments = files::attachments(msg, config.media.max_image_bytes);
         if self.ledger.answered(chat.0, msg.id.0) {
             tracing::info!(
                 chat = chat.0,

@@ -4,12 +4,14 @@
 //! provider and model that answered (marked incomplete when the reply was cut short). On a terminal it
 //! shows a prompt and colours, and Ctrl-C stops a reply — or, at the prompt, ends the chat at once; when
 //! stdin is not a terminal it prints plainly, so it can be scripted (`printf 'hi\n/usage\n' | switchboard chat`).
+//! `/image PATH [question]` (or a file path pasted alone) sends a local image or text file.
 
 mod input;
 pub mod markdown;
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -19,8 +21,11 @@ pub use self::input::stdin_lines;
 use self::markdown::MarkdownWriter;
 use crate::core::Core;
 use crate::domain::{
-    AnswerSource, ChatKind, ChatRef, Inbound, Platform, ReplyEvent, Sender, UserRef,
+    AnswerSource, Attachment, AttachmentKind, ChatKind, ChatRef, Inbound, Platform, ReplyEvent,
+    Sender, UserRef,
 };
+use crate::media::local::LocalFiles;
+use crate::media::text::kind_of;
 
 /// How the terminal output looks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +81,7 @@ pub fn terminal_inbound(text: &str) -> Inbound {
         addressed: true,
         reply_to: None,
         thread: None,
+        attachments: Vec::new(),
     }
 }
 
@@ -140,6 +146,7 @@ where
     I: FnMut() -> F,
     F: Future<Output = ()>,
 {
+    core.set_media_source(Platform::Terminal, Arc::new(LocalFiles));
     let mut lines = input.lines();
     loop {
         let line = if style == Style::Interactive {
@@ -169,10 +176,16 @@ where
         if style == Style::Plain {
             writeln!(out, "> {line}")?;
         }
-        let Some(stream) = core.handle(terminal_inbound(line)) else {
+        let inbound = terminal_message(line);
+        let images = inbound
+            .attachments
+            .iter()
+            .filter(|a| a.kind == AttachmentKind::Image)
+            .count();
+        let Some(stream) = core.handle(inbound) else {
             continue;
         };
-        render_reply(stream, out, style, &mut interrupt).await?;
+        render_reply(stream, out, style, &mut interrupt, images).await?;
     }
     Ok(())
 }
@@ -182,6 +195,7 @@ async fn render_reply<W, I, F>(
     out: &mut W,
     style: Style,
     interrupt: &mut I,
+    images: usize,
 ) -> std::io::Result<()>
 where
     W: Write,
@@ -222,17 +236,8 @@ where
                     writeln!(out)?;
                 }
                 if let Some(s) = completion.source.or(source.take()) {
-                    let usage = completion.usage;
-                    let tokens = if usage.total() > 0 {
-                        format!(" · {}", crate::text::count(usage.total(), "token"))
-                    } else {
-                        String::new()
-                    };
-                    writeln!(
-                        out,
-                        "{}",
-                        style.dim(&format!("{}{tokens}", source_line(&s)))
-                    )?;
+                    let line = finished_line(&s, completion.usage, images);
+                    writeln!(out, "{}", style.dim(&line))?;
                 }
                 break;
             }
@@ -248,6 +253,57 @@ where
         }
     }
     out.flush()
+}
+
+/// The dim line under a finished answer: who answered, the tokens, and for a turn with images that a
+/// vision model looked at them.
+fn finished_line(source: &AnswerSource, usage: crate::domain::Usage, images: usize) -> String {
+    let mut line = source_line(source);
+    if images > 0 {
+        line = format!(
+            "{line} · vision model ({})",
+            crate::text::count(images as u64, "image")
+        );
+    }
+    if usage.total() > 0 {
+        line = format!("{line} · {}", crate::text::count(usage.total(), "token"));
+    }
+    line
+}
+
+/// A line typed in the terminal as a message: `/image PATH [question]` attaches an image, and a path
+/// pasted alone (of an existing image or text file) attaches that file.
+pub fn terminal_message(line: &str) -> Inbound {
+    let (path, question) = match line.strip_prefix("/image ") {
+        Some(rest) => {
+            let rest = rest.trim();
+            let (path, question) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            (Some(path), question.trim())
+        }
+        None if !line.contains(char::is_whitespace) && Path::new(line).is_file() => {
+            (Some(line), "")
+        }
+        None => (None, line),
+    };
+    let mut inbound = terminal_inbound(question);
+    if let Some(path) = path {
+        let name = Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let kind = match kind_of(name.as_deref(), None) {
+            // `/image` means an image; a pasted path is sniffed by the core either way.
+            AttachmentKind::Other => AttachmentKind::Image,
+            kind => kind,
+        };
+        inbound.attachments.push(Attachment {
+            kind,
+            source: path.to_owned(),
+            name,
+            media_type: None,
+            size: None,
+        });
+    }
+    inbound
 }
 
 /// After a reply that was cut short, the dim source line too (marked incomplete), so the user knows which
@@ -332,6 +388,48 @@ mod tests {
              The answer is forty\n\
              \u{26a0} The model stopped responding; the answer above is incomplete.\n\
              \u{2014} free tier \u{b7} scripted \u{b7} echo-1 \u{b7} incomplete\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn image_lines_send_a_local_image_and_say_a_vision_model_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shot.png");
+        std::fs::write(&path, crate::media::sniff::tests::tiny_png()).unwrap();
+        let notes = dir.path().join("notes.txt");
+        std::fs::write(&notes, "buy milk\n").unwrap();
+        let router = ScriptedRouter::new();
+        let core = core(router.clone());
+        let mut out = Vec::new();
+        let input = format!(
+            "/image {} what is it?\n{}\n/image {}/missing.png\n",
+            path.display(),
+            notes.display(),
+            dir.path().display()
+        );
+        run_session(&core, input.as_bytes(), &mut out, Style::Plain)
+            .await
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let requests = router.requests();
+        assert_eq!(requests.len(), 2, "{out}");
+        assert_eq!(requests[0].prompt.images.len(), 1);
+        assert_eq!(requests[0].prompt.images[0].media_type, "image/png");
+        assert!(requests[0]
+            .prompt
+            .content
+            .starts_with("what is it?\n\n[image: shot.png · image/png"));
+        assert!(out.contains("\u{b7} vision model (1 image)"), "{out}");
+        // A pasted path alone sends the file; a text file becomes prompt text.
+        assert!(requests[1]
+            .prompt
+            .content
+            .contains("File `notes.txt`:\n```\nbuy milk\n```"));
+        // The image is sent again with the follow-up (within media.resend_turns).
+        assert_eq!(requests[1].prompt.images.len(), 1);
+        assert!(
+            out.contains("\u{26a0} Sorry \u{2014} I couldn't download `missing.png`."),
+            "{out}"
         );
     }
 
