@@ -376,6 +376,25 @@ async fn embeddings_answer_on_both_surfaces_and_a_chat_model_cannot_embed() {
     const EMBED: &str = "nomic-embed-text-v2-moe";
     let rig = Rig::new().await;
     let (mut daemon, addr) = rig.serve().await;
+    // Clients pick embedding models from the listings, so both list them.
+    let models: Value = reqwest::get(format!("http://{addr}/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        models["data"].as_array().unwrap().iter().any(|m| m["id"] == EMBED),
+        "{models}"
+    );
+    let tags: Value = reqwest::get(format!("http://{addr}/api/tags"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = tags["models"].as_array().unwrap();
+    assert!(listed.iter().any(|m| m["model"] == EMBED), "{tags}");
     let r = post(
         addr,
         "/v1/embeddings",

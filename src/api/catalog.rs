@@ -106,7 +106,7 @@ fn union(models: &[&ModelInfo]) -> (usize, Capabilities) {
     (window, caps)
 }
 
-/// Everything `caller` may name, virtual names first.
+/// Everything `caller` may name: virtual names first, then chat models, then embedding models.
 pub fn entries(router: &dyn LlmRouter, caller: &Caller) -> Vec<Entry> {
     let models: Vec<ModelInfo> = router
         .models()
@@ -135,7 +135,13 @@ pub fn entries(router: &dyn LlmRouter, caller: &Caller) -> Vec<Entry> {
             capabilities,
         });
     }
-    out.extend(models.into_iter().map(|m| Entry {
+    // Embedding models are listed too (clients pick them for `/api/embed` and `/v1/embeddings`), but
+    // no virtual name routes to them.
+    let embedders = router
+        .embedding_models()
+        .into_iter()
+        .filter(|m| caller.may_use(&m.name, &m.tier));
+    out.extend(models.into_iter().chain(embedders).map(|m| Entry {
         name: m.name,
         provider: m.provider,
         tier: Some(m.tier),
