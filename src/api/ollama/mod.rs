@@ -118,7 +118,7 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     let requested = ask.model.clone();
     let request = completion_request(Surface::Ollama, &*state.router, caller, ask)?;
-    let begun = dispatch::begin(state, Surface::Ollama, request, how.arrived).await?;
+    let begun = dispatch::begin(state, caller, Surface::Ollama, request, how.arrived).await?;
     let timing = Timing {
         arrived: how.arrived,
         first: begun.opened.first_at,

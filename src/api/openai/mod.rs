@@ -108,7 +108,7 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     let requested = ask.model.clone();
     let request = completion_request(Surface::OpenAi, &*state.router, caller, ask)?;
-    let begun = dispatch::begin(state, Surface::OpenAi, request, how.arrived).await?;
+    let begun = dispatch::begin(state, caller, Surface::OpenAi, request, how.arrived).await?;
     let id = response_id(match how.kind {
         Kind::Chat => "chatcmpl",
         Kind::Completion => "cmpl",
