@@ -12,6 +12,7 @@ pub mod gate;
 pub mod ledger;
 pub mod routes;
 pub mod secret;
+pub mod upkeep;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -170,6 +171,15 @@ impl Keys {
             ledger,
             prices,
         }))
+    }
+
+    /// Requests in flight over every key.
+    pub fn in_flight(&self) -> u64 {
+        let now = self.now_ms();
+        self.read()
+            .values()
+            .map(|e| u64::from(e.limiter.today(now).2))
+            .sum()
     }
 
     /// Now, by the injected clock.
