@@ -73,6 +73,14 @@ impl fmt::Debug for KeyRecord {
     }
 }
 
+impl KeyRecord {
+    /// This record with its digest blanked, for anything shown or sent outside the store.
+    pub fn without_digest(mut self) -> Self {
+        self.digest = String::new();
+        self
+    }
+}
+
 /// What `keys create` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewKey {
@@ -154,7 +162,7 @@ impl Keys {
         let now = clock.now_ms();
         let mut table = HashMap::new();
         for (_, bytes) in store.kv_scan(NAMESPACE, "")? {
-            let Ok(record) = serde_json::from_slice::<KeyRecord>(&bytes) else {
+            let Ok(record) = crate::store::decode::<KeyRecord>(&bytes) else {
                 tracing::warn!("a stored client key record is unreadable; skipped");
                 continue;
             };
@@ -229,7 +237,7 @@ impl Keys {
         crate::store::put_json(&*self.store, NAMESPACE, &record.id, &record)?;
         self.insert(record.clone());
         tracing::info!(key = %record.id, "client key created");
-        Ok((record, minted.key))
+        Ok((record.without_digest(), minted.key))
     }
 
     fn insert(&self, record: KeyRecord) {
@@ -250,6 +258,7 @@ impl Keys {
             record.revoked_ms = Some(self.now_ms());
             crate::store::put_json(&*self.store, NAMESPACE, id, &record)?;
         }
+        let record = record.without_digest();
         self.table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -269,7 +278,7 @@ impl Keys {
             .store
             .kv_scan(NAMESPACE, "")?
             .into_iter()
-            .filter_map(|(_, bytes)| serde_json::from_slice::<KeyRecord>(&bytes).ok())
+            .filter_map(|(_, bytes)| crate::store::decode::<KeyRecord>(&bytes).ok())
             .map(|r| self.view(r))
             .collect();
         out.sort_by_key(|v| v.key.created_ms);
@@ -281,13 +290,13 @@ impl Keys {
         Ok(self.view(self.record(id)?))
     }
 
-    fn view(&self, mut key: KeyRecord) -> KeyView {
+    fn view(&self, key: KeyRecord) -> KeyView {
         let now = self.now_ms();
         let in_flight = self
             .read()
             .get(&key.id)
             .map_or(0, |e| e.limiter.today(now).2);
-        key.digest = String::new();
+        let key = key.without_digest();
         KeyView {
             today: self.ledger.today(&key.id, now),
             key,
