@@ -68,7 +68,11 @@ impl Entry {
     pub fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
         let hash = Sha256::digest(self.name.as_bytes());
-        hash.iter().map(|b| format!("{b:02x}")).collect()
+        hash.iter().fold(String::with_capacity(64), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
     }
 
     /// Ollama's `capabilities` list.

@@ -14,7 +14,30 @@ pub fn parse<T: DeserializeOwned>(
     surface: Surface,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(|rejection| {
+    let bytes = read(surface, body)?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(surface, e))
+}
+
+/// Parses `body` as any JSON value (for requests whose unknown fields are kept: OpenAI's extras).
+pub fn parse_value(
+    surface: Surface,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<serde_json::Value, ApiError> {
+    parse(surface, body)
+}
+
+/// Reads `T` out of a parsed `value`, naming the field at fault.
+pub fn typed<T: DeserializeOwned>(
+    surface: Surface,
+    value: &serde_json::Value,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| field_error(surface, e))
+}
+
+/// The body's bytes, or 413 / 400.
+fn read(surface: Surface, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -29,9 +52,15 @@ pub fn parse<T: DeserializeOwned>(
                 "the request body could not be read",
             )
         }
-    })?;
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    })
+}
+
+/// 400 naming the field of a deserialization error.
+fn field_error<E: std::fmt::Display>(
+    surface: Surface,
+    e: serde_path_to_error::Error<E>,
+) -> ApiError {
+    {
         let path = e.path().to_string();
         let inner = e.into_inner();
         // serde's messages name types and the expected shape, never the body's content beyond a
@@ -42,7 +71,7 @@ pub fn parse<T: DeserializeOwned>(
             format!("invalid field `{path}`: {inner}")
         };
         ApiError::bad_field(surface, if path == "." { "body" } else { &path }, message)
-    })
+    }
 }
 
 #[cfg(test)]

@@ -118,6 +118,9 @@ pub struct EndlessStats {
     pub open: usize,
     /// Bytes of endless bodies sent so far (handed to the connection).
     pub bytes_sent: u64,
+    /// Bodies of [`Fault::StallAfter`] still held open (the client has not hung up): a test sees a
+    /// cancelled request's connection go.
+    pub stalled_open: usize,
 }
 
 /// The piece an endless body repeats: 1 KiB. The SSE form is a `data:` line, the NDJSON form has no

@@ -45,6 +45,7 @@ pub(crate) struct Endless {
     started: AtomicUsize,
     open: AtomicUsize,
     bytes_sent: AtomicU64,
+    stalled_open: AtomicUsize,
 }
 
 impl Endless {
@@ -54,6 +55,7 @@ impl Endless {
             started: self.started.load(Ordering::SeqCst),
             open: self.open.load(Ordering::SeqCst),
             bytes_sent: self.bytes_sent.load(Ordering::SeqCst),
+            stalled_open: self.stalled_open.load(Ordering::SeqCst),
         }
     }
 
@@ -262,10 +264,12 @@ pub(crate) fn scripted_body(
                     }
                 }
                 Step::Stall => {
+                    endless.stalled_open.fetch_add(1, Ordering::SeqCst);
                     tokio::select! {
                         () = tx.closed() => {}
                         () = cancel.cancelled() => {}
                     }
+                    endless.stalled_open.fetch_sub(1, Ordering::SeqCst);
                     return;
                 }
                 Step::Endless(piece) => {

@@ -134,7 +134,7 @@ async fn answer(
     }
     let (answer, source) = dispatch::gathered(state, begun).await?;
     Ok(dispatch::bytes_response(
-        framing.whole(answer),
+        framing.whole(&answer),
         source.as_ref(),
     ))
 }

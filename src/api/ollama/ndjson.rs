@@ -180,7 +180,7 @@ impl Ndjson {
     }
 
     /// The whole answer as one object (`stream: false`).
-    pub fn whole(&self, answer: Answer) -> Vec<u8> {
+    pub fn whole(&self, answer: &Answer) -> Vec<u8> {
         let made_calls = !answer.tool_calls.is_empty();
         let end = self.timing.end(&answer.completion, made_calls, self.kind);
         let thinking = (!answer.thinking.is_empty()).then_some(answer.thinking.as_str());

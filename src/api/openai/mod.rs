@@ -53,7 +53,7 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    let req: wire::ChatRequest = json::parse(Surface::OpenAi, body)?;
+    let req: wire::ChatRequest = wire::read(json::parse_value(Surface::OpenAi, body)?)?;
     let (ask, stream, usage) = req.into_ask()?;
     answer(
         &state,
@@ -76,7 +76,7 @@ async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    let req: wire::CompletionRequest = json::parse(Surface::OpenAi, body)?;
+    let req: wire::CompletionRequest = wire::read(json::parse_value(Surface::OpenAi, body)?)?;
     let (ask, stream, usage) = req.into_ask()?;
     answer(
         &state,

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::api::convert::{image_from_data_uri, Ask};
 use crate::api::error::{ApiError, Surface};
+use crate::api::json;
 use crate::domain::{ChatMessage, Role};
 use crate::generation::{GenerationParams, Reasoning, ResponseFormat, ToolCall};
 
@@ -25,8 +26,8 @@ pub struct ChatRequest {
     /// `include_usage`.
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
-    /// Sampling and the rest.
-    #[serde(flatten)]
+    /// Sampling and the rest (read from the same body by [`read`]).
+    #[serde(skip)]
     pub sampling: Sampling,
     /// Tool definitions.
     #[serde(default)]
@@ -70,8 +71,62 @@ pub struct Sampling {
     #[serde(default)]
     pub reasoning_effort: Option<String>,
     /// Everything else (OpenRouter's `top_k`, `min_p`, `repetition_penalty`, `provider`, …).
-    #[serde(flatten)]
+    #[serde(skip)]
     pub extra: Map<String, Value>,
+}
+
+/// The top-level fields switchboard reads itself; every other field is an extra.
+const KNOWN: [&str; 17] = [
+    "model",
+    "messages",
+    "prompt",
+    "stream",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "max_tokens",
+    "max_completion_tokens",
+    "seed",
+    "stop",
+    "temperature",
+    "top_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "response_format",
+    "reasoning_effort",
+];
+
+/// A request of type `T` with its [`Sampling`] and extras, all from one parsed body. (Serde's
+/// `flatten` would do this in one pass but loses the path of a field in error, which a 400 must name.)
+pub fn read<T: serde::de::DeserializeOwned + HasSampling>(value: Value) -> Result<T, ApiError> {
+    let mut request: T = json::typed(Surface::OpenAi, &value)?;
+    let mut sampling: Sampling = json::typed(Surface::OpenAi, &value)?;
+    if let Value::Object(map) = value {
+        sampling.extra = map
+            .into_iter()
+            .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
+            .collect();
+    }
+    *request.sampling_mut() = sampling;
+    Ok(request)
+}
+
+/// A request that carries a [`Sampling`].
+pub trait HasSampling {
+    /// Its sampling fields.
+    fn sampling_mut(&mut self) -> &mut Sampling;
+}
+
+impl HasSampling for ChatRequest {
+    fn sampling_mut(&mut self) -> &mut Sampling {
+        &mut self.sampling
+    }
+}
+
+impl HasSampling for CompletionRequest {
+    fn sampling_mut(&mut self) -> &mut Sampling {
+        &mut self.sampling
+    }
 }
 
 /// `stream_options`.
@@ -176,8 +231,8 @@ pub struct CompletionRequest {
     /// `include_usage`.
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
-    /// Sampling and the rest.
-    #[serde(flatten)]
+    /// Sampling and the rest (read from the same body by [`read`]).
+    #[serde(skip)]
     pub sampling: Sampling,
 }
 
@@ -392,7 +447,7 @@ mod tests {
 
     #[test]
     fn parts_images_tools_and_extras_map_over() {
-        let req: ChatRequest = serde_json::from_value(json!({
+        let req: ChatRequest = read(json!({
             "model": "auto",
             "messages": [
                 {"role": "developer", "content": "be brief"},
@@ -426,7 +481,7 @@ mod tests {
 
     #[test]
     fn an_unknown_role_names_the_message() {
-        let req: ChatRequest = serde_json::from_value(json!({
+        let req: ChatRequest = read(json!({
             "model": "auto", "messages": [{"role": "robot", "content": "x"}]
         }))
         .unwrap();
