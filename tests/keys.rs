@@ -185,7 +185,10 @@ fn assert_no_secret(logs: &[String], secrets: &[&str]) {
     for secret in secrets {
         let hidden = secret.rsplit('-').next().unwrap();
         for line in logs {
-            assert!(!line.contains(hidden), "a key's secret in a log line: {line}");
+            assert!(
+                !line.contains(hidden),
+                "a key's secret in a log line: {line}"
+            );
         }
     }
 }
@@ -195,17 +198,34 @@ async fn keys_made_and_revoked_while_running_take_effect_by_the_next_request() {
     let rig = Rig::new(1000).await;
     let daemon = rig.start().await;
     // Keyless on loopback while no key exists.
-    assert_eq!(post(&daemon.base, None, &chat("auto", false)).await.status(), 200);
+    assert_eq!(
+        post(&daemon.base, None, &chat("auto", false))
+            .await
+            .status(),
+        200
+    );
     let (id, key) = rig.create(&["--name", "ide"]).await;
     // The command returns once the daemon's table holds the key: the very next request uses it.
     let r = post(&daemon.base, Some(&key), &chat("auto", false)).await;
     assert_eq!(r.status(), 200);
     // Now that a key exists, a keyless or wrong key is refused.
-    assert_eq!(post(&daemon.base, None, &chat("auto", false)).await.status(), 401);
+    assert_eq!(
+        post(&daemon.base, None, &chat("auto", false))
+            .await
+            .status(),
+        401
+    );
     let forged = format!("{}{}", &key[..key.len() - 4], "0000");
-    assert_eq!(post(&daemon.base, Some(&forged), &chat("auto", false)).await.status(), 401);
+    assert_eq!(
+        post(&daemon.base, Some(&forged), &chat("auto", false))
+            .await
+            .status(),
+        401
+    );
     // The open probes stay open.
-    let v = reqwest::get(format!("{}/api/version", daemon.base)).await.unwrap();
+    let v = reqwest::get(format!("{}/api/version", daemon.base))
+        .await
+        .unwrap();
     assert_eq!(v.status(), 200);
     let listed = rig.keys(&["list"]).await;
     assert_eq!(listed["keys"][0]["key"]["id"], id.as_str());
@@ -234,7 +254,12 @@ async fn a_free_only_key_never_reaches_the_paid_simulator() {
         assert_eq!(body["error"]["type"], "permission_error");
     }
     for _ in 0..2 {
-        assert_eq!(post(&daemon.base, Some(&key), &chat("auto", false)).await.status(), 200);
+        assert_eq!(
+            post(&daemon.base, Some(&key), &chat("auto", false))
+                .await
+                .status(),
+            200
+        );
     }
     let r = post(&daemon.base, Some(&key), &chat("auto", false)).await;
     assert_eq!(r.status(), 429);
@@ -249,11 +274,23 @@ async fn a_free_only_key_never_reaches_the_paid_simulator() {
         .json()
         .await
         .unwrap();
-    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
-    assert!(!ids.contains(&PAID_MODEL) && !ids.contains(&"paid"), "{ids:?}");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(
+        !ids.contains(&PAID_MODEL) && !ids.contains(&"paid"),
+        "{ids:?}"
+    );
     assert!(ids.contains(&FREE_MODEL), "{ids:?}");
     daemon.stop().await;
-    assert_eq!(rig.ollama.chat_requests(), 0, "the paid simulator saw a request");
+    assert_eq!(
+        rig.ollama.chat_requests(),
+        0,
+        "the paid simulator saw a request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,23 +319,34 @@ async fn a_hundred_concurrent_requests_on_ten_per_minute_admit_exactly_ten() {
                 let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
                 assert!((1..=60).contains(&wait), "{wait}");
                 assert!(h.get("x-ratelimit-reset-requests").is_some());
-                assert!(h.get("x-should-retry").is_none(), "a minute's wait is worth a retry");
+                assert!(
+                    h.get("x-should-retry").is_none(),
+                    "a minute's wait is worth a retry"
+                );
             }
             s => panic!("status {s}"),
         }
     }
     assert_eq!((ok, refused), (10, 90));
-    assert_eq!(rig.openrouter.chat_requests() + rig.ollama.chat_requests(), 10);
+    assert_eq!(
+        rig.openrouter.chat_requests() + rig.ollama.chat_requests(),
+        10
+    );
     let usage = rig.keys(&["usage"]).await;
     let today = &usage["usage"][0][1][0];
-    assert_eq!((today["answered"].as_u64(), today["refused"].as_u64()), (Some(10), Some(90)));
+    assert_eq!(
+        (today["answered"].as_u64(), today["refused"].as_u64()),
+        (Some(10), Some(90))
+    );
     daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_token_budget_settles_with_streamed_usage() {
     let rig = Rig::new(1000).await;
-    let (_, key) = rig.create(&["--name", "budget", "--daily-tokens", "5000"]).await;
+    let (_, key) = rig
+        .create(&["--name", "budget", "--daily-tokens", "5000"])
+        .await;
     let daemon = rig.start().await;
     let mut body = chat("auto", true);
     body["stream_options"] = json!({"include_usage": true});
@@ -328,9 +376,16 @@ async fn the_daily_token_budget_settles_with_streamed_usage() {
         today["prompt_tokens"].as_u64().unwrap() + today["completion_tokens"].as_u64().unwrap(),
         used
     );
-    assert_eq!(mine["limits"]["tokens"]["remaining"].as_u64(), Some(5000 - used));
+    assert_eq!(
+        mine["limits"]["tokens"]["remaining"].as_u64(),
+        Some(5000 - used)
+    );
     let again = post(&daemon.base, Some(&key), &chat("auto", false)).await;
-    let remaining: u64 = again.headers()["x-ratelimit-remaining-tokens"].to_str().unwrap().parse().unwrap();
+    let remaining: u64 = again.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(remaining < 5000 - used);
     daemon.stop().await;
 }
@@ -344,26 +399,64 @@ async fn the_ledger_after_a_scripted_day_matches_the_simulators_counts() {
     let daemon = rig.start().await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        statuses.push(post(&daemon.base, Some(&key_a), &chat("auto", false)).await.status().as_u16());
+        statuses.push(
+            post(&daemon.base, Some(&key_a), &chat("auto", false))
+                .await
+                .status()
+                .as_u16(),
+        );
     }
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
-    assert_eq!(post(&daemon.base, Some(&key_b), &chat(PAID_MODEL, false)).await.status(), 403);
-    assert_eq!(post(&daemon.base, Some(&key_b), &chat("auto", true)).await.status(), 429);
+    assert_eq!(
+        post(&daemon.base, Some(&key_b), &chat(PAID_MODEL, false))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        post(&daemon.base, Some(&key_b), &chat("auto", true))
+            .await
+            .status(),
+        429
+    );
     let logs = daemon.stop().await;
     assert_no_secret(&logs, &[&key_a, &key_b]);
     // Read from the store after the daemon wrote its last figures.
     let usage = rig.keys(&["usage", &a]).await;
     let day_a = &usage["usage"][0][1][0];
-    let free = rig.openrouter.requests().iter().filter(|r| r.status == 200 && r.path.contains("chat")).count() as u64;
-    let paid = rig.ollama.requests().iter().filter(|r| r.status == 200 && r.path.contains("chat")).count() as u64;
+    let free = rig
+        .openrouter
+        .requests()
+        .iter()
+        .filter(|r| r.status == 200 && r.path.contains("chat"))
+        .count() as u64;
+    let paid = rig
+        .ollama
+        .requests()
+        .iter()
+        .filter(|r| r.status == 200 && r.path.contains("chat"))
+        .count() as u64;
     assert_eq!(day_a["answered"].as_u64(), Some(free + paid));
     assert_eq!(day_a["refused"].as_u64(), Some(2));
     let models = day_a["models"].as_object().unwrap();
-    let by = |tier: &str| models.values().filter(|m| m["tier"] == tier).map(|m| m["requests"].as_u64().unwrap()).sum::<u64>();
+    let by = |tier: &str| {
+        models
+            .values()
+            .filter(|m| m["tier"] == tier)
+            .map(|m| m["requests"].as_u64().unwrap())
+            .sum::<u64>()
+    };
     assert_eq!((by("free"), by("paid")), (free, paid));
     assert_eq!((free, paid), (3, 1));
     assert!(day_a["cost_usd"].as_f64().unwrap() > 0.0);
     let usage = rig.keys(&["usage", &b]).await;
     let day_b = &usage["usage"][0][1][0];
-    assert_eq!((day_b["answered"].as_u64(), day_b["refused"].as_u64(), day_b["failed"].as_u64()), (Some(0), Some(1), Some(1)));
+    assert_eq!(
+        (
+            day_b["answered"].as_u64(),
+            day_b["refused"].as_u64(),
+            day_b["failed"].as_u64()
+        ),
+        (Some(0), Some(1), Some(1))
+    );
 }

@@ -205,9 +205,9 @@ impl ClientAuth for KeyAuth {
                 .ok_or(AuthError::Invalid),
             // A local client sending some other token (an unrelated OLLAMA_API_KEY) keeps working
             // while the setup is keyless.
-            Ok(None) | Err(()) if keyless_local() => Ok(Caller::local()),
+            Ok(None) | Err(_) if keyless_local() => Ok(Caller::local()),
             Ok(None) => Err(AuthError::Missing),
-            Err(()) => Err(AuthError::Invalid),
+            Err(_) => Err(AuthError::Invalid),
         }
     }
 

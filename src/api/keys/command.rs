@@ -196,13 +196,17 @@ fn print(response: &AdminResponse, json: bool) -> Result<(), Fatal> {
             if keys.is_empty() {
                 println!("no keys yet: switchboard keys create --name NAME");
             }
-            keys.iter().for_each(|k| println!("{}", line(k)));
+            for k in keys {
+                println!("{}", line(k));
+            }
         }
         AdminResponse::Revoked { key } => println!("key {} ({}) revoked", key.id, key.name),
         AdminResponse::Usage { usage } => {
             for (key, days) in usage {
                 println!("{} ({})", key.id, key.name);
-                days.iter().for_each(|d| println!("  {}", day_line(d)));
+                for d in days {
+                    println!("  {}", day_line(d));
+                }
             }
         }
         AdminResponse::Error { .. } => {}

@@ -75,6 +75,7 @@ impl fmt::Debug for KeyRecord {
 
 impl KeyRecord {
     /// This record with its digest blanked, for anything shown or sent outside the store.
+    #[must_use]
     pub fn without_digest(mut self) -> Self {
         self.digest = String::new();
         self

@@ -62,6 +62,11 @@ impl fmt::Debug for SecretDigest {
     }
 }
 
+/// An `Authorization` header that holds no well-formed switchboard key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the Authorization header holds no switchboard key (Bearer sb-…)")]
+pub struct Malformed;
+
 /// A key as a client presented it: its public id and its secret.
 pub struct Presented {
     /// The public id (safe to log).
@@ -83,17 +88,17 @@ impl Presented {
     }
 
     /// The key in a request: `Authorization: Bearer <key>` (the OpenAI SDKs, and the Ollama clients
-    /// with `OLLAMA_API_KEY`). `Err(())` when a header is there but holds no well-formed key.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ()> {
+    /// with `OLLAMA_API_KEY`). [`Malformed`] when a header is there but holds no well-formed key.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, Malformed> {
         let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
             return Ok(None);
         };
-        let value = value.to_str().map_err(|_| ())?;
-        let (scheme, token) = value.trim().split_once(' ').ok_or(())?;
+        let value = value.to_str().map_err(|_| Malformed)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(Malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(());
+            return Err(Malformed);
         }
-        Self::parse(token.trim()).map(Some).ok_or(())
+        Self::parse(token.trim()).map(Some).ok_or(Malformed)
     }
 
     /// The digest of the secret, to compare with the stored one.
