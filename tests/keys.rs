@@ -460,3 +460,44 @@ async fn the_ledger_after_a_scripted_day_matches_the_simulators_counts() {
         (Some(0), Some(1), Some(1))
     );
 }
+
+/// The official `openai` and `ollama` Python clients authenticate with a key (`tests/clients/test_keys.py`).
+/// Needs the venv `.ci/run` makes: `SB_PYTHON=<venv>/bin/python cargo test --test keys -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SB_PYTHON, a python with tests/clients/requirements.txt (.ci/run)"]
+async fn official_clients_authenticate_with_a_key() {
+    let python = std::env::var("SB_PYTHON").expect("SB_PYTHON: a python with the official clients");
+    let rig = Rig::new(1000).await;
+    let (_, key) = rig.create(&["--name", "clients", "--rpm", "100"]).await;
+    let daemon = rig.start().await;
+    let out = Command::new(python)
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/clients/test_keys.py",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SB_API_BASE", &daemon.base)
+        .env("SB_API_KEY", &key)
+        .env("SB_FREE_MODEL", FREE_MODEL)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("OLLAMA_API_KEY")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY")
+        .output()
+        .await
+        .unwrap();
+    let logs = daemon.stop().await;
+    assert!(
+        out.status.success(),
+        "pytest failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_secret(&logs, &[&key]);
+    assert_eq!(rig.ollama.chat_requests(), 0);
+}
