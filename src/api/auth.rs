@@ -376,4 +376,40 @@ mod tests {
         assert!(!caller.may_use("m", &TierName::paid()));
         assert!(Caller::local().paid_allowed());
     }
+
+    #[test]
+    fn operator_routes_take_loopback_or_an_operator_key_and_health_shows_status_to_anyone() {
+        let remote: SocketAddr = "192.0.2.7:1".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let none = HeaderMap::new();
+        let status =
+            |r: Result<Caller, ApiError>| r.map(|c| c.operator).map_err(|e| e.status.as_u16());
+        // Open probes: anyone.
+        assert_eq!(
+            status(caller_for(&LoopbackOnly, remote, "/api/version", &none)),
+            Ok(true)
+        );
+        // /health: the status for anyone, the detail for operators.
+        assert_eq!(
+            status(caller_for(&LoopbackOnly, remote, "/health", &none)),
+            Ok(false)
+        );
+        assert_eq!(
+            status(caller_for(&LoopbackOnly, local, "/health", &none)),
+            Ok(true)
+        );
+        // /metrics: loopback yes, elsewhere a key is needed.
+        assert_eq!(
+            status(caller_for(&LoopbackOnly, local, "/metrics", &none)),
+            Ok(true)
+        );
+        assert_eq!(
+            status(caller_for(&LoopbackOnly, remote, "/metrics", &none)),
+            Err(401)
+        );
+        assert_eq!(
+            status(caller_for(&LoopbackOnly, remote, "/api/tags", &none)),
+            Err(401)
+        );
+    }
 }
