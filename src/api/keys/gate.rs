@@ -11,9 +11,10 @@ use axum::http::StatusCode;
 use super::admission::{Held, Refusal, Snapshot};
 use super::ledger::Outcome;
 use super::{KeyEntry, Keys};
+use crate::api::auth::Caller;
 use crate::api::error::{ApiError, Surface};
 use crate::domain::{AnswerSource, ReplyEvent, TierName, Usage};
-use crate::router::{CompletionRequest, LlmRouter, ModelSelector};
+use crate::router::{CompletionRequest, EmbedRequest, Embeddings, LlmRouter, ModelSelector};
 
 /// Tokens reserved for an answer whose request sets no cap: a long chat answer's size, so a daily
 /// budget is not overdrawn by much before the real usage settles it.
@@ -118,11 +119,16 @@ impl Gate {
     pub fn admit(&self, surface: Surface, request: &CompletionRequest) -> Result<Ticket, ApiError> {
         let prompt = estimate_prompt(request);
         let answer = request.max_tokens.map_or(DEFAULT_ANSWER_TOKENS, u64::from);
+        self.reserve(surface, prompt + answer, prompt)
+    }
+
+    /// Reserves `want` tokens (at least `floor`) and a request.
+    fn reserve(&self, surface: Surface, want: u64, prompt: u64) -> Result<Ticket, ApiError> {
         let now = self.keys.now_ms();
         match self
             .entry
             .limiter
-            .reserve(&self.entry.record.limits, now, prompt + answer, prompt)
+            .reserve(&self.entry.record.limits, now, want, prompt)
         {
             Ok(held) => Ok(Ticket {
                 keys: self.keys.clone(),
@@ -138,6 +144,71 @@ impl Gate {
             }
         }
     }
+}
+
+impl Gate {
+    /// Checks an embedding model against the key's models and tiers. The router's embedding request
+    /// has no paid switch, so a key lacking a tier may use only a model no such tier serves.
+    fn permit_embedding(
+        &self,
+        surface: Surface,
+        router: &dyn LlmRouter,
+        model: &str,
+    ) -> Result<(), ApiError> {
+        let record = &self.entry.record;
+        let named = record
+            .models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|n| n == model));
+        let tiers_ok = record.tiers.as_ref().is_none_or(|allowed| {
+            router
+                .embedding_models()
+                .iter()
+                .filter(|m| m.name == model)
+                .all(|m| allowed.contains(&m.tier.0))
+        });
+        if named && tiers_ok {
+            return Ok(());
+        }
+        self.refused();
+        Err(ApiError::new(
+            surface,
+            StatusCode::FORBIDDEN,
+            format!("this API key may not use model '{model}'"),
+        ))
+    }
+}
+
+/// Embeds for `caller`: the key's permission and admission (tokens estimated from the inputs), the
+/// router, then the ticket settled with the upstream's prompt count.
+pub async fn embed(
+    router: &dyn LlmRouter,
+    caller: &Caller,
+    surface: Surface,
+    request: EmbedRequest,
+) -> Result<Embeddings, ApiError> {
+    let ticket = match &caller.gate.0 {
+        Some(gate) => {
+            gate.permit_embedding(surface, router, &request.model)?;
+            let chars: usize = request.inputs.iter().map(String::len).sum();
+            let tokens = (chars as u64).div_ceil(CHARS_PER_TOKEN);
+            Some(gate.reserve(surface, tokens, tokens)?)
+        }
+        None => None,
+    };
+    let result = router
+        .embed(request)
+        .await
+        .map_err(|f| ApiError::from_failure(surface, &f));
+    if let (Some(mut ticket), Ok(e)) = (ticket, &result) {
+        ticket.source = Some(e.source.clone());
+        let usage = Usage {
+            prompt_tokens: e.prompt_tokens,
+            completion_tokens: 0,
+        };
+        ticket.settle(true, usage, false);
+    }
+    result
 }
 
 /// The 429 for a refusal: which limit, and `Retry-After`.
