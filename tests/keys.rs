@@ -180,14 +180,45 @@ async fn post(base: &str, key: Option<&str>, body: &Value) -> reqwest::Response 
     req.send().await.unwrap()
 }
 
-fn assert_no_secret(logs: &[String], secrets: &[&str]) {
-    assert!(!logs.is_empty());
-    for secret in secrets {
-        let hidden = secret.rsplit('-').next().unwrap();
+/// `GET path` with `key`, as JSON.
+async fn get_json(base: &str, path: &str, key: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+/// The canary check: neither a key's secret nor its stored digest is in any log line (the daemon
+/// logs at trace in these tests, so every level is covered).
+fn assert_no_secret(logs: &[String], keys: &[&str]) {
+    use sha2::Digest as _;
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("TRACE") || l.contains("DEBUG")),
+        "not logging at trace"
+    );
+    for key in keys {
+        let secret = key.rsplit('-').next().unwrap();
+        let digest =
+            sha2::Sha256::digest(secret.as_bytes())
+                .iter()
+                .fold(String::new(), |mut s, b| {
+                    use std::fmt::Write as _;
+                    let _ = write!(s, "{b:02x}");
+                    s
+                });
         for line in logs {
             assert!(
-                !line.contains(hidden),
+                !line.contains(secret),
                 "a key's secret in a log line: {line}"
+            );
+            assert!(
+                !line.contains(&digest),
+                "a key's digest in a log line: {line}"
             );
         }
     }
@@ -265,15 +296,7 @@ async fn a_free_only_key_never_reaches_the_paid_simulator() {
     assert_eq!(r.status(), 429);
     assert!(r.headers().get("retry-after").is_some());
     // The listings name no paid model.
-    let models: Value = reqwest::Client::new()
-        .get(format!("{}/v1/models", daemon.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = get_json(&daemon.base, "/v1/models", &key).await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
@@ -362,15 +385,7 @@ async fn the_daily_token_budget_settles_with_streamed_usage() {
     let used = usage["total_tokens"].as_u64().unwrap();
     assert!(used > 0);
     // The reservation (prompt + 100) has been replaced by the real count.
-    let mine: Value = reqwest::Client::new()
-        .get(format!("{}/v1/usage", daemon.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine = get_json(&daemon.base, "/v1/usage", &key).await;
     let today = &mine["today"];
     assert_eq!(
         today["prompt_tokens"].as_u64().unwrap() + today["completion_tokens"].as_u64().unwrap(),

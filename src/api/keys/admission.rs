@@ -138,6 +138,16 @@ impl Limiter {
         }
     }
 
+    /// The counters, locked and rolled forward to `now_ms`.
+    fn at(&self, now_ms: i64) -> std::sync::MutexGuard<'_, Counters> {
+        let mut c = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.roll(now_ms);
+        c
+    }
+
     /// Checks and takes every limit at once. `want` tokens are reserved; when fewer remain for the day
     /// but more than `floor` (the prompt's own estimate), the rest of the budget is reserved instead, so
     /// a default cap does not refuse a small request on a small budget.
@@ -148,11 +158,7 @@ impl Limiter {
         want: u64,
         floor: u64,
     ) -> Result<Held, Refusal> {
-        let mut c = self
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        c.roll(now_ms);
+        let mut c = self.at(now_ms);
         let midnight = ms(next_utc_midnight(now_ms) - now_ms);
         if let Some(limit) = limits.concurrency {
             if c.in_flight >= limit {
@@ -204,11 +210,7 @@ impl Limiter {
     /// Returns a reservation: the request is no longer in flight and its reserved tokens are replaced
     /// by `used` (on the day it was admitted; after midnight the new day is left alone).
     pub fn settle(&self, held: Held, used: u64, now_ms: i64) {
-        let mut c = self
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        c.roll(now_ms);
+        let mut c = self.at(now_ms);
         c.in_flight = c.in_flight.saturating_sub(1);
         if c.day == held.day {
             c.day_tokens = c.day_tokens.saturating_sub(held.tokens) + used;
@@ -217,11 +219,7 @@ impl Limiter {
 
     /// What the rate-limit headers say now.
     pub fn snapshot(&self, limits: &Limits, now_ms: i64) -> Snapshot {
-        let mut c = self
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        c.roll(now_ms);
+        let c = self.at(now_ms);
         let midnight = ms(next_utc_midnight(now_ms) - now_ms);
         let requests = if let Some(limit) = limits.rpm {
             let used = c.minute.len() as u64;
@@ -247,11 +245,7 @@ impl Limiter {
 
     /// Requests and tokens used today (reserved included), and requests in flight.
     pub fn today(&self, now_ms: i64) -> (u64, u64, u32) {
-        let mut c = self
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        c.roll(now_ms);
+        let c = self.at(now_ms);
         (c.day_requests, c.day_tokens, c.in_flight)
     }
 }
