@@ -349,3 +349,47 @@ async fn listening_beyond_loopback_without_client_keys_exits_78_saying_why() {
         "{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_answer_on_both_surfaces_and_a_chat_model_cannot_embed() {
+    const EMBED: &str = "nomic-embed-text-v2-moe";
+    let rig = Rig::new().await;
+    let (mut daemon, addr) = rig.serve().await;
+    let r = post(
+        addr,
+        "/v1/embeddings",
+        &json!({"model": EMBED, "input": ["a", "b"]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", daemon.logs());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(body["data"][1]["index"], 1);
+    assert!(!body["data"][0]["embedding"].as_array().unwrap().is_empty());
+    let r = post(addr, "/api/embed", &json!({"model": EMBED, "input": "a"})).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["embeddings"].as_array().unwrap().len(), 1);
+    let r = post(
+        addr,
+        "/api/embeddings",
+        &json!({"model": EMBED, "prompt": "a"}),
+    )
+    .await;
+    let body: Value = r.json().await.unwrap();
+    assert!(!body["embedding"].as_array().unwrap().is_empty(), "{body}");
+    let r = post(
+        addr,
+        "/v1/embeddings",
+        &json!({"model": PAID_MODEL, "input": "a"}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("embed"),
+        "{body}"
+    );
+    daemon.child.start_kill().unwrap();
+}

@@ -890,3 +890,28 @@ async fn history_survives_a_restart() {
     assert_eq!(history[0].content, "my name is Ada");
     assert_eq!(history[1].content, "echo: my name is Ada");
 }
+
+/// Local-API requests never pass through the core, but the router counts them per API caller: an
+/// operator's `/usage` and `/status` show them.
+#[tokio::test]
+async fn usage_and_status_show_the_local_apis_requests_to_the_operator() {
+    let (core, _router, store, _h) = core_with("");
+    let (usage, _) = collect(&core, dm("1", "/usage")).await;
+    assert!(!usage.contains("local API"), "{usage}");
+    let day = switchboard::clock::utc_day(switchboard::clock::Clock::now_ms(&SystemClock));
+    let caller = switchboard::domain::UserRef::new(Platform::Api, "local");
+    let used = switchboard::domain::Usage {
+        prompt_tokens: 10,
+        completion_tokens: 5,
+    };
+    for _ in 0..2 {
+        switchboard::router::usage::record(&*store, day, "openrouter", "m/x:free", &caller, used);
+    }
+    for command in ["/usage", "/status"] {
+        let (text, _) = collect(&core, dm("1", command)).await;
+        assert!(
+            text.contains("local API: 2 requests, 30 tokens"),
+            "{command}: {text}"
+        );
+    }
+}

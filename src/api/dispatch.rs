@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::auth::Caller;
 use super::error::{ApiError, Surface};
 use super::keys::gate::Ticket;
-use super::reply::{self, Answer, Opened};
+use super::reply::{self, Answer, Cut, NotOpened, Opened};
 use super::stream::{self, Framing, Served};
 use super::ApiState;
 use crate::domain::{AnswerSource, ReplyEvent};
@@ -67,7 +67,18 @@ pub async fn begin(
     let reply = state.router.complete(request);
     let opened = reply::open_within(reply, deadline, &state.cut)
         .await
-        .map_err(|f| ApiError::from_failure(surface, &f))?;
+        .map_err(|why| match why {
+            NotOpened::Failed(f) => ApiError::from_failure(surface, &f),
+            // Nothing came from the model before the deadline: the gateway timed out.
+            NotOpened::Cut(Cut::Deadline) => ApiError::new(
+                surface,
+                StatusCode::GATEWAY_TIMEOUT,
+                reply::cut_failure(Cut::Deadline).message,
+            ),
+            NotOpened::Cut(Cut::Shutdown) => {
+                ApiError::from_failure(surface, &reply::cut_failure(Cut::Shutdown))
+            }
+        })?;
     let (provider, tier) = names(opened.source.as_ref());
     state
         .metrics

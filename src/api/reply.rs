@@ -4,7 +4,6 @@
 //! ends in exactly one `Finished` or `Failed`; and, for non-streamed responses, gathered whole.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::time::Instant;
@@ -69,16 +68,25 @@ pub async fn open(mut reply: ReplyStream) -> Result<Opened, UserFacingError> {
     Err(ended_early())
 }
 
+/// Why a reply did not open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotOpened {
+    /// The router's failure.
+    Failed(UserFacingError),
+    /// Our own deadline or shutdown came first.
+    Cut(Cut),
+}
+
 /// [`open`] within `deadline` and before `cut` fires.
 pub async fn open_within(
     reply: ReplyStream,
     deadline: Instant,
     cut: &CancellationToken,
-) -> Result<Opened, UserFacingError> {
+) -> Result<Opened, NotOpened> {
     tokio::select! {
-        opened = open(reply) => opened,
-        () = tokio::time::sleep_until(deadline) => Err(cut_failure(Cut::Deadline)),
-        () = cut.cancelled() => Err(cut_failure(Cut::Shutdown)),
+        opened = open(reply) => opened.map_err(NotOpened::Failed),
+        () = tokio::time::sleep_until(deadline) => Err(NotOpened::Cut(Cut::Deadline)),
+        () = cut.cancelled() => Err(NotOpened::Cut(Cut::Shutdown)),
     }
 }
 
@@ -249,13 +257,10 @@ impl ToolCalls {
     }
 }
 
-/// The time left until `deadline` from now, for logs.
-pub fn remaining(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::domain::TierName;
     use crate::generation::ToolCallDelta;

@@ -373,8 +373,22 @@ impl Core {
                 u64::from(cap).saturating_sub(mine.paid_requests)
             );
         }
+        self.push_api_line(&mut text, detail);
         text.push_str(&tier_lines(&self.router.status(), detail));
         text
+    }
+
+    /// For operators: the local API's use today, when there was any.
+    fn push_api_line(&self, text: &mut String, detail: Detail) {
+        let api = usage::api_today(self);
+        if detail == Detail::Operator && api.requests > 0 {
+            let _ = writeln!(
+                text,
+                "• local API: {}, {}",
+                count(api.requests, "request"),
+                count(api.prompt_tokens + api.completion_tokens, "token"),
+            );
+        }
     }
 
     fn status_text(&self, detail: Detail) -> String {
@@ -387,6 +401,7 @@ impl Core {
             self.in_flight(),
             if self.in_flight() == 1 { "y" } else { "ies" },
         );
+        self.push_api_line(&mut text, detail);
         text.push_str(&tier_lines(&self.router.status(), detail));
         text
     }

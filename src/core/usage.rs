@@ -49,6 +49,26 @@ pub(super) fn chat_today(core: &Core, chat: &ChatRef) -> UsageCounter {
     read(core, &chat_key(utc_day(core.now_ms()), chat))
 }
 
+/// Today's local-API usage, all callers together, from the router's per-user counters (API requests
+/// do not pass through the core, so the core's own counters never see them).
+pub(super) fn api_today(core: &Core) -> crate::router::usage::UsageRecord {
+    let api_user = format!("{}:", crate::domain::Platform::Api);
+    let mut total = crate::router::usage::UsageRecord::default();
+    let today = crate::router::usage::day_usage(core.store.as_ref(), utc_day(core.now_ms()));
+    for (key, rec) in today {
+        // Keys are `provider/model/user`; model names may hold `/`, user ids of the API never do.
+        if key
+            .rsplit_once('/')
+            .is_some_and(|(_, user)| user.starts_with(&api_user))
+        {
+            total.requests += rec.requests;
+            total.prompt_tokens += rec.prompt_tokens;
+            total.completion_tokens += rec.completion_tokens;
+        }
+    }
+    total
+}
+
 fn read(core: &Core, key: &str) -> UsageCounter {
     get_json(core.store.as_ref(), NS, key)
         .ok()

@@ -64,6 +64,31 @@ pub struct EmbedResult {
     pub prompt_tokens: Option<u64>,
 }
 
+impl EmbedResult {
+    /// A provider's embeddings answer checked: an `error` in the body is that error, and there must be
+    /// one vector per input (a short answer would shift every later vector onto the wrong text).
+    pub(crate) fn checked(
+        error: Option<serde_json::Value>,
+        model: Option<String>,
+        vectors: Vec<Vec<f32>>,
+        prompt_tokens: Option<u64>,
+        inputs: usize,
+    ) -> Result<Self, ProviderError> {
+        if let Some(error) = error {
+            return Err(http::map_stream_error(&error));
+        }
+        if vectors.len() != inputs {
+            let message = format!("{} embeddings for {inputs} inputs", vectors.len());
+            return Err(ProviderError::Malformed(message));
+        }
+        Ok(Self {
+            model,
+            vectors,
+            prompt_tokens,
+        })
+    }
+}
+
 /// One step of a provider's streamed answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProviderEvent {

@@ -134,21 +134,13 @@ impl ChatProvider for OllamaClient {
         Box::pin(async move {
             // Read under the JSON body cap (`http::MAX_JSON_BODY_BYTES`), as every whole answer is.
             let answer: EmbedBody = endpoint.fetch_json(builder, deadline).await?;
-            if let Some(error) = answer.error {
-                return Err(http::map_stream_error(&error));
-            }
-            if answer.embeddings.len() != call.inputs.len() {
-                return Err(ProviderError::Malformed(format!(
-                    "{} embeddings for {} inputs",
-                    answer.embeddings.len(),
-                    call.inputs.len()
-                )));
-            }
-            Ok(EmbedResult {
-                model: answer.model,
-                vectors: answer.embeddings,
-                prompt_tokens: answer.prompt_eval_count,
-            })
+            EmbedResult::checked(
+                answer.error,
+                answer.model,
+                answer.embeddings,
+                answer.prompt_eval_count,
+                call.inputs.len(),
+            )
         })
     }
 

@@ -273,23 +273,15 @@ impl ChatProvider for OpenAiClient {
             // The answer is read under the JSON body cap (`http::MAX_JSON_BODY_BYTES`): 16 MiB holds
             // hundreds of 1536-dimension vectors, and a larger one fails this call, not the process.
             let answer: EmbedBody = endpoint.fetch_json(builder, deadline).await?;
-            if let Some(error) = answer.error {
-                return Err(http::map_stream_error(&error));
-            }
             let mut data = answer.data;
             data.sort_by_key(|d| d.index);
-            if data.len() != call.inputs.len() {
-                return Err(ProviderError::Malformed(format!(
-                    "{} embeddings for {} inputs",
-                    data.len(),
-                    call.inputs.len()
-                )));
-            }
-            Ok(EmbedResult {
-                model: answer.model,
-                vectors: data.into_iter().map(|d| d.embedding).collect(),
-                prompt_tokens: answer.usage.map(|u| u.prompt_tokens),
-            })
+            EmbedResult::checked(
+                answer.error,
+                answer.model,
+                data.into_iter().map(|d| d.embedding).collect(),
+                answer.usage.map(|u| u.prompt_tokens),
+                call.inputs.len(),
+            )
         })
     }
 

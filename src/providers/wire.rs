@@ -151,72 +151,66 @@ fn arguments_object(arguments: &str) -> Value {
 /// Sampling, output shape, tools and reasoning in OpenAI's (and OpenRouter's) names; the client's
 /// pass-through extras last, never replacing a field switchboard set.
 fn openai_params(p: &GenerationParams, body: &mut Map<String, Value>) {
-    let mut put = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            body.insert(k.into(), v);
-        }
-    };
-    put("temperature", p.temperature.map(Value::from));
-    put("top_p", p.top_p.map(Value::from));
-    put("top_k", p.top_k.map(Value::from));
-    put("min_p", p.min_p.map(Value::from));
-    put("seed", p.seed.map(Value::from));
-    put("presence_penalty", p.presence_penalty.map(Value::from));
-    put("frequency_penalty", p.frequency_penalty.map(Value::from));
-    put("repetition_penalty", p.repetition_penalty.map(Value::from));
-    put("stop", (!p.stop.is_empty()).then(|| p.stop.clone().into()));
-    put(
-        "response_format",
-        p.response_format.as_ref().map(|f| match f {
-            ResponseFormat::JsonObject => json!({"type": "json_object"}),
-            ResponseFormat::JsonSchema {
-                name,
-                schema,
-                strict,
-            } => {
-                let mut spec = json!({"name": name, "schema": schema});
-                if let Some(strict) = strict {
-                    spec["strict"] = (*strict).into();
-                }
-                json!({"type": "json_schema", "json_schema": spec})
+    sampling(p, "repetition_penalty", body);
+    let format = p.response_format.as_ref().map(|f| match f {
+        ResponseFormat::JsonObject => json!({"type": "json_object"}),
+        ResponseFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+        } => {
+            let mut spec = json!({"name": name, "schema": schema});
+            if let Some(strict) = strict {
+                spec["strict"] = (*strict).into();
             }
-        }),
-    );
-    put(
-        "tools",
-        (!p.tools.is_empty()).then(|| p.tools.clone().into()),
-    );
-    put("tool_choice", p.tool_choice.clone());
-    put(
-        "reasoning",
-        p.reasoning.as_ref().map(|r| match r {
-            Reasoning::Enabled(on) => json!({ "enabled": on }),
-            Reasoning::Effort(level) => json!({ "effort": level }),
-        }),
-    );
+            json!({"type": "json_schema", "json_schema": spec})
+        }
+    });
+    put(body, "response_format", format);
+    let tools = (!p.tools.is_empty()).then(|| p.tools.clone().into());
+    put(body, "tools", tools);
+    put(body, "tool_choice", p.tool_choice.clone());
+    let reasoning = p.reasoning.as_ref().map(|r| match r {
+        Reasoning::Enabled(on) => json!({ "enabled": on }),
+        Reasoning::Effort(level) => json!({ "effort": level }),
+    });
+    put(body, "reasoning", reasoning);
     for (k, v) in &p.passthrough {
         body.entry(k.clone()).or_insert_with(|| v.clone());
     }
 }
 
-/// Ollama's `options`: `num_predict` for the cap, `repeat_penalty` for the repetition penalty, the
-/// other sampling fields under their OpenAI names.
+/// Ollama's `options`: `num_predict` for the cap and the sampling fields, the repetition penalty
+/// as `repeat_penalty`.
 fn ollama_options(p: &GenerationParams, max_tokens: Option<u32>) -> Map<String, Value> {
     let mut o = Map::new();
-    let mut put = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            o.insert(k.into(), v);
-        }
-    };
-    put("num_predict", max_tokens.map(Value::from));
-    put("temperature", p.temperature.map(Value::from));
-    put("top_p", p.top_p.map(Value::from));
-    put("top_k", p.top_k.map(Value::from));
-    put("min_p", p.min_p.map(Value::from));
-    put("seed", p.seed.map(Value::from));
-    put("presence_penalty", p.presence_penalty.map(Value::from));
-    put("frequency_penalty", p.frequency_penalty.map(Value::from));
-    put("repeat_penalty", p.repetition_penalty.map(Value::from));
-    put("stop", (!p.stop.is_empty()).then(|| p.stop.clone().into()));
+    put(&mut o, "num_predict", max_tokens.map(Value::from));
+    sampling(p, "repeat_penalty", &mut o);
     o
+}
+
+/// The sampling fields both formats share, under OpenAI's names but for the repetition penalty's,
+/// which each format names its own way (`repetition_penalty` on OpenRouter, `repeat_penalty` in Ollama).
+fn sampling(p: &GenerationParams, repetition_name: &str, out: &mut Map<String, Value>) {
+    put(out, "temperature", p.temperature.map(Value::from));
+    put(out, "top_p", p.top_p.map(Value::from));
+    put(out, "top_k", p.top_k.map(Value::from));
+    put(out, "min_p", p.min_p.map(Value::from));
+    put(out, "seed", p.seed.map(Value::from));
+    put(out, "presence_penalty", p.presence_penalty.map(Value::from));
+    put(
+        out,
+        "frequency_penalty",
+        p.frequency_penalty.map(Value::from),
+    );
+    put(out, repetition_name, p.repetition_penalty.map(Value::from));
+    let stop = (!p.stop.is_empty()).then(|| p.stop.clone().into());
+    put(out, "stop", stop);
+}
+
+/// Sets `key` when there is a value.
+fn put(out: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        out.insert(key.into(), value);
+    }
 }

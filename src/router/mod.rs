@@ -191,8 +191,11 @@ impl RouterStatus {
 
 /// The seam between the conversation core and the routing policy.
 pub trait LlmRouter: Send + Sync + 'static {
-    /// Answers one turn as a stream of reply events: zero or more `Notice`s, `Started`, `Delta`s, and
-    /// exactly one `Finished` or `Failed`. Dropping the stream cancels the request.
+    /// Answers one turn as a stream of reply events: zero or more `Notice`s, `Started`, `Delta`s (and
+    /// `Reasoning`/`ToolCall` pieces), and exactly one `Finished` or `Failed`. Dropping the stream
+    /// cancels the request. Reasoning reaches only local-API requests (`Platform::Api`), where it is the
+    /// answer's first byte (no fallback after it); the bots show none, so for them it is dropped and a
+    /// model that reasons and then fails can still be replaced by the next candidate.
     fn complete(&self, request: CompletionRequest) -> ReplyStream;
 
     /// The chat models this router may use, in policy order (what `/model` offers).

@@ -52,21 +52,7 @@ async fn chat_completions(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let arrived = Instant::now();
-    let req: wire::ChatRequest = wire::read(json::parse_value(Surface::OpenAi, body)?)?;
-    let (ask, stream, usage) = req.into_ask()?;
-    answer(
-        &state,
-        &caller,
-        ask,
-        Answering {
-            kind: Kind::Chat,
-            stream,
-            usage,
-            arrived,
-        },
-    )
-    .await
+    respond::<wire::ChatRequest>(&state, &caller, body, Kind::Chat).await
 }
 
 /// `POST /v1/completions`.
@@ -75,21 +61,26 @@ async fn completions(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    respond::<wire::CompletionRequest>(&state, &caller, body, Kind::Completion).await
+}
+
+/// Reads a request of type `R` and answers it as `kind`.
+async fn respond<R: wire::OpenAiRequest>(
+    state: &ApiState,
+    caller: &Caller,
+    body: Result<Bytes, BytesRejection>,
+    kind: Kind,
+) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    let req: wire::CompletionRequest = wire::read(json::parse_value(Surface::OpenAi, body)?)?;
+    let req: R = wire::read(json::parse_value(Surface::OpenAi, body)?)?;
     let (ask, stream, usage) = req.into_ask()?;
-    answer(
-        &state,
-        &caller,
-        ask,
-        Answering {
-            kind: Kind::Completion,
-            stream,
-            usage,
-            arrived,
-        },
-    )
-    .await
+    let how = Answering {
+        kind,
+        stream,
+        usage,
+        arrived,
+    };
+    answer(state, caller, ask, how).await
 }
 
 /// How to answer one request.

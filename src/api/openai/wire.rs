@@ -98,7 +98,7 @@ const KNOWN: [&str; 17] = [
 
 /// A request of type `T` with its [`Sampling`] and extras, all from one parsed body. (Serde's
 /// `flatten` would do this in one pass but loses the path of a field in error, which a 400 must name.)
-pub fn read<T: serde::de::DeserializeOwned + HasSampling>(value: Value) -> Result<T, ApiError> {
+pub fn read<T: OpenAiRequest>(value: Value) -> Result<T, ApiError> {
     let mut request: T = json::typed(Surface::OpenAi, &value)?;
     let mut sampling: Sampling = json::typed(Surface::OpenAi, &value)?;
     if let Value::Object(map) = value {
@@ -111,21 +111,29 @@ pub fn read<T: serde::de::DeserializeOwned + HasSampling>(value: Value) -> Resul
     Ok(request)
 }
 
-/// A request that carries a [`Sampling`].
-pub trait HasSampling {
+/// A generating request of the OpenAI surface: it carries a [`Sampling`] and becomes an [`Ask`].
+pub trait OpenAiRequest: serde::de::DeserializeOwned {
     /// Its sampling fields.
     fn sampling_mut(&mut self) -> &mut Sampling;
+    /// The request as an [`Ask`], whether to stream, and whether to send the usage chunk.
+    fn into_ask(self) -> Result<(Ask, bool, bool), ApiError>;
 }
 
-impl HasSampling for ChatRequest {
+impl OpenAiRequest for ChatRequest {
     fn sampling_mut(&mut self) -> &mut Sampling {
         &mut self.sampling
     }
+    fn into_ask(self) -> Result<(Ask, bool, bool), ApiError> {
+        self.to_ask()
+    }
 }
 
-impl HasSampling for CompletionRequest {
+impl OpenAiRequest for CompletionRequest {
     fn sampling_mut(&mut self) -> &mut Sampling {
         &mut self.sampling
+    }
+    fn into_ask(self) -> Result<(Ask, bool, bool), ApiError> {
+        self.to_ask()
     }
 }
 
@@ -394,7 +402,7 @@ fn message(index: usize, m: Message) -> Result<ChatMessage, ApiError> {
 
 impl ChatRequest {
     /// The request as an [`Ask`], whether to stream, and whether to send the usage chunk.
-    pub fn into_ask(self) -> Result<(Ask, bool, bool), ApiError> {
+    pub fn to_ask(self) -> Result<(Ask, bool, bool), ApiError> {
         let messages = self
             .messages
             .into_iter()
@@ -415,7 +423,7 @@ impl ChatRequest {
 
 impl CompletionRequest {
     /// The request as an [`Ask`] (one user message), whether to stream, and the usage chunk.
-    pub fn into_ask(self) -> Result<(Ask, bool, bool), ApiError> {
+    pub fn to_ask(self) -> Result<(Ask, bool, bool), ApiError> {
         let prompt = match self.prompt {
             Prompt::One(p) => p,
             Prompt::Many(mut v) if v.len() == 1 => v.remove(0),

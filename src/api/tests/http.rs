@@ -23,7 +23,7 @@ use crate::domain::{AnswerSource, FailureKind, ReplyEvent, TierName, UserFacingE
 struct Server {
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    _config: watch::Sender<Arc<Config>>,
+    config: watch::Sender<Arc<Config>>,
 }
 
 async fn serve(router: Arc<FakeRouter>, max_body: usize) -> Server {
@@ -51,7 +51,7 @@ async fn serve(router: Arc<FakeRouter>, max_body: usize) -> Server {
     Server {
         addr,
         metrics,
-        _config: tx,
+        config: tx,
     }
 }
 
@@ -302,5 +302,32 @@ async fn listings_health_and_the_unimplemented_routes() {
     assert!(
         metrics.contains("route=\"/api/tags\",status=\"200\""),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn no_first_token_before_the_request_deadline_is_504() {
+    let router = FakeRouter::answering(vec![ReplyEvent::Started(free_source())]);
+    router.hold_open.store(true, Ordering::SeqCst);
+    let s = serve(router.clone(), 1 << 20).await;
+    s.config.send_modify(|c| {
+        let mut c2 = (**c).clone();
+        c2.api.request_deadline_secs = 1;
+        *c = Arc::new(c2);
+    });
+    let r = post(s.addr, "/v1/chat/completions", &chat_body("auto", true)).await;
+    assert_eq!(r.status().as_u16(), 504);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{body}"
+    );
+    assert_eq!(
+        router.dropped.load(Ordering::SeqCst),
+        1,
+        "the router's stream is dropped"
     );
 }
