@@ -1321,3 +1321,37 @@ async fn models_listing_carries_capabilities() {
     assert!(r.completion && !r.vision && !r.tools && r.thinking);
     assert_eq!(models[1].context_length, Some(4096));
 }
+
+#[tokio::test]
+async fn json_format_and_tool_choice_none_are_honoured() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    for (client, k, model) in [
+        (
+            Arc::new(openrouter(&sim)) as Arc<dyn ChatProvider>,
+            key("sk-or-sim-1"),
+            OR_MODEL,
+        ),
+        (Arc::new(ollama(&osim)), key("ollama-sim-1"), "gpt-oss:120b"),
+    ] {
+        let mut ask = request(model, "hi");
+        ask.params.response_format = Some(ResponseFormat::JsonObject);
+        let (events, _) = drain(client.chat_stream(Some(&k), ask).await.unwrap()).await;
+        let answer: serde_json::Value = serde_json::from_str(&text_of(&events)).unwrap();
+        assert_eq!(answer["answer"], reply_text(model, "hi", 3));
+    }
+    let mut ask = tool_request(OR_MODEL, "call get_weather {\"city\":\"Paris\"}");
+    ask.params.tool_choice = Some("none".into());
+    let (events, _) = drain(
+        openrouter(&sim)
+            .chat_stream(Some(&key("sk-or-sim-1")), ask)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(joined_calls(&events).is_empty());
+    assert!(text_of(&events).contains("You said: call get_weather"));
+    assert!(sim.unexpected().is_empty() && osim.unexpected().is_empty());
+}

@@ -123,6 +123,23 @@ pub(super) fn capabilities_of(spec: &ModelSpec, learned: &LearnedModels) -> Capa
         .map_or_else(text_only, |l| l.capabilities)
 }
 
+/// The context window `spec` is routed with: as configured for it; else as the provider's listing
+/// says; else the tier's default.
+pub(super) fn window_of(tier: &Tier, spec: &ModelSpec, learned: &LearnedModels) -> usize {
+    if tier.window_configured(&spec.name) {
+        return spec.context_window;
+    }
+    let learned = learned
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    learned
+        .get(&spec.name)
+        .and_then(|l| l.context_length)
+        .map_or(spec.context_window, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        })
+}
+
 /// A chat model nothing is known about.
 pub(super) fn text_only() -> Capabilities {
     Capabilities {
@@ -270,20 +287,10 @@ pub(super) fn check_aliases(config: &Config) -> Result<(), ConfigError> {
 /// Every chat model of every tier with what it can do and its context window (configured, else
 /// learned from the provider's list), in policy order.
 pub(super) fn model_infos(policy: &Policy, learned: &LearnedModels) -> Vec<ModelInfo> {
-    let known = learned
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
     let mut out = Vec::new();
     for tier in &policy.tiers {
         for m in &tier.models {
-            let listed = known.get(&m.name).and_then(|l| l.context_length);
-            let context_window = match listed {
-                Some(n) if !tier.window_configured(&m.name) => {
-                    usize::try_from(n).unwrap_or(usize::MAX)
-                }
-                _ => m.context_window,
-            };
+            let context_window = window_of(tier, m, learned);
             out.push(ModelInfo {
                 name: m.name.clone(),
                 tier: tier.name.clone(),

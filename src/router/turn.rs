@@ -254,7 +254,9 @@ impl<'a> Turn<'a> {
         let budget = *walk
             .budgets
             .entry((t, model.name.clone()))
-            .or_insert_with(|| prompt_budget(model.context_window));
+            .or_insert_with(|| {
+                prompt_budget(select::window_of(tier, &model, &self.shared.learned))
+            });
         let req = self.req;
         let messages = fit_context(&req.system_prompt, &req.history, &req.prompt, budget);
         let lease = match self.shared.reserve(t, tier, now, &walk.failed_keys) {

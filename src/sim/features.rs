@@ -33,7 +33,7 @@ pub(crate) struct SimCall {
 /// What a checked chat request asks beyond its text.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Asked {
-    /// Names of the functions in `tools`.
+    /// Names of the functions in `tools` the model may call (none under `tool_choice: "none"`).
     pub tools: Vec<String>,
     /// Reasoning was asked for (`reasoning` / `think`).
     pub reasoning: bool,
@@ -45,6 +45,8 @@ pub(crate) struct Asked {
     pub tool_results: Vec<String>,
     /// The request's top-level fields other than `model` and `messages`, as sent.
     pub fields: Map<String, Value>,
+    /// A JSON answer was asked for (`response_format` / `format`).
+    pub json: bool,
 }
 
 /// How the simulated model answers.
@@ -101,6 +103,9 @@ pub(crate) fn check(request: &Value, dialect: Dialect) -> Result<Asked, String> 
     if let Some(tools) = body.get("tools") {
         asked.tools = check_tools(tools)?;
     }
+    if body.get("tool_choice").and_then(Value::as_str) == Some("none") {
+        asked.tools.clear(); // Defined, but the model may not call them.
+    }
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
@@ -134,6 +139,10 @@ pub(crate) fn plan(asked: &Asked, model: &str, last_user: &str, text: String) ->
     let mut text = text;
     for image in &asked.images {
         let _ = write!(text, " I see an image of {} bytes.", image.bytes);
+    }
+    if asked.json {
+        // A model told to answer in JSON does; the simulator wraps its sentence in an object.
+        return Plan::Text(serde_json::json!({ "answer": text }).to_string());
     }
     Plan::Text(text)
 }
@@ -210,7 +219,9 @@ fn check_openai_fields(body: &Map<String, Value>, asked: &mut Asked) -> Result<(
     )?;
     if let Some(format) = body.get("response_format") {
         check_response_format(format)?;
+        asked.json = format.get("type").and_then(Value::as_str) != Some("text");
     }
+
     if let Some(options) = body.get("stream_options") {
         let include = options.get("include_usage");
         if !options.is_object() || include.is_some_and(|v| !v.is_boolean()) {
@@ -248,6 +259,7 @@ fn check_ollama_fields(body: &Map<String, Value>, asked: &mut Asked) -> Result<(
         |v| v.as_str() == Some("json") || v.is_object(),
         "\"json\" or a schema",
     )?;
+    asked.json = body.contains_key("format");
     if let Some(options) = body.get("options") {
         let Some(options) = options.as_object() else {
             return Err("options: not an object".into());
