@@ -239,3 +239,28 @@ fn a_ticket_settles_its_tokens_and_a_dropped_one_counts_as_failed() {
     assert_eq!((day.prompt_tokens, day.completion_tokens), (3, 2));
     assert_eq!(keys.in_flight(), 0);
 }
+
+#[test]
+fn a_refusal_far_from_its_reset_says_not_to_retry_and_a_near_one_does_not() {
+    use super::admission::{Refusal, Which};
+    use super::gate::refusal_error;
+    use axum::response::IntoResponse as _;
+    use std::time::Duration;
+    let daily = Refusal {
+        which: Which::DailyRequests,
+        limit: 100,
+        retry_after: Duration::from_secs(5 * 3600),
+    };
+    let r = refusal_error(Surface::OpenAi, daily).into_response();
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["retry-after"], "18000");
+    assert_eq!(r.headers()["x-should-retry"], "false");
+    let minute = Refusal {
+        which: Which::Rpm,
+        limit: 10,
+        retry_after: Duration::from_millis(41_500),
+    };
+    let r = refusal_error(Surface::Ollama, minute).into_response();
+    assert_eq!(r.headers()["retry-after"], "42");
+    assert!(r.headers().get("x-should-retry").is_none());
+}
