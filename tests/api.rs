@@ -219,6 +219,27 @@ async fn run_serves_only_the_api_and_both_surfaces_answer_from_the_free_tier() {
         "{:?}",
         rig.free.unexpected()
     );
+
+    let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(health["tiers"].as_array().unwrap().len() >= 2, "{health}");
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "switchboard_api_requests_total{surface=\"openai\",route=\"/v1/chat/completions\",status=\"200\"} 1",
+        "gen_ai_client_operation_duration_seconds_count{gen_ai_provider_name=\"openrouter\",tier=\"free\"} 3",
+        "gen_ai_client_token_usage_bucket{gen_ai_provider_name=\"openrouter\",gen_ai_token_type=\"output\"",
+        "switchboard_account_up{tier=\"free\"",
+        "switchboard_account_free_requests_left{",
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
+    }
     daemon.child.start_kill().unwrap();
 }
 

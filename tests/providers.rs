@@ -986,6 +986,17 @@ fn ollama_request_body_is_golden() {
     assert_eq!(body["think"], "high");
 }
 
+/// A client, key and model for each simulator: OpenRouter's, then Ollama's.
+fn both(
+    sim: &SimOpenRouter,
+    osim: &SimOllama,
+) -> [(Arc<dyn ChatProvider>, SecretString, &'static str); 2] {
+    [
+        (Arc::new(openrouter(sim)), key("sk-or-sim-1"), OR_MODEL),
+        (Arc::new(ollama(osim)), key("ollama-sim-1"), "gpt-oss:120b"),
+    ]
+}
+
 fn tool_request(model: &str, prompt: &str) -> ProviderRequest {
     let mut req = request(model, prompt);
     req.params.tools = vec![weather_tool()];
@@ -1096,14 +1107,7 @@ async fn reasoning_streams_before_the_answer_when_asked() {
         .await
         .unwrap();
     let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
-    for (client, k, model) in [
-        (
-            Arc::new(openrouter(&sim)) as Arc<dyn ChatProvider>,
-            key("sk-or-sim-1"),
-            OR_MODEL,
-        ),
-        (Arc::new(ollama(&osim)), key("ollama-sim-1"), "gpt-oss:120b"),
-    ] {
+    for (client, k, model) in both(&sim, &osim) {
         let mut ask = request(model, "why?");
         ask.params.reasoning = Some(Reasoning::Enabled(true));
         let (events, error) = drain(client.chat_stream(Some(&k), ask).await.unwrap()).await;
@@ -1148,14 +1152,7 @@ async fn images_reach_both_simulators_intact() {
             let _ = write!(hex, "{b:02x}");
             hex
         });
-    for (client, k, model) in [
-        (
-            Arc::new(openrouter(&sim)) as Arc<dyn ChatProvider>,
-            key("sk-or-sim-1"),
-            OR_MODEL,
-        ),
-        (Arc::new(ollama(&osim)), key("ollama-sim-1"), "gpt-oss:120b"),
-    ] {
+    for (client, k, model) in both(&sim, &osim) {
         let mut ask = request(model, "What is this?");
         ask.messages[1].images.push(ImageData {
             media_type: "image/png".into(),
@@ -1328,14 +1325,7 @@ async fn json_format_and_tool_choice_none_are_honoured() {
         .await
         .unwrap();
     let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
-    for (client, k, model) in [
-        (
-            Arc::new(openrouter(&sim)) as Arc<dyn ChatProvider>,
-            key("sk-or-sim-1"),
-            OR_MODEL,
-        ),
-        (Arc::new(ollama(&osim)), key("ollama-sim-1"), "gpt-oss:120b"),
-    ] {
+    for (client, k, model) in both(&sim, &osim) {
         let mut ask = request(model, "hi");
         ask.params.response_format = Some(ResponseFormat::JsonObject);
         let (events, _) = drain(client.chat_stream(Some(&k), ask).await.unwrap()).await;

@@ -10,10 +10,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use futures_util::stream::BoxStream;
+use futures_util::stream::{BoxStream, StreamExt};
 use tokio::time::Instant;
 
 use super::auth::Caller;
+use super::convert::{completion_request, Ask};
 use super::error::{ApiError, Surface};
 use super::keys::gate::Ticket;
 use super::reply::{self, Answer, Cut, NotOpened, Opened};
@@ -45,6 +46,23 @@ impl Begun {
             .as_ref()
             .map_or_else(|| requested.to_owned(), |s| s.model.clone())
     }
+}
+
+/// Resolves `ask` for `caller`, sends it to the router and waits for its first content; also returns
+/// the model name the client asked for.
+pub async fn begin_ask(
+    state: &ApiState,
+    surface: Surface,
+    caller: &Caller,
+    ask: Ask,
+    arrived: Instant,
+) -> Result<(Begun, String), ApiError> {
+    let requested = ask.model.clone();
+    let request = completion_request(surface, &*state.router, caller, ask)?;
+    Ok((
+        begin(state, caller, surface, request, arrived).await?,
+        requested,
+    ))
 }
 
 /// Admits `request` against the caller's key limits (429 when one is reached), sends it to the router
@@ -160,16 +178,16 @@ pub async fn gathered(
 ) -> Result<(Answer, Option<AnswerSource>), ApiError> {
     let surface = begun.surface;
     let (events, served, source) = events(state, begun);
-    let watched = futures_util::StreamExt::boxed(futures_util::StreamExt::map(events, {
-        let mut served = Some(served);
-        move |event| {
-            if let (ReplyEvent::Finished(c), Some(s)) = (&event, served.take()) {
+    let watched = events
+        .map(move |event| {
+            if let ReplyEvent::Finished(c) = &event {
+                let s = &served;
                 s.metrics
                     .finished(&s.provider, &s.tier, s.arrived.elapsed(), c.usage);
             }
             event
-        }
-    }));
+        })
+        .boxed();
     let answer = Answer::gather(watched)
         .await
         .map_err(|f| ApiError::from_failure(surface, &f))?;

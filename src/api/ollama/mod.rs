@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use self::ndjson::{Kind, Ndjson, Timing};
 use crate::api::auth::Caller;
-use crate::api::convert::{completion_request, Ask};
+use crate::api::convert::Ask;
 use crate::api::dispatch::{self, not_implemented};
 use crate::api::error::{ApiError, Surface};
 use crate::api::{json, ApiState};
@@ -116,9 +116,8 @@ async fn answer(
     ask: Ask,
     how: Answering,
 ) -> Result<Response, ApiError> {
-    let requested = ask.model.clone();
-    let request = completion_request(Surface::Ollama, &*state.router, caller, ask)?;
-    let begun = dispatch::begin(state, caller, Surface::Ollama, request, how.arrived).await?;
+    let (begun, requested) =
+        dispatch::begin_ask(state, Surface::Ollama, caller, ask, how.arrived).await?;
     let timing = Timing {
         arrived: how.arrived,
         first: begun.opened.first_at,

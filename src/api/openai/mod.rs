@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use self::sse::{Kind, Sse, UsageOut};
 use crate::api::auth::Caller;
 use crate::api::catalog::{self, Entry};
-use crate::api::convert::{completion_request, Ask};
+use crate::api::convert::Ask;
 use crate::api::dispatch;
 use crate::api::error::{ApiError, Surface};
 use crate::api::reply::Answer;
@@ -97,9 +97,8 @@ async fn answer(
     ask: Ask,
     how: Answering,
 ) -> Result<Response, ApiError> {
-    let requested = ask.model.clone();
-    let request = completion_request(Surface::OpenAi, &*state.router, caller, ask)?;
-    let begun = dispatch::begin(state, caller, Surface::OpenAi, request, how.arrived).await?;
+    let (begun, requested) =
+        dispatch::begin_ask(state, Surface::OpenAi, caller, ask, how.arrived).await?;
     let id = response_id(match how.kind {
         Kind::Chat => "chatcmpl",
         Kind::Completion => "cmpl",
