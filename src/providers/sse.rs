@@ -459,12 +459,10 @@ data: {\"error\":{\"code\":429,\"message\":\"Rate limit exceeded: free-models-pe
         let mut line = b"data: ".to_vec();
         line.resize(line_len.max(7) - 1, b'x');
         line.push(b'\n');
-        let wire: Vec<u8> = line
-            .iter()
-            .copied()
-            .cycle()
-            .take(chunk_len.max(1) * 64)
-            .collect();
+        // Whole lines only: a wire that ended mid-line would, when cycled, join a line's tail to the
+        // next line's head (`da` + `data: …`), a line that is no `data:` line and fills nothing.
+        let lines = (chunk_len.max(1) * 64).div_ceil(line.len());
+        let wire: Vec<u8> = line.repeat(lines);
         let mut parser = SseParser::new();
         let mut out = Vec::new();
         let (mut fed, mut most) = (0, 0);
