@@ -1,4 +1,4 @@
-//! The command line: `switchboard run | chat | demo | check`. Parses arguments, loads configuration and
+//! The command line: `switchboard run | chat | demo | check | keys`. Parses arguments, loads configuration and
 //! dispatches; every fatal error becomes a clear message and its exit code ([`crate::exit`]).
 
 use std::path::PathBuf;
@@ -38,6 +38,8 @@ pub enum Command {
     Demo,
     /// Check the configuration and credentials against the providers and platforms.
     Check,
+    /// Client API keys for the local API: create, list, show, revoke, usage (works while `run` runs).
+    Keys(crate::api::keys::command::KeysArgs),
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -84,5 +86,6 @@ async fn dispatch(cli: Cli) -> Result<(), Fatal> {
         Command::Chat => crate::app::chat_command(cli.config, cli.log_format).await,
         Command::Demo => crate::app::demo::demo_command(cli.log_format).await,
         Command::Check => crate::doctor::check_command(cli.config).await,
+        Command::Keys(args) => crate::api::keys::command::keys_command(cli.config, args).await,
     }
 }

@@ -123,7 +123,12 @@ pub fn entries(router: &dyn LlmRouter, caller: &Caller) -> Vec<Entry> {
                 _ => true,
             })
             .collect();
-        if behind.is_empty() || (name == "paid" && !caller.paid_allowed()) {
+        // A key limited to named models sees a virtual name only when it is one of them.
+        let unnamed = caller
+            .models
+            .as_ref()
+            .is_some_and(|m| !m.iter().any(|n| n == name));
+        if behind.is_empty() || (name == "paid" && !caller.paid_allowed()) || unnamed {
             continue;
         }
         let (context_window, capabilities) = union(&behind);

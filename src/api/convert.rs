@@ -55,7 +55,8 @@ pub fn completion_request(
     let mut history = rest;
     let prompt = history.pop().expect("checked non-empty above");
     let user = caller.user();
-    Ok(CompletionRequest {
+    let requested = ask.model;
+    let mut request = CompletionRequest {
         // Stateless: one key per caller, only the paid-tier notice's bookkeeping reads it.
         conversation: ConversationKey(format!("api:{}", caller.id)),
         chat: ChatRef::new(Platform::Api, caller.id.clone()),
@@ -69,7 +70,12 @@ pub fn completion_request(
         sticky: false,
         paid_allowed: caller.paid_allowed(),
         max_tokens: ask.max_tokens,
-    })
+    };
+    // A key's tiers and models (403, and free-only routing for a key without the paid tier).
+    if let Some(gate) = &caller.gate.0 {
+        gate.permit(surface, router, &mut request, &requested)?;
+    }
+    Ok(request)
 }
 
 /// An image a client sent as bare base64 (Ollama's `images`), its media type read from the first bytes

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::auth::Caller;
 use super::convert::{completion_request, Ask};
 use super::error::{ApiError, Surface};
+use super::keys::gate::Ticket;
 use super::reply::{self, Answer, Cut, NotOpened, Opened};
 use super::stream::{self, Framing, Served};
 use super::ApiState;
@@ -32,6 +33,8 @@ pub struct Begun {
     pub deadline: Instant,
     /// Its surface.
     pub surface: Surface,
+    /// The caller's key reservation, settled when the answer ends.
+    pub ticket: Option<Ticket>,
 }
 
 impl Begun {
@@ -56,17 +59,28 @@ pub async fn begin_ask(
 ) -> Result<(Begun, String), ApiError> {
     let requested = ask.model.clone();
     let request = completion_request(surface, &*state.router, caller, ask)?;
-    Ok((begin(state, surface, request, arrived).await?, requested))
+    Ok((
+        begin(state, caller, surface, request, arrived).await?,
+        requested,
+    ))
 }
 
-/// Sends `request` to the router and waits for its first content.
+/// Admits `request` against the caller's key limits (429 when one is reached), sends it to the router
+/// and waits for its first content.
 pub async fn begin(
     state: &ApiState,
+    caller: &Caller,
     surface: Surface,
     request: CompletionRequest,
     arrived: Instant,
 ) -> Result<Begun, ApiError> {
     let deadline = arrived + Duration::from_secs(state.deadline_secs());
+    let mut ticket = caller
+        .gate
+        .0
+        .as_ref()
+        .map(|gate| gate.admit(surface, &request))
+        .transpose()?;
     state.metrics.overhead(surface.as_str(), arrived.elapsed());
     let reply = state.router.complete(request);
     let opened = reply::open_within(reply, deadline, &state.cut)
@@ -87,11 +101,15 @@ pub async fn begin(
     state
         .metrics
         .first_chunk(provider, tier, arrived.elapsed(), opened.attempts);
+    if let Some(t) = ticket.as_mut() {
+        t.started(opened.source.as_ref());
+    }
     Ok(Begun {
         opened,
         arrived,
         deadline,
         surface,
+        ticket,
     })
 }
 
@@ -111,6 +129,7 @@ fn events(
         arrived,
         deadline,
         surface,
+        ticket,
     } = begun;
     let (provider, tier) = names(opened.source.as_ref());
     let served = Served {
@@ -121,6 +140,16 @@ fn events(
         metrics: state.metrics.clone(),
     };
     let events = reply::guarded(opened.first, opened.rest, deadline, state.cut.clone());
+    // The key's reservation settles on the terminal event, or as failed when the stream is dropped.
+    let events = match ticket {
+        Some(mut ticket) => {
+            futures_util::StreamExt::boxed(futures_util::StreamExt::map(events, move |event| {
+                ticket.observe(&event);
+                event
+            }))
+        }
+        None => events,
+    };
     (events, served, opened.source)
 }
 

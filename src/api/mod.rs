@@ -16,6 +16,7 @@ pub mod convert;
 pub mod dispatch;
 pub mod error;
 pub mod json;
+pub mod keys;
 pub mod metrics;
 pub mod ollama;
 pub mod openai;
@@ -75,11 +76,16 @@ impl ApiState {
 /// Every route of both surfaces, with authentication, the body cap and request metrics.
 pub fn routes(state: ApiState, auth: Arc<dyn ClientAuth>, max_body_bytes: usize) -> axum::Router {
     let metrics = state.metrics.clone();
-    axum::Router::new()
+    let mut router = axum::Router::new()
         .merge(ollama::routes())
         .merge(openai::routes())
         .merge(operator::routes())
-        .with_state(state)
+        .merge(keys::routes::routes())
+        .with_state(state);
+    if let Some(keys) = auth.keys() {
+        router = router.layer(axum::Extension(keys));
+    }
+    router
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(auth, auth::authenticate))
         .layer(middleware::from_fn_with_state(metrics, count_request))

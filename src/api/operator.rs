@@ -5,8 +5,10 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::ApiState;
 use crate::router::RouterStatus;
 
@@ -25,15 +27,16 @@ pub fn can_answer(status: &RouterStatus) -> bool {
         .any(|t| t.enabled && t.accounts.iter().any(|a| a.state.starts_with("ready")))
 }
 
-async fn health(State(state): State<ApiState>) -> Response {
+async fn health(State(state): State<ApiState>, Extension(caller): Extension<Caller>) -> Response {
     let status = state.router.status();
     let ok = can_answer(&status);
-    let body = json!({
-        "status": if ok { "ok" } else { "unavailable" },
-        "uptime_secs": state.started.elapsed().as_secs(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "tiers": status.tiers,
-    });
+    let mut body = json!({"status": if ok { "ok" } else { "unavailable" }});
+    // The detail (accounts, spend) is for operators; anyone may see whether the server can answer.
+    if caller.operator {
+        body["uptime_secs"] = json!(state.started.elapsed().as_secs());
+        body["version"] = json!(env!("CARGO_PKG_VERSION"));
+        body["tiers"] = json!(status.tiers);
+    }
     let code = if ok {
         StatusCode::OK
     } else {

@@ -30,6 +30,20 @@ pub struct ApiConfig {
     /// A request still answering after this many seconds ends: with 504 before the first byte, with an
     /// error event after it.
     pub request_deadline_secs: u64,
+    /// Who may read `/metrics`, `/usage` and `/health`'s detail: `loopback` (any caller on this
+    /// machine, and operator keys) or `key` (operator keys only).
+    pub operator_access: OperatorAccess,
+}
+
+/// `[api] operator_access`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorAccess {
+    /// Loopback callers and operator keys.
+    #[default]
+    Loopback,
+    /// Operator keys only.
+    Key,
 }
 
 impl Default for ApiConfig {
@@ -39,6 +53,7 @@ impl Default for ApiConfig {
             listen: DEFAULT_LISTEN.into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_deadline_secs: DEFAULT_REQUEST_DEADLINE_SECS,
+            operator_access: OperatorAccess::default(),
         }
     }
 }

@@ -7,8 +7,12 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::{config_fatal, notify, ConfigLoader, Parts};
-use crate::api::{self, auth::ClientAuth, auth::LoopbackOnly, ApiAdapter};
+use crate::api::auth::{ClientAuth, KeyAuth};
+use crate::api::keys::upkeep::KeysUpkeep;
+use crate::api::keys::{admin, Keys};
+use crate::api::{self, ApiAdapter};
 use crate::app;
+use crate::config::api::OperatorAccess;
 use crate::config::secrets::{DISCORD_TOKEN_VAR, TELEGRAM_TOKEN_VAR};
 use crate::config::{self, Config, Env, Secrets};
 use crate::exit::Fatal;
@@ -16,6 +20,7 @@ use crate::health::Health;
 use crate::platforms::discord::DiscordAdapter;
 use crate::platforms::telegram::TelegramAdapter;
 use crate::platforms::PlatformAdapter;
+use crate::store::open::store_fatal;
 
 /// Builds the real store, router and adapters from `config` and `secrets`. Fails with
 /// [`Fatal::Config`] when no adapter is configured or a component rejects its settings, and with
@@ -27,20 +32,22 @@ pub async fn build_parts(
     env: &Env,
 ) -> Result<Parts, Fatal> {
     let wanted = wanted_adapters(&config, secrets)?;
-    // Bind before opening the store: a refused address is a configuration error, reported at once.
-    let auth: Arc<dyn ClientAuth> = Arc::new(LoopbackOnly);
-    let api_listener = if config.api.enabled {
-        Some(api::bind(&config, &*auth).await?)
-    } else {
-        None
-    };
     if !app::has_model_keys(&config, secrets) {
         warn!(
             "no model keys are configured, so every message will be answered with an error: {}",
             app::model_keys_help()
         );
     }
+    let state_dir = config.store.state_dir(env);
     let app = app::open(config, secrets, env).await?;
+    // Bound after the store is open: whether client keys exist decides if a non-loopback address is
+    // allowed.
+    let api = if app.config.api.enabled {
+        let (auth, keys) = api_auth(&app)?;
+        Some((api::bind(&app.config, &*auth).await?, auth, keys))
+    } else {
+        None
+    };
     let health = Health::new();
     // SIGHUP re-reads the same file with the same environment overrides.
     let reload: ConfigLoader =
@@ -57,12 +64,16 @@ pub async fn build_parts(
         );
     }
     let mut adapters = adapters(wanted);
-    if let Some(listener) = api_listener {
+    if let Some((listener, auth, keys)) = api {
         adapters.push(Box::new(ApiAdapter::new(
             listener,
             app.router.clone(),
             auth,
             app.clock.clone(),
+        )));
+        adapters.push(Box::new(KeysUpkeep::new(
+            keys,
+            admin::socket_path(&state_dir),
         )));
     }
     Ok(Parts {
@@ -76,6 +87,19 @@ pub async fn build_parts(
         reload,
         watchdog,
     })
+}
+
+/// The API's authentication over the client keys in the store.
+fn api_auth(app: &app::App) -> Result<(Arc<dyn ClientAuth>, Arc<Keys>), Fatal> {
+    let keys = Keys::open(
+        app.store.clone().into_state(),
+        app.clock.clone(),
+        app.config.ollama.prices.clone(),
+    )
+    .map_err(store_fatal)?;
+    let loopback_is_operator = app.config.api.operator_access == OperatorAccess::Loopback;
+    let auth: Arc<dyn ClientAuth> = Arc::new(KeyAuth::new(keys.clone(), loopback_is_operator));
+    Ok((auth, keys))
 }
 
 /// Which adapter to run, with its token.

@@ -166,11 +166,7 @@ async fn embed_inputs(
         model,
         inputs,
     };
-    state
-        .router
-        .embed(request)
-        .await
-        .map_err(|f| ApiError::from_failure(Surface::Ollama, &f))
+    crate::api::keys::gate::embed(&*state.router, caller, Surface::Ollama, request).await
 }
 
 /// `POST /api/embed`.

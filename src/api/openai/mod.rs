@@ -196,11 +196,8 @@ async fn embeddings(
         model: req.model,
         inputs: req.input.into_vec(),
     };
-    let e = state
-        .router
-        .embed(request)
-        .await
-        .map_err(|f| ApiError::from_failure(Surface::OpenAi, &f))?;
+    let e =
+        crate::api::keys::gate::embed(&*state.router, &caller, Surface::OpenAi, request).await?;
     let data: Vec<Value> = e
         .vectors
         .iter()
