@@ -463,8 +463,11 @@ async fn stream_cut_midway_raises_in_both_clients() {
         ..Setup::default()
     })
     .await;
-    rig.pytest(&["openai::test_stream_cut_raises", "ollama::test_stream_cut_raises"])
-        .await;
+    rig.pytest(&[
+        "openai::test_stream_cut_raises",
+        "ollama::test_stream_cut_raises",
+    ])
+    .await;
     // Fallback ends with the first byte: each cut request reached the upstream once and no paid tier.
     assert_eq!(rig.openrouter.chat_requests(), 2);
     assert_eq!(rig.ollama.chat_requests(), 0);
