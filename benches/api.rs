@@ -130,7 +130,7 @@ async fn run() {
         }
         if let Some(pid) = t.pid {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            report.line(format!(
+            report.line(&format!(
                 "{}: RSS idle after warm-up {:.1} MB",
                 t.name,
                 mb(tree_rss_kb(pid))
@@ -161,7 +161,8 @@ struct Report {
 }
 
 impl Report {
-    fn line(&mut self, line: String) {
+    fn line(&mut self, line: &str) {
+        let line = line.to_owned();
         println!("{line}");
         self.text.push_str(&line);
         self.text.push('\n');
@@ -413,7 +414,7 @@ fn sse_text(sse: &str) -> (String, bool) {
 // ---------------------------------------------------------------------------------------------------
 // The measurements
 
-/// 1. One request at a time, the targets interleaved, non-streaming and time to first token.
+/// 1: one request at a time, the targets interleaved, non-streaming and time to first token.
 async fn singles(client: &reqwest::Client, targets: &[Target], report: &mut Report) {
     for stream in [false, true] {
         let what = if stream {
@@ -439,7 +440,7 @@ async fn singles(client: &reqwest::Client, targets: &[Target], report: &mut Repo
             pairs.sort();
             let added =
                 pct(&sorted, 0.99).as_secs_f64() - pct(&sorted_copy(&direct), 0.99).as_secs_f64();
-            report.line(format!(
+            report.line(&format!(
                 "one at a time, {what}, {} (n = {SINGLES}): p50 {:.3} ms, p99 {:.3} ms; added p99 {:+.3} ms; \
                  per interleaved pair p50 {:.3} ms, p99 {:.3} ms",
                 t.name,
@@ -459,7 +460,7 @@ fn sorted_copy(d: &[Duration]) -> Vec<Duration> {
     v
 }
 
-/// 2. Closed-loop throughput at each concurrency of [`LADDER`], non-streaming.
+/// 2: closed-loop throughput at each concurrency of [`LADDER`], non-streaming.
 async fn ladder(client: &reqwest::Client, targets: &[Target], report: &mut Report) {
     let mut direct_p99 = Vec::new();
     for (i, t) in targets.iter().enumerate() {
@@ -472,7 +473,7 @@ async fn ladder(client: &reqwest::Client, targets: &[Target], report: &mut Repor
                 direct_p99.push(p99);
             }
             let added = ms(p99) - ms(direct_p99[step]);
-            report.line(format!(
+            report.line(&format!(
                 "throughput, {} at concurrency {c}: {rate:.0} req/s, p50 {:.3} ms, p99 {:.3} ms \
                  (added p99 {added:+.3} ms), errors {errors}",
                 t.name,
@@ -487,7 +488,7 @@ async fn ladder(client: &reqwest::Client, targets: &[Target], report: &mut Repor
             let best = best.map_or("none".into(), |(r, c)| {
                 format!("{r:.0} req/s at concurrency {c}")
             });
-            report.line(format!(
+            report.line(&format!(
                 "throughput, {}: best with added p99 <= 1 ms: {best}",
                 t.name
             ));
@@ -534,7 +535,7 @@ async fn closed_loop(
     (rate, all, errors)
 }
 
-/// 3 and 4. 2,000 streams at once, each checked whole; then 1,000 held open with RSS sampled.
+/// 3 and 4: 2,000 streams at once, each checked whole; then 1,000 held open with RSS sampled.
 async fn streams(client: &reqwest::Client, t: &Target, sim: &SimOpenRouter, report: &mut Report) {
     // ~15 chunks 20 ms apart (0.3 s a stream), so all of them are open together.
     let shape = ReplyShape {
@@ -544,7 +545,7 @@ async fn streams(client: &reqwest::Client, t: &Target, sim: &SimOpenRouter, repo
     let expected = reply_text(MODEL, PROMPT, shape.sentences);
     sim.set_reply_shape(shape);
     let (ok, failures, took, _) = concurrent_streams(client, t, STREAMS, &expected).await;
-    report.line(format!(
+    report.line(&format!(
         "{STREAMS} concurrent streams, {}: {ok} complete and exact, {} failed ({}) in {:.2} s",
         t.name,
         failures.len(),
@@ -562,7 +563,7 @@ async fn streams(client: &reqwest::Client, t: &Target, sim: &SimOpenRouter, repo
     sim.set_reply_shape(shape);
     let (ok, failures, _, open_rss) =
         concurrent_streams_rss(client, t, HELD_STREAMS, &expected, pid).await;
-    report.line(format!(
+    report.line(&format!(
         "{HELD_STREAMS} concurrent streams held open, {}: RSS {:.1} MB when all were open; {ok} complete, {} failed",
         t.name,
         mb(open_rss),
@@ -622,7 +623,7 @@ async fn concurrent_streams_rss(
     (ok, failures, started.elapsed(), open_rss)
 }
 
-/// 5. A fixed rate, half the requests streaming, RSS every 10 s; the growth is the least-squares slope
+/// 5: a fixed rate, half the requests streaming, RSS every 10 s; the growth is the least-squares slope
 /// over the soak after its first minute (start-up allocations settle there).
 async fn soak(client: &reqwest::Client, t: &Target, report: &mut Report) {
     let secs: u64 = std::env::var("SB_BENCH_SOAK_SECS")
@@ -676,7 +677,7 @@ async fn soak(client: &reqwest::Client, t: &Target, report: &mut Report) {
     for (m, kb) in samples.iter().step_by(6) {
         let _ = write!(curve, " {m:.0}m:{:.1}", mb(*kb));
     }
-    report.line(format!(
+    report.line(&format!(
         "soak, {}: {secs} s at {rate} req/s offered (half streaming): {:.0} req/s done, {} failed; \
          RSS {:.1} -> {:.1} MB, growth {slope:+.3} MiB/min after the first minute; MB by minute:{curve}",
         t.name,

@@ -11,6 +11,7 @@
 // Scenarios read best whole: this pedantic lint is off for test code only.
 #![allow(clippy::too_many_lines)]
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -155,12 +156,11 @@ impl Rig {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match tokio::time::timeout(WAIT, addr_rx).await {
-            Ok(Ok(addr)) => addr,
-            _ => panic!(
+        let Ok(Ok(addr)) = tokio::time::timeout(WAIT, addr_rx).await else {
+            panic!(
                 "the daemon never logged `api listening on …`; its log:\n{}",
                 logs.lock().unwrap().join("\n")
-            ),
+            )
         };
         Rig {
             openrouter,
@@ -184,7 +184,10 @@ impl Rig {
                 format!("tests/clients/test_{client}_client.py::{name}")
             })
             .collect();
-        let image: String = PNG.iter().map(|b| format!("{b:02x}")).collect();
+        let image = PNG.iter().fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
         let child = Command::new(python())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
