@@ -26,6 +26,9 @@
     clippy::cast_possible_wrap
 )]
 
+#[path = "../tests/support/api_daemon.rs"]
+mod api_daemon;
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Stdio;
@@ -36,7 +39,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use switchboard::sim::openrouter::{SimKey, SimModel, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::{reply_text, ReplyShape};
-use tokio::io::{AsyncBufReadExt, BufReader};
+
+use api_daemon::ApiDaemon;
 use tokio::process::{Child, Command};
 
 /// The simulated OpenRouter key.
@@ -68,6 +72,7 @@ fn main() {
 }
 
 /// One system under test.
+#[derive(Clone)]
 struct Target {
     name: &'static str,
     /// The chat completions URL.
@@ -88,7 +93,7 @@ async fn run() {
     })
     .await
     .unwrap();
-    let daemon = Daemon::start(&sim.base_url()).await;
+    let daemon = start_daemon(&sim.base_url()).await;
     let litellm = if std::env::var("SB_BENCH_LITELLM").as_deref() == Ok("0") {
         None
     } else {
@@ -111,7 +116,7 @@ async fn run() {
             name: "switchboard",
             url: format!("{}/v1/chat/completions", daemon.base_url),
             key: None,
-            pid: daemon.child.id(),
+            pid: daemon.pid(),
         },
     ];
     if let Some(l) = &litellm {
@@ -148,8 +153,9 @@ async fn run() {
     }
     println!("\n== summary\n{}", report.text);
     println!(
-        "switchboard: warning/error lines in its log: {}",
-        daemon.warnings()
+        "switchboard: warning/error lines in its log: {}\n{}",
+        daemon.logs.lock().unwrap().len(),
+        daemon.log_text()
     );
     println!("simulator: unexpected requests: {:?}", sim.unexpected());
 }
@@ -173,85 +179,19 @@ impl Report {
 // The processes under test
 
 /// `switchboard run`: the API on a free loopback port, the free tier at the simulator, nothing else.
-struct Daemon {
-    child: Child,
-    base_url: String,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    async fn start(sim_base_url: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("switchboard.toml");
-        // Defaults except: no paid tier (none exists here), and OpenRouter's real per-minute and daily
-        // free limits off (they would cap a benchmark at 20 requests a minute).
-        std::fs::write(
-            &config,
-            format!(
-                "[api]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\n[router]\npaid_enabled = false\n\n\
-                 [openrouter]\nfree_models = [\"{MODEL}\"]\nrequests_per_minute = 0\n\
-                 free_requests_per_day = 1000000000\n"
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("daemon.log");
-        let bin = std::env::var("SB_BENCH_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").into());
-        let mut child = Command::new(bin)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("STATE_DIRECTORY", dir.path().join("state"))
-            .env("OPENROUTER_API_KEY_1", SIM_KEY)
-            .env("SWITCHBOARD__OPENROUTER__BASE_URL", sim_base_url)
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn switchboard run");
-        // Read stderr for the bound address, then keep copying it to the log file.
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut file = std::fs::File::create(&log).unwrap();
-        let addr = loop {
-            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-                .await
-                .expect("the daemon logs its API address")
-                .unwrap()
-                .expect("the daemon exited before serving the API");
-            std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
-            if let Some((_, rest)) = line.split_once("api listening on ") {
-                break rest
-                    .split(|c: char| c.is_whitespace() || c == '"')
-                    .next()
-                    .unwrap()
-                    .to_owned();
-            }
-        };
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes());
-            }
-        });
-        Daemon {
-            child,
-            base_url: format!("http://{addr}"),
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn warnings(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .count()
-    }
+/// Defaults except: no paid tier (none exists here), and OpenRouter's real per-minute and daily free
+/// limits off (they would cap a benchmark at 20 requests a minute).
+async fn start_daemon(sim_base_url: &str) -> ApiDaemon {
+    let config = format!(
+        "[api]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\n[router]\npaid_enabled = false\n\n\
+         [openrouter]\nfree_models = [\"{MODEL}\"]\nrequests_per_minute = 0\n\
+         free_requests_per_day = 1000000000\n"
+    );
+    let env = [
+        ("OPENROUTER_API_KEY_1", SIM_KEY.to_owned()),
+        ("SWITCHBOARD__OPENROUTER__BASE_URL", sim_base_url.to_owned()),
+    ];
+    ApiDaemon::start(&config, &env, false).await
 }
 
 /// The LiteLLM proxy, started by `benches/litellm/run.sh`.
@@ -508,12 +448,7 @@ async fn closed_loop(
     let mut workers = Vec::new();
     for _ in 0..concurrency {
         let client = client.clone();
-        let target = Target {
-            name: t.name,
-            url: t.url.clone(),
-            key: t.key,
-            pid: None,
-        };
+        let target = t.clone();
         workers.push(tokio::spawn(async move {
             let (mut lat, mut errors) = (Vec::new(), 0);
             while Instant::now() < until {
@@ -593,12 +528,7 @@ async fn concurrent_streams_rss(
     let mut tasks = Vec::new();
     for _ in 0..n {
         let client = client.clone();
-        let target = Target {
-            name: t.name,
-            url: t.url.clone(),
-            key: t.key,
-            pid: None,
-        };
+        let target = t.clone();
         let expected = expected.to_owned();
         let opened = opened.clone();
         tasks.push(tokio::spawn(async move {
@@ -657,12 +587,7 @@ async fn soak(client: &reqwest::Client, t: &Target, report: &mut Report) {
         };
         n += 1;
         let (client, done, failed) = (client.clone(), done.clone(), failed.clone());
-        let target = Target {
-            name: t.name,
-            url: t.url.clone(),
-            key: t.key,
-            pid: None,
-        };
+        let target = t.clone();
         tokio::spawn(async move {
             match ask(&client, &target, n % 2 == 0).await {
                 Ok(_) => done.fetch_add(1, Ordering::Relaxed),

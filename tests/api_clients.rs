@@ -11,6 +11,9 @@
 // Scenarios read best whole: this pedantic lint is off for test code only.
 #![allow(clippy::too_many_lines)]
 
+#[path = "support/api_daemon.rs"]
+mod api_daemon;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,9 +24,11 @@ use std::time::{Duration, Instant};
 use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
 use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
 use switchboard::sim::{Fault, ReplyShape};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+use api_daemon::ApiDaemon;
 
 /// The simulated OpenRouter key (accepted only by the simulator).
 const OR_KEY: &str = "sk-or-sim-clients";
@@ -77,10 +82,7 @@ struct Rig {
     openrouter: SimOpenRouter,
     ollama: SimOllama,
     relay: Relay,
-    daemon: Child,
-    logs: Arc<Mutex<Vec<String>>>,
-    base_url: String,
-    _dir: tempfile::TempDir,
+    daemon: ApiDaemon,
 }
 
 /// What one pytest run gave.
@@ -118,58 +120,23 @@ impl Rig {
         .unwrap();
         let relay = Relay::start(&openrouter.base_url()).await;
 
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("switchboard.toml");
-        std::fs::write(&config, config_text(&setup)).unwrap();
-        let mut daemon = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .env("STATE_DIRECTORY", dir.path().join("state"))
-            .env("OPENROUTER_API_KEY_1", OR_KEY)
-            .env("OLLAMA_API_KEY", OLLAMA_KEY)
-            .env("SWITCHBOARD__OPENROUTER__BASE_URL", relay.base_url())
-            .env("SWITCHBOARD__OLLAMA__BASE_URL", ollama.base_url())
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn switchboard run");
-        let logs = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-        let sink = logs.clone();
-        let stderr = daemon.stderr.take().unwrap();
-        tokio::spawn(async move {
-            let mut addr_tx = Some(addr_tx);
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = listening_addr(&line) {
-                    if let Some(tx) = addr_tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let Ok(Ok(addr)) = tokio::time::timeout(WAIT, addr_rx).await else {
-            panic!(
-                "the daemon never logged `api listening on …`; its log:\n{}",
-                logs.lock().unwrap().join("\n")
-            )
-        };
+        let daemon = ApiDaemon::start(
+            &config_text(&setup),
+            &[
+                ("RUST_LOG", "info".into()),
+                ("OPENROUTER_API_KEY_1", OR_KEY.into()),
+                ("OLLAMA_API_KEY", OLLAMA_KEY.into()),
+                ("SWITCHBOARD__OPENROUTER__BASE_URL", relay.base_url()),
+                ("SWITCHBOARD__OLLAMA__BASE_URL", ollama.base_url()),
+            ],
+            true,
+        )
+        .await;
         Rig {
             openrouter,
             ollama,
             relay,
             daemon,
-            logs,
-            base_url: format!("http://{addr}"),
-            _dir: dir,
         }
     }
 
@@ -194,7 +161,7 @@ impl Rig {
             // Loopback only: no proxy setting of the machine may reroute the clients.
             .env("NO_PROXY", "*")
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("SB_API_BASE", &self.base_url)
+            .env("SB_API_BASE", &self.daemon.base_url)
             .env("SB_FREE_MODEL", FREE_MODEL)
             .env("SB_PAID_MODEL", PAID_MODEL)
             .env("SB_EMBED_MODEL", EMBED_MODEL)
@@ -222,7 +189,7 @@ impl Rig {
             "pytest {ids:?} did not pass all {} ({}):\n{output}\n-- the daemon's log:\n{}",
             ids.len(),
             out.status,
-            self.logs.lock().unwrap().join("\n")
+            self.daemon.log_text()
         );
         PytestRun { output, ended }
     }
@@ -239,26 +206,11 @@ impl Rig {
             "{:?}",
             self.ollama.unexpected()
         );
-        let logs = self.logs.lock().unwrap().join("\n");
+        let logs = self.daemon.log_text();
         for secret in [OR_KEY, OLLAMA_KEY] {
             assert!(!logs.contains(secret), "the daemon logged a key");
         }
     }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = self.daemon.start_kill();
-    }
-}
-
-/// The address in the daemon's `api listening on ADDR` line.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let (_, rest) = line.split_once("api listening on ")?;
-    rest.split(|c: char| c.is_whitespace() || c == '"')
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// The daemon's settings for `setup`: the API on a free loopback port, the two tiers, no platform.
