@@ -1,12 +1,13 @@
 //! What the two stream parsers (SSE and NDJSON) do alike with one item of a stream: decode its JSON
-//! without ever echoing it, end the stream on an error object, and pass on the model's name (once) and
-//! a non-empty piece of text.
+//! without ever echoing it, end the stream on an error object, and pass on the model's name (once), a
+//! non-empty piece of reasoning, a non-empty piece of text and the tool-call pieces, in that order.
 
 use serde::de::DeserializeOwned;
 
 use super::http::map_stream_error;
 use super::sanitize::sanitize_message;
 use super::{ParsedEvent, ProviderError, ProviderEvent};
+use crate::generation::ToolCallDelta;
 
 /// Decodes one item; a broken one is `Malformed`, naming `what` and serde's reason (sanitized, so the
 /// item's text, which may hold anything the model wrote, never reaches a log).
@@ -21,8 +22,12 @@ pub(crate) struct Common {
     pub error: Option<serde_json::Value>,
     /// The model that answers, reported once.
     pub model: Option<String>,
+    /// A piece of the model's reasoning.
+    pub reasoning: Option<String>,
     /// A piece of the answer.
     pub content: Option<String>,
+    /// Pieces of tool calls.
+    pub tool_calls: Vec<ToolCallDelta>,
 }
 
 /// Pushes the item's model (the first time one is seen) and text; an error object is returned instead,
@@ -41,8 +46,16 @@ pub(crate) fn pass_on(
             out.push(Ok(ProviderEvent::Model(model)));
         }
     }
+    if let Some(reasoning) = item.reasoning.filter(|r| !r.is_empty()) {
+        out.push(Ok(ProviderEvent::Reasoning(reasoning)));
+    }
     if let Some(content) = item.content.filter(|c| !c.is_empty()) {
         out.push(Ok(ProviderEvent::Delta(content)));
     }
+    out.extend(
+        item.tool_calls
+            .into_iter()
+            .map(|c| Ok(ProviderEvent::ToolCall(c))),
+    );
     Ok(())
 }

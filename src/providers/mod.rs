@@ -8,6 +8,7 @@
 //! | [`ollama`] | `OllamaClient`: `/api/chat` (NDJSON), `/api/tags` |
 //! | [`http`] | the pooled client, [`http::Timeouts`] (connect, idle, deadline), status → error mapping |
 //! | [`sse`], [`ndjson`] | pure incremental stream parsers ([`StreamParser`]) |
+//! | [`wire`] | request bodies in both formats (messages, images, tools, sampling, reasoning) |
 //! | [`lines`], [`sanitize`] | byte line splitting; making provider messages safe to carry |
 
 pub mod http;
@@ -18,6 +19,7 @@ pub mod ollama;
 pub mod openai;
 pub mod sanitize;
 pub mod sse;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -244,14 +246,6 @@ pub struct Completion {
     pub usage: Usage,
     /// Why the model stopped, if reported.
     pub finish_reason: Option<String>,
-}
-
-/// The messages of `request` in the wire shape both formats share: `[{"role", "content"}]`.
-fn wire_messages(messages: &[ChatMessage]) -> Vec<serde_json::Value> {
-    messages
-        .iter()
-        .map(|m| serde_json::json!({ "role": m.role.as_str(), "content": m.content }))
-        .collect()
 }
 
 /// Builds the client for an extra `[[tiers]]` entry: [`openai::OpenAiClient`] (no attribution headers)

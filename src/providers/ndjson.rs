@@ -2,6 +2,8 @@
 //!
 //! Each line is `{"model", "message": {"role", "content"}, "done": false}`; the last has `"done": true`,
 //! `done_reason`, `prompt_eval_count` and `eval_count`. `{"error": "…"}` (also mid-stream) is a failure.
+//! `message.thinking` is reasoning; `message.tool_calls` arrive whole (arguments an object) and are
+//! given the ids `call_0`, `call_1`, … in stream order, as Ollama has none.
 //! A stream that ends without `"done": true` is truncated. Any chunking yields the same events.
 
 use serde::Deserialize;
@@ -10,6 +12,7 @@ use super::item::{self, Common};
 use super::lines::LineSplitter;
 use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
 use crate::domain::Usage;
+use crate::generation::ToolCallDelta;
 
 /// The NDJSON chat-stream parser (one per response).
 #[derive(Debug, Default)]
@@ -21,6 +24,8 @@ pub struct NdjsonParser {
 #[derive(Debug, Default)]
 struct State {
     model_seen: bool,
+    /// Tool calls seen so far: the next one's index and id number.
+    tool_calls: u32,
     ended: bool,
 }
 
@@ -81,10 +86,23 @@ impl State {
             Ok(o) => o,
             Err(e) => return self.fail(out, e),
         };
+        let message = obj.message.unwrap_or_default();
+        let tool_calls = message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                let index = self.tool_calls;
+                self.tool_calls += 1;
+                c.into_delta(index)
+            })
+            .collect();
         let common = Common {
             error: obj.error,
             model: obj.model,
-            content: obj.message.and_then(|m| m.content),
+            reasoning: message.thinking,
+            content: message.content,
+            tool_calls,
         };
         if let Err(e) = item::pass_on(common, &mut self.model_seen, out) {
             return self.fail(out, e);
@@ -127,10 +145,46 @@ pub(crate) struct Line {
 }
 
 /// The message part of a [`Line`].
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub(crate) struct Message {
     #[serde(default)]
     pub(crate) content: Option<String>,
+    #[serde(default)]
+    pub(crate) thinking: Option<String>,
+    #[serde(default)]
+    pub(crate) tool_calls: Option<Vec<OllamaToolCall>>,
+}
+
+/// A whole tool call in Ollama's format: `{"function": {"name", "arguments": {…}}}`.
+#[derive(Deserialize)]
+pub(crate) struct OllamaToolCall {
+    pub(crate) function: OllamaFunction,
+}
+
+/// The function part of an [`OllamaToolCall`].
+#[derive(Deserialize)]
+pub(crate) struct OllamaFunction {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) arguments: serde_json::Value,
+}
+
+impl OllamaToolCall {
+    /// The call as one whole piece with index `index` and id `call_<index>`; the arguments object as
+    /// JSON text (OpenAI's form).
+    pub(crate) fn into_delta(self, index: u32) -> ToolCallDelta {
+        let arguments = match self.function.arguments {
+            serde_json::Value::Null => "{}".to_owned(),
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        ToolCallDelta {
+            index,
+            id: Some(format!("call_{index}")),
+            name: Some(self.function.name),
+            arguments,
+        }
+    }
 }
 
 #[cfg(test)]

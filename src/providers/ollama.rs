@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use super::http::{self, ClientBuildError, Endpoint, Timeouts};
 use super::ndjson::{Line, NdjsonParser};
 use super::{
-    wire_messages, ChatProvider, Completion, ProviderError, ProviderRequest, ProviderStream,
+    ChatProvider, Completion, EmbedCall, EmbedResult, ProviderError, ProviderRequest,
+    ProviderStream,
 };
 use crate::clock::SharedClock;
 use crate::domain::Usage;
@@ -119,6 +120,38 @@ impl ChatProvider for OllamaClient {
         &self.inner.name
     }
 
+    fn embed(
+        &self,
+        key: Option<&SecretString>,
+        call: EmbedCall,
+    ) -> BoxFuture<'static, Result<EmbedResult, ProviderError>> {
+        let deadline = self.deadline();
+        let body = serde_json::json!({"model": call.model, "input": call.inputs});
+        let builder = self
+            .request(reqwest::Method::POST, "/api/embed", key)
+            .json(&body);
+        let endpoint = Arc::clone(&self.inner);
+        Box::pin(async move {
+            // Read under the JSON body cap (`http::MAX_JSON_BODY_BYTES`), as every whole answer is.
+            let answer: EmbedBody = endpoint.fetch_json(builder, deadline).await?;
+            if let Some(error) = answer.error {
+                return Err(http::map_stream_error(&error));
+            }
+            if answer.embeddings.len() != call.inputs.len() {
+                return Err(ProviderError::Malformed(format!(
+                    "{} embeddings for {} inputs",
+                    answer.embeddings.len(),
+                    call.inputs.len()
+                )));
+            }
+            Ok(EmbedResult {
+                model: answer.model,
+                vectors: answer.embeddings,
+                prompt_tokens: answer.prompt_eval_count,
+            })
+        })
+    }
+
     fn chat_stream(
         &self,
         key: Option<&SecretString>,
@@ -145,6 +178,18 @@ impl ChatProvider for OllamaClient {
 }
 
 #[derive(Deserialize)]
+struct EmbedBody {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    embeddings: Vec<Vec<f32>>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
 struct Tags {
     #[serde(default)]
     models: Vec<TagModel>,
@@ -155,16 +200,7 @@ struct TagModel {
     name: String,
 }
 
-/// The `/api/chat` body: the model, the messages, streaming, and the answer's length cap as
-/// `options.num_predict` (Ollama's name for it; it ignores an OpenAI-style `max_tokens`).
+/// The request body for this provider's wire format ([`super::wire`]).
 fn chat_body(request: &ProviderRequest, stream: bool) -> serde_json::Value {
-    let mut body = serde_json::json!({
-        "model": request.model,
-        "messages": wire_messages(&request.messages),
-        "stream": stream,
-    });
-    if let Some(max_tokens) = request.max_tokens {
-        body["options"] = serde_json::json!({ "num_predict": max_tokens });
-    }
-    body
+    super::wire::ollama_body(request, stream)
 }

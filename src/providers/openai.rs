@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use super::http::{self, ClientBuildError, Endpoint, Timeouts};
 use super::sse::SseParser;
 use super::{
-    wire_messages, ChatProvider, Completion, ProviderError, ProviderRequest, ProviderStream,
+    ChatProvider, Completion, EmbedCall, EmbedResult, ProviderError, ProviderRequest,
+    ProviderStream,
 };
 use crate::clock::SharedClock;
 use crate::domain::Usage;
@@ -34,6 +35,9 @@ pub struct RemoteModel {
     pub context_length: Option<u64>,
     /// Free to use: both prices are `"0"`, or the id ends in `:free`.
     pub is_free: bool,
+    /// What it can do, from `architecture.input_modalities` (`image` → vision) and
+    /// `supported_parameters` (`tools`, `reasoning`); `completion` unless it only embeds.
+    pub capabilities: crate::generation::Capabilities,
 }
 
 /// What OpenRouter's `GET /key` says about a key and its account.
@@ -201,8 +205,10 @@ impl OpenAiClient {
                     .pricing
                     .as_ref()
                     .is_some_and(|p| is_zero(p.prompt.as_ref()) && is_zero(p.completion.as_ref()));
+                let capabilities = m.capabilities();
                 RemoteModel {
                     is_free: priced_zero || m.id.ends_with(":free"),
+                    capabilities,
                     context_length: m.context_length,
                     id: m.id,
                 }
@@ -252,6 +258,41 @@ impl ChatProvider for OpenAiClient {
         &self.inner.name
     }
 
+    fn embed(
+        &self,
+        key: Option<&SecretString>,
+        call: EmbedCall,
+    ) -> BoxFuture<'static, Result<EmbedResult, ProviderError>> {
+        let deadline = self.deadline();
+        let body = serde_json::json!({"model": call.model, "input": call.inputs});
+        let builder = self
+            .request(reqwest::Method::POST, "/embeddings", key)
+            .json(&body);
+        let endpoint = Arc::clone(&self.inner);
+        Box::pin(async move {
+            // The answer is read under the JSON body cap (`http::MAX_JSON_BODY_BYTES`): 16 MiB holds
+            // hundreds of 1536-dimension vectors, and a larger one fails this call, not the process.
+            let answer: EmbedBody = endpoint.fetch_json(builder, deadline).await?;
+            if let Some(error) = answer.error {
+                return Err(http::map_stream_error(&error));
+            }
+            let mut data = answer.data;
+            data.sort_by_key(|d| d.index);
+            if data.len() != call.inputs.len() {
+                return Err(ProviderError::Malformed(format!(
+                    "{} embeddings for {} inputs",
+                    data.len(),
+                    call.inputs.len()
+                )));
+            }
+            Ok(EmbedResult {
+                model: answer.model,
+                vectors: data.into_iter().map(|d| d.embedding).collect(),
+                prompt_tokens: answer.usage.map(|u| u.prompt_tokens),
+            })
+        })
+    }
+
     fn chat_stream(
         &self,
         key: Option<&SecretString>,
@@ -276,6 +317,25 @@ impl ChatProvider for OpenAiClient {
             ))
         })
     }
+}
+
+#[derive(Deserialize)]
+struct EmbedBody {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    data: Vec<EmbedItem>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct EmbedItem {
+    #[serde(default)]
+    index: usize,
+    embedding: Vec<f32>,
 }
 
 #[derive(Deserialize)]
@@ -325,6 +385,36 @@ struct WireModel {
     context_length: Option<u64>,
     #[serde(default)]
     pricing: Option<WirePricing>,
+    #[serde(default)]
+    architecture: Option<WireArchitecture>,
+    #[serde(default)]
+    supported_parameters: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct WireArchitecture {
+    #[serde(default)]
+    input_modalities: Vec<String>,
+    #[serde(default)]
+    output_modalities: Vec<String>,
+}
+
+impl WireModel {
+    fn capabilities(&self) -> crate::generation::Capabilities {
+        let arch = self.architecture.as_ref();
+        let has = |list: Option<&Vec<String>>, what: &str| {
+            list.is_some_and(|l| l.iter().any(|x| x == what))
+        };
+        let embedding = has(arch.map(|a| &a.output_modalities), "embeddings");
+        let param = |p: &str| self.supported_parameters.iter().any(|x| x == p);
+        crate::generation::Capabilities {
+            completion: !embedding,
+            tools: param("tools"),
+            vision: has(arch.map(|a| &a.input_modalities), "image"),
+            thinking: param("reasoning") || param("include_reasoning"),
+            embedding,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -366,19 +456,7 @@ struct FreeDaily {
     used: Option<u64>,
 }
 
-/// The `/chat/completions` body: the model, the messages, streaming (with usage in the last chunk) and
-/// the answer's length cap as `max_tokens`, which OpenRouter and every OpenAI-compatible server accept.
+/// The request body for this provider's wire format ([`super::wire`]).
 fn chat_body(request: &ProviderRequest, stream: bool) -> serde_json::Value {
-    let mut body = serde_json::json!({
-        "model": request.model,
-        "messages": wire_messages(&request.messages),
-        "stream": stream,
-    });
-    if stream {
-        body["stream_options"] = serde_json::json!({ "include_usage": true });
-    }
-    if let Some(max_tokens) = request.max_tokens {
-        body["max_tokens"] = max_tokens.into();
-    }
-    body
+    super::wire::openai_body(request, stream)
 }

@@ -3,7 +3,8 @@
 //! Feed it any chunking of the bytes; it yields the same events. It understands `data: {json}` events
 //! (multi-line data joined by `\n`), `data: [DONE]`, comment lines (`: OPENROUTER PROCESSING`, ignored),
 //! `\n`/`\r\n`/`\r` line ends, an `error` object inside a data event (a mid-stream failure), the first
-//! top-level `model`, `choices[0].delta.content`, `finish_reason` and the trailing `usage` chunk.
+//! top-level `model`, `choices[0].delta.content`, `delta.reasoning` (or `reasoning_content`),
+//! `delta.tool_calls[]`, `finish_reason` and the trailing `usage` chunk.
 //! The answer is complete at `[DONE]`, or at end of stream after a `finish_reason`; otherwise it is truncated.
 
 use serde::Deserialize;
@@ -12,6 +13,7 @@ use super::item::{self, Common};
 use super::lines::{LineSplitter, MAX_LINE_BYTES};
 use super::{ParsedEvent, ProviderError, ProviderEvent, StreamParser};
 use crate::domain::Usage;
+use crate::generation::ToolCallDelta;
 
 /// The largest event (its `data:` lines joined) accepted. A chat-completion chunk is a few hundred bytes
 /// and a whole answer sent as one event stays far below a MiB; an event may be as large as one line may
@@ -154,14 +156,20 @@ impl State {
             Err(e) => return self.fail(out, e),
         };
         let choice = chunk.choices.into_iter().next();
-        let (content, finish_reason) = match choice {
-            Some(c) => (c.delta.and_then(|d| d.content), c.finish_reason),
-            None => (None, None),
+        let (delta, finish_reason) = match choice {
+            Some(c) => (c.delta.unwrap_or_default(), c.finish_reason),
+            None => (Delta::default(), None),
         };
         let common = Common {
             error: chunk.error,
             model: chunk.model,
-            content,
+            reasoning: delta.reasoning.or(delta.reasoning_content),
+            content: delta.content,
+            tool_calls: delta
+                .tool_calls
+                .into_iter()
+                .map(WireToolCall::into_delta)
+                .collect(),
         };
         if let Err(e) = item::pass_on(common, &mut self.model_seen, out) {
             return self.fail(out, e);
@@ -224,10 +232,68 @@ struct Choice {
     finish_reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Delta {
     #[serde(default)]
     content: Option<String>,
+    /// OpenRouter's name for a reasoning piece.
+    #[serde(default)]
+    reasoning: Option<String>,
+    /// DeepSeek's and vLLM's name for it.
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    tool_calls: Vec<WireToolCall>,
+}
+
+/// One `delta.tool_calls[]` entry: the first piece of a call has `id` and `function.name`, later
+/// pieces only `index` and more `function.arguments`.
+#[derive(Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunction>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    #[serde(default)]
+    name: Option<String>,
+    /// A string of partial JSON in OpenAI's format; an object from a server that sends whole calls.
+    #[serde(default)]
+    arguments: Option<serde_json::Value>,
+}
+
+impl WireToolCall {
+    fn into_delta(self) -> ToolCallDelta {
+        let (name, arguments) = match self.function {
+            Some(f) => (f.name, f.arguments),
+            None => (None, None),
+        };
+        let arguments = match arguments {
+            Some(serde_json::Value::String(s)) => s,
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        ToolCallDelta {
+            index: self.index,
+            id: self.id.filter(|i| !i.is_empty()),
+            name: name.filter(|n| !n.is_empty()),
+            arguments,
+        }
+    }
+}
+
+/// `null` or a missing field as an empty list (some servers send `"tool_calls": null`).
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]

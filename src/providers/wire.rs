@@ -1,0 +1,222 @@
+//! Writing a [`ProviderRequest`] in the two wire formats: OpenAI-compatible `/chat/completions` bodies
+//! (content parts for images, `tool_calls` with string arguments, OpenRouter's `reasoning`, sampling
+//! fields and the client's pass-through extras) and Ollama `/api/chat` bodies (`images`, `tool_calls`
+//! with object arguments, `tool_name`, sampling in `options`, `format`, `think`). Fields a format has
+//! no place for are dropped here, nowhere else.
+
+use serde_json::{json, Map, Value};
+
+use super::ProviderRequest;
+use crate::domain::{ChatMessage, Role};
+use crate::generation::{GenerationParams, Reasoning, ResponseFormat, ToolCall};
+
+/// The `/chat/completions` body. A stream asks for usage in its last chunk (`stream_options`), which
+/// OpenAI-compatible servers send only when asked; `max_tokens` is the cap every one of them accepts.
+pub fn openai_body(request: &ProviderRequest, stream: bool) -> Value {
+    let mut body = Map::new();
+    body.insert("model".into(), request.model.clone().into());
+    let messages = request.messages.iter().map(openai_message).collect();
+    body.insert("messages".into(), Value::Array(messages));
+    body.insert("stream".into(), stream.into());
+    if stream {
+        body.insert("stream_options".into(), json!({ "include_usage": true }));
+    }
+    if let Some(max_tokens) = request.max_tokens {
+        body.insert("max_tokens".into(), max_tokens.into());
+    }
+    openai_params(&request.params, &mut body);
+    Value::Object(body)
+}
+
+/// The `/api/chat` body: sampling and the length cap go in `options` (Ollama ignores top-level
+/// OpenAI names such as `max_tokens`), the output shape in `format`, reasoning in `think`.
+pub fn ollama_body(request: &ProviderRequest, stream: bool) -> Value {
+    let mut body = Map::new();
+    body.insert("model".into(), request.model.clone().into());
+    let messages = request
+        .messages
+        .iter()
+        .map(|m| ollama_message(m, &request.messages))
+        .collect();
+    body.insert("messages".into(), Value::Array(messages));
+    body.insert("stream".into(), stream.into());
+    let p = &request.params;
+    let options = ollama_options(p, request.max_tokens);
+    if !options.is_empty() {
+        body.insert("options".into(), Value::Object(options));
+    }
+    match &p.response_format {
+        Some(ResponseFormat::JsonObject) => {
+            body.insert("format".into(), "json".into());
+        }
+        Some(ResponseFormat::JsonSchema { schema, .. }) => {
+            body.insert("format".into(), schema.clone());
+        }
+        None => {}
+    }
+    if !p.tools.is_empty() {
+        body.insert("tools".into(), Value::Array(p.tools.clone()));
+    }
+    match &p.reasoning {
+        Some(Reasoning::Enabled(on)) => {
+            body.insert("think".into(), (*on).into());
+        }
+        Some(Reasoning::Effort(level)) => {
+            body.insert("think".into(), level.clone().into());
+        }
+        None => {}
+    }
+    Value::Object(body)
+}
+
+fn openai_message(m: &ChatMessage) -> Value {
+    let mut out = Map::new();
+    out.insert("role".into(), m.role.as_str().into());
+    let content = if m.images.is_empty() {
+        m.content.clone().into()
+    } else {
+        let mut parts = Vec::with_capacity(m.images.len() + 1);
+        if !m.content.is_empty() {
+            parts.push(json!({"type": "text", "text": m.content}));
+        }
+        parts.extend(
+            m.images
+                .iter()
+                .map(|i| json!({"type": "image_url", "image_url": {"url": i.data_uri()}})),
+        );
+        Value::Array(parts)
+    };
+    if m.role == Role::Assistant && !m.tool_calls.is_empty() {
+        // OpenAI: an assistant turn that only called tools has `content: null`.
+        let empty = m.content.is_empty();
+        out.insert("content".into(), if empty { Value::Null } else { content });
+        let calls = m.tool_calls.iter().map(openai_tool_call).collect();
+        out.insert("tool_calls".into(), Value::Array(calls));
+    } else {
+        out.insert("content".into(), content);
+    }
+    if let Some(id) = &m.tool_call_id {
+        out.insert("tool_call_id".into(), id.clone().into());
+    }
+    Value::Object(out)
+}
+
+fn openai_tool_call(call: &ToolCall) -> Value {
+    json!({"id": call.id, "type": "function",
+           "function": {"name": call.name, "arguments": call.arguments}})
+}
+
+/// One Ollama message. A `tool` message names its function (`tool_name`): as the client gave it, or
+/// looked up from the assistant call it answers (OpenAI clients send only the call's id).
+fn ollama_message(m: &ChatMessage, all: &[ChatMessage]) -> Value {
+    let mut out = Map::new();
+    out.insert("role".into(), m.role.as_str().into());
+    out.insert("content".into(), m.content.clone().into());
+    if !m.images.is_empty() {
+        let images = m.images.iter().map(|i| Value::from(&*i.base64)).collect();
+        out.insert("images".into(), Value::Array(images));
+    }
+    if !m.tool_calls.is_empty() {
+        let calls = m
+            .tool_calls
+            .iter()
+            .map(|c| json!({"function": {"name": c.name, "arguments": arguments_object(&c.arguments)}}))
+            .collect();
+        out.insert("tool_calls".into(), Value::Array(calls));
+    }
+    if m.role == Role::Tool {
+        let name = m.tool_name.clone().or_else(|| {
+            let id = m.tool_call_id.as_deref()?;
+            all.iter()
+                .flat_map(|a| &a.tool_calls)
+                .find(|c| c.id == id)
+                .map(|c| c.name.clone())
+        });
+        if let Some(name) = name {
+            out.insert("tool_name".into(), name.into());
+        }
+    }
+    Value::Object(out)
+}
+
+/// Ollama wants tool-call arguments as a JSON object; text that is not JSON is passed as the string it
+/// is rather than dropped (the server then says what is wrong with it).
+fn arguments_object(arguments: &str) -> Value {
+    if arguments.trim().is_empty() {
+        return json!({});
+    }
+    serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()))
+}
+
+/// Sampling, output shape, tools and reasoning in OpenAI's (and OpenRouter's) names; the client's
+/// pass-through extras last, never replacing a field switchboard set.
+fn openai_params(p: &GenerationParams, body: &mut Map<String, Value>) {
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            body.insert(k.into(), v);
+        }
+    };
+    put("temperature", p.temperature.map(Value::from));
+    put("top_p", p.top_p.map(Value::from));
+    put("top_k", p.top_k.map(Value::from));
+    put("min_p", p.min_p.map(Value::from));
+    put("seed", p.seed.map(Value::from));
+    put("presence_penalty", p.presence_penalty.map(Value::from));
+    put("frequency_penalty", p.frequency_penalty.map(Value::from));
+    put("repetition_penalty", p.repetition_penalty.map(Value::from));
+    put("stop", (!p.stop.is_empty()).then(|| p.stop.clone().into()));
+    put(
+        "response_format",
+        p.response_format.as_ref().map(|f| match f {
+            ResponseFormat::JsonObject => json!({"type": "json_object"}),
+            ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            } => {
+                let mut spec = json!({"name": name, "schema": schema});
+                if let Some(strict) = strict {
+                    spec["strict"] = (*strict).into();
+                }
+                json!({"type": "json_schema", "json_schema": spec})
+            }
+        }),
+    );
+    put(
+        "tools",
+        (!p.tools.is_empty()).then(|| p.tools.clone().into()),
+    );
+    put("tool_choice", p.tool_choice.clone());
+    put(
+        "reasoning",
+        p.reasoning.as_ref().map(|r| match r {
+            Reasoning::Enabled(on) => json!({ "enabled": on }),
+            Reasoning::Effort(level) => json!({ "effort": level }),
+        }),
+    );
+    for (k, v) in &p.passthrough {
+        body.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
+/// Ollama's `options`: `num_predict` for the cap, `repeat_penalty` for the repetition penalty, the
+/// other sampling fields under their OpenAI names.
+fn ollama_options(p: &GenerationParams, max_tokens: Option<u32>) -> Map<String, Value> {
+    let mut o = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            o.insert(k.into(), v);
+        }
+    };
+    put("num_predict", max_tokens.map(Value::from));
+    put("temperature", p.temperature.map(Value::from));
+    put("top_p", p.top_p.map(Value::from));
+    put("top_k", p.top_k.map(Value::from));
+    put("min_p", p.min_p.map(Value::from));
+    put("seed", p.seed.map(Value::from));
+    put("presence_penalty", p.presence_penalty.map(Value::from));
+    put("frequency_penalty", p.frequency_penalty.map(Value::from));
+    put("repeat_penalty", p.repetition_penalty.map(Value::from));
+    put("stop", (!p.stop.is_empty()).then(|| p.stop.clone().into()));
+    o
+}
