@@ -21,6 +21,7 @@
 //! | [`providers`] | OpenRouter/OpenAI-compatible and Ollama wire clients and stream parsers |
 //! | [`store`] | the [`store::HistoryStore`] and [`store::StateStore`] seams: sled and in-memory |
 //! | [`platforms`] | Telegram, Discord and terminal adapters; shared rendering |
+//! | [`api`] | the local LLM API: Ollama- and OpenAI-compatible HTTP over the same router |
 //! | [`text`] | small wording helpers (counts with their plural) |
 //! | [`sim`] | simulated OpenRouter and Ollama servers for the demo, tests and benchmarks |
 //! | [`daemon`] | wiring, signals, systemd notify/watchdog, reload |
@@ -29,6 +30,7 @@
 //! | [`cli`] | the command line |
 //! | [`body`] | reading HTTP bodies under a byte cap |
 
+pub mod api;
 pub mod app;
 pub mod body;
 pub mod cli;

@@ -828,6 +828,8 @@ async fn clients_built_from_config_send_attribution_and_keep_model_names() {
         models: vec!["llama3.2:3b-instruct-q4_K_M".into()],
         key_env: None,
         context_window: 8192,
+        capabilities: std::collections::BTreeMap::new(),
+        embedding_models: Vec::new(),
     };
     let provider = switchboard::providers::client_for_tier(
         &tier,

@@ -4,6 +4,7 @@
 //! logged. Every error names the key, what is wrong and how to fix it; the process then exits 78.
 
 pub mod access;
+pub mod api;
 pub mod daemon;
 pub mod discord;
 pub mod env;
@@ -73,6 +74,8 @@ pub struct Config {
     pub discord: discord::DiscordConfig,
     /// Service behaviour: shutdown, watchdog, logs.
     pub daemon: daemon::DaemonConfig,
+    /// The local LLM API (Ollama- and OpenAI-compatible).
+    pub api: api::ApiConfig,
 }
 
 /// `[store]`: the sled database and retention.
@@ -260,6 +263,7 @@ impl Config {
         self.telegram.validate()?;
         self.discord.validate()?;
         self.daemon.validate()?;
+        self.api.validate()?;
         Ok(())
     }
 }

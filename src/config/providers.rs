@@ -44,6 +44,9 @@ pub struct RouterConfig {
     /// follow in the default order (free, paid, then `[[tiers]]` as written). Empty = the default order.
     /// E.g. `["free", "local", "paid"]` asks a local Ollama before spending paid requests.
     pub tier_order: Vec<String>,
+    /// Model names the local API accepts besides the real ones: `{ fast = "gpt-oss:120b", cheap =
+    /// "free" }`. A target is a model some tier serves or a virtual name (`auto`, `free`, `paid`).
+    pub aliases: BTreeMap<String, String>,
 }
 
 impl Default for RouterConfig {
@@ -61,6 +64,7 @@ impl Default for RouterConfig {
             quota_refresh_secs: 15 * 60,
             free_wait_max_secs: 5,
             tier_order: Vec::new(),
+            aliases: BTreeMap::new(),
         }
     }
 }
@@ -134,6 +138,11 @@ pub struct OpenRouterConfig {
     pub default_context_window: usize,
     /// Context window per free model in tokens, for models whose window differs from the default.
     pub context_windows: BTreeMap<String, usize>,
+    /// What models can do beyond text, by model: `{ "qwen/qwen2.5-vl-72b-instruct:free" = ["vision"] }`
+    /// (`tools`, `vision`, `thinking`). Models not listed use what `GET /models` says.
+    pub capabilities: BTreeMap<String, Vec<String>>,
+    /// Embedding models served over `POST /embeddings` (none by default).
+    pub embedding_models: Vec<String>,
 }
 
 impl Default for OpenRouterConfig {
@@ -152,14 +161,17 @@ impl Default for OpenRouterConfig {
             free_requests_per_day: 0,
             default_context_window: 32_768,
             context_windows: BTreeMap::new(),
+            capabilities: BTreeMap::new(),
+            embedding_models: Vec::new(),
         }
     }
 }
 
 impl OpenRouterConfig {
-    /// Checks the URL and model list.
+    /// Checks the URL and the capability names.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_url("openrouter.base_url", &self.base_url)
+        validate_url("openrouter.base_url", &self.base_url)?;
+        check_capabilities("openrouter.capabilities", &self.capabilities)
     }
 }
 
@@ -177,6 +189,11 @@ pub struct OllamaConfig {
     pub default_context_window: usize,
     /// Estimated price per million tokens, `{ "gpt-oss:120b" = { prompt = 0.1, completion = 0.5 } }`.
     pub prices: BTreeMap<String, Price>,
+    /// What models can do beyond text, by model (`tools`, `vision`, `thinking`); the defaults cover
+    /// the default models and the RC2 vision model. A model not listed takes text only.
+    pub capabilities: BTreeMap<String, Vec<String>>,
+    /// Embedding models served over `POST /api/embed`.
+    pub embedding_models: Vec<String>,
 }
 
 /// A price in US dollars per million tokens.
@@ -202,14 +219,26 @@ impl Default for OllamaConfig {
             context_windows: BTreeMap::new(),
             default_context_window: 131_072,
             prices: BTreeMap::new(),
+            capabilities: [
+                ("gpt-oss:120b", &["tools", "thinking"][..]),
+                ("kimi-k2.5", &["tools", "vision", "thinking"]),
+                ("deepseek-v3.1:671b", &["tools", "thinking"]),
+                ("qwen3-next:80b", &["tools", "thinking"]),
+                ("qwen3-vl:4b", &["tools", "vision"]),
+            ]
+            .into_iter()
+            .map(|(m, c)| (m.to_owned(), c.iter().map(|&c| c.to_owned()).collect()))
+            .collect(),
+            embedding_models: vec!["nomic-embed-text-v2-moe".into()],
         }
     }
 }
 
 impl OllamaConfig {
-    /// Checks the URL.
+    /// Checks the URL and the capability names.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_url("ollama.base_url", &self.base_url)
+        validate_url("ollama.base_url", &self.base_url)?;
+        check_capabilities("ollama.capabilities", &self.capabilities)
     }
 }
 
@@ -241,6 +270,51 @@ pub struct ExtraTierConfig {
     /// Context window of its models.
     #[serde(default = "default_extra_window")]
     pub context_window: usize,
+    /// What its models can do beyond text, by model (`tools`, `vision`, `thinking`).
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, Vec<String>>,
+    /// Its embedding models (`POST /embeddings` or `/api/embed`, by its wire format).
+    #[serde(default)]
+    pub embedding_models: Vec<String>,
+}
+
+/// The capability names a model list may give (Ollama's names; `completion` is implied).
+pub const CAPABILITY_NAMES: [&str; 3] = ["tools", "vision", "thinking"];
+
+/// Checks that every capability named under `key` is one of [`CAPABILITY_NAMES`].
+fn check_capabilities(
+    key: &str,
+    capabilities: &BTreeMap<String, Vec<String>>,
+) -> Result<(), ConfigError> {
+    for (model, names) in capabilities {
+        if let Some(bad) = names
+            .iter()
+            .find(|n| !CAPABILITY_NAMES.contains(&n.as_str()))
+        {
+            return Err(ConfigError::new(
+                format!("{key}.{model:?}"),
+                format!("names {bad:?}, which is not a capability"),
+                format!("use {}", CAPABILITY_NAMES.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The capabilities a model list gives `model`: `None` when it does not list it.
+pub fn listed_capabilities(
+    capabilities: &BTreeMap<String, Vec<String>>,
+    model: &str,
+) -> Option<crate::generation::Capabilities> {
+    let names = capabilities.get(model)?;
+    let has = |c: &str| names.iter().any(|n| n == c);
+    Some(crate::generation::Capabilities {
+        completion: true,
+        tools: has("tools"),
+        vision: has("vision"),
+        thinking: has("thinking"),
+        embedding: false,
+    })
 }
 
 fn default_extra_window() -> usize {
@@ -251,6 +325,7 @@ impl ExtraTierConfig {
     /// Checks the entry at position `index`.
     pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
         validate_url(&format!("tiers[{index}].base_url"), &self.base_url)?;
+        check_capabilities(&format!("tiers[{index}].capabilities"), &self.capabilities)?;
         if self.models.is_empty() {
             return Err(ConfigError::new(
                 format!("tiers[{index}].models"),

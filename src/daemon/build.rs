@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::{config_fatal, notify, ConfigLoader, Parts};
+use crate::api::{self, auth::ClientAuth, auth::LoopbackOnly, ApiAdapter};
 use crate::app;
 use crate::config::secrets::{DISCORD_TOKEN_VAR, TELEGRAM_TOKEN_VAR};
 use crate::config::{self, Config, Env, Secrets};
@@ -26,6 +27,13 @@ pub async fn build_parts(
     env: &Env,
 ) -> Result<Parts, Fatal> {
     let wanted = wanted_adapters(&config, secrets)?;
+    // Bind before opening the store: a refused address is a configuration error, reported at once.
+    let auth: Arc<dyn ClientAuth> = Arc::new(LoopbackOnly);
+    let api_listener = if config.api.enabled {
+        Some(api::bind(&config, &*auth).await?)
+    } else {
+        None
+    };
     if !app::has_model_keys(&config, secrets) {
         warn!(
             "no model keys are configured, so every message will be answered with an error: {}",
@@ -48,12 +56,21 @@ pub async fn build_parts(
             "systemd watchdog armed"
         );
     }
+    let mut adapters = adapters(wanted);
+    if let Some(listener) = api_listener {
+        adapters.push(Box::new(ApiAdapter::new(
+            listener,
+            app.router.clone(),
+            auth,
+            app.clock.clone(),
+        )));
+    }
     Ok(Parts {
         config: app.config,
         store: app.store,
         router: app.router.clone(),
         router_control: Some(Arc::new(app::RouterHandle(app.router))),
-        adapters: adapters(wanted),
+        adapters,
         clock: app.clock,
         health,
         reload,
@@ -67,8 +84,9 @@ pub(crate) enum Wanted {
     Discord(secrecy::SecretString),
 }
 
-/// The adapters to start: each one enabled in the config whose token is present. None at all is a
-/// configuration error that says which variables to set.
+/// The platform adapters to start: each one enabled in the config whose token is present. None at all
+/// is a configuration error that says which variables to set, unless the local API is enabled (then
+/// `run` serves just the API).
 fn wanted_adapters(config: &Config, secrets: &Secrets) -> Result<Vec<Wanted>, Fatal> {
     let mut wanted = Vec::new();
     if let (true, Some(token)) = (config.telegram.enabled, &secrets.telegram_token) {
@@ -77,13 +95,14 @@ fn wanted_adapters(config: &Config, secrets: &Secrets) -> Result<Vec<Wanted>, Fa
     if let (true, Some(token)) = (config.discord.enabled, &secrets.discord_token) {
         wanted.push(Wanted::Discord(token.clone()));
     }
-    if wanted.is_empty() {
+    if wanted.is_empty() && !config.api.enabled {
         return Err(config_fatal(&config::ConfigError::new(
             format!("{TELEGRAM_TOKEN_VAR} / {DISCORD_TOKEN_VAR}"),
             "no platform adapter is configured (no bot token found, or the platforms are disabled)",
             format!(
                 "set {TELEGRAM_TOKEN_VAR} or {DISCORD_TOKEN_VAR} (environment, NAME_FILE, or a systemd \
-                 LoadCredential= file), and keep [telegram]/[discord] enabled = true"
+                 LoadCredential= file), and keep [telegram]/[discord] enabled = true; or serve only the \
+                 local API with [api] enabled = true"
             ),
         )));
     }

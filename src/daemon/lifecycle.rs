@@ -232,11 +232,13 @@ impl Running {
             Notice::Status(format!("stopping: finishing {in_flight} replies")),
         ]);
         self.intake.cancel();
+        // The API's answers are not the core's: they get the same grace, counted from here.
+        let grace_ends = tokio::time::Instant::now() + self.grace;
         self.core.begin_shutdown();
         self.core.drain(self.grace).await;
         self.notifier
             .notify(&[Notice::Status("stopping: waiting for adapters".into())]);
-        self.stop_adapters().await;
+        self.stop_adapters(grace_ends).await;
         self.background.cancel();
         self.notifier
             .notify(&[Notice::Status("stopping: flushing the store".into())]);
@@ -256,16 +258,20 @@ impl Running {
         self.outcome
     }
 
-    /// Gives the adapters [`ADAPTER_STOP_TIMEOUT`] to deliver cut replies and return, then aborts them.
-    async fn stop_adapters(&mut self) {
+    /// Gives the adapters what is left of the grace (the API's answers in flight finish within it)
+    /// plus [`ADAPTER_STOP_TIMEOUT`] to deliver cut replies and return, then aborts them.
+    async fn stop_adapters(&mut self, grace_ends: tokio::time::Instant) {
         let mut fatal = None;
-        let stopped = tokio::time::timeout(ADAPTER_STOP_TIMEOUT, async {
-            while let Some(joined) = self.adapters.join_next().await {
-                if let Some(e) = adapter_ended(joined, false) {
-                    fatal.get_or_insert(e);
+        let stopped = tokio::time::timeout_at(
+            grace_ends.max(tokio::time::Instant::now()) + ADAPTER_STOP_TIMEOUT,
+            async {
+                while let Some(joined) = self.adapters.join_next().await {
+                    if let Some(e) = adapter_ended(joined, false) {
+                        fatal.get_or_insert(e);
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         if let Some(e) = fatal {
             self.fail(e);

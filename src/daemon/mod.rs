@@ -269,6 +269,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         router.connect_timeout_secs,
         router.idle_timeout_secs,
         router.deadline_secs,
+        api.enabled,
+        api.listen,
+        api.max_body_bytes,
     );
     for (i, tier) in new.tiers.iter().enumerate() {
         // A tier's client and key are built at start; its models and context window reload live. (A

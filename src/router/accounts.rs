@@ -13,10 +13,9 @@ use super::notices::TierOutcome;
 use super::policy::{ModelSpec, Policy, Sticky, Tier, TierIdx, OLLAMA_CLOUD, OPENROUTER};
 use super::quota::{write_newer, AccountBook, Availability, Hold, Persist, Reserved, NS};
 use super::usage::{self, PaidDay, PAID_DAY_KEY};
-use super::CompletionRequest;
 use crate::clock::{next_utc_midnight, utc_day, SharedClock};
 use crate::config::{Config, Secrets};
-use crate::domain::{ConversationKey, Usage};
+use crate::domain::{ConversationKey, Usage, UserRef};
 use crate::secrets::NamedSecret;
 use crate::store::{self, Store};
 
@@ -87,6 +86,8 @@ pub(super) struct Shared {
     pub probe: Option<Arc<dyn QuotaProbe>>,
     /// The clients, for a reload to rebuild the policy over.
     pub providers: ProviderSet,
+    /// What provider model listings said about models (capabilities, context windows).
+    pub learned: super::select::LearnedModels,
 }
 
 /// The account book built from the configured keys, with their secrets indexed like its keys.
@@ -392,19 +393,12 @@ impl Shared {
         tier: &Tier,
         model: &ModelSpec,
         real_model: &str,
-        req: &CompletionRequest,
+        user: &UserRef,
         usage: Usage,
     ) {
         let day = utc_day(self.clock.now_ms());
         let provider = &tier.provider_name;
-        usage::record(
-            self.store.as_ref(),
-            day,
-            provider,
-            real_model,
-            &req.user,
-            usage,
-        );
+        usage::record(self.store.as_ref(), day, provider, real_model, user, usage);
         if !tier.paid {
             return;
         }

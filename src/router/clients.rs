@@ -7,6 +7,7 @@ use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 
 use super::free_first::{KeyQuota, ProviderSet, QuotaProbe};
+use super::select::Learned;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError, Env};
 use crate::providers::http::{ClientBuildError, Timeouts};
@@ -31,6 +32,24 @@ impl QuotaProbe for KeyInfoProbe {
                 remaining: info.free_remaining,
                 is_free_tier: info.is_free_tier,
             }))
+        })
+    }
+
+    fn models(&self) -> BoxFuture<'static, Result<Vec<(String, Learned)>, ProviderError>> {
+        let client = self.0.clone();
+        Box::pin(async move {
+            // `GET /models` is public on OpenRouter: no key is spent on it.
+            let list = client.models(None).await?;
+            Ok(list
+                .into_iter()
+                .map(|m| {
+                    let learned = Learned {
+                        capabilities: m.capabilities,
+                        context_length: m.context_length,
+                    };
+                    (m.id, learned)
+                })
+                .collect())
         })
     }
 }

@@ -18,12 +18,15 @@ use tokio_util::sync::CancellationToken;
 use super::accounts::{load_paid, KeyRing, Shared, State};
 use super::policy::build_policy;
 use super::quota::free_daily_limit;
+use super::select::Learned;
 use super::turn::Turn;
 use super::usage;
-use super::{CompletionRequest, LlmRouter, ModelInfo, RouterStatus};
+use super::{
+    CompletionRequest, EmbedRequest, Embeddings, LlmRouter, ModelInfo, ModelSelector, RouterStatus,
+};
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError, Env, Secrets};
-use crate::domain::{ReplyStream, TierName};
+use crate::domain::{ReplyStream, TierName, UserFacingError};
 use crate::providers::{ChatProvider, ProviderError};
 use crate::secrets::NamedSecret;
 use crate::store::Store;
@@ -53,6 +56,12 @@ pub trait QuotaProbe: Send + Sync + 'static {
         &self,
         key: &SecretString,
     ) -> BoxFuture<'static, Result<Option<KeyQuota>, ProviderError>>;
+
+    /// The provider's model list (OpenRouter's public `GET /models`): what each model can do and its
+    /// context window. The default lists nothing.
+    fn models(&self) -> BoxFuture<'static, Result<Vec<(String, Learned)>, ProviderError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// The provider clients a router uses; [`FreeFirstRouter::from_config`] builds the real ones, tests
@@ -126,6 +135,7 @@ impl FreeFirstRouter {
                 secrets,
                 probe: providers.quota_probe.clone(),
                 providers,
+                learned: RwLock::default(),
             }),
         }))
     }
@@ -137,6 +147,7 @@ impl FreeFirstRouter {
         let Some(probe) = self.shared.probe.clone() else {
             return;
         };
+        self.learn_models(probe.as_ref()).await;
         let probes: Vec<Probe> = {
             let st = self.shared.lock();
             st.book
@@ -189,6 +200,25 @@ impl FreeFirstRouter {
                     tracing::info!(account = %label, "GET /key failed, keeping the current quota state: {e}");
                 }
             }
+        }
+    }
+
+    /// Learns what the provider's model list says (capabilities, context windows) for `models()` and
+    /// capability routing; a failed fetch keeps what was learned before.
+    async fn learn_models(&self, probe: &dyn QuotaProbe) {
+        match probe.models().await {
+            Ok(list) if !list.is_empty() => {
+                let count = list.len();
+                *self
+                    .shared
+                    .learned
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    list.into_iter().collect();
+                tracing::debug!(count, "model list learned");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::info!("model list fetch failed, keeping what was learned: {e}"),
         }
     }
 
@@ -277,23 +307,23 @@ impl LlmRouter for FreeFirstRouter {
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        let policy = self.shared.policy();
-        policy
-            .tiers
-            .iter()
-            .flat_map(|t| {
-                t.models.iter().map(|m| ModelInfo {
-                    name: m.name.clone(),
-                    tier: t.name.clone(),
-                    provider: t.provider_name.clone(),
-                    context_window: m.context_window,
-                    capabilities: crate::generation::Capabilities {
-                        completion: true,
-                        ..Default::default()
-                    },
-                })
-            })
-            .collect()
+        super::select::model_infos(&self.shared.policy(), &self.shared.learned)
+    }
+
+    fn embedding_models(&self) -> Vec<ModelInfo> {
+        super::select::embedding_infos(&self.shared.policy(), &self.shared.learned)
+    }
+
+    fn resolve_model(&self, name: &str) -> Option<ModelSelector> {
+        super::select::resolve(&self.shared.policy(), name)
+    }
+
+    fn embed(
+        &self,
+        request: EmbedRequest,
+    ) -> BoxFuture<'static, Result<Embeddings, UserFacingError>> {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { shared.embed(request).await })
     }
 
     fn status(&self) -> RouterStatus {

@@ -5,12 +5,14 @@
 
 mod accounts;
 pub mod clients;
+mod embed;
 pub mod free_first;
 mod notices;
 mod policy;
 pub mod quota;
 mod reaction;
 pub mod scripted;
+mod select;
 mod status;
 mod turn;
 pub mod usage;
@@ -19,6 +21,7 @@ pub mod usage;
 mod tests;
 
 pub use free_first::{FreeFirstRouter, KeyQuota, ProviderSet, QuotaProbe};
+pub use select::{Learned, VIRTUAL_MODELS};
 
 use serde::{Deserialize, Serialize};
 
@@ -192,8 +195,14 @@ pub trait LlmRouter: Send + Sync + 'static {
     /// exactly one `Finished` or `Failed`. Dropping the stream cancels the request.
     fn complete(&self, request: CompletionRequest) -> ReplyStream;
 
-    /// The models this router may use, in policy order.
+    /// The chat models this router may use, in policy order (what `/model` offers).
     fn models(&self) -> Vec<ModelInfo>;
+
+    /// The embedding models [`LlmRouter::embed`] serves (`capabilities.embedding`), in policy order.
+    /// A model listing for API clients shows [`LlmRouter::models`] and these. The default has none.
+    fn embedding_models(&self) -> Vec<ModelInfo> {
+        Vec::new()
+    }
 
     /// The current tier and account state.
     fn status(&self) -> RouterStatus;

@@ -12,29 +12,34 @@ use super::free_first::ProviderSet;
 use super::notices::TierOutcome;
 use super::quota::{AccountBook, Spread};
 use super::usage::PaidDay;
-use super::CompletionRequest;
 use crate::clock::utc_day;
-use crate::config::providers::{ExtraTierConfig, Price};
+use crate::config::providers::{listed_capabilities, ExtraTierConfig, Price};
 use crate::config::{Config, ConfigError};
 use crate::domain::TierName;
+use crate::generation::Capabilities;
 use crate::providers::ChatProvider;
 
 /// The provider name of the free tier.
 pub const OPENROUTER: &str = "openrouter";
 /// The provider name of the paid tier.
 pub const OLLAMA_CLOUD: &str = "ollama-cloud";
+/// OpenRouter's router model: it picks a free model itself. A model like any other to a selector.
+pub const FREE_ROUTER: &str = "openrouter/free";
 
 /// A tier's position in [`Policy::tiers`] (also its round-robin cursor's index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct TierIdx(pub usize);
 
-/// One model of a tier and its context window.
+/// One model of a tier, its context window and what the configuration says it can do.
 #[derive(Clone)]
 pub(super) struct ModelSpec {
     /// The model name exactly as sent to the provider.
     pub name: String,
     /// Its context window in tokens.
     pub context_window: usize,
+    /// Its capabilities as configured; `None` when the configuration does not list it (then what the
+    /// provider's model list said, else text only).
+    pub capabilities: Option<Capabilities>,
 }
 
 /// One tier: a provider, its models and the accounts (quotas) that pay for them.
@@ -50,8 +55,12 @@ pub(super) struct Tier {
     pub provider: Arc<dyn ChatProvider>,
     /// Its configured models, in order.
     pub models: Vec<ModelSpec>,
+    /// Its embedding models (served by `LlmRouter::embed`, never by chat).
+    pub embedding_models: Vec<String>,
     /// Context windows of models not in `models` that the tier can still route (see `routes`).
     context_windows: BTreeMap<String, usize>,
+    /// Configured capabilities of models not in `models` that the tier can still route.
+    capabilities: BTreeMap<String, Vec<String>>,
     default_context_window: usize,
     /// Whether any `:free` model id is routable here (OpenRouter): `openrouter/free` answers with one,
     /// and stickiness keeps it.
@@ -65,14 +74,22 @@ pub(super) struct Tier {
 }
 
 impl Tier {
-    /// A model this tier can be asked for by name: a configured one, or on OpenRouter any `:free` id.
+    /// Whether the configuration gives `model` a context window of its own.
+    pub fn window_configured(&self, model: &str) -> bool {
+        self.context_windows.contains_key(model)
+    }
+
+    /// A model this tier can be asked for by name: a configured one, or on OpenRouter any `:free` id
+    /// and the `openrouter/free` router model.
     pub fn routes(&self, model: &str) -> Option<ModelSpec> {
         if let Some(m) = self.models.iter().find(|m| m.name == model) {
             return Some(m.clone());
         }
-        (self.routes_free_ids && model.ends_with(":free")).then(|| ModelSpec {
+        let free_id = model.ends_with(":free") || model == FREE_ROUTER;
+        (self.routes_free_ids && free_id).then(|| ModelSpec {
             name: model.to_owned(),
             context_window: window(&self.context_windows, self.default_context_window, model),
+            capabilities: listed_capabilities(&self.capabilities, model),
         })
     }
 }
@@ -107,6 +124,8 @@ pub(super) struct Policy {
     pub switches: Switches,
     /// Paid model prices, for the spend estimate.
     pub prices: BTreeMap<String, Price>,
+    /// `[router.aliases]`: model names the local API accepts, to a model or a virtual name.
+    pub aliases: BTreeMap<String, String>,
 }
 
 /// What conversations remember: the model that last answered (stickiness).
@@ -131,12 +150,21 @@ fn window(map: &BTreeMap<String, usize>, default: usize, model: &str) -> usize {
     map.get(model).copied().unwrap_or(default)
 }
 
-fn specs(names: &[String], windows: &BTreeMap<String, usize>, default: usize) -> Vec<ModelSpec> {
-    names
+/// The configured models of a tier: names in order, their windows and listed capabilities.
+struct ModelList<'a> {
+    names: &'a [String],
+    windows: &'a BTreeMap<String, usize>,
+    default_window: usize,
+    capabilities: &'a BTreeMap<String, Vec<String>>,
+}
+
+fn specs(list: &ModelList<'_>) -> Vec<ModelSpec> {
+    list.names
         .iter()
         .map(|m| ModelSpec {
             name: m.clone(),
-            context_window: window(windows, default, m),
+            context_window: window(list.windows, list.default_window, m),
+            capabilities: listed_capabilities(list.capabilities, m),
         })
         .collect()
 }
@@ -148,6 +176,7 @@ pub(super) fn build_policy(
     book: &AccountBook,
 ) -> Result<Policy, ConfigError> {
     config.router.check_tier_order(&config.tiers)?;
+    super::select::check_aliases(config)?;
     let accounts_of = |provider: &str| -> Vec<usize> {
         book.accounts
             .iter()
@@ -181,6 +210,7 @@ pub(super) fn build_policy(
         tiers,
         switches: switches(config),
         prices: config.ollama.prices.clone(),
+        aliases: config.router.aliases.clone(),
     })
 }
 
@@ -193,12 +223,15 @@ fn free_tier(config: &Config, providers: &ProviderSet, accounts: Vec<usize>) -> 
         provider_name: OPENROUTER.into(),
         display: "OpenRouter".into(),
         provider: Arc::clone(client),
-        models: specs(
-            &or.free_models,
-            &or.context_windows,
-            or.default_context_window,
-        ),
+        models: specs(&ModelList {
+            names: &or.free_models,
+            windows: &or.context_windows,
+            default_window: or.default_context_window,
+            capabilities: &or.capabilities,
+        }),
+        embedding_models: or.embedding_models.clone(),
         context_windows: or.context_windows.clone(),
+        capabilities: or.capabilities.clone(),
         default_context_window: or.default_context_window,
         routes_free_ids: true,
         accounts,
@@ -216,8 +249,15 @@ fn paid_tier(config: &Config, providers: &ProviderSet, accounts: Vec<usize>) -> 
         provider_name: OLLAMA_CLOUD.into(),
         display: "Ollama Cloud".into(),
         provider: Arc::clone(client),
-        models: specs(&ol.models, &ol.context_windows, ol.default_context_window),
+        models: specs(&ModelList {
+            names: &ol.models,
+            windows: &ol.context_windows,
+            default_window: ol.default_context_window,
+            capabilities: &ol.capabilities,
+        }),
+        embedding_models: ol.embedding_models.clone(),
         context_windows: ol.context_windows.clone(),
+        capabilities: ol.capabilities.clone(),
         default_context_window: ol.default_context_window,
         routes_free_ids: false,
         accounts,
@@ -252,8 +292,15 @@ fn extra_tier(
         provider_name: extra.name.clone(),
         display: extra.name.clone(),
         provider: Arc::clone(client),
-        models: specs(&extra.models, &BTreeMap::new(), extra.context_window),
+        models: specs(&ModelList {
+            names: &extra.models,
+            windows: &BTreeMap::new(),
+            default_window: extra.context_window,
+            capabilities: &extra.capabilities,
+        }),
+        embedding_models: extra.embedding_models.clone(),
         context_windows: BTreeMap::new(),
+        capabilities: extra.capabilities.clone(),
         default_context_window: extra.context_window,
         routes_free_ids: false,
         accounts,
@@ -317,7 +364,7 @@ impl Policy {
     /// why not.
     pub fn paid_gate(
         &self,
-        req: &CompletionRequest,
+        paid_allowed: bool,
         paid: &PaidDay,
         now: i64,
     ) -> Result<(), TierOutcome> {
@@ -328,7 +375,7 @@ impl Policy {
         if !s.paid_enabled {
             return Err(TierOutcome::PaidOff);
         }
-        if !req.paid_allowed {
+        if !paid_allowed {
             return Err(TierOutcome::UserCap);
         }
         if s.paid_daily_cap > 0 && paid.day == utc_day(now) && paid.requests >= s.paid_daily_cap {

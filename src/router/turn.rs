@@ -17,11 +17,13 @@ use super::notices::{
 };
 use super::policy::{Candidate, ModelSpec, Policy, Sticky, Tier, TierIdx};
 use super::reaction::Next;
-use super::CompletionRequest;
+use super::select;
+use super::{CompletionRequest, ModelSelector};
 use crate::clock::{until, utc_day};
-use crate::context::{fit_context, message_tokens, prompt_budget};
+use crate::context::{estimate_tokens, fit_context, message_tokens, prompt_budget};
 use crate::domain::{
-    AnswerSource, ChatMessage, Completion, FailureKind, ReplyEvent, UserFacingError,
+    AnswerSource, ChatMessage, Completion, FailureKind, Platform, ReplyEvent, Usage,
+    UserFacingError,
 };
 use crate::providers::{ProviderError, ProviderEvent, ProviderRequest, ProviderStream};
 
@@ -136,6 +138,8 @@ pub(super) struct Turn<'a> {
     explicit_paid: bool,
     /// A model's content filter declined the message (the final message then says so).
     declined: bool,
+    /// The first reason each tier (by name) did not answer, for the final failure's kind and wait.
+    outcomes: HashMap<String, TierOutcome>,
 }
 
 impl<'a> Turn<'a> {
@@ -155,6 +159,7 @@ impl<'a> Turn<'a> {
             paid: TierOutcome::Untried,
             explicit_paid: false,
             declined: false,
+            outcomes: HashMap::new(),
         }
     }
 
@@ -166,15 +171,22 @@ impl<'a> Turn<'a> {
     pub async fn run(mut self) {
         let policy = self.policy;
         let req = self.req;
-        let sticky: Option<Sticky> = policy
-            .switches
-            .sticky
+        let sticky: Option<Sticky> = (policy.switches.sticky && req.sticky)
             .then(|| load_sticky(self.shared.store.as_ref(), &req.conversation))
             .flatten();
-        let order = policy.candidates(req.model.as_deref(), sticky.as_ref());
+        let order = match select::candidates(policy, req, sticky.as_ref(), &self.shared.learned) {
+            Ok(order) => order,
+            Err(failure) => {
+                let _ = self.send(ReplyEvent::Failed(failure)).await;
+                return;
+            }
+        };
         if let (Some(name), Some(first)) = (req.model.as_deref(), order.first()) {
             let tier = policy.tier(first.tier);
             self.explicit_paid = tier.paid && tier.models.iter().any(|m| m.name == name);
+        }
+        if let (ModelSelector::Exact(_), Some(first)) = (&req.selector, order.first()) {
+            self.explicit_paid = policy.tier(first.tier).paid;
         }
         let mut walk = Walk::new(order, policy);
         loop {
@@ -194,6 +206,16 @@ impl<'a> Turn<'a> {
             UserFacingError::new(FailureKind::Refused, DECLINED_MESSAGE)
         } else if self.policy.tiers.is_empty() {
             UserFacingError::new(FailureKind::Unavailable, NO_MODELS_MESSAGE)
+        } else if let Some(wait) = self.rate_limited_wait(&walk) {
+            let message = unavailable_message(self.free, self.paid);
+            // The bots keep the kind they have always rendered (their message already says when to try
+            // again); the local API needs the limit as such, to answer 429 with `Retry-After`.
+            let kind = if self.req.chat.platform == Platform::Api {
+                FailureKind::RateLimited
+            } else {
+                FailureKind::Unavailable
+            };
+            UserFacingError::new(kind, message).retry_after(wait)
         } else {
             let message = unavailable_message(self.free, self.paid);
             UserFacingError::new(FailureKind::Unavailable, message)
@@ -215,7 +237,7 @@ impl<'a> Turn<'a> {
         if tier.paid {
             let gate = {
                 let paid = self.shared.lock().paid;
-                policy.paid_gate(self.req, &paid, now)
+                policy.paid_gate(self.req.paid_allowed, &paid, now)
             };
             if let Err(why) = gate {
                 self.note(tier, why);
@@ -294,8 +316,12 @@ impl<'a> Turn<'a> {
             params: self.req.params.clone(),
         };
         let secret = self.shared.secrets[lease.key].clone();
+        let prompt_estimate = request.messages.iter().map(message_tokens).sum::<usize>() as u64;
         match tier.provider.chat_stream(secret.as_ref(), request).await {
-            Ok(stream) => match self.consume(tier, model, lease, stream).await {
+            Ok(stream) => match self
+                .consume(tier, model, lease, stream, prompt_estimate)
+                .await
+            {
                 StreamEnd::Finished | StreamEnd::Interrupted | StreamEnd::ConsumerGone => None,
                 StreamEnd::FailedBeforeFirst(e) => Some(e),
             },
@@ -381,18 +407,34 @@ impl<'a> Turn<'a> {
         true
     }
 
-    /// Remembers the first reason a free or paid tier could not answer.
+    /// Remembers the first reason a free or paid tier (and this tier) could not answer.
     fn note(&mut self, tier: &Tier, why: TierOutcome) {
         let slot = if tier.paid {
             &mut self.paid
         } else {
             &mut self.free
         };
-        if *slot == TierOutcome::Untried
-            || (*slot == TierOutcome::Failing && why != TierOutcome::Failing)
-        {
-            *slot = why;
-        }
+        keep_first(slot, why);
+        let own = self
+            .outcomes
+            .entry(tier.name.0.clone())
+            .or_insert(TierOutcome::Untried);
+        keep_first(own, why);
+    }
+
+    /// When every tier this turn could use stopped at a rate, quota or paid limit (none failing, none
+    /// untried), how long until the first of them may answer again: a per-minute limit's reset, or the
+    /// UTC midnight that renews a daily quota or cap. `None`: not a rate limit.
+    fn rate_limited_wait(&self, walk: &Walk) -> Option<Duration> {
+        let now = self.shared.clock.now_ms();
+        let mut tiers: Vec<TierIdx> = walk.order.iter().map(|c| c.tier).collect();
+        tiers.dedup();
+        let outcomes = tiers.into_iter().map(|t| {
+            let tier = self.policy.tier(t);
+            let why = self.outcomes.get(&tier.name.0).copied();
+            (tier, why.unwrap_or(TierOutcome::Untried))
+        });
+        select::limit_wait(self.shared, outcomes, now)
     }
 
     /// Streams one provider answer to the consumer; the first token makes it this turn's answer.
@@ -402,9 +444,15 @@ impl<'a> Turn<'a> {
         model: &ModelSpec,
         lease: Lease,
         mut stream: ProviderStream,
+        prompt_estimate: u64,
     ) -> StreamEnd {
         let mut real_model: Option<String> = None;
         let mut source: Option<AnswerSource> = None;
+        // What the answer said, for a usage estimate when the provider reports none.
+        let mut answered = String::new();
+        // Bots do not show reasoning: for them it is neither sent nor the answer's first token (a model
+        // that reasons and then fails can still be replaced). The local API shows it, so there it is.
+        let show_reasoning = self.req.chat.platform == Platform::Api;
         loop {
             let event = stream.next().await.unwrap_or(Err(ProviderError::Truncated));
             match event {
@@ -420,19 +468,30 @@ impl<'a> Turn<'a> {
                             None => return StreamEnd::ConsumerGone,
                         },
                     };
-                    let (policy, req) = (self.policy, self.req);
-                    (self.shared).account_usage(policy, tier, model, &source.model, req, usage);
+                    let estimated = usage == Usage::default();
+                    let usage = if estimated {
+                        Usage {
+                            prompt_tokens: prompt_estimate,
+                            completion_tokens: estimate_tokens(&answered) as u64,
+                        }
+                    } else {
+                        usage
+                    };
+                    let (policy, user) = (self.policy, &self.req.user);
+                    (self.shared).account_usage(policy, tier, model, &source.model, user, usage);
                     let done = Completion {
                         source: Some(source),
                         usage,
-                        usage_estimated: false,
+                        usage_estimated: estimated,
                         finish_reason,
                     };
                     let _ = self.send(ReplyEvent::Finished(done)).await;
                     return StreamEnd::Finished;
                 }
                 Ok(ProviderEvent::Model(_)) => {}
+                Ok(ProviderEvent::Reasoning(_)) if !show_reasoning => {}
                 Ok(content) => {
+                    note_text(&content, &mut answered);
                     let Some(event) = content_event(content) else {
                         continue;
                     };
@@ -501,7 +560,7 @@ impl<'a> Turn<'a> {
         if !told || !self.send(ReplyEvent::Started(source.clone())).await {
             return None;
         }
-        if self.policy.switches.sticky {
+        if self.policy.switches.sticky && self.req.sticky {
             // Keep the model that really answered (`openrouter/free` names the one it picked) when the
             // tier can be asked for it by name; otherwise the configured one.
             let answered = tier
@@ -548,6 +607,28 @@ impl<'a> Turn<'a> {
         }
         self.shared.kv_put(&key, told.as_bytes());
         true
+    }
+}
+
+/// Keeps the first reason a tier did not answer, except that a plain failure gives way to a more
+/// telling reason (a quota, a limit, a switch).
+pub(super) fn keep_first(slot: &mut TierOutcome, why: TierOutcome) {
+    if *slot == TierOutcome::Untried
+        || (*slot == TierOutcome::Failing && why != TierOutcome::Failing)
+    {
+        *slot = why;
+    }
+}
+
+/// Appends the text a piece carries (answer, reasoning, tool call) to `answered`.
+fn note_text(event: &ProviderEvent, answered: &mut String) {
+    match event {
+        ProviderEvent::Delta(t) | ProviderEvent::Reasoning(t) => answered.push_str(t),
+        ProviderEvent::ToolCall(c) => {
+            answered.push_str(c.name.as_deref().unwrap_or_default());
+            answered.push_str(&c.arguments);
+        }
+        ProviderEvent::Model(_) | ProviderEvent::Done { .. } => {}
     }
 }
 

@@ -228,6 +228,8 @@ fn local_tier() -> crate::config::providers::ExtraTierConfig {
         models: vec!["llama3.2:3b".into()],
         key_env: None,
         context_window: 8192,
+        capabilities: std::collections::BTreeMap::new(),
+        embedding_models: Vec::new(),
     }
 }
 

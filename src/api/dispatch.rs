@@ -1,0 +1,176 @@
+//! One model request from either surface, after parsing: hand it to the router, hold the response
+//! until the first content (a failure before it gets a real status), then stream it through the
+//! surface's framing or gather it whole. The answering model goes into the `x-switchboard-*` headers.
+//!
+//! While waiting for the first token nothing is sent, not even a keep-alive: the status is not known
+//! until then (a rate limit must still be a 429). The request deadline bounds the wait.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures_util::stream::BoxStream;
+use tokio::time::Instant;
+
+use super::error::{ApiError, Surface};
+use super::reply::{self, Answer, Opened};
+use super::stream::{self, Framing, Served};
+use super::ApiState;
+use crate::domain::{AnswerSource, ReplyEvent};
+use crate::router::CompletionRequest;
+
+/// A request the router has begun to answer.
+pub struct Begun {
+    /// The held reply.
+    pub opened: Opened,
+    /// When the request arrived.
+    pub arrived: Instant,
+    /// When it must end.
+    pub deadline: Instant,
+    /// Its surface.
+    pub surface: Surface,
+}
+
+impl Begun {
+    /// The model that answers (the router's report; `requested` when it gave none, as for an answer
+    /// switchboard wrote itself).
+    pub fn model(&self, requested: &str) -> String {
+        self.opened
+            .source
+            .as_ref()
+            .map_or_else(|| requested.to_owned(), |s| s.model.clone())
+    }
+}
+
+/// Sends `request` to the router and waits for its first content.
+pub async fn begin(
+    state: &ApiState,
+    surface: Surface,
+    request: CompletionRequest,
+    arrived: Instant,
+) -> Result<Begun, ApiError> {
+    let deadline = arrived + Duration::from_secs(state.deadline_secs());
+    state.metrics.overhead(surface.as_str(), arrived.elapsed());
+    let reply = state.router.complete(request);
+    let opened = reply::open_within(reply, deadline, &state.cut)
+        .await
+        .map_err(|f| ApiError::from_failure(surface, &f))?;
+    let (provider, tier) = names(opened.source.as_ref());
+    state
+        .metrics
+        .first_chunk(provider, tier, arrived.elapsed(), opened.attempts);
+    Ok(Begun {
+        opened,
+        arrived,
+        deadline,
+        surface,
+    })
+}
+
+fn names(source: Option<&AnswerSource>) -> (&str, &str) {
+    source.map_or(("switchboard", "none"), |s| {
+        (s.provider.as_str(), s.tier.0.as_str())
+    })
+}
+
+/// The rest of the answer as guarded events.
+fn events(
+    state: &ApiState,
+    begun: Begun,
+) -> (BoxStream<'static, ReplyEvent>, Served, Option<AnswerSource>) {
+    let Begun {
+        opened,
+        arrived,
+        deadline,
+        surface,
+    } = begun;
+    let (provider, tier) = names(opened.source.as_ref());
+    let served = Served {
+        surface: surface.as_str(),
+        provider: provider.to_owned(),
+        tier: tier.to_owned(),
+        arrived,
+        metrics: state.metrics.clone(),
+    };
+    let events = reply::guarded(opened.first, opened.rest, deadline, state.cut.clone());
+    (events, served, opened.source)
+}
+
+/// The streamed response: status 200, `content_type`, the answering model's headers, the framed body.
+pub fn streamed(
+    state: &ApiState,
+    begun: Begun,
+    framing: impl Framing,
+    content_type: &'static str,
+) -> Response {
+    let (events, served, source) = events(state, begun);
+    let mut response = Response::new(stream::body(framing, events, served));
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(content_type));
+    // Proxies (nginx) buffer responses unless told not to; a buffered stream arrives all at once.
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    source_headers(source.as_ref(), headers);
+    response
+}
+
+/// The whole answer, for a non-streamed response; a failure at any point is still a status.
+pub async fn gathered(
+    state: &ApiState,
+    begun: Begun,
+) -> Result<(Answer, Option<AnswerSource>), ApiError> {
+    let surface = begun.surface;
+    let (events, served, source) = events(state, begun);
+    let watched = futures_util::StreamExt::boxed(futures_util::StreamExt::map(events, {
+        let mut served = Some(served);
+        move |event| {
+            if let (ReplyEvent::Finished(c), Some(s)) = (&event, served.take()) {
+                s.metrics
+                    .finished(&s.provider, &s.tier, s.arrived.elapsed(), c.usage);
+            }
+            event
+        }
+    }));
+    let answer = Answer::gather(watched)
+        .await
+        .map_err(|f| ApiError::from_failure(surface, &f))?;
+    Ok((answer, source))
+}
+
+/// A JSON response with the answering model's headers.
+pub fn json_response(body: &impl serde::Serialize, source: Option<&AnswerSource>) -> Response {
+    bytes_response(serde_json::to_vec(body).unwrap_or_default(), source)
+}
+
+/// Serialized JSON as a response with the answering model's headers.
+pub fn bytes_response(bytes: Vec<u8>, source: Option<&AnswerSource>) -> Response {
+    let mut response = Response::new(Body::from(bytes));
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    source_headers(source, headers);
+    response
+}
+
+/// `x-switchboard-tier`, `-provider` and `-model`: who actually answered.
+pub fn source_headers(source: Option<&AnswerSource>, headers: &mut HeaderMap) {
+    let Some(s) = source else { return };
+    for (name, value) in [
+        ("x-switchboard-tier", s.tier.0.as_str()),
+        ("x-switchboard-provider", s.provider.as_str()),
+        ("x-switchboard-model", s.model.as_str()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// 501 for the model-management routes a proxy cannot honour (create, copy, delete, pull, push, blobs).
+pub async fn not_implemented() -> ApiError {
+    ApiError::new(
+        Surface::Ollama,
+        StatusCode::NOT_IMPLEMENTED,
+        "switchboard routes to hosted models and does not manage local ones; this endpoint is not available",
+    )
+}
