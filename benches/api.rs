@@ -15,7 +15,7 @@
 //! 5. a soak at a fixed rate (half streaming) with RSS sampled every 10 s: growth in MiB/min.
 //!
 //! Run: `cargo bench --bench api`. `SB_BENCH_SOAK_SECS` (default 600) sets the soak per target,
-//! `SB_BENCH_LITELLM=0` leaves LiteLLM out, `SB_BENCH_SOAK_RATE` (default 200) the soak's requests/s.
+//! `SB_BENCH_TARGETS=switchboard` leaves LiteLLM out, `SB_BENCH_SOAK_RATE` (default 200) the soak's requests/s.
 
 // Measurements read best whole and their arithmetic is on small known values (counts, nanoseconds,
 // KiB): these pedantic lints are off for benchmark code only.
@@ -57,6 +57,8 @@ const STEP: Duration = Duration::from_secs(5);
 /// Concurrent streams checked for lost chunks, and held open for the memory figure.
 const STREAMS: usize = 2_000;
 const HELD_STREAMS: usize = 1_000;
+/// Requests a soak keeps in flight at most.
+const SOAK_IN_FLIGHT: u32 = 512;
 /// A request that takes longer than this failed (a stalled stream at 2,000 at once included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// The port LiteLLM listens on (its CLI takes a fixed port).
@@ -93,11 +95,29 @@ async fn run() {
     })
     .await
     .unwrap();
-    let daemon = start_daemon(&sim.base_url()).await;
-    let litellm = if std::env::var("SB_BENCH_LITELLM").as_deref() == Ok("0") {
-        None
+    // SB_BENCH_TARGETS picks the proxies to measure (the direct path is always the baseline).
+    let wanted = std::env::var("SB_BENCH_TARGETS").unwrap_or_else(|_| "switchboard,litellm".into());
+    let mut report = Report::default();
+    let daemon = if wanted.contains("switchboard") {
+        let daemon = start_daemon(&sim.base_url()).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        report.line(&format!(
+            "switchboard: RSS idle after start-up {:.1} MB",
+            mb(tree_rss_kb(daemon.pid().unwrap()))
+        ));
+        Some(daemon)
     } else {
-        Some(LiteLlm::start(&sim.base_url()).await)
+        None
+    };
+    let litellm = if wanted.contains("litellm") {
+        let litellm = LiteLlm::start(&sim.base_url()).await;
+        report.line(&format!(
+            "litellm: RSS idle after start-up {:.1} MB",
+            mb(tree_rss_kb(litellm.child.id().unwrap()))
+        ));
+        Some(litellm)
+    } else {
+        None
     };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4 * STREAMS)
@@ -105,20 +125,20 @@ async fn run() {
         .tcp_nodelay(true)
         .build()
         .unwrap();
-    let mut targets = vec![
-        Target {
-            name: "direct",
-            url: format!("{}/chat/completions", sim.base_url()),
-            key: Some(SIM_KEY),
-            pid: None,
-        },
-        Target {
+    let mut targets = vec![Target {
+        name: "direct",
+        url: format!("{}/chat/completions", sim.base_url()),
+        key: Some(SIM_KEY),
+        pid: None,
+    }];
+    if let Some(d) = &daemon {
+        targets.push(Target {
             name: "switchboard",
-            url: format!("{}/v1/chat/completions", daemon.base_url),
+            url: format!("{}/v1/chat/completions", d.base_url),
             key: None,
-            pid: daemon.pid(),
-        },
-    ];
+            pid: d.pid(),
+        });
+    }
     if let Some(l) = &litellm {
         targets.push(Target {
             name: "litellm",
@@ -127,7 +147,6 @@ async fn run() {
             pid: l.child.id(),
         });
     }
-    let mut report = Report::default();
     for t in &targets {
         // Warm-up: connections, caches, the proxies' first-request paths.
         for _ in 0..200 {
@@ -136,7 +155,7 @@ async fn run() {
         if let Some(pid) = t.pid {
             tokio::time::sleep(Duration::from_secs(2)).await;
             report.line(&format!(
-                "{}: RSS idle after warm-up {:.1} MB",
+                "{}: RSS after 200 warm-up requests, idle 2 s {:.1} MB",
                 t.name,
                 mb(tree_rss_kb(pid))
             ));
@@ -144,19 +163,22 @@ async fn run() {
     }
     singles(&client, &targets, &mut report).await;
     ladder(&client, &targets, &mut report).await;
-    for t in &targets {
-        streams(&client, t, &sim, &mut report).await;
-    }
-    sim.set_reply_shape(ReplyShape::default());
+    // The soak before the floods of streams: a proxy that an overload left wedged (LiteLLM after
+    // 2,000 streams at once) would otherwise spoil its soak.
     for t in targets.iter().filter(|t| t.pid.is_some()) {
         soak(&client, t, &mut report).await;
     }
+    for t in &targets {
+        streams(&client, t, &sim, &mut report).await;
+    }
     println!("\n== summary\n{}", report.text);
-    println!(
-        "switchboard: warning/error lines in its log: {}\n{}",
-        daemon.logs.lock().unwrap().len(),
-        daemon.log_text()
-    );
+    if let Some(d) = &daemon {
+        println!(
+            "switchboard: warning/error lines in its log: {}\n{}",
+            d.logs.lock().unwrap().len(),
+            d.log_text()
+        );
+    }
     println!("simulator: unexpected requests: {:?}", sim.unexpected());
 }
 
@@ -571,7 +593,7 @@ async fn soak(client: &reqwest::Client, t: &Target, report: &mut Report) {
     let failed = Arc::new(AtomicUsize::new(0));
     // Requests in flight are bounded, so a target that falls behind shows as a lower achieved rate
     // instead of an ever-growing pile of waiting tasks in the load generator.
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(512));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(SOAK_IN_FLIGHT as usize));
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
     let mut samples = Vec::new();
     let mut next_sample = started;
@@ -596,6 +618,8 @@ async fn soak(client: &reqwest::Client, t: &Target, report: &mut Report) {
             drop(permit);
         });
     }
+    // Let the requests in flight finish (bounded by the request timeout) before counting.
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, in_flight.acquire_many(SOAK_IN_FLIGHT)).await;
     let settled: Vec<(f64, u64)> = samples.iter().copied().filter(|(m, _)| *m >= 1.0).collect();
     let slope = slope_mib_per_min(&settled);
     let mut curve = String::new();
@@ -606,7 +630,7 @@ async fn soak(client: &reqwest::Client, t: &Target, report: &mut Report) {
         "soak, {}: {secs} s at {rate} req/s offered (half streaming): {:.0} req/s done, {} failed; \
          RSS {:.1} -> {:.1} MB, growth {slope:+.3} MiB/min after the first minute; MB by minute:{curve}",
         t.name,
-        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        done.load(Ordering::Relaxed) as f64 / secs as f64,
         failed.load(Ordering::Relaxed),
         mb(samples.first().map_or(0, |s| s.1)),
         mb(samples.last().map_or(0, |s| s.1)),
