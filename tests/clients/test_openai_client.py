@@ -165,7 +165,7 @@ def test_free_to_paid_walk(oai, sc):
     assert headers["x-switchboard-model"] == reply.model == sc.free_model
     # The free account's daily quota is spent now: the same request walks on to the paid tier.
     headers, reply = ask("second")
-    assert (headers["x-switchboard-tier"], headers["x-switchboard-provider"]) == ("paid", "ollama")
+    assert (headers["x-switchboard-tier"], headers["x-switchboard-provider"]) == ("paid", "ollama-cloud")
     assert headers["x-switchboard-model"] == reply.model == sc.paid_model
     assert reply.choices[0].message.content.startswith(said(sc.paid_model, "second"))
 
