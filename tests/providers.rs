@@ -850,3 +850,474 @@ async fn clients_built_from_config_send_attribution_and_keep_model_names() {
     );
     assert!(sim.unexpected().is_empty() && local.unexpected().is_empty());
 }
+
+// ---- What API clients ask beyond text: request bodies, tool calls, reasoning, images, embeddings ----
+
+use switchboard::generation::{
+    GenerationParams, ImageData, Reasoning, ResponseFormat, ToolCall, ToolCallDelta,
+};
+use switchboard::providers::wire::{ollama_body, openai_body};
+use switchboard::providers::EmbedCall;
+
+/// A one-pixel PNG, base64 (67 bytes decoded).
+const PIXEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+fn weather_tool() -> serde_json::Value {
+    serde_json::json!({"type": "function", "function": {"name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})
+}
+
+/// A request using every field: an image, a tool round trip in history, sampling, a schema, tools,
+/// reasoning and an OpenRouter extra.
+fn full_request() -> ProviderRequest {
+    let mut user = ChatMessage::new(Role::User, "What is this, and the weather?");
+    user.images.push(ImageData {
+        media_type: "image/png".into(),
+        base64: PIXEL_PNG.into(),
+    });
+    let mut call = ChatMessage::new(Role::Assistant, "");
+    call.tool_calls.push(ToolCall {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: "{\"city\":\"Paris\"}".into(),
+    });
+    let mut result = ChatMessage::new(Role::Tool, "{\"temp\":21}");
+    result.tool_call_id = Some("call_1".into());
+    let mut passthrough = serde_json::Map::new();
+    passthrough.insert("provider".into(), serde_json::json!({"sort": "price"}));
+    passthrough.insert("model".into(), "must-not-replace".into());
+    ProviderRequest {
+        model: "m".into(),
+        messages: vec![
+            ChatMessage::new(Role::System, "Be brief."),
+            user,
+            call,
+            result,
+        ],
+        max_tokens: Some(64),
+        params: GenerationParams {
+            temperature: Some(0.5),
+            top_p: Some(0.9),
+            top_k: Some(40),
+            min_p: Some(0.05),
+            seed: Some(7),
+            stop: vec!["END".into()],
+            presence_penalty: Some(0.1),
+            frequency_penalty: Some(0.2),
+            repetition_penalty: Some(1.1),
+            response_format: Some(ResponseFormat::JsonSchema {
+                name: "answer".into(),
+                schema: serde_json::json!({"type": "object"}),
+                strict: Some(true),
+            }),
+            tools: vec![weather_tool()],
+            tool_choice: Some("auto".into()),
+            reasoning: Some(Reasoning::Effort("low".into())),
+            passthrough,
+        },
+    }
+}
+
+#[test]
+fn openai_request_body_is_golden() {
+    let body = openai_body(&full_request(), true);
+    let image = format!("data:image/png;base64,{PIXEL_PNG}");
+    let expected = serde_json::json!({
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is this, and the weather?"},
+                {"type": "image_url", "image_url": {"url": image}}]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "content": "{\"temp\":21}", "tool_call_id": "call_1"}],
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "max_tokens": 64,
+        "temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 7,
+        "presence_penalty": 0.1, "frequency_penalty": 0.2, "repetition_penalty": 1.1,
+        "stop": ["END"],
+        "response_format": {"type": "json_schema",
+            "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": true}},
+        "tools": [weather_tool()],
+        "tool_choice": "auto",
+        "reasoning": {"effort": "low"},
+        "provider": {"sort": "price"},
+    });
+    assert_eq!(body, expected);
+    // The bots' requests stay as they were: model, messages, stream, usage.
+    let plain = openai_body(&request("m", "hi"), false);
+    assert_eq!(
+        plain,
+        serde_json::json!({"model": "m", "stream": false, "messages": [
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]})
+    );
+}
+
+#[test]
+fn ollama_request_body_is_golden() {
+    let mut req = full_request();
+    req.params.reasoning = Some(Reasoning::Enabled(true));
+    let body = ollama_body(&req, false);
+    let expected = serde_json::json!({
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is this, and the weather?", "images": [PIXEL_PNG]},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+            {"role": "tool", "content": "{\"temp\":21}", "tool_name": "get_weather"}],
+        "stream": false,
+        "options": {"num_predict": 64, "temperature": 0.5, "top_p": 0.9, "top_k": 40,
+            "min_p": 0.05, "seed": 7, "presence_penalty": 0.1, "frequency_penalty": 0.2,
+            "repeat_penalty": 1.1, "stop": ["END"]},
+        "format": {"type": "object"},
+        "tools": [weather_tool()],
+        "think": true,
+    });
+    assert_eq!(body, expected);
+    req.params.response_format = Some(ResponseFormat::JsonObject);
+    req.params.reasoning = Some(Reasoning::Effort("high".into()));
+    let body = ollama_body(&req, true);
+    assert_eq!(body["format"], "json");
+    assert_eq!(body["think"], "high");
+}
+
+fn tool_request(model: &str, prompt: &str) -> ProviderRequest {
+    let mut req = request(model, prompt);
+    req.params.tools = vec![weather_tool()];
+    req
+}
+
+/// The tool calls of a stream, joined per index: (id, name, arguments).
+fn joined_calls(events: &[ProviderEvent]) -> Vec<(Option<String>, String, String)> {
+    let mut calls: Vec<(Option<String>, String, String)> = Vec::new();
+    for e in events {
+        if let ProviderEvent::ToolCall(ToolCallDelta {
+            index,
+            id,
+            name,
+            arguments,
+        }) = e
+        {
+            let i = *index as usize;
+            if calls.len() <= i {
+                calls.resize(i + 1, (None, String::new(), String::new()));
+            }
+            if id.is_some() {
+                calls[i].0.clone_from(id);
+            }
+            if let Some(n) = name {
+                calls[i].1.push_str(n);
+            }
+            calls[i].2.push_str(arguments);
+        }
+    }
+    calls
+}
+
+#[tokio::test]
+async fn tool_calls_stream_through_both_formats() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let k = key("sk-or-sim-1");
+    let ask = tool_request(OR_MODEL, "call get_weather {\"city\":\"Paris\"}");
+    let stream = openrouter(&sim).chat_stream(Some(&k), ask).await.unwrap();
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    let pieces = events
+        .iter()
+        .filter(|e| matches!(e, ProviderEvent::ToolCall(_)))
+        .count();
+    assert!(
+        pieces > 2,
+        "OpenAI streams the arguments in pieces: {events:?}"
+    );
+    assert_eq!(
+        joined_calls(&events),
+        [(
+            Some("call_sim_0".into()),
+            "get_weather".into(),
+            "{\"city\":\"Paris\"}".into()
+        )]
+    );
+    assert!(
+        matches!(events.last(), Some(ProviderEvent::Done { finish_reason: Some(r), .. }) if r == "tool_calls")
+    );
+    assert_eq!(text_of(&events), "");
+
+    let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    let ok = key("ollama-sim-1");
+    let ask = tool_request("gpt-oss:120b", "call get_weather {\"city\":\"Paris\"}");
+    let stream = ollama(&osim).chat_stream(Some(&ok), ask).await.unwrap();
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    assert_eq!(
+        joined_calls(&events),
+        [(
+            Some("call_0".into()),
+            "get_weather".into(),
+            "{\"city\":\"Paris\"}".into()
+        )]
+    );
+    // The answer to the tool's result quotes it, in both formats.
+    let mut answer = tool_request("gpt-oss:120b", "call get_weather {\"city\":\"Paris\"}");
+    let mut call = ChatMessage::new(Role::Assistant, "");
+    call.tool_calls.push(ToolCall {
+        id: "call_0".into(),
+        name: "get_weather".into(),
+        arguments: "{\"city\":\"Paris\"}".into(),
+    });
+    let mut result = ChatMessage::new(Role::Tool, "sunny, 21 degrees");
+    result.tool_call_id = Some("call_0".into());
+    answer.messages.extend([call, result]);
+    let stream = ollama(&osim)
+        .chat_stream(Some(&ok), answer.clone())
+        .await
+        .unwrap();
+    assert!(text_of(&drain(stream).await.0).contains("The tool said: sunny, 21 degrees"));
+    answer.model = OR_MODEL.into();
+    let stream = openrouter(&sim)
+        .chat_stream(Some(&k), answer)
+        .await
+        .unwrap();
+    assert!(text_of(&drain(stream).await.0).contains("The tool said: sunny, 21 degrees"));
+    assert!(sim.unexpected().is_empty(), "{:?}", sim.unexpected());
+    assert!(osim.unexpected().is_empty(), "{:?}", osim.unexpected());
+}
+
+#[tokio::test]
+async fn reasoning_streams_before_the_answer_when_asked() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    for (client, k, model) in [
+        (
+            Arc::new(openrouter(&sim)) as Arc<dyn ChatProvider>,
+            key("sk-or-sim-1"),
+            OR_MODEL,
+        ),
+        (Arc::new(ollama(&osim)), key("ollama-sim-1"), "gpt-oss:120b"),
+    ] {
+        let mut ask = request(model, "why?");
+        ask.params.reasoning = Some(Reasoning::Enabled(true));
+        let (events, error) = drain(client.chat_stream(Some(&k), ask).await.unwrap()).await;
+        assert_eq!(error, None);
+        let reasoning: String = events
+            .iter()
+            .filter_map(|e| match e {
+                ProviderEvent::Reasoning(r) => Some(r.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasoning, "Let me think about this for a moment.");
+        let first_reasoning = events
+            .iter()
+            .position(|e| matches!(e, ProviderEvent::Reasoning(_)));
+        let first_text = events
+            .iter()
+            .position(|e| matches!(e, ProviderEvent::Delta(_)));
+        assert!(first_reasoning < first_text, "{events:?}");
+        assert_eq!(text_of(&events), reply_text(model, "why?", 3));
+    }
+    assert!(sim.unexpected().is_empty() && osim.unexpected().is_empty());
+}
+
+#[tokio::test]
+async fn images_reach_both_simulators_intact() {
+    use sha2::Digest as _;
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    let decoded: Vec<u8> = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(PIXEL_PNG)
+            .unwrap()
+    };
+    let sha: String = sha2::Sha256::digest(&decoded)
+        .iter()
+        .fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
+    for (client, k, model) in [
+        (
+            Arc::new(openrouter(&sim)) as Arc<dyn ChatProvider>,
+            key("sk-or-sim-1"),
+            OR_MODEL,
+        ),
+        (Arc::new(ollama(&osim)), key("ollama-sim-1"), "gpt-oss:120b"),
+    ] {
+        let mut ask = request(model, "What is this?");
+        ask.messages[1].images.push(ImageData {
+            media_type: "image/png".into(),
+            base64: PIXEL_PNG.into(),
+        });
+        let (events, _) = drain(client.chat_stream(Some(&k), ask).await.unwrap()).await;
+        let said = format!("I see an image of {} bytes.", decoded.len());
+        assert!(text_of(&events).ends_with(&said), "{}", text_of(&events));
+    }
+    for log in [sim.requests(), osim.requests()] {
+        let chat = log.iter().find(|r| r.is_chat()).unwrap();
+        assert_eq!(chat.images.len(), 1);
+        assert_eq!(chat.images[0].bytes, decoded.len());
+        assert_eq!(chat.images[0].sha256, sha);
+    }
+    // Broken base64 is refused loudly, as the real servers refuse it.
+    let mut bad = request("gpt-oss:120b", "What is this?");
+    bad.messages[1].images.push(ImageData {
+        media_type: "image/png".into(),
+        base64: "not base64!".into(),
+    });
+    let err = stream_err_req(&ollama(&osim), &key("ollama-sim-1"), bad).await;
+    assert!(
+        matches!(
+            err,
+            ProviderError::Upstream { status: 400 } | ProviderError::Malformed(_)
+        ),
+        "{err:?}"
+    );
+    assert_eq!(osim.unexpected().len(), 1, "{:?}", osim.unexpected());
+    assert!(sim.unexpected().is_empty());
+}
+
+async fn stream_err_req(
+    client: &dyn ChatProvider,
+    k: &SecretString,
+    req: ProviderRequest,
+) -> ProviderError {
+    match client.chat_stream(Some(k), req).await {
+        Ok(_) => panic!("expected an error before the stream"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn wrong_field_types_are_refused_and_recorded() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let mut ask = request(OR_MODEL, "hi");
+    ask.params
+        .passthrough
+        .insert("reasoning".into(), serde_json::json!("yes"));
+    let err = stream_err_req(&openrouter(&sim), &key("sk-or-sim-1"), ask).await;
+    assert!(!matches!(err, ProviderError::RateLimited { .. }), "{err:?}");
+    let unexpected = sim.unexpected();
+    assert_eq!(unexpected.len(), 1);
+    assert!(unexpected[0].contains("reasoning"), "{unexpected:?}");
+    // Fields that are right are recorded as sent.
+    let mut ask = request(OR_MODEL, "hi");
+    ask.params.temperature = Some(0.25);
+    drain(
+        openrouter(&sim)
+            .chat_stream(Some(&key("sk-or-sim-1")), ask)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let last = sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(switchboard::sim::SimRequest::is_chat)
+        .unwrap();
+    assert_eq!(last.fields["temperature"], 0.25);
+    assert_eq!(last.fields["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn embeddings_through_both_simulators() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    let inputs = vec!["a cat".to_owned(), "a dog".to_owned(), "a cat".to_owned()];
+    let or = openrouter(&sim)
+        .embed(
+            Some(&key("sk-or-sim-1")),
+            EmbedCall {
+                model: "openai/text-embedding-3-small".into(),
+                inputs: inputs.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    let ol = ollama(&osim)
+        .embed(
+            Some(&key("ollama-sim-1")),
+            EmbedCall {
+                model: "nomic-embed-text-v2-moe".into(),
+                inputs: inputs.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    for result in [&or, &ol] {
+        assert_eq!(result.vectors.len(), 3);
+        assert!(result.vectors.iter().all(|v| v.len() == 8));
+        assert_eq!(result.vectors[0], result.vectors[2], "deterministic");
+        assert_ne!(result.vectors[0], result.vectors[1]);
+        assert_eq!(result.prompt_tokens, Some(6));
+    }
+    assert_eq!(or.vectors, ol.vectors, "the same texts, the same vectors");
+    assert_eq!(ol.model.as_deref(), Some("nomic-embed-text-v2-moe"));
+    // A chat model cannot embed: the servers say so with a 404 or 400.
+    let err = ollama(&osim)
+        .embed(
+            Some(&key("ollama-sim-1")),
+            EmbedCall {
+                model: "gpt-oss:120b".into(),
+                inputs: inputs.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProviderError::Upstream { status: 400 } | ProviderError::Malformed(_)
+        ),
+        "{err:?}"
+    );
+    let err = openrouter(&sim)
+        .embed(
+            Some(&key("sk-or-sim-1")),
+            EmbedCall {
+                model: OR_MODEL.into(),
+                inputs,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, ProviderError::ModelNotFound);
+    assert!(sim.unexpected().is_empty() && osim.unexpected().is_empty());
+}
+
+#[tokio::test]
+async fn models_listing_carries_capabilities() {
+    use switchboard::sim::openrouter::SimModel;
+    let sim = SimOpenRouter::start(SimOpenRouterOptions {
+        models: vec![
+            SimModel::free("v:free", 8192).with_vision().with_tools(),
+            SimModel::free("r:free", 4096).with_reasoning(),
+        ],
+        ..SimOpenRouterOptions::default()
+    })
+    .await
+    .unwrap();
+    let models = openrouter(&sim).models(None).await.unwrap();
+    let v = &models[0].capabilities;
+    assert!(v.completion && v.vision && v.tools && !v.thinking && !v.embedding);
+    let r = &models[1].capabilities;
+    assert!(r.completion && !r.vision && !r.tools && r.thinking);
+    assert_eq!(models[1].context_length, Some(4096));
+}

@@ -873,3 +873,219 @@ async fn an_endless_sse_event_is_cut_at_its_cap_with_the_interrupted_note() {
     assert_eq!(rig.openrouter.endless().started, 2);
     assert!(rig.openrouter.unexpected().is_empty());
 }
+
+// ---- The local API's requests: selectors, limits with a wait, capabilities, embeddings ----
+
+fn api_request(conversation: &str, selector: ModelSelector) -> CompletionRequest {
+    let mut req = request(conversation);
+    req.user = UserRef::new(Platform::Api, "client");
+    req.chat = ChatRef::new(Platform::Api, "client");
+    req.selector = selector;
+    req.sticky = false;
+    req
+}
+
+#[tokio::test]
+async fn free_only_never_reaches_the_paid_tier_and_says_when_free_is_back() {
+    let spent = rig(&["a1"], 1, |_| {}).await;
+    let free = || api_request("api", ModelSelector::FreeOnly);
+    assert_eq!(
+        answered(&spent.router.complete(free()).collect::<Vec<_>>().await).0,
+        "free"
+    );
+    let events: Vec<ReplyEvent> = spent.router.complete(free()).collect().await;
+    match events.last() {
+        Some(ReplyEvent::Failed(f)) => {
+            assert_eq!(f.kind, FailureKind::RateLimited);
+            assert_eq!(
+                f.retry_after,
+                Some(std::time::Duration::from_millis((DAY_MS / 2) as u64)),
+                "until 00:00 UTC"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        spent.ollama.chat_requests(),
+        0,
+        "the paid simulator never asked"
+    );
+    // `auto` with the paid tier switched off is the same limit; with paid on, paid answers.
+    let mut auto = api_request("api", ModelSelector::Policy);
+    auto.paid_allowed = false;
+    let events: Vec<ReplyEvent> = spent.router.complete(auto).collect().await;
+    assert!(
+        matches!(events.last(), Some(ReplyEvent::Failed(f)) if f.kind == FailureKind::RateLimited && f.retry_after.is_some())
+    );
+    let paid = api_request("api", ModelSelector::Policy);
+    assert_eq!(
+        answered(&spent.router.complete(paid).collect::<Vec<_>>().await).0,
+        "paid"
+    );
+    // A per-minute limit's wait is the window's end, not midnight.
+    let limited = rig(&["a1"], 50, |c: &mut Config| c.ollama.models.clear()).await;
+    limited.openrouter.push_fault(Fault::RateLimitPerMinute {
+        retry_after_secs: 30,
+    });
+    let events: Vec<ReplyEvent> = limited
+        .router
+        .complete(api_request("api", ModelSelector::FreeOnly))
+        .collect()
+        .await;
+    match events.last() {
+        Some(ReplyEvent::Failed(f)) => {
+            assert_eq!(f.kind, FailureKind::RateLimited);
+            assert_eq!(f.retry_after, Some(std::time::Duration::from_secs(30)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(limited.openrouter.unexpected().is_empty());
+}
+
+#[tokio::test]
+async fn exact_models_and_capabilities_with_the_simulators() {
+    let rig = rig_with(
+        &["a1"],
+        50,
+        |sim| {
+            sim.models = vec![
+                SimModel::free(FREE_MODEL, 163_840).with_tools(),
+                SimModel::free(PICKED_BY_FREE_ROUTER, 32_768),
+            ];
+        },
+        |c| c.ollama.models = vec![PAID_MODEL.into(), "kimi-k2.5".into()],
+    )
+    .await;
+    // Learned from the simulator's GET /models at the first refresh.
+    let models = rig.router.models();
+    let free = models.iter().find(|m| m.name == FREE_MODEL).unwrap();
+    assert!(free.capabilities.tools && !free.capabilities.vision);
+    assert_eq!(free.context_window, 163_840);
+    // Tools: the free model takes them and answers with a streamed tool call.
+    let mut tools = api_request("api", ModelSelector::Policy);
+    tools.prompt = ChatMessage::new(Role::User, "call get_weather {\"city\":\"Paris\"}");
+    tools.params.tools = vec![serde_json::json!({"type": "function",
+        "function": {"name": "get_weather", "parameters": {"type": "object"}}})];
+    let events: Vec<ReplyEvent> = rig.router.complete(tools).collect().await;
+    let arguments: String = events
+        .iter()
+        .filter_map(|e| match e {
+            ReplyEvent::ToolCall(c) => Some(c.arguments.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(arguments, "{\"city\":\"Paris\"}");
+    match events.last() {
+        Some(ReplyEvent::Finished(c)) => {
+            assert_eq!(c.finish_reason.as_deref(), Some("tool_calls"));
+            assert_eq!(c.source.as_ref().unwrap().tier.0, "free");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An image: only kimi-k2.5 takes one.
+    let mut image = api_request("api", ModelSelector::Policy);
+    image
+        .prompt
+        .images
+        .push(switchboard::generation::ImageData {
+            media_type: "image/png".into(),
+            base64: "iVBORw0KGgo=".into(),
+        });
+    let events: Vec<ReplyEvent> = rig.router.complete(image).collect().await;
+    match events.last() {
+        Some(ReplyEvent::Finished(c)) => assert_eq!(c.source.as_ref().unwrap().model, "kimi-k2.5"),
+        other => panic!("{other:?}"),
+    }
+    let chat = rig
+        .ollama
+        .requests()
+        .into_iter()
+        .rev()
+        .find(switchboard::sim::SimRequest::is_chat)
+        .unwrap();
+    assert_eq!(chat.images.len(), 1);
+    assert_eq!(chat.images[0].bytes, 8);
+    // Exact: `openrouter/free` is a model; an exact paid model sends nothing to the free tier.
+    let before = rig.openrouter.chat_requests();
+    let exact = api_request("api", ModelSelector::Exact(PAID_MODEL.into()));
+    let events: Vec<ReplyEvent> = rig.router.complete(exact).collect().await;
+    assert_eq!(answered(&events).0, "paid");
+    assert_eq!(rig.openrouter.chat_requests(), before);
+    assert_eq!(
+        rig.router.resolve_model("openrouter/free"),
+        Some(ModelSelector::Exact("openrouter/free".into()))
+    );
+    let exact = api_request("api", ModelSelector::Exact("openrouter/free".into()));
+    let events: Vec<ReplyEvent> = rig.router.complete(exact).collect().await;
+    match events.last() {
+        Some(ReplyEvent::Finished(c)) => {
+            assert_eq!(c.source.as_ref().unwrap().model, PICKED_BY_FREE_ROUTER);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        rig.openrouter.unexpected().is_empty(),
+        "{:?}",
+        rig.openrouter.unexpected()
+    );
+    assert!(
+        rig.ollama.unexpected().is_empty(),
+        "{:?}",
+        rig.ollama.unexpected()
+    );
+}
+
+#[tokio::test]
+async fn embeddings_through_the_router_and_both_simulators() {
+    use switchboard::router::EmbedRequest;
+    let rig = rig(&["a1"], 50, |c| {
+        c.openrouter.embedding_models = vec!["openai/text-embedding-3-small".into()];
+    })
+    .await;
+    let names: Vec<String> = rig
+        .router
+        .embedding_models()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["openai/text-embedding-3-small", "nomic-embed-text-v2-moe"]
+    );
+    let embed = |model: &str| EmbedRequest {
+        user: UserRef::new(Platform::Api, "client"),
+        model: model.into(),
+        inputs: vec!["hello world".into(), "bye".into()],
+    };
+    let free = rig
+        .router
+        .embed(embed("openai/text-embedding-3-small"))
+        .await
+        .unwrap();
+    assert_eq!(free.source.tier.0, "free");
+    assert_eq!(free.source.key_fingerprint, fp("k1"));
+    assert_eq!(free.vectors.len(), 2);
+    assert_eq!(free.prompt_tokens, 3);
+    let paid = rig
+        .router
+        .embed(embed("nomic-embed-text-v2-moe"))
+        .await
+        .unwrap();
+    assert_eq!(paid.source.tier.0, "paid");
+    assert_eq!(paid.source.model, "nomic-embed-text-v2-moe");
+    assert_eq!(
+        paid.vectors, free.vectors,
+        "the simulators' vectors depend on the text only"
+    );
+    let err = rig.router.embed(embed(PAID_MODEL)).await.unwrap_err();
+    assert_eq!(err.kind, FailureKind::BadRequest);
+    let err = rig.router.embed(embed("no-such-model")).await.unwrap_err();
+    assert_eq!(err.kind, FailureKind::UnknownModel);
+    // Embeddings count like chat requests: usage is recorded per user.
+    let status = rig.router.status();
+    assert!(
+        status.tiers.iter().all(|t| t.requests_today >= 1),
+        "{status:?}"
+    );
+    assert!(rig.openrouter.unexpected().is_empty() && rig.ollama.unexpected().is_empty());
+}

@@ -354,3 +354,73 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod tool_and_reasoning_tests {
+    use super::*;
+    use crate::providers::{parse_all, parser_laws};
+    use proptest::prelude::*;
+
+    /// Thinking first, then two whole tool calls (arguments objects), then the final line.
+    const TOOLS: &str = "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"Hmm, \"},\"done\":false}\n\
+{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"weather.\"},\"done\":false}\n\
+{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},\"done\":false}\n\
+{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_time\",\"arguments\":{}}}]},\"done\":false}\n\
+{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":9,\"eval_count\":4}\n";
+
+    #[allow(clippy::unnecessary_wraps)] // a ParsedEvent is a Result: parsers yield errors in line
+    fn call(index: u32, name: &str, arguments: &str) -> ParsedEvent {
+        Ok(ProviderEvent::ToolCall(ToolCallDelta {
+            index,
+            id: Some(format!("call_{index}")),
+            name: Some(name.into()),
+            arguments: arguments.into(),
+        }))
+    }
+
+    fn tools_events() -> Vec<ParsedEvent> {
+        vec![
+            Ok(ProviderEvent::Model("m".into())),
+            Ok(ProviderEvent::Reasoning("Hmm, ".into())),
+            Ok(ProviderEvent::Reasoning("weather.".into())),
+            call(0, "get_weather", "{\"city\":\"Paris\"}"),
+            call(1, "get_time", "{}"),
+            Ok(ProviderEvent::Done {
+                usage: Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 4,
+                },
+                finish_reason: Some("stop".into()),
+            }),
+        ]
+    }
+
+    #[test]
+    fn thinking_and_whole_tool_calls_with_generated_ids() {
+        assert_eq!(
+            parse_all(NdjsonParser::new(), [TOOLS.as_bytes()]),
+            tools_events()
+        );
+    }
+
+    proptest! {
+        /// Tool-call and thinking streams parse the same under any chunking, cut short or whole.
+        #[test]
+        fn any_chunking_gives_the_same_tool_events(
+            cuts in proptest::collection::vec(0usize..1000, 0..40),
+            truncate_at in proptest::option::of(0usize..1000),
+        ) {
+            let mut bytes = TOOLS.as_bytes().to_vec();
+            if let Some(t) = truncate_at {
+                bytes.truncate(t % (bytes.len() + 1));
+            }
+            let whole = parse_all(NdjsonParser::new(), [bytes.as_slice()]);
+            if truncate_at.is_none() {
+                prop_assert_eq!(&whole, &tools_events());
+            }
+            let out = parse_all(NdjsonParser::new(), parser_laws::chunks(&bytes, cuts));
+            parser_laws::ends_in_one_terminal_item(&out)?;
+            prop_assert_eq!(out, whole);
+        }
+    }
+}

@@ -573,3 +573,74 @@ data: {\"error\":{\"code\":429,\"message\":\"Rate limit exceeded: free-models-pe
         }
     }
 }
+
+#[cfg(test)]
+mod tool_and_reasoning_tests {
+    use super::*;
+    use crate::providers::{parse_all, parser_laws};
+    use proptest::prelude::*;
+
+    /// Reasoning (OpenRouter's `reasoning`, DeepSeek's `reasoning_content`), then one tool call whose
+    /// arguments come in three pieces, finishing with `tool_calls`.
+    const TOOLS: &str = "data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"reasoning\":\"Let me \"},\"finish_reason\":null}]}\n\n\
+data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"think.\"},\"finish_reason\":null}]}\n\n\
+data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n\
+data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\"}}]},\"finish_reason\":null}]}\n\n\
+data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Paris\\\"}\"}}]},\"finish_reason\":null}]}\n\n\
+data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":null},\"finish_reason\":\"tool_calls\"}]}\n\n\
+data: [DONE]\n\n";
+
+    #[allow(clippy::unnecessary_wraps)] // a ParsedEvent is a Result: parsers yield errors in line
+    fn piece(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> ParsedEvent {
+        Ok(ProviderEvent::ToolCall(ToolCallDelta {
+            index,
+            id: id.map(str::to_owned),
+            name: name.map(str::to_owned),
+            arguments: arguments.to_owned(),
+        }))
+    }
+
+    fn tools_events() -> Vec<ParsedEvent> {
+        vec![
+            Ok(ProviderEvent::Model("m".into())),
+            Ok(ProviderEvent::Reasoning("Let me ".into())),
+            Ok(ProviderEvent::Reasoning("think.".into())),
+            piece(0, Some("call_1"), Some("get_weather"), ""),
+            piece(0, None, None, "{\"city\":"),
+            piece(0, None, None, "\"Paris\"}"),
+            Ok(ProviderEvent::Done {
+                usage: Usage::default(),
+                finish_reason: Some("tool_calls".into()),
+            }),
+        ]
+    }
+
+    #[test]
+    fn reasoning_and_tool_call_pieces_in_order() {
+        assert_eq!(
+            parse_all(SseParser::new(), [TOOLS.as_bytes()]),
+            tools_events()
+        );
+    }
+
+    proptest! {
+        /// Tool-call and reasoning streams parse the same under any chunking, cut short or whole.
+        #[test]
+        fn any_chunking_gives_the_same_tool_events(
+            cuts in proptest::collection::vec(0usize..2000, 0..40),
+            truncate_at in proptest::option::of(0usize..2000),
+        ) {
+            let mut bytes = TOOLS.as_bytes().to_vec();
+            if let Some(t) = truncate_at {
+                bytes.truncate(t % (bytes.len() + 1));
+            }
+            let whole = parse_all(SseParser::new(), [bytes.as_slice()]);
+            if truncate_at.is_none() {
+                prop_assert_eq!(&whole, &tools_events());
+            }
+            let out = parse_all(SseParser::new(), parser_laws::chunks(&bytes, cuts));
+            parser_laws::ends_in_one_terminal_item(&out)?;
+            prop_assert_eq!(out, whole);
+        }
+    }
+}

@@ -32,9 +32,16 @@
 //! - Replies are deterministic: `"[model] You said: <last user message>."` and then
 //!   [`ReplyShape::sentences`] fixed sentences, streamed [`ReplyShape::words_per_chunk`] words at a time.
 //!   [`ReplyShape::default`] has no delays (tests, benchmarks); [`ReplyShape::demo`] streams visibly.
+//! - Beyond text (`features`): with `tools` defined, a last user message `call get_weather
+//!   {"city":"Paris"}` is answered with that tool call (OpenAI: arguments split over deltas; Ollama:
+//!   whole); tool results after the last user message are quoted; each image (base64, decoded and
+//!   recorded as [`SimImage`]) adds "I see an image of N bytes."; asked reasoning streams first; the
+//!   OpenAI-style usage chunk comes only with `stream_options.include_usage`. A field of the wrong type
+//!   is a 400 and an `unexpected()` entry. Embedding models answer deterministic 8-dimension vectors.
 //! - Delays use tokio time, so tests with paused time run them instantly and deterministically.
 
 mod control;
+mod features;
 pub mod ollama;
 pub mod openrouter;
 mod server;
@@ -206,6 +213,22 @@ pub struct SimRequest {
     /// The answer's length cap the client sent: `max_tokens` (OpenAI-compatible) or
     /// `options.num_predict` (Ollama).
     pub max_tokens: Option<u64>,
+    /// The images the request carried, decoded (chat requests).
+    pub images: Vec<SimImage>,
+    /// The chat body's top-level fields other than `model` and `messages`, as sent (sampling,
+    /// `tools`, `reasoning`/`think`, `stream_options`, pass-through extras …).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The texts an embeddings request asked for.
+    pub embed_inputs: Vec<String>,
+}
+
+/// One image a chat request carried, as the simulator decoded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimImage {
+    /// The SHA-256 of the decoded bytes, in lowercase hex.
+    pub sha256: String,
+    /// How many bytes it decoded to.
+    pub bytes: usize,
 }
 
 impl SimRequest {
@@ -223,6 +246,9 @@ impl SimRequest {
             referer: None,
             title: None,
             max_tokens: None,
+            images: Vec::new(),
+            fields: serde_json::Map::new(),
+            embed_inputs: Vec::new(),
         }
     }
 
@@ -291,17 +317,17 @@ fn last_user_message(messages: &[serde_json::Value]) -> String {
         .iter()
         .rev()
         .find(|m| m.get("role").and_then(|r| r.as_str()) == Some(Role::User.as_str()))
-        .and_then(|m| m.get("content").and_then(|c| c.as_str()))
+        .and_then(|m| m.get("content"))
+        .map(features::content_text)
         .unwrap_or_default()
-        .to_owned()
 }
 
 /// Characters of all message contents (the simulators' prompt-size measure).
 fn prompt_chars(messages: &[serde_json::Value]) -> usize {
     messages
         .iter()
-        .filter_map(|m| m.get("content").and_then(|c| c.as_str()))
-        .map(|c| c.chars().count())
+        .filter_map(|m| m.get("content"))
+        .map(|c| features::content_text(c).chars().count())
         .sum()
 }
 

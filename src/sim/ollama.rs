@@ -1,6 +1,7 @@
 //! A simulated Ollama server (Ollama Cloud with bearer keys, or a local daemon without):
-//! `POST /api/chat` (NDJSON stream, or one JSON object with `"stream": false`) and `GET /api/tags`,
-//! with per-key request counts and the faults of [`super::Fault`].
+//! `POST /api/chat` (NDJSON stream, or one JSON object with `"stream": false`; images, tools, `think`
+//! and `options` checked and answered as [`super::features`] says), `POST /api/embed` and
+//! `GET /api/tags`, with per-key request counts and the faults of [`super::Fault`].
 
 use std::sync::Arc;
 
@@ -12,11 +13,11 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use super::control::{Desk, SimControl};
+use super::features::{self, Asked, Dialect};
 use super::server::{bearer, json, pause, Step};
-use super::stream::{self, Wire};
+use super::stream::{self, Piece, Wire};
 use super::{
-    last_user_message, model_and_messages, prompt_chars, reply_chunks, reply_text, Fault,
-    ReplyShape, SimRequest,
+    last_user_message, model_and_messages, prompt_chars, reply_text, Fault, ReplyShape, SimRequest,
 };
 use crate::secrets::fingerprint_str;
 
@@ -32,6 +33,8 @@ pub struct SimOllamaOptions {
     pub reply: ReplyShape,
     /// Refuse prompts longer than this many characters with a context-length error.
     pub max_prompt_chars: Option<usize>,
+    /// Embedding models (`POST /api/embed`); a chat model there answers 400, any other name 404.
+    pub embedding_models: Vec<String>,
 }
 
 impl Default for SimOllamaOptions {
@@ -47,6 +50,7 @@ impl Default for SimOllamaOptions {
             ],
             reply: ReplyShape::default(),
             max_prompt_chars: None,
+            embedding_models: vec!["nomic-embed-text-v2-moe".into()],
         }
     }
 }
@@ -73,6 +77,7 @@ impl SimOllama {
         let router = axum::Router::new()
             .route("/api/chat", post(chat))
             .route("/api/tags", get(tags))
+            .route("/api/embed", post(embed))
             .fallback(fallback)
             .with_state(shared);
         let control = SimControl::serve(router, desk, "").await?;
@@ -120,6 +125,7 @@ impl Shared {
 struct ChatCall {
     model: String,
     messages: Vec<serde_json::Value>,
+    asked: Asked,
 }
 
 async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -168,7 +174,17 @@ fn parse(shared: &Shared, log: &mut SimRequest, body: &[u8]) -> Result<ChatCall,
     log.max_tokens = request
         .pointer("/options/num_predict")
         .and_then(serde_json::Value::as_u64);
-    Ok(ChatCall { model, messages })
+    let asked = features::check(&request, Dialect::Ollama).map_err(|problem| {
+        let message = shared.desk.book.invalid(log, &problem);
+        Box::new(error(StatusCode::BAD_REQUEST, &message))
+    })?;
+    log.images.clone_from(&asked.images);
+    log.fields.clone_from(&asked.fields);
+    Ok(ChatCall {
+        model,
+        messages,
+        asked,
+    })
 }
 
 /// The error answer (and its status) of a refused chat request: a status fault, an unknown model or a
@@ -258,23 +274,28 @@ async fn reply(
     fault: Option<Fault>,
 ) -> Response {
     let shape = desk.reply();
-    let text = reply_text(
-        &call.model,
-        &last_user_message(&call.messages),
-        shape.sentences,
-    );
-    let chunks = reply_chunks(&text, shape.words_per_chunk);
+    let last_user = last_user_message(&call.messages);
+    let text = reply_text(&call.model, &last_user, shape.sentences);
+    let plan = features::plan(&call.asked, &call.model, &last_user, text);
+    // Ollama sends a tool call whole, in one piece.
+    let chunks = stream::pieces(&plan, call.asked.reasoning, shape.words_per_chunk, 0);
     if !pause(shape.first_byte_latency, &desk.cancel).await {
         return shutting_down();
     }
+    let said = chunks.iter().map(|p| match p {
+        Piece::Text(t) | Piece::Reasoning(t) => t.split_whitespace().count(),
+        Piece::Call { arguments, .. } => arguments.split_whitespace().count().max(1),
+    });
     let wire = Ndjson {
         model: &call.model,
         prompt_tokens: (chars as u64).div_ceil(4),
-        eval_count: text.split_whitespace().count(),
+        eval_count: said.sum(),
         chunk_delay: shape.chunk_delay,
     };
     if !stream {
-        return json(StatusCode::OK, wire.done_line(&text));
+        let mut done = wire.done_line("");
+        done["message"] = whole_message(&chunks);
+        return json(StatusCode::OK, done);
     }
     let steps = stream::script(&wire, Vec::new(), &chunks, fault);
     stream::streamed(desk, steps, "application/x-ndjson")
@@ -305,10 +326,10 @@ fn line(v: &serde_json::Value) -> Step {
 impl Wire for Ndjson<'_> {
     const SSE: bool = false;
 
-    fn delta(&self, _index: usize, text: &str) -> Step {
+    fn delta(&self, _index: usize, piece: &Piece) -> Step {
         line(
             &json!({"model": self.model, "created_at": "2025-01-01T00:00:00Z",
-                     "message": {"role": "assistant", "content": text}, "done": false}),
+                     "message": message(piece), "done": false}),
         )
     }
 
@@ -326,6 +347,49 @@ impl Wire for Ndjson<'_> {
     fn end(&self, steps: &mut Vec<Step>) {
         steps.push(line(&self.done_line("")));
     }
+}
+
+/// The `message` of a streamed line carrying `piece`.
+fn message(piece: &Piece) -> serde_json::Value {
+    match piece {
+        Piece::Text(text) => json!({"role": "assistant", "content": text}),
+        Piece::Reasoning(text) => json!({"role": "assistant", "content": "", "thinking": text}),
+        Piece::Call {
+            name, arguments, ..
+        } => {
+            let arguments: serde_json::Value =
+                serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
+            json!({"role": "assistant", "content": "",
+                   "tool_calls": [{"function": {"name": name, "arguments": arguments}}]})
+        }
+    }
+}
+
+/// The `message` of a non-streamed answer: all pieces joined.
+fn whole_message(pieces: &[Piece]) -> serde_json::Value {
+    let mut content = String::new();
+    let mut thinking = String::new();
+    let mut calls = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => content.push_str(t),
+            Piece::Reasoning(t) => thinking.push_str(t),
+            Piece::Call { .. } => calls.extend(
+                message(piece)["tool_calls"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+    let mut out = json!({"role": "assistant", "content": content});
+    if !thinking.is_empty() {
+        out["thinking"] = thinking.into();
+    }
+    if !calls.is_empty() {
+        out["tool_calls"] = calls.into();
+    }
+    out
 }
 
 fn context_400() -> (Response, u16) {
@@ -354,6 +418,57 @@ async fn tags(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
         .map(|m| json!({"name": m, "model": m, "modified_at": "2025-01-01T00:00:00Z", "size": 0}))
         .collect();
     json(StatusCode::OK, json!({ "models": models }))
+}
+
+/// `POST /api/embed`: `{model, input: string | [string]}` → `{model, embeddings, …}`, deterministic
+/// vectors; a chat model cannot embed (400), an unknown one is 404, as Ollama answers.
+async fn embed(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (key, label) = match shared.authenticate(&headers, "POST", "/api/embed") {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    let mut log = SimRequest::new("POST", "/api/embed", 200);
+    log.key_fingerprint = key.as_deref().map(fingerprint_str);
+    log.account = label;
+    let book = &shared.desk.book;
+    let request = match book.read_json(&log, &body) {
+        Ok(r) => r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let (model, _) = model_and_messages(&request);
+    log.model = Some(model.clone());
+    let inputs = match features::embed_inputs(&request, "input") {
+        Ok(inputs) => inputs,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, &book.invalid(&log, &problem)),
+    };
+    log.embed_inputs.clone_from(&inputs);
+    let options = &shared.options;
+    let refused = if options.models.contains(&model) {
+        Some((
+            StatusCode::BAD_REQUEST,
+            format!("\"{model}\" does not support embeddings"),
+        ))
+    } else if !options.embedding_models.contains(&model) {
+        Some((
+            StatusCode::NOT_FOUND,
+            format!("model \"{model}\" not found, try pulling it first"),
+        ))
+    } else {
+        None
+    };
+    if let Some((status, message)) = refused {
+        log.status = status.as_u16();
+        book.record(log);
+        return error(status, &message);
+    }
+    book.record(log);
+    let tokens: usize = inputs.iter().map(|i| i.split_whitespace().count()).sum();
+    let embeddings: Vec<Vec<f32>> = inputs.iter().map(|i| features::embedding(i)).collect();
+    json(
+        StatusCode::OK,
+        json!({"model": model, "embeddings": embeddings, "total_duration": 1_000_000,
+               "load_duration": 1000, "prompt_eval_count": tokens}),
+    )
 }
 
 async fn fallback(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> Response {

@@ -146,6 +146,17 @@ impl Book {
         })
     }
 
+    /// A readable body with a wrong field: recorded as unexpected and as a 400 request; returns the
+    /// message for the 400 answer.
+    pub fn invalid(&self, log: &SimRequest, problem: &str) -> String {
+        self.unexpected(format!("{} {}: {problem}", log.method, log.path));
+        self.record(SimRequest {
+            status: 400,
+            ..log.clone()
+        });
+        format!("simulator: {problem}")
+    }
+
     /// The fault for the next chat request with `key`: key queue, then global queue, then standing.
     pub fn take_fault(&self, key: Option<&str>) -> Option<Fault> {
         let mut f = lock(&self.faults);

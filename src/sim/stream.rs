@@ -9,12 +9,31 @@ use super::control::Desk;
 use super::server::{scripted_body, Step};
 use super::Fault;
 
+/// One piece of a streamed answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// A piece of reasoning (streamed before the answer).
+    Reasoning(String),
+    /// A piece of the answer's text.
+    Text(String),
+    /// A piece of tool call `index`: its first piece names the function, later ones continue the
+    /// arguments (OpenAI); Ollama sends each call whole in one piece.
+    Call {
+        /// Which call of the answer.
+        index: u32,
+        /// The function's name, on the call's first piece.
+        name: Option<String>,
+        /// The next part of the arguments' JSON text.
+        arguments: String,
+    },
+}
+
 /// How one wire format writes the pieces of a streamed answer.
 pub(crate) trait Wire {
     /// Whether the wire is SSE (decides the piece an endless body repeats).
     const SSE: bool;
-    /// The delta carrying chunk `index` of the reply.
-    fn delta(&self, index: usize, text: &str) -> Step;
+    /// The delta carrying piece `index` of the reply.
+    fn delta(&self, index: usize, piece: &Piece) -> Step;
     /// What goes between two deltas (the chunk delay, keep-alives).
     fn gap(&self, steps: &mut Vec<Step>);
     /// An error inside the stream: `code` is the status of a `MidStreamStatus`, `None` for a
@@ -28,7 +47,7 @@ pub(crate) trait Wire {
 pub(crate) fn script<W: Wire>(
     wire: &W,
     mut steps: Vec<Step>,
-    chunks: &[String],
+    chunks: &[Piece],
     fault: Option<Fault>,
 ) -> Vec<Step> {
     let cut_after = match &fault {
@@ -40,14 +59,14 @@ pub(crate) fn script<W: Wire>(
         ) => Some(*after),
         _ => None,
     };
-    for (i, text) in chunks.iter().enumerate() {
+    for (i, piece) in chunks.iter().enumerate() {
         if cut_after == Some(i) {
             break;
         }
         if i > 0 {
             wire.gap(&mut steps);
         }
-        steps.push(wire.delta(i, text));
+        steps.push(wire.delta(i, piece));
     }
     match fault {
         Some(Fault::StallAfter(_)) => steps.push(Step::Stall),
@@ -75,6 +94,49 @@ pub(crate) fn streamed(desk: &Desk, steps: Vec<Step>, content_type: &'static str
     response
 }
 
+/// The pieces of an answer: reasoning first when asked, then the text in chunks of
+/// `words_per_chunk` words, or the tool call — its arguments cut in `call_parts` pieces after a first
+/// piece with the name (OpenAI streams them so), or whole (`call_parts` 0: Ollama).
+pub(crate) fn pieces(
+    plan: &super::features::Plan,
+    reasoning: bool,
+    words_per_chunk: usize,
+    call_parts: usize,
+) -> Vec<Piece> {
+    use super::features::{Plan, REASONING};
+    let mut out: Vec<Piece> = Vec::new();
+    if reasoning {
+        out.extend(REASONING.iter().map(|r| Piece::Reasoning((*r).to_owned())));
+    }
+    match plan {
+        Plan::Text(text) => out.extend(
+            super::reply_chunks(text, words_per_chunk)
+                .into_iter()
+                .map(Piece::Text),
+        ),
+        Plan::Call(call) if call_parts == 0 => out.push(Piece::Call {
+            index: 0,
+            name: Some(call.name.clone()),
+            arguments: call.arguments.clone(),
+        }),
+        Plan::Call(call) => {
+            out.push(Piece::Call {
+                index: 0,
+                name: Some(call.name.clone()),
+                arguments: String::new(),
+            });
+            let chars: Vec<char> = call.arguments.chars().collect();
+            let size = chars.len().div_ceil(call_parts).max(1);
+            out.extend(chars.chunks(size).map(|part| Piece::Call {
+                index: 0,
+                name: None,
+                arguments: part.iter().collect(),
+            }));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -89,7 +151,11 @@ mod tests {
     impl Wire for Named {
         const SSE: bool = false;
 
-        fn delta(&self, index: usize, text: &str) -> Step {
+        fn delta(&self, index: usize, piece: &Piece) -> Step {
+            let text = match piece {
+                Piece::Text(t) | Piece::Reasoning(t) => t.clone(),
+                Piece::Call { arguments, .. } => arguments.clone(),
+            };
             Step::Send(Bytes::from(format!("d{index}:{text}")))
         }
 
@@ -107,7 +173,7 @@ mod tests {
     }
 
     fn words(fault: Option<Fault>) -> Vec<String> {
-        let chunks = ["a ".to_owned(), "b ".to_owned(), "c".to_owned()];
+        let chunks = ["a ", "b ", "c"].map(|t| Piece::Text(t.to_owned()));
         script(&Named, Vec::new(), &chunks, fault)
             .into_iter()
             .map(|step| match step {

@@ -44,6 +44,8 @@ enum Act {
     AnswerAs(&'static str),
     /// Wait until the gate opens, then do the inner act (two turns in flight at once).
     Gated(Arc<tokio::sync::Notify>, Box<Act>),
+    /// Stream exactly these items.
+    Events(Vec<Result<ProviderEvent, ProviderError>>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +174,7 @@ impl ChatProvider for Fake {
                     Ok(done),
                 ])
                 .boxed()),
+                Act::Events(items) => Ok(stream::iter(items).boxed()),
                 Act::Gated(..) => unreachable!("gates do not nest"),
             }
         })
@@ -361,6 +364,7 @@ async fn calls_reach(fake: &Fake, n: usize) {
 }
 
 mod accounts;
+mod api;
 mod fallback;
 mod faults;
 mod paid;

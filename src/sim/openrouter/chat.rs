@@ -11,13 +11,14 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::quota::Limits;
-use super::sse::sse_script;
+use super::sse::{sse_script, Ending};
 use super::{error, header, set_header, Caller, Shared, API_PREFIX, FREE_ROUTER_MODEL};
 use crate::secrets::fingerprint_str;
+use crate::sim::features::{self, Asked, Dialect, Plan};
 use crate::sim::server::{json, pause};
+use crate::sim::stream::Piece;
 use crate::sim::{
-    last_user_message, model_and_messages, prompt_chars, reply_chunks, reply_text, stream, Fault,
-    SimRequest,
+    last_user_message, model_and_messages, prompt_chars, reply_text, stream, Fault, SimRequest,
 };
 
 /// A parsed chat request.
@@ -25,6 +26,7 @@ struct ChatCall {
     model: String,
     messages: Vec<serde_json::Value>,
     stream: bool,
+    asked: Asked,
 }
 
 /// The answer decided for a chat request, before it is delivered.
@@ -74,10 +76,17 @@ fn parse(shared: &Shared, log: &mut SimRequest, body: &[u8]) -> Result<ChatCall,
     log.max_tokens = request
         .get("max_tokens")
         .and_then(serde_json::Value::as_u64);
+    let asked = features::check(&request, Dialect::OpenAi).map_err(|problem| {
+        let message = shared.desk.book.invalid(log, &problem);
+        Box::new(error(StatusCode::BAD_REQUEST, &message))
+    })?;
+    log.images.clone_from(&asked.images);
+    log.fields.clone_from(&asked.fields);
     Ok(ChatCall {
         model,
         messages,
         stream: log.stream,
+        asked,
     })
 }
 
@@ -202,32 +211,46 @@ fn reply(
     fault: Option<Fault>,
 ) -> (Answer, u16) {
     let shape = shared.desk.reply();
-    let text = reply_text(
-        answering,
-        &last_user_message(&call.messages),
-        shape.sentences,
+    let last_user = last_user_message(&call.messages);
+    let text = reply_text(answering, &last_user, shape.sentences);
+    let plan = features::plan(&call.asked, answering, &last_user, text);
+    let pieces = stream::pieces(
+        &plan,
+        call.asked.reasoning,
+        shape.words_per_chunk,
+        CALL_PARTS,
     );
+    let said: String = pieces.iter().map(piece_text).collect();
     let prompt_tokens = (prompt_chars(&call.messages) as u64).div_ceil(4);
+    let completion_tokens = said.split_whitespace().count() as u64;
     let usage = json!({
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": text.split_whitespace().count(),
-        "total_tokens": prompt_tokens + text.split_whitespace().count() as u64,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
     });
+    let finish_reason = match plan {
+        Plan::Call(_) => "tool_calls",
+        Plan::Text(_) => "stop",
+    };
     if !call.stream {
+        let message = whole_message(&plan, &pieces);
         let body = json!({
             "id": "gen-sim",
             "object": "chat.completion",
             "created": now_ms / 1000,
             "model": answering,
             "provider": "Simulator",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
             "usage": usage,
         });
         let response = json(StatusCode::OK, body);
         return (Answer::After(shape.first_byte_latency, response), 200);
     }
-    let chunks = reply_chunks(&text, shape.words_per_chunk);
-    let steps = sse_script(&shape, answering, now_ms, &chunks, &usage, fault);
+    let ending = Ending {
+        finish_reason,
+        usage: call.asked.include_usage.then_some(&usage),
+    };
+    let steps = sse_script(&shape, answering, now_ms, &pieces, &ending, fault);
     let mut response = stream::streamed(&shared.desk, steps, "text/event-stream");
     set_header(&mut response, "cache-control", "no-cache");
     let delay = if shape.keep_alive {
@@ -236,4 +259,38 @@ fn reply(
         shape.first_byte_latency
     };
     (Answer::After(delay, response), 200)
+}
+
+/// A streamed tool call's arguments go out in this many pieces after the one naming the function,
+/// as OpenAI and OpenRouter split them: a client must join them.
+const CALL_PARTS: usize = 3;
+
+/// The text a piece says (answer, reasoning or call arguments), for the usage count.
+fn piece_text(piece: &Piece) -> &str {
+    match piece {
+        Piece::Text(t) | Piece::Reasoning(t) => t,
+        Piece::Call { arguments, .. } => arguments,
+    }
+}
+
+/// The non-streamed answer's message: the text, or the tool call (`content: null`), with the
+/// reasoning as OpenRouter returns it.
+fn whole_message(plan: &Plan, pieces: &[Piece]) -> serde_json::Value {
+    let reasoning: String = pieces
+        .iter()
+        .filter_map(|p| match p {
+            Piece::Reasoning(r) => Some(r.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut message = match plan {
+        Plan::Text(text) => json!({"role": "assistant", "content": text}),
+        Plan::Call(call) => json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_sim_0", "type": "function",
+             "function": {"name": call.name, "arguments": call.arguments}}]}),
+    };
+    if !reasoning.is_empty() {
+        message["reasoning"] = reasoning.into();
+    }
+    message
 }

@@ -1,5 +1,6 @@
-//! A simulated OpenRouter: `POST /api/v1/chat/completions` (SSE or JSON), `GET /api/v1/models`,
-//! `GET /api/v1/key`, with keys on accounts, per-account daily free quotas that reset at 00:00 UTC on an
+//! A simulated OpenRouter: `POST /api/v1/chat/completions` (SSE or JSON; images, tools, reasoning and
+//! sampling fields checked and answered as [`super::features`] says), `POST /api/v1/embeddings`,
+//! `GET /api/v1/models` (with capabilities), `GET /api/v1/key`, with keys on accounts, per-account daily free quotas that reset at 00:00 UTC on an
 //! injected clock, a per-minute limit per account, `openrouter/free` resolving to a concrete model, and
 //! the faults of [`super::Fault`].
 //!
@@ -72,16 +73,44 @@ pub struct SimModel {
     pub context_length: u64,
     /// Listed with zero prices.
     pub free: bool,
+    /// What `/models` says it can do: `vision` lists `image` in `architecture.input_modalities`,
+    /// `tools` and `thinking` list `tools` and `reasoning` in `supported_parameters`.
+    pub capabilities: crate::generation::Capabilities,
 }
 
 impl SimModel {
-    /// A free model.
+    /// A free model that takes text only.
     pub fn free(id: impl Into<String>, context_length: u64) -> Self {
         Self {
             id: id.into(),
             context_length,
             free: true,
+            capabilities: crate::generation::Capabilities {
+                completion: true,
+                ..Default::default()
+            },
         }
+    }
+
+    /// The same model taking images too.
+    #[must_use]
+    pub fn with_vision(mut self) -> Self {
+        self.capabilities.vision = true;
+        self
+    }
+
+    /// The same model taking tools too.
+    #[must_use]
+    pub fn with_tools(mut self) -> Self {
+        self.capabilities.tools = true;
+        self
+    }
+
+    /// The same model reasoning too.
+    #[must_use]
+    pub fn with_reasoning(mut self) -> Self {
+        self.capabilities.thinking = true;
+        self
     }
 }
 
@@ -107,6 +136,8 @@ pub struct SimOpenRouterOptions {
     pub key_info_legacy: bool,
     /// Refuse any prompt longer than this many characters with a context-length error.
     pub max_prompt_chars: Option<usize>,
+    /// Embedding models (`POST /embeddings`); any other model there answers 404.
+    pub embedding_models: Vec<String>,
 }
 
 impl Default for SimOpenRouterOptions {
@@ -127,6 +158,7 @@ impl Default for SimOpenRouterOptions {
             key_endpoint: true,
             key_info_legacy: false,
             max_prompt_chars: None,
+            embedding_models: vec!["openai/text-embedding-3-small".into()],
         }
     }
 }
@@ -157,6 +189,7 @@ impl SimOpenRouter {
         let router = axum::Router::new()
             .route(&format!("{API_PREFIX}/chat/completions"), post(chat::chat))
             .route(&format!("{API_PREFIX}/models"), get(info::models))
+            .route(&format!("{API_PREFIX}/embeddings"), post(info::embeddings))
             .route(&format!("{API_PREFIX}/key"), get(info::key_info))
             .fallback(info::fallback)
             .with_state(shared.clone());

@@ -6,22 +6,31 @@ use serde_json::json;
 
 use super::KEEP_ALIVE_EVERY;
 use crate::sim::server::Step;
-use crate::sim::stream::{self, Wire};
+use crate::sim::stream::{self, Piece, Wire};
 use crate::sim::{Fault, ReplyShape};
+
+/// How a streamed answer ends: its finish reason, and its usage chunk when the client asked for one
+/// (`stream_options.include_usage`; OpenAI-compatible servers send none otherwise).
+pub(super) struct Ending<'a> {
+    /// `stop`, or `tool_calls` for a tool call.
+    pub finish_reason: &'a str,
+    /// The usage object, when it is to be sent.
+    pub usage: Option<&'a serde_json::Value>,
+}
 
 /// The SSE body of an answer, with the stream faults applied.
 pub(super) fn sse_script(
     shape: &ReplyShape,
     model: &str,
     now_ms: i64,
-    chunks: &[String],
-    usage: &serde_json::Value,
+    chunks: &[Piece],
+    ending: &Ending<'_>,
     fault: Option<Fault>,
 ) -> Vec<Step> {
     let wire = Sse {
         model,
         created: now_ms / 1000,
-        usage,
+        ending,
         shape,
     };
     let mut steps = Vec::new();
@@ -52,7 +61,7 @@ fn event(v: &serde_json::Value) -> Step {
 struct Sse<'a> {
     model: &'a str,
     created: i64,
-    usage: &'a serde_json::Value,
+    ending: &'a Ending<'a>,
     shape: &'a ReplyShape,
 }
 
@@ -66,12 +75,26 @@ impl Sse<'_> {
 impl Wire for Sse<'_> {
     const SSE: bool = true;
 
-    fn delta(&self, index: usize, text: &str) -> Step {
-        let delta = if index == 0 {
-            json!({"role": "assistant", "content": text})
-        } else {
-            json!({"content": text})
+    fn delta(&self, index: usize, piece: &Piece) -> Step {
+        let mut delta = match piece {
+            Piece::Text(text) => json!({ "content": text }),
+            // OpenRouter sends reasoning with an empty content.
+            Piece::Reasoning(text) => json!({"content": "", "reasoning": text}),
+            Piece::Call {
+                index,
+                name: Some(name),
+                arguments,
+            } => {
+                json!({"content": null, "tool_calls": [{"index": index, "id": format!("call_sim_{index}"),
+                "type": "function", "function": {"name": name, "arguments": arguments}}]})
+            }
+            Piece::Call {
+                index, arguments, ..
+            } => json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}),
         };
+        if index == 0 {
+            delta["role"] = "assistant".into();
+        }
         event(&self.chunk(&json!([{"index": 0, "delta": delta, "finish_reason": null}])))
     }
 
@@ -93,12 +116,15 @@ impl Wire for Sse<'_> {
     }
 
     fn end(&self, steps: &mut Vec<Step>) {
+        let finish = self.ending.finish_reason;
         steps.push(event(&self.chunk(
-            &json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+            &json!([{"index": 0, "delta": {}, "finish_reason": finish}]),
         )));
-        let mut usage_chunk = self.chunk(&json!([]));
-        usage_chunk["usage"] = self.usage.clone();
-        steps.push(event(&usage_chunk));
+        if let Some(usage) = self.ending.usage {
+            let mut usage_chunk = self.chunk(&json!([]));
+            usage_chunk["usage"] = usage.clone();
+            steps.push(event(&usage_chunk));
+        }
         steps.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
     }
 }
