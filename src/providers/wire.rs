@@ -15,7 +15,12 @@ use crate::generation::{GenerationParams, Reasoning, ResponseFormat, ToolCall};
 pub fn openai_body(request: &ProviderRequest, stream: bool) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), request.model.clone().into());
-    let messages = request.messages.iter().map(openai_message).collect();
+    let messages = request
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| openai_message(m, &request.messages[..i]))
+        .collect();
     body.insert("messages".into(), Value::Array(messages));
     body.insert("stream".into(), stream.into());
     if stream {
@@ -69,7 +74,9 @@ pub fn ollama_body(request: &ProviderRequest, stream: bool) -> Value {
     Value::Object(body)
 }
 
-fn openai_message(m: &ChatMessage) -> Value {
+/// One OpenAI message. A `tool` message carries the id of the call it answers: as the client gave it,
+/// or looked up from the assistant turn before it (Ollama clients name only the function).
+fn openai_message(m: &ChatMessage, before: &[ChatMessage]) -> Value {
     let mut out = Map::new();
     out.insert("role".into(), m.role.as_str().into());
     let content = if m.images.is_empty() {
@@ -95,10 +102,32 @@ fn openai_message(m: &ChatMessage) -> Value {
     } else {
         out.insert("content".into(), content);
     }
-    if let Some(id) = &m.tool_call_id {
-        out.insert("tool_call_id".into(), id.clone().into());
+    let answered = || answered_call_id(m, before);
+    if let Some(id) = m.tool_call_id.clone().or_else(answered) {
+        out.insert("tool_call_id".into(), id.into());
     }
     Value::Object(out)
+}
+
+/// The id of the call a `tool` message without one answers: in the last assistant turn that called
+/// tools, the call of the same name that no earlier tool message took (else that turn's first call).
+fn answered_call_id(m: &ChatMessage, before: &[ChatMessage]) -> Option<String> {
+    if m.role != Role::Tool {
+        return None;
+    }
+    let turn = before.iter().rposition(|a| !a.tool_calls.is_empty())?;
+    let calls = &before[turn].tool_calls;
+    let named = |c: &&ToolCall| m.tool_name.as_deref().is_none_or(|n| n == c.name);
+    let taken = before[turn + 1..]
+        .iter()
+        .filter(|t| t.role == Role::Tool && t.tool_name == m.tool_name)
+        .count();
+    calls
+        .iter()
+        .filter(named)
+        .nth(taken)
+        .or_else(|| calls.first())
+        .map(|c| c.id.clone())
 }
 
 fn openai_tool_call(call: &ToolCall) -> Value {
@@ -219,4 +248,40 @@ fn ollama_options(p: &GenerationParams, max_tokens: Option<u32>) -> Map<String, 
     put("repeat_penalty", p.repetition_penalty.map(Value::from));
     put("stop", (!p.stop.is_empty()).then(|| p.stop.clone().into()));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str, name: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: "{}".into(),
+        }
+    }
+
+    /// An Ollama client's tool results name only the function: the OpenAI body gets the call ids.
+    #[test]
+    fn tool_results_named_by_function_get_their_call_ids() {
+        let mut assistant = ChatMessage::new(Role::Assistant, "");
+        assistant.tool_calls = vec![call("call_0", "get_weather"), call("call_1", "get_weather")];
+        let mut messages = vec![ChatMessage::new(Role::User, "weather twice"), assistant];
+        for _ in 0..2 {
+            let mut result = ChatMessage::new(Role::Tool, "sunny");
+            result.tool_name = Some("get_weather".into());
+            messages.push(result);
+        }
+        let request = ProviderRequest {
+            model: "m".into(),
+            messages,
+            max_tokens: None,
+            params: GenerationParams::default(),
+        };
+        let body = openai_body(&request, true);
+        assert_eq!(body["messages"][2]["tool_call_id"], "call_0");
+        assert_eq!(body["messages"][3]["tool_call_id"], "call_1");
+        assert!(body["messages"][0].get("tool_call_id").is_none());
+    }
 }
