@@ -14,7 +14,8 @@
 //! 4. RSS idle and at 1,000 concurrent open streams (`VmRSS` of the process and its children);
 //! 5. a soak at a fixed rate (half streaming) with RSS sampled every 10 s: growth in MiB/min.
 //!
-//! Run: `cargo bench --bench api`. `SB_BENCH_SOAK_SECS` (default 600) sets the soak per target,
+//! Run: `cargo bench --bench api`. `SB_BENCH_SOAK_SECS` (default 600) sets the soak per target
+//! (`SB_BENCH_LITELLM_SOAK_SECS` LiteLLM's alone),
 //! `SB_BENCH_TARGETS=switchboard` leaves LiteLLM out, `SB_BENCH_SOAK_RATE` (default 200) the soak's requests/s.
 
 // Measurements read best whole and their arithmetic is on small known values (counts, nanoseconds,
@@ -578,10 +579,13 @@ async fn concurrent_streams_rss(
 /// 5: a fixed rate, half the requests streaming, RSS every 10 s; the growth is the least-squares slope
 /// over the soak after its first minute (start-up allocations settle there).
 async fn soak(client: &reqwest::Client, t: &Target, report: &mut Report) {
-    let secs: u64 = std::env::var("SB_BENCH_SOAK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
+    let soak_secs = |name: &str| std::env::var(name).ok().and_then(|s| s.parse().ok());
+    let all_secs: u64 = soak_secs("SB_BENCH_SOAK_SECS").unwrap_or(600);
+    let secs = if t.name == "litellm" {
+        soak_secs("SB_BENCH_LITELLM_SOAK_SECS").unwrap_or(all_secs)
+    } else {
+        all_secs
+    };
     let rate: u64 = std::env::var("SB_BENCH_SOAK_RATE")
         .ok()
         .and_then(|s| s.parse().ok())

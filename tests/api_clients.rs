@@ -21,9 +21,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest as _, Sha256};
 use switchboard::sim::ollama::{SimOllama, SimOllamaOptions};
-use switchboard::sim::openrouter::{SimKey, SimOpenRouter, SimOpenRouterOptions};
-use switchboard::sim::{Fault, ReplyShape};
+use switchboard::sim::openrouter::{SimKey, SimModel, SimOpenRouter, SimOpenRouterOptions};
+use switchboard::sim::{Fault, ReplyShape, SimImage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
@@ -104,6 +105,11 @@ impl Rig {
         let openrouter = SimOpenRouter::start(SimOpenRouterOptions {
             keys: vec![SimKey::new(OR_KEY, "clients", setup.free_per_day)],
             per_minute_limit: None,
+            // What `/models` says each can do is what the router learns: tools here, images there.
+            models: vec![
+                SimModel::free(FREE_MODEL, 131_072).with_tools(),
+                SimModel::free(VISION_MODEL, 32_768).with_vision(),
+            ],
             reply: setup.reply.clone(),
             ..SimOpenRouterOptions::default()
         })
@@ -112,7 +118,8 @@ impl Rig {
         openrouter.set_fault(setup.fault.clone());
         let ollama = SimOllama::start(SimOllamaOptions {
             keys: vec![OLLAMA_KEY.into()],
-            models: vec![PAID_MODEL.into(), EMBED_MODEL.into()],
+            models: vec![PAID_MODEL.into()],
+            embedding_models: vec![EMBED_MODEL.into()],
             reply: setup.reply.clone(),
             ..SimOllamaOptions::default()
         })
@@ -358,8 +365,50 @@ async fn official_clients_chat_tools_images_embeddings() {
     ])
     .await;
     // Nothing answered from the paid tier: chat stayed free, and only embeddings went to Ollama.
-    let paid_chats = rig.ollama.chat_requests();
-    assert_eq!(paid_chats, 0, "a chat reached the paid tier");
+    let paid_chats: Vec<_> = rig
+        .ollama
+        .requests()
+        .into_iter()
+        .filter(switchboard::sim::SimRequest::is_chat)
+        .collect();
+    assert!(
+        paid_chats.is_empty(),
+        "chats reached the paid tier: {paid_chats:#?}\n-- OpenRouter's unexpected: {:?}\n-- the daemon's log:\n{}",
+        rig.openrouter.unexpected(),
+        rig.daemon.log_text()
+    );
+    // Each client's image reached the vision model as the very bytes sent (decoded by the simulator).
+    let png = SimImage {
+        sha256: Sha256::digest(PNG)
+            .iter()
+            .fold(String::new(), |mut hex, b| {
+                let _ = write!(hex, "{b:02x}");
+                hex
+            }),
+        bytes: PNG.len(),
+    };
+    let with_image: Vec<_> = rig
+        .openrouter
+        .requests()
+        .into_iter()
+        .filter(|r| !r.images.is_empty())
+        .collect();
+    assert_eq!(with_image.len(), 2, "{with_image:?}");
+    for request in with_image {
+        assert_eq!(request.images, vec![png.clone()]);
+        assert_eq!(request.model.as_deref(), Some(VISION_MODEL));
+    }
+    // Both embedding calls of each client reached the embedding model.
+    let embeds = rig
+        .ollama
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/embed" && r.status == 200)
+        .count();
+    assert!(
+        embeds >= 4,
+        "{embeds} embedding requests reached the upstream"
+    );
     rig.assert_clean();
 }
 

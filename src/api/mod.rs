@@ -168,9 +168,8 @@ impl PlatformAdapter for ApiAdapter {
         Box::pin(async move {
             let addr: Option<SocketAddr> = self.listener.local_addr().ok();
             let health = ctx.health.status_only("api");
-            health.set_status(
-                addr.map_or_else(|| "serving".into(), |a| format!("listening on {a}")),
-            );
+            health
+                .set_status(addr.map_or_else(|| "serving".into(), |a| format!("listening on {a}")));
             let config = ctx.config.borrow().clone();
             let cut = CancellationToken::new();
             let state = ApiState {
