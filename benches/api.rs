@@ -29,6 +29,8 @@
 
 #[path = "../tests/support/api_daemon.rs"]
 mod api_daemon;
+#[path = "support/procfs.rs"]
+mod procfs;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -42,6 +44,7 @@ use switchboard::sim::openrouter::{SimKey, SimModel, SimOpenRouter, SimOpenRoute
 use switchboard::sim::{reply_text, ReplyShape};
 
 use api_daemon::ApiDaemon;
+use procfs::proc_status_kb;
 use tokio::process::{Child, Command};
 
 /// The simulated OpenRouter key.
@@ -694,16 +697,4 @@ fn tree_rss_kb(pid: u32) -> u64 {
         }
     }
     total
-}
-
-/// A numeric field (`VmRSS:` in KiB) of `/proc/<pid>/status`, 0 if unreadable.
-fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -23,12 +23,13 @@
     clippy::needless_pass_by_value
 )]
 
+#[path = "support/procfs.rs"]
+mod procfs;
 #[path = "../tests/support/telegram_fake.rs"]
 mod telegram_fake;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,8 @@ use switchboard::store::memory::MemoryStore;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use procfs::proc_status_kb;
 
 use telegram_fake::{FakeTelegram, TOKEN};
 
@@ -414,16 +417,4 @@ fn cpu_time(pid: u32) -> (Duration, Duration) {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let time = |t: u64| Duration::from_millis(t * 1000 / per_second);
     (time(ticks(11)), time(ticks(12)))
-}
-
-/// A numeric field (`VmHWM:`, `VmRSS:` in KiB, `Threads:`) of `/proc/<pid>/status`, 0 if unreadable.
-fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
