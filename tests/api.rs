@@ -384,7 +384,11 @@ async fn embeddings_answer_on_both_surfaces_and_a_chat_model_cannot_embed() {
         .await
         .unwrap();
     assert!(
-        models["data"].as_array().unwrap().iter().any(|m| m["id"] == EMBED),
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == EMBED),
         "{models}"
     );
     let tags: Value = reqwest::get(format!("http://{addr}/api/tags"))
