@@ -198,8 +198,16 @@ impl PlatformAdapter for ApiAdapter {
                     cut.cancel();
                 });
             };
+            // No Nagle: a streamed chunk (an SSE event, an NDJSON line) leaves at once instead of waiting
+            // for the client's delayed ACK of the previous one (up to 40 ms on Linux): that wait was the
+            // tail of the time to first token in the API benchmark.
+            let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "api: could not set TCP_NODELAY");
+                }
+            });
             let served = axum::serve(
-                self.listener,
+                listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(stopping)
