@@ -180,6 +180,10 @@ pub async fn run(scenario: Scenario) -> Outcome {
     // The last run: no new messages; it must finish everything, then stop cleanly.
     let mut child = daemon.spawn(outcome.kills);
     let drained = wait_drained(&fake, &questions).await;
+    // Everything may have been answered before this run even started; a SIGTERM before the daemon has
+    // installed its handlers (the first milliseconds after exec) would kill it by the signal's default
+    // action, which is not the orderly stop this checks. So stop it once it said it is ready.
+    daemon.wait_ready(outcome.kills).await;
     // SAFETY: a pid we spawned and have not reaped; SIGTERM is a valid signal.
     unsafe { libc::kill(child.id().expect("pid") as i32, libc::SIGTERM) };
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
@@ -432,6 +436,18 @@ impl Daemon {
 
     fn log_path(&self, run: usize) -> PathBuf {
         self.dir.join(format!("daemon-{run}.log"))
+    }
+
+    /// Waits (at most 30 s) until run `run`'s log has the daemon's `ready` line.
+    async fn wait_ready(&self, run: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let log = std::fs::read_to_string(self.log_path(run)).unwrap_or_default();
+            if log.lines().any(|l| l.contains(" ready")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The last lines of the newest log.
