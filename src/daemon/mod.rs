@@ -57,6 +57,10 @@ const PROBE_NS: &str = "daemon";
 /// Runs every configured adapter until SIGTERM/SIGINT. Configuration and credential errors are
 /// [`Fatal::Config`] (exit 78) naming the key and the fix.
 pub async fn run(config_path: Option<PathBuf>, log_format: Option<LogFormat>) -> Result<(), Fatal> {
+    // Install the handlers first, before the configuration is even read: a SIGTERM at any moment of
+    // start-up is then an orderly stop, never the signal's default action.
+    let signals = signals::unix_signals()
+        .map_err(|e| Fatal::Other(anyhow::anyhow!("cannot install signal handlers: {e}")))?;
     let loaded = match crate::app::load(config_path.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -72,9 +76,6 @@ pub async fn run(config_path: Option<PathBuf>, log_format: Option<LogFormat>) ->
         config = %loaded.path.as_deref().map_or_else(|| "<defaults>".into(), |p| p.display().to_string()),
         "switchboard starting"
     );
-    // Install the handlers before building anything: a SIGTERM during start-up is then an orderly stop.
-    let signals = signals::unix_signals()
-        .map_err(|e| Fatal::Other(anyhow::anyhow!("cannot install signal handlers: {e}")))?;
     let parts = build_parts(loaded.config, &loaded.secrets, loaded.path, &loaded.env).await?;
     serve(parts, signals, SdNotifier).await
 }
