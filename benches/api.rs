@@ -16,7 +16,8 @@
 //!
 //! Run: `cargo bench --bench api`. `SB_BENCH_SOAK_SECS` (default 600) sets the soak per target
 //! (`SB_BENCH_LITELLM_SOAK_SECS` LiteLLM's alone),
-//! `SB_BENCH_TARGETS=switchboard` leaves LiteLLM out, `SB_BENCH_SOAK_RATE` (default 200) the soak's requests/s.
+//! `SB_BENCH_TARGETS=switchboard` leaves LiteLLM out, `SB_BENCH_SOAK_RATE` (default 200) the soak's requests/s,
+//! `SB_BENCH_PHASES` (default `singles,ladder,soak,streams`) picks the measurements to run.
 
 // Measurements read best whole and their arithmetic is on small known values (counts, nanoseconds,
 // KiB): these pedantic lints are off for benchmark code only.
@@ -165,21 +166,33 @@ async fn run() {
             ));
         }
     }
-    singles(&client, &targets, &mut report).await;
-    ladder(&client, &targets, &mut report).await;
+    // SB_BENCH_PHASES runs only some of the measurements (a quick loop while tuning one figure).
+    let phases =
+        std::env::var("SB_BENCH_PHASES").unwrap_or_else(|_| "singles,ladder,soak,streams".into());
+    if phases.contains("singles") {
+        singles(&client, &targets, &mut report).await;
+    }
+    if phases.contains("ladder") {
+        ladder(&client, &targets, &mut report).await;
+    }
     // The soak before the floods of streams: a proxy that an overload left wedged (LiteLLM after
     // 2,000 streams at once) would otherwise spoil its soak.
-    for t in targets.iter().filter(|t| t.pid.is_some()) {
+    for t in targets
+        .iter()
+        .filter(|t| t.pid.is_some() && phases.contains("soak"))
+    {
         soak(&client, t, &mut report).await;
     }
-    for t in &targets {
+    for t in targets.iter().filter(|_| phases.contains("streams")) {
         streams(&client, t, &sim, &mut report).await;
     }
     println!("\n== summary\n{}", report.text);
     if let Some(d) = &daemon {
+        // One lock at a time: a guard held for the whole `println!` while `log_text` locks again
+        // deadlocked the run after its summary.
+        let count = d.logs.lock().unwrap().len();
         println!(
-            "switchboard: warning/error lines in its log: {}\n{}",
-            d.logs.lock().unwrap().len(),
+            "switchboard: warning/error lines in its log: {count}\n{}",
             d.log_text()
         );
     }
