@@ -4,10 +4,11 @@
 //! ends in exactly one `Finished` or `Failed`; and, for non-streamed responses, gathered whole.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::domain::{
     AnswerSource, Completion, FailureKind, ReplyEvent, ReplyStream, UserFacingError,
@@ -120,19 +121,21 @@ pub fn guarded(
     deadline: Instant,
     cut: CancellationToken,
 ) -> BoxStream<'static, ReplyEvent> {
+    // The deadline's timer and the cut's waiter are made once and kept across events: made afresh for
+    // every event, each wait would register and drop a timer.
     struct State {
         first: Option<ReplyEvent>,
         rest: ReplyStream,
         done: bool,
-        deadline: Instant,
-        cut: CancellationToken,
+        deadline: Pin<Box<tokio::time::Sleep>>,
+        cut: Pin<Box<WaitForCancellationFutureOwned>>,
     }
     let state = State {
         done: false,
         first: Some(opened_first),
         rest,
-        deadline,
-        cut,
+        deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        cut: Box::pin(cut.cancelled_owned()),
     };
     stream::unfold(state, |mut s| async move {
         if s.done {
@@ -144,8 +147,8 @@ pub fn guarded(
                 let next = tokio::select! {
                     biased;
                     next = s.rest.next() => next,
-                    () = s.cut.cancelled() => Some(ReplyEvent::Failed(cut_failure(Cut::Shutdown))),
-                    () = tokio::time::sleep_until(s.deadline) => Some(ReplyEvent::Failed(cut_failure(Cut::Deadline))),
+                    () = s.cut.as_mut() => Some(ReplyEvent::Failed(cut_failure(Cut::Shutdown))),
+                    () = s.deadline.as_mut() => Some(ReplyEvent::Failed(cut_failure(Cut::Deadline))),
                 };
                 match next {
                     Some(ReplyEvent::Started(_) | ReplyEvent::Notice(_)) => {}
