@@ -119,6 +119,11 @@ pub struct GenerationParams {
     /// Other top-level fields an OpenAI client sent that switchboard does not interpret; passed through
     /// to OpenAI-compatible providers only (OpenRouter's extras such as `provider`, `transforms`).
     pub passthrough: serde_json::Map<String, serde_json::Value>,
+    /// The caller takes the answer only whole (a non-streamed API response): the provider is asked for
+    /// one body instead of a stream, which spares reading, parsing and relaying every piece. Fallback
+    /// works as for a stream (nothing reaches the client before the end), but a provider that stalls is
+    /// only given up at the provider deadline, since a whole answer's head comes only with the answer.
+    pub whole: bool,
 }
 
 impl GenerationParams {

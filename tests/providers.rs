@@ -915,6 +915,7 @@ fn full_request() -> ProviderRequest {
             tool_choice: Some("auto".into()),
             reasoning: Some(Reasoning::Effort("low".into())),
             passthrough,
+            whole: false,
         },
     }
 }
@@ -1344,4 +1345,93 @@ async fn json_format_and_tool_choice_none_are_honoured() {
     assert!(joined_calls(&events).is_empty());
     assert!(text_of(&events).contains("You said: call get_weather"));
     assert!(sim.unexpected().is_empty() && osim.unexpected().is_empty());
+}
+
+/// A whole answer (`params.whole`, the local API's non-streamed requests): one `"stream": false`
+/// request, read as the same events a stream gives (model, text, tool calls numbered in order,
+/// usage and finish reason), in both formats.
+#[tokio::test]
+async fn whole_answers_are_one_request_and_the_same_events() {
+    let sim = SimOpenRouter::start(SimOpenRouterOptions::default())
+        .await
+        .unwrap();
+    let osim = SimOllama::start(SimOllamaOptions::default()).await.unwrap();
+    let (k, ok) = (key("sk-or-sim-1"), key("ollama-sim-1"));
+    let whole = |mut r: ProviderRequest| {
+        r.params.whole = true;
+        r
+    };
+
+    let stream = openrouter(&sim)
+        .chat_stream(Some(&k), whole(request(OR_MODEL, "all at once")))
+        .await
+        .unwrap();
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    assert_eq!(events[0], ProviderEvent::Model(OR_MODEL.into()));
+    assert_eq!(text_of(&events), reply_text(OR_MODEL, "all at once", 3));
+    let Some(ProviderEvent::Done {
+        usage,
+        finish_reason,
+    }) = events.last()
+    else {
+        panic!("no Done: {events:?}")
+    };
+    assert_eq!(finish_reason.as_deref(), Some("stop"));
+    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+    assert!(!sim.requests()[0].stream, "asked for one body");
+
+    let ask = whole(tool_request(
+        OR_MODEL,
+        "call get_weather {\"city\":\"Paris\"}",
+    ));
+    let stream = openrouter(&sim).chat_stream(Some(&k), ask).await.unwrap();
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    assert_eq!(
+        joined_calls(&events),
+        [(
+            Some("call_sim_0".into()),
+            "get_weather".into(),
+            "{\"city\":\"Paris\"}".into()
+        )]
+    );
+    assert!(
+        matches!(events.last(), Some(ProviderEvent::Done { finish_reason: Some(r), .. }) if r == "tool_calls")
+    );
+
+    let stream = ollama(&osim)
+        .chat_stream(Some(&ok), whole(request("gpt-oss:120b", "alles")))
+        .await
+        .unwrap();
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    assert_eq!(text_of(&events), reply_text("gpt-oss:120b", "alles", 3));
+    assert!(matches!(events.last(), Some(ProviderEvent::Done { .. })));
+    assert!(!osim.requests()[0].stream, "asked for one body");
+    let ask = whole(tool_request(
+        "gpt-oss:120b",
+        "call get_weather {\"city\":\"Paris\"}",
+    ));
+    let stream = ollama(&osim).chat_stream(Some(&ok), ask).await.unwrap();
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    assert_eq!(
+        joined_calls(&events),
+        [(
+            Some("call_0".into()),
+            "get_weather".into(),
+            "{\"city\":\"Paris\"}".into()
+        )]
+    );
+
+    // An unknown model is still the status's error, before any event.
+    let mut missing = whole(request("no/such-model:free", "hi"));
+    missing.params.whole = true;
+    assert!(openrouter(&sim)
+        .chat_stream(Some(&k), missing)
+        .await
+        .is_err());
+    assert!(sim.unexpected().is_empty(), "{:?}", sim.unexpected());
+    assert!(osim.unexpected().is_empty(), "{:?}", osim.unexpected());
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::http::{self, ClientBuildError, Endpoint, Timeouts};
 use super::ndjson::{Line, NdjsonParser};
 use super::{
-    ChatProvider, Completion, EmbedCall, EmbedResult, ProviderError, ProviderRequest,
+    parse_all, ChatProvider, Completion, EmbedCall, EmbedResult, ProviderError, ProviderRequest,
     ProviderStream,
 };
 use crate::clock::SharedClock;
@@ -150,13 +150,23 @@ impl ChatProvider for OllamaClient {
         request: ProviderRequest,
     ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>> {
         let deadline = self.deadline();
-        let body = chat_body(&request, true);
+        let whole = request.params.whole;
+        let body = chat_body(&request, !whole);
         let builder = self
             .request(reqwest::Method::POST, "/api/chat", key)
             .json(&body);
         let clock = self.inner.clock.clone();
         let idle = self.inner.timeouts.idle;
         Box::pin(async move {
+            if whole {
+                // `"stream": false` answers with the one final object, which the NDJSON parser reads
+                // as a stream of one line; its head comes only with it, so only the deadline bounds it.
+                let response = http::send(builder, deadline, deadline, &clock).await?;
+                return Ok(http::whole_answer(response, deadline, |body| {
+                    parse_all(NdjsonParser::new(), [body])
+                })
+                .await);
+            }
             let head_by = Instant::now() + idle;
             let response = http::send(builder, head_by, deadline, &clock).await?;
             Ok(http::event_stream(

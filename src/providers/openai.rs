@@ -291,14 +291,21 @@ impl ChatProvider for OpenAiClient {
         request: ProviderRequest,
     ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>> {
         let deadline = self.deadline();
-        let body = chat_body(&request, true);
-        let builder = self
-            .request(reqwest::Method::POST, "/chat/completions", key)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&body);
+        let whole = request.params.whole;
+        let body = chat_body(&request, !whole);
+        let mut builder = self.request(reqwest::Method::POST, "/chat/completions", key);
+        if !whole {
+            builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
+        }
+        let builder = builder.json(&body);
         let clock = self.inner.clock.clone();
         let idle = self.inner.timeouts.idle;
         Box::pin(async move {
+            if whole {
+                // The head comes only with the whole answer: only the deadline bounds the wait.
+                let response = http::send(builder, deadline, deadline, &clock).await?;
+                return Ok(http::whole_answer(response, deadline, SseParser::whole_answer).await);
+            }
             let head_by = Instant::now() + idle;
             let response = http::send(builder, head_by, deadline, &clock).await?;
             Ok(http::event_stream(

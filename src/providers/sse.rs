@@ -53,6 +53,18 @@ impl SseParser {
     pub fn buffered_bytes(&self) -> usize {
         self.lines.buffered_bytes() + self.state.data.capacity()
     }
+
+    /// The events of a whole (non-streamed) chat completion body: the same as its stream would give,
+    /// `choices[0].message` read as one delta, ending in `Done` (or the error the body carries).
+    pub fn whole_answer(body: &[u8]) -> Vec<ParsedEvent> {
+        let mut out = Vec::new();
+        let mut state = State::default();
+        state.on_chunk(body, true, &mut out);
+        if !state.ended {
+            state.done(&mut out);
+        }
+        out
+    }
 }
 
 impl StreamParser for SseParser {
@@ -151,13 +163,26 @@ impl State {
         if data.is_empty() {
             return;
         }
-        let chunk: Chunk = match item::decode(data.as_bytes(), "event JSON") {
+        self.on_chunk(data.as_bytes(), false, out);
+    }
+
+    /// One chunk object (a stream's event, or a whole answer when `whole`: then it must have a choice
+    /// or an error).
+    fn on_chunk(&mut self, data: &[u8], whole: bool, out: &mut Vec<ParsedEvent>) {
+        let what = if whole { "answer JSON" } else { "event JSON" };
+        let chunk: Chunk = match item::decode(data, what) {
             Ok(c) => c,
             Err(e) => return self.fail(out, e),
         };
+        if whole && chunk.choices.is_empty() && chunk.error.is_none() {
+            return self.fail(
+                out,
+                ProviderError::Malformed("answer without choices".into()),
+            );
+        }
         let choice = chunk.choices.into_iter().next();
         let (delta, finish_reason) = match choice {
-            Some(c) => (c.delta.unwrap_or_default(), c.finish_reason),
+            Some(c) => (c.delta.or(c.message).unwrap_or_default(), c.finish_reason),
             None => (Delta::default(), None),
         };
         let common = Common {
@@ -168,7 +193,8 @@ impl State {
             tool_calls: delta
                 .tool_calls
                 .into_iter()
-                .map(WireToolCall::into_delta)
+                .enumerate()
+                .map(|(at, call)| call.into_delta(at))
                 .collect(),
         };
         if let Err(e) = item::pass_on(common, &mut self.model_seen, out) {
@@ -228,6 +254,9 @@ struct Chunk {
 struct Choice {
     #[serde(default)]
     delta: Option<Delta>,
+    /// A whole answer's message, read like one delta.
+    #[serde(default)]
+    message: Option<Delta>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -250,8 +279,9 @@ struct Delta {
 /// pieces only `index` and more `function.arguments`.
 #[derive(Deserialize)]
 struct WireToolCall {
+    /// A streamed piece's call; a whole answer's calls have none and are numbered in order.
     #[serde(default)]
-    index: u32,
+    index: Option<u32>,
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
@@ -268,7 +298,8 @@ struct WireFunction {
 }
 
 impl WireToolCall {
-    fn into_delta(self) -> ToolCallDelta {
+    /// The piece, numbered `at` (its place in the list) when it carries no index.
+    fn into_delta(self, at: usize) -> ToolCallDelta {
         let (name, arguments) = match self.function {
             Some(f) => (f.name, f.arguments),
             None => (None, None),
@@ -279,7 +310,9 @@ impl WireToolCall {
             Some(other) => other.to_string(),
         };
         ToolCallDelta {
-            index: self.index,
+            index: self
+                .index
+                .unwrap_or_else(|| u32::try_from(at).unwrap_or(u32::MAX)),
             id: self.id.filter(|i| !i.is_empty()),
             name: name.filter(|n| !n.is_empty()),
             arguments,

@@ -60,7 +60,8 @@ async fn chat(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let req: wire::ChatRequest = json::parse(Surface::Ollama, body)?;
-    let (ask, stream) = req.into_ask()?;
+    let (mut ask, stream) = req.into_ask()?;
+    ask.params.whole = !stream;
     if ask.messages.is_empty() {
         return loaded(&state, &ask, Kind::Chat);
     }
@@ -86,7 +87,8 @@ async fn generate(
     let arrived = Instant::now();
     let req: wire::GenerateRequest = json::parse(Surface::Ollama, body)?;
     let empty = req.prompt.is_empty() && req.images.as_ref().is_none_or(Vec::is_empty);
-    let (ask, stream) = req.into_ask()?;
+    let (mut ask, stream) = req.into_ask()?;
+    ask.params.whole = !stream;
     if empty {
         return loaded(&state, &ask, Kind::Generate);
     }

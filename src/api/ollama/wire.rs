@@ -247,6 +247,8 @@ pub fn params(
             Think::Effort(level) => Reasoning::Effort(level),
         }),
         passthrough: serde_json::Map::new(),
+        // Set by the route, which knows whether the answer streams.
+        whole: false,
     };
     Ok((params, max_tokens))
 }

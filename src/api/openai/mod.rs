@@ -73,7 +73,8 @@ async fn respond<R: wire::OpenAiRequest>(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let req: R = wire::read(json::parse_value(Surface::OpenAi, body)?)?;
-    let (ask, stream, usage) = req.into_ask()?;
+    let (mut ask, stream, usage) = req.into_ask()?;
+    ask.params.whole = !stream;
     let how = Answering {
         kind,
         stream,

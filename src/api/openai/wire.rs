@@ -317,6 +317,8 @@ impl Sampling {
             tool_choice,
             reasoning: self.reasoning_effort.map(Reasoning::Effort),
             passthrough: self.extra,
+            // Set by the route, which knows whether the answer streams.
+            whole: false,
         };
         Ok((params, self.max_completion_tokens.or(self.max_tokens)))
     }
