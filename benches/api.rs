@@ -6,6 +6,9 @@
 //! over loopback on a 2-worker tokio runtime): it shares the 2-core machine with the simulator, the
 //! daemon and LiteLLM, so every figure includes that contention.
 //!
+//! A bare forwarder (`support/forwarder.rs`: axum + reqwest, no work) runs in this process as the
+//! reference for what a proxy hop costs here at all (measures 1 and 2 only).
+//!
 //! Measured, for each target (direct, switchboard, LiteLLM):
 //! 1. one request at a time, the targets interleaved: non-streaming latency and time to first token
 //!    (first SSE event with text); added = target p99 − direct p99, and per interleaved pair;
@@ -16,7 +19,7 @@
 //!
 //! Run: `cargo bench --bench api`. `SB_BENCH_SOAK_SECS` (default 600) sets the soak per target
 //! (`SB_BENCH_LITELLM_SOAK_SECS` LiteLLM's alone),
-//! `SB_BENCH_TARGETS=switchboard` leaves LiteLLM out, `SB_BENCH_SOAK_RATE` (default 200) the soak's requests/s,
+//! `SB_BENCH_TARGETS` (default `forwarder,switchboard,litellm`) picks the proxies, `SB_BENCH_SOAK_RATE` (default 200) the soak's requests/s,
 //! `SB_BENCH_PHASES` (default `singles,ladder,soak,streams`) picks the measurements to run.
 
 // Measurements read best whole and their arithmetic is on small known values (counts, nanoseconds,
@@ -30,6 +33,8 @@
 
 #[path = "../tests/support/api_daemon.rs"]
 mod api_daemon;
+#[path = "support/forwarder.rs"]
+mod forwarder;
 #[path = "support/procfs.rs"]
 mod procfs;
 
@@ -101,7 +106,8 @@ async fn run() {
     .await
     .unwrap();
     // SB_BENCH_TARGETS picks the proxies to measure (the direct path is always the baseline).
-    let wanted = std::env::var("SB_BENCH_TARGETS").unwrap_or_else(|_| "switchboard,litellm".into());
+    let wanted = std::env::var("SB_BENCH_TARGETS")
+        .unwrap_or_else(|_| "forwarder,switchboard,litellm".into());
     let mut report = Report::default();
     let daemon = if wanted.contains("switchboard") {
         let daemon = start_daemon(&sim.base_url()).await;
@@ -136,6 +142,15 @@ async fn run() {
         key: Some(SIM_KEY),
         pid: None,
     }];
+    // The reference for added latency and throughput (one at a time and the ladder only).
+    if wanted.contains("forwarder") {
+        targets.push(Target {
+            name: "bare forwarder",
+            url: forwarder::start(format!("{}/chat/completions", sim.base_url()), SIM_KEY),
+            key: None,
+            pid: None,
+        });
+    }
     if let Some(d) = &daemon {
         targets.push(Target {
             name: "switchboard",
@@ -183,7 +198,10 @@ async fn run() {
     {
         soak(&client, t, &mut report).await;
     }
-    for t in targets.iter().filter(|_| phases.contains("streams")) {
+    for t in targets
+        .iter()
+        .filter(|t| t.name != "bare forwarder" && phases.contains("streams"))
+    {
         streams(&client, t, &sim, &mut report).await;
     }
     println!("\n== summary\n{}", report.text);
