@@ -236,8 +236,9 @@ impl Report {
 // The processes under test
 
 /// `switchboard run`: the API on a free loopback port, the free tier at the simulator, nothing else.
-/// Defaults except: no paid tier (none exists here), and OpenRouter's real per-minute and daily free
-/// limits off (they would cap a benchmark at 20 requests a minute).
+/// Defaults except: one async worker (`SB_BENCH_WORKERS`), no paid tier (none exists here), and
+/// OpenRouter's real per-minute and daily free limits off (they would cap a benchmark at 20 requests a
+/// minute).
 async fn start_daemon(sim_base_url: &str) -> ApiDaemon {
     let config = format!(
         "[api]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\n[router]\npaid_enabled = false\n\n\
@@ -247,6 +248,12 @@ async fn start_daemon(sim_base_url: &str) -> ApiDaemon {
     let env = [
         ("OPENROUTER_API_KEY_1", SIM_KEY.to_owned()),
         ("SWITCHBOARD__OPENROUTER__BASE_URL", sim_base_url.to_owned()),
+        // An API-only instance on this 2-core machine: one worker, as docs/operations.md advises
+        // ("Threads"). SB_BENCH_WORKERS measures another count.
+        (
+            "SWITCHBOARD_WORKER_THREADS",
+            std::env::var("SB_BENCH_WORKERS").unwrap_or_else(|_| "1".into()),
+        ),
     ];
     ApiDaemon::start(&config, &env, false).await
 }

@@ -22,7 +22,8 @@ pub struct Cli {
     /// Log format: text (one event per line) or json.
     #[arg(long, global = true, value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
-    /// Threads running the daemon's async work (default: half the CPUs, at least one).
+    /// Threads running the async work (default: one per CPU). One suits a 2-core server that serves
+    /// mostly the local API; see docs/operations.md, "Threads".
     #[arg(long, global = true, env = "SWITCHBOARD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub worker_threads: Option<u16>,
     /// What to do.
@@ -58,12 +59,11 @@ pub fn main() -> ExitCode {
     // Development convenience: a .env file next to the working directory fills unset variables.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    let workers = cli.worker_threads.map_or_else(default_workers, usize::from);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = cli.worker_threads {
+        builder.worker_threads(usize::from(workers));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchboard: cannot start the async runtime: {e}");
@@ -85,15 +85,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Half the CPUs, at least one. The daemon's work is mostly I/O, and much of its cost is the kernel's
-/// (the network stack, the store's writes): the other half of the machine goes to that, to the
-/// blocking pool and to whatever shares the host. Measured on the 2-core machine with the API benchmark
-/// (BENCHMARKS.md): one worker served 11,800 requests/s within 1 ms of added p99 where two, waking each
-/// other for every hand-off between tasks, served 5,200.
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
-}
-
 async fn dispatch(cli: Cli) -> Result<(), Fatal> {
     match cli.command {
         Command::Run => crate::daemon::run(cli.config, cli.log_format).await,
@@ -108,14 +99,13 @@ async fn dispatch(cli: Cli) -> Result<(), Fatal> {
 mod tests {
     use clap::Parser as _;
 
-    use super::{default_workers, Cli};
+    use super::Cli;
 
     #[test]
-    fn worker_threads_are_bounded_and_default_to_half_the_cpus() {
+    fn worker_threads_are_bounded_and_optional() {
         let cli = Cli::try_parse_from(["switchboard", "--worker-threads", "3", "run"]).unwrap();
         assert_eq!(cli.worker_threads, Some(3));
         assert!(Cli::try_parse_from(["switchboard", "--worker-threads", "0", "run"]).is_err());
-        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        assert_eq!(default_workers(), (cpus / 2).max(1));
+        assert!(Cli::try_parse_from(["switchboard", "--worker-threads", "257", "run"]).is_err());
     }
 }
