@@ -106,6 +106,25 @@ async fn stream_err(
 
 const OR_MODEL: &str = "deepseek/deepseek-chat-v3-0324:free";
 
+/// Drains an OpenRouter answer to `prompt` and checks it whole: the model first, the simulator's text,
+/// and `Done` with usage and `stop`. Returns the events.
+async fn assert_answered(stream: ProviderStream, prompt: &str) -> Vec<ProviderEvent> {
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    assert_eq!(events[0], ProviderEvent::Model(OR_MODEL.into()));
+    assert_eq!(text_of(&events), reply_text(OR_MODEL, prompt, 3));
+    let Some(ProviderEvent::Done {
+        usage,
+        finish_reason,
+    }) = events.last()
+    else {
+        panic!("no Done: {events:?}")
+    };
+    assert_eq!(finish_reason.as_deref(), Some("stop"));
+    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+    events
+}
+
 #[tokio::test]
 async fn openrouter_streams_a_whole_answer_with_keepalives_and_usage() {
     let sim = SimOpenRouter::start(SimOpenRouterOptions {
@@ -123,19 +142,7 @@ async fn openrouter_streams_a_whole_answer_with_keepalives_and_usage() {
         .chat_stream(Some(&k), request(OR_MODEL, "hello there"))
         .await
         .unwrap();
-    let (events, error) = drain(stream).await;
-    assert_eq!(error, None);
-    assert_eq!(events[0], ProviderEvent::Model(OR_MODEL.into()));
-    assert_eq!(text_of(&events), reply_text(OR_MODEL, "hello there", 3));
-    let Some(ProviderEvent::Done {
-        usage,
-        finish_reason,
-    }) = events.last()
-    else {
-        panic!("no Done: {events:?}")
-    };
-    assert_eq!(finish_reason.as_deref(), Some("stop"));
-    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+    let events = assert_answered(stream, "hello there").await;
     assert!(events.len() > 4, "streamed in several deltas");
 
     // `openrouter/free` names the concrete model that answered.
@@ -1347,6 +1354,21 @@ async fn json_format_and_tool_choice_none_are_honoured() {
     assert!(sim.unexpected().is_empty() && osim.unexpected().is_empty());
 }
 
+/// Drains a stream that must be exactly one `get_weather` call for Paris with call id `id`.
+async fn assert_weather_call(stream: ProviderStream, id: &str) -> Vec<ProviderEvent> {
+    let (events, error) = drain(stream).await;
+    assert_eq!(error, None);
+    assert_eq!(
+        joined_calls(&events),
+        [(
+            Some(id.to_owned()),
+            "get_weather".into(),
+            "{\"city\":\"Paris\"}".into()
+        )]
+    );
+    events
+}
+
 /// A whole answer (`params.whole`, the local API's non-streamed requests): one `"stream": false`
 /// request, read as the same events a stream gives (model, text, tool calls numbered in order,
 /// usage and finish reason), in both formats.
@@ -1366,19 +1388,7 @@ async fn whole_answers_are_one_request_and_the_same_events() {
         .chat_stream(Some(&k), whole(request(OR_MODEL, "all at once")))
         .await
         .unwrap();
-    let (events, error) = drain(stream).await;
-    assert_eq!(error, None);
-    assert_eq!(events[0], ProviderEvent::Model(OR_MODEL.into()));
-    assert_eq!(text_of(&events), reply_text(OR_MODEL, "all at once", 3));
-    let Some(ProviderEvent::Done {
-        usage,
-        finish_reason,
-    }) = events.last()
-    else {
-        panic!("no Done: {events:?}")
-    };
-    assert_eq!(finish_reason.as_deref(), Some("stop"));
-    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+    assert_answered(stream, "all at once").await;
     assert!(!sim.requests()[0].stream, "asked for one body");
 
     let ask = whole(tool_request(
@@ -1386,16 +1396,7 @@ async fn whole_answers_are_one_request_and_the_same_events() {
         "call get_weather {\"city\":\"Paris\"}",
     ));
     let stream = openrouter(&sim).chat_stream(Some(&k), ask).await.unwrap();
-    let (events, error) = drain(stream).await;
-    assert_eq!(error, None);
-    assert_eq!(
-        joined_calls(&events),
-        [(
-            Some("call_sim_0".into()),
-            "get_weather".into(),
-            "{\"city\":\"Paris\"}".into()
-        )]
-    );
+    let events = assert_weather_call(stream, "call_sim_0").await;
     assert!(
         matches!(events.last(), Some(ProviderEvent::Done { finish_reason: Some(r), .. }) if r == "tool_calls")
     );
@@ -1414,20 +1415,10 @@ async fn whole_answers_are_one_request_and_the_same_events() {
         "call get_weather {\"city\":\"Paris\"}",
     ));
     let stream = ollama(&osim).chat_stream(Some(&ok), ask).await.unwrap();
-    let (events, error) = drain(stream).await;
-    assert_eq!(error, None);
-    assert_eq!(
-        joined_calls(&events),
-        [(
-            Some("call_0".into()),
-            "get_weather".into(),
-            "{\"city\":\"Paris\"}".into()
-        )]
-    );
+    assert_weather_call(stream, "call_0").await;
 
     // An unknown model is still the status's error, before any event.
-    let mut missing = whole(request("no/such-model:free", "hi"));
-    missing.params.whole = true;
+    let missing = whole(request("no/such-model:free", "hi"));
     assert!(openrouter(&sim)
         .chat_stream(Some(&k), missing)
         .await
