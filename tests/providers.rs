@@ -1426,3 +1426,56 @@ async fn whole_answers_are_one_request_and_the_same_events() {
     assert!(sim.unexpected().is_empty(), "{:?}", sim.unexpected());
     assert!(osim.unexpected().is_empty(), "{:?}", osim.unexpected());
 }
+
+/// A whole answer as OpenRouter sends it: whitespace it writes while the model works, then the
+/// completion; tool calls without an index are numbered in order; an answer without choices or an
+/// `error` body is an error, never an empty answer.
+#[test]
+fn whole_answers_read_like_their_stream() {
+    let body = br#"
+
+{"model":"m","choices":[{"message":{"role":"assistant","content":"Hi","tool_calls":[
+ {"id":"a","type":"function","function":{"name":"f","arguments":"{}"}},
+ {"id":"b","type":"function","function":{"name":"g","arguments":"{\"x\":1}"}}]},
+ "finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+    let events = switchboard::providers::sse::SseParser::whole_answer(body);
+    let call = |index: u32, id: &str, name: &str, arguments: &str| {
+        Ok(ProviderEvent::ToolCall(ToolCallDelta {
+            index,
+            id: Some(id.into()),
+            name: Some(name.into()),
+            arguments: arguments.into(),
+        }))
+    };
+    assert_eq!(
+        events,
+        vec![
+            Ok(ProviderEvent::Model("m".into())),
+            Ok(ProviderEvent::Delta("Hi".into())),
+            call(0, "a", "f", "{}"),
+            call(1, "b", "g", "{\"x\":1}"),
+            Ok(ProviderEvent::Done {
+                usage: switchboard::domain::Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 2
+                },
+                finish_reason: Some("tool_calls".into()),
+            }),
+        ]
+    );
+    let empty =
+        switchboard::providers::sse::SseParser::whole_answer(br#"{"model":"m","choices":[]}"#);
+    assert!(
+        matches!(empty[..], [Err(ProviderError::Malformed(_))]),
+        "{empty:?}"
+    );
+    let failed = switchboard::providers::sse::SseParser::whole_answer(
+        br#"{"error":{"message":"overloaded","code":502}}"#,
+    );
+    assert!(matches!(failed[..], [Err(_)]), "{failed:?}");
+    let cut = switchboard::providers::sse::SseParser::whole_answer(br#"{"model":"m","choi"#);
+    assert!(
+        matches!(cut[..], [Err(ProviderError::Malformed(_))]),
+        "{cut:?}"
+    );
+}

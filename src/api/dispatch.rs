@@ -49,14 +49,17 @@ impl Begun {
 }
 
 /// Resolves `ask` for `caller`, sends it to the router and waits for its first content; also returns
-/// the model name the client asked for.
+/// the model name the client asked for. An answer that will not `stream` is asked of the provider
+/// whole ([`crate::generation::GenerationParams::whole`]).
 pub async fn begin_ask(
     state: &ApiState,
     surface: Surface,
     caller: &Caller,
-    ask: Ask,
+    mut ask: Ask,
+    stream: bool,
     arrived: Instant,
 ) -> Result<(Begun, String), ApiError> {
+    ask.params.whole = !stream;
     let requested = ask.model.clone();
     let request = completion_request(surface, &*state.router, caller, ask)?;
     Ok((

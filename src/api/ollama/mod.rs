@@ -60,8 +60,7 @@ async fn chat(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let req: wire::ChatRequest = json::parse(Surface::Ollama, body)?;
-    let (mut ask, stream) = req.into_ask()?;
-    ask.params.whole = !stream;
+    let (ask, stream) = req.into_ask()?;
     if ask.messages.is_empty() {
         return loaded(&state, &ask, Kind::Chat);
     }
@@ -87,8 +86,7 @@ async fn generate(
     let arrived = Instant::now();
     let req: wire::GenerateRequest = json::parse(Surface::Ollama, body)?;
     let empty = req.prompt.is_empty() && req.images.as_ref().is_none_or(Vec::is_empty);
-    let (mut ask, stream) = req.into_ask()?;
-    ask.params.whole = !stream;
+    let (ask, stream) = req.into_ask()?;
     if empty {
         return loaded(&state, &ask, Kind::Generate);
     }
@@ -119,7 +117,7 @@ async fn answer(
     how: Answering,
 ) -> Result<Response, ApiError> {
     let (begun, requested) =
-        dispatch::begin_ask(state, Surface::Ollama, caller, ask, how.arrived).await?;
+        dispatch::begin_ask(state, Surface::Ollama, caller, ask, how.stream, how.arrived).await?;
     let timing = Timing {
         arrived: how.arrived,
         first: begun.opened.first_at,

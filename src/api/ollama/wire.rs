@@ -247,7 +247,7 @@ pub fn params(
             Think::Effort(level) => Reasoning::Effort(level),
         }),
         passthrough: serde_json::Map::new(),
-        // Set by the route, which knows whether the answer streams.
+        // Set by `dispatch::begin_ask`, which knows whether the answer streams.
         whole: false,
     };
     Ok((params, max_tokens))

@@ -73,8 +73,7 @@ async fn respond<R: wire::OpenAiRequest>(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let req: R = wire::read(json::parse_value(Surface::OpenAi, body)?)?;
-    let (mut ask, stream, usage) = req.into_ask()?;
-    ask.params.whole = !stream;
+    let (ask, stream, usage) = req.into_ask()?;
     let how = Answering {
         kind,
         stream,
@@ -99,7 +98,7 @@ async fn answer(
     how: Answering,
 ) -> Result<Response, ApiError> {
     let (begun, requested) =
-        dispatch::begin_ask(state, Surface::OpenAi, caller, ask, how.arrived).await?;
+        dispatch::begin_ask(state, Surface::OpenAi, caller, ask, how.stream, how.arrived).await?;
     let id = response_id(match how.kind {
         Kind::Chat => "chatcmpl",
         Kind::Completion => "cmpl",

@@ -317,7 +317,7 @@ impl Sampling {
             tool_choice,
             reasoning: self.reasoning_effort.map(Reasoning::Effort),
             passthrough: self.extra,
-            // Set by the route, which knows whether the answer streams.
+            // Set by `dispatch::begin_ask`, which knows whether the answer streams.
             whole: false,
         };
         Ok((params, self.max_completion_tokens.or(self.max_tokens)))
