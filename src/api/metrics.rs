@@ -4,7 +4,6 @@
 //! registry for what fits in this file. No label ever carries a user, key or prompt. Names follow
 //! OpenTelemetry's GenAI conventions where one exists, in base units with `_seconds` / `_total`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -55,7 +54,7 @@ struct HistogramFamily {
     help: &'static str,
     labels: &'static [&'static str],
     bounds: &'static [f64],
-    series: Mutex<BTreeMap<Vec<String>, Histogram>>,
+    series: Series<Histogram>,
 }
 
 impl HistogramFamily {
@@ -70,22 +69,19 @@ impl HistogramFamily {
             help,
             labels,
             bounds,
-            series: Mutex::new(BTreeMap::new()),
+            series: Series::new(),
         }
     }
 
     fn observe(&self, values: &[&str], value: f64) {
-        let key = values.iter().map(|v| (*v).to_owned()).collect();
-        lock(&self.series)
-            .entry(key)
-            .or_default()
-            .observe(self.bounds, value);
+        self.series
+            .update(values, |h: &mut Histogram| h.observe(self.bounds, value));
     }
 
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
         let _ = writeln!(out, "# TYPE {} histogram", self.name);
-        for (values, h) in lock(&self.series).iter() {
+        for (values, h) in &self.series.sorted() {
             let labels = label_text(self.labels, values);
             let sep = if labels.is_empty() { "" } else { "," };
             for (bound, count) in self.bounds.iter().zip(&h.counts) {
@@ -113,7 +109,7 @@ struct CounterFamily {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    series: Mutex<BTreeMap<Vec<String>, u64>>,
+    series: Series<u64>,
 }
 
 impl CounterFamily {
@@ -122,22 +118,57 @@ impl CounterFamily {
             name,
             help,
             labels,
-            series: Mutex::new(BTreeMap::new()),
+            series: Series::new(),
         }
     }
 
     fn add(&self, values: &[&str], n: u64) {
-        let key = values.iter().map(|v| (*v).to_owned()).collect();
-        *lock(&self.series).entry(key).or_default() += n;
+        self.series.update(values, |total| *total += n);
     }
 
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
         let _ = writeln!(out, "# TYPE {} counter", self.name);
-        for (values, n) in lock(&self.series).iter() {
+        for (values, n) in &self.series.sorted() {
             let braces = braced(&label_text(self.labels, values));
             let _ = writeln!(out, "{}{braces} {n}", self.name);
         }
+    }
+}
+
+/// The series of one family, keyed by their label values. The label sets are small (tens of series at
+/// most), so a list searched in order serves them; unlike a map keyed by owned strings, recording into an
+/// existing series allocates nothing, which matters on a request path that adds well under a millisecond.
+#[derive(Debug)]
+struct Series<T> {
+    list: Mutex<Vec<(Vec<String>, T)>>,
+}
+
+impl<T: Clone + Default> Series<T> {
+    const fn new() -> Self {
+        Self {
+            list: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Applies `change` to the series labelled `values`, created empty the first time.
+    fn update(&self, values: &[&str], change: impl FnOnce(&mut T)) {
+        let mut list = lock(&self.list);
+        let same = |key: &Vec<String>| key.iter().map(String::as_str).eq(values.iter().copied());
+        if let Some((_, value)) = list.iter_mut().find(|(key, _)| same(key)) {
+            change(value);
+            return;
+        }
+        let mut value = T::default();
+        change(&mut value);
+        list.push((values.iter().map(|v| (*v).to_owned()).collect(), value));
+    }
+
+    /// A copy of every series, ordered by label values so the rendered text is stable.
+    fn sorted(&self) -> Vec<(Vec<String>, T)> {
+        let mut copy = lock(&self.list).clone();
+        copy.sort_by(|a, b| a.0.cmp(&b.0));
+        copy
     }
 }
 

@@ -98,14 +98,12 @@ async fn count_request(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
+    // A shared handle on the route's pattern, not a copy of its text.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let surface = Surface::of_path(request.uri().path());
     let response = next.run(request).await;
-    metrics.request(surface.as_str(), &route, response.status().as_u16());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    metrics.request(surface.as_str(), route, response.status().as_u16());
     response
 }
 
