@@ -39,6 +39,8 @@ impl ApiDaemon {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("STATE_DIRECTORY", dir.path().join("state"))
             .envs(env.iter().map(|(k, v)| (k, v)))
+            // SB_BENCH_MALLOC_CONF tries other jemalloc settings (`_RJEM_MALLOC_CONF`) without a rebuild.
+            .envs(std::env::var("SB_BENCH_MALLOC_CONF").map(|c| ("_RJEM_MALLOC_CONF", c)))
             .arg("--config")
             .arg(&config_path)
             .arg("run")
