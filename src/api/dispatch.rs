@@ -85,7 +85,9 @@ pub async fn begin(
         .map(|gate| gate.admit(surface, &request))
         .transpose()?;
     state.metrics.overhead(surface.as_str(), arrived.elapsed());
-    let reply = state.router.complete(request);
+    // What the client sees never carries a loaded secret (a provider or proxy may echo a key), even one
+    // split across two deltas.
+    let reply = crate::secrets::scrub_reply(state.router.complete(request));
     let opened = reply::open_within(reply, deadline, &state.cut)
         .await
         .map_err(|why| match why {

@@ -19,6 +19,7 @@ use crate::domain::{
 use crate::generation::ImageData;
 use crate::media::ImageRef;
 use crate::router::CompletionRequest;
+use crate::secrets::ReplyScrubber;
 use crate::store::{Turn, TurnStatus};
 
 /// The message shown when the store cannot be read or written for a turn.
@@ -187,8 +188,9 @@ enum Ending {
     Cut(UserFacingError),
 }
 
-/// Forwards the router's events to `tx` (scrubbed of secrets), collecting the answer, until the router
-/// ends or the turn is cut short.
+/// Forwards the router's events to `tx`, collecting the answer, until the router ends or the turn is
+/// cut short. The events are scrubbed of secrets, even one split across deltas: a provider's error or a
+/// proxy may echo a key, and what the user sees is also what is stored.
 async fn forward(
     turn: &TurnContext<'_>,
     cancel: &CancellationToken,
@@ -198,6 +200,7 @@ async fn forward(
 ) -> Ending {
     let deadline = tokio::time::sleep(Duration::from_secs(turn.config.core.turn_deadline_secs));
     tokio::pin!(deadline);
+    let mut scrubber = ReplyScrubber::default();
     loop {
         let event = tokio::select! {
             biased;
@@ -212,21 +215,23 @@ async fn forward(
                 "The answer ended unexpectedly; it may be incomplete.",
             ));
         };
-        match scrubbed(event) {
-            ReplyEvent::Finished(completion) => return Ending::Finished(completion),
-            ReplyEvent::Failed(failure) => return Ending::Failed(failure),
-            event => {
-                match &event {
-                    ReplyEvent::Started(s) => answer.source = Some(s.clone()),
-                    ReplyEvent::Delta(d) => answer.text.push_str(d),
-                    _ => {}
-                }
-                if tx.send(event).await.is_err() {
-                    // The adapter went away; keep nothing half-shown as complete.
-                    return Ending::Cut(UserFacingError::new(
-                        FailureKind::Interrupted,
-                        "The reply was abandoned.",
-                    ));
+        for event in scrubber.clean(event) {
+            match event {
+                ReplyEvent::Finished(completion) => return Ending::Finished(completion),
+                ReplyEvent::Failed(failure) => return Ending::Failed(failure),
+                event => {
+                    match &event {
+                        ReplyEvent::Started(s) => answer.source = Some(s.clone()),
+                        ReplyEvent::Delta(d) => answer.text.push_str(d),
+                        _ => {}
+                    }
+                    if tx.send(event).await.is_err() {
+                        // The adapter went away; keep nothing half-shown as complete.
+                        return Ending::Cut(UserFacingError::new(
+                            FailureKind::Interrupted,
+                            "The reply was abandoned.",
+                        ));
+                    }
                 }
             }
         }
@@ -457,24 +462,6 @@ pub(super) fn stop_reason(core: &Core) -> UserFacingError {
         UserFacingError::new(FailureKind::ShuttingDown, RESTARTING_MESSAGE)
     } else {
         UserFacingError::new(FailureKind::Cancelled, "Stopped.")
-    }
-}
-
-/// `event` without any loaded secret in the text it shows the user: a provider's error or a proxy may
-/// echo a key, and what the user sees is also what is stored.
-fn scrubbed(event: ReplyEvent) -> ReplyEvent {
-    let clean = |text: String| match crate::secrets::scrub(&text) {
-        std::borrow::Cow::Borrowed(_) => text,
-        std::borrow::Cow::Owned(clean) => clean,
-    };
-    match event {
-        ReplyEvent::Notice(text) => ReplyEvent::Notice(clean(text)),
-        ReplyEvent::Delta(text) => ReplyEvent::Delta(clean(text)),
-        ReplyEvent::Failed(failure) => ReplyEvent::Failed(UserFacingError {
-            message: clean(failure.message),
-            ..failure
-        }),
-        other => other,
     }
 }
 

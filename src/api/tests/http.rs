@@ -331,3 +331,33 @@ async fn no_first_token_before_the_request_deadline_is_504() {
         "the router's stream is dropped"
     );
 }
+
+#[tokio::test]
+async fn a_secret_split_across_deltas_never_reaches_the_client() {
+    let key = "sk-or-v1-APItestSPLITkey0123456789";
+    crate::secrets::install([&secrecy::SecretString::from(key)]);
+    let router = FakeRouter::answering(vec![
+        ReplyEvent::Started(free_source()),
+        ReplyEvent::Delta("the key is sk-or-v1-APItest".into()),
+        ReplyEvent::Delta("SPLITkey0123456789, done".into()),
+        finished(),
+    ]);
+    let server = serve(router, 1 << 20).await;
+    for (path, stream) in [
+        ("/v1/chat/completions", true),
+        ("/v1/chat/completions", false),
+        ("/api/chat", true),
+        ("/api/chat", false),
+    ] {
+        let body = post(server.addr, path, &chat_body("auto", stream))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains("SPLIT"), "{path} stream={stream}: {body}");
+        assert!(
+            body.contains("[redacted]"),
+            "{path} stream={stream}: {body}"
+        );
+    }
+}

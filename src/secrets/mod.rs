@@ -3,6 +3,10 @@
 //! every log line (see [`crate::logging`]) and every error shown to a user — whatever an upstream echoes.
 //! Keys and tokens themselves stay `secrecy::SecretString` from the moment they are read.
 
+mod stream;
+
+pub use stream::{scrub_reply, Cleaned, ReplyScrubber, StreamScrubber};
+
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::RwLock;
@@ -84,11 +88,20 @@ pub fn install<'a>(secrets: impl IntoIterator<Item = &'a SecretString>) {
 /// `text` with every installed secret (in any of its forms) replaced by [`REDACTED`]. Borrowed, and
 /// cheap, when there is nothing to remove.
 pub fn scrub(text: &str) -> Cow<'_, str> {
-    let needles = NEEDLES
+    scrub_with(&needles(), text)
+}
+
+/// The installed needles, longest first.
+fn needles() -> std::sync::RwLockReadGuard<'static, Vec<String>> {
+    NEEDLES
         .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// [`scrub`] with `needles` already read.
+fn scrub_with<'a>(needles: &[String], text: &'a str) -> Cow<'a, str> {
     let mut out = Cow::Borrowed(text);
-    for needle in needles.iter() {
+    for needle in needles {
         if out.contains(needle.as_str()) {
             out = Cow::Owned(out.replace(needle.as_str(), REDACTED));
         }
