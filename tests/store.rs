@@ -191,6 +191,21 @@ fn check_kv(store: &dyn StateStore) {
     assert!(store.kv_scan("quota", "z").unwrap().is_empty());
     assert_eq!(store.kv_scan("q", "").unwrap().len(), 1);
 
+    // A visit sees what a scan returns, one entry at a time, in the same order.
+    for (ns, prefix) in [("quota", "k"), ("quota", ""), ("quota", "z"), ("q", "")] {
+        let mut visited = Vec::new();
+        store
+            .kv_visit(ns, prefix, &mut |k, v| {
+                visited.push((k.to_owned(), v.to_vec()));
+            })
+            .unwrap();
+        assert_eq!(
+            visited,
+            store.kv_scan(ns, prefix).unwrap(),
+            "{ns} / {prefix}"
+        );
+    }
+
     // Atomic update: counter increments, None deletes.
     let mut incr = |old: Option<&[u8]>| {
         let n = old.map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()));

@@ -187,22 +187,26 @@ impl Journal {
         platform: Platform,
     ) -> Result<Vec<(JournalTicket, JournalEntry)>, StoreError> {
         let mut out = Vec::new();
-        for (key, value) in self.store.kv_scan(JOURNAL_NS, &format!("{platform}/"))? {
-            let entry: JournalEntry = match store::decode(&value) {
-                Ok(entry) => entry,
-                Err(e) => {
-                    tracing::warn!(error = %e, key, "an unreadable reply-journal record was dropped");
-                    let _ = self.store.kv_remove(JOURNAL_NS, &key);
-                    continue;
-                }
-            };
-            if entry.state != ReplyState::Delivered {
-                let ticket = JournalTicket {
-                    journal: Arc::clone(self),
-                    key,
-                };
-                out.push((ticket, entry));
-            }
+        let mut unreadable = Vec::new();
+        self.store
+            .kv_visit(
+                JOURNAL_NS,
+                &format!("{platform}/"),
+                &mut |key, value| match store::decode::<JournalEntry>(value) {
+                    Ok(entry) if entry.state != ReplyState::Delivered => {
+                        let ticket = JournalTicket {
+                            journal: Arc::clone(self),
+                            key: key.to_owned(),
+                        };
+                        out.push((ticket, entry));
+                    }
+                    Ok(_) => {}
+                    Err(e) => unreadable.push((key.to_owned(), e)),
+                },
+            )?;
+        for (key, e) in unreadable {
+            tracing::warn!(error = %e, key, "an unreadable reply-journal record was dropped");
+            let _ = self.store.kv_remove(JOURNAL_NS, &key);
         }
         out.sort_by_key(|(_, e)| e.seq);
         Ok(out)
@@ -211,15 +215,22 @@ impl Journal {
     /// Removes settled records older than [`SETTLED_KEEP_MS`], and the oldest beyond [`MAX_SETTLED`];
     /// returns how many. Unsettled records stay until recovery settles them.
     pub fn prune(&self) -> Result<usize, StoreError> {
+        /// The fields the prune reads (serde skips the rest, the question among them).
+        #[derive(Deserialize)]
+        struct Dated {
+            seq: u64,
+            at_ms: i64,
+            state: ReplyState,
+        }
         let cutoff = self.clock.now_ms() - SETTLED_KEEP_MS;
         let mut settled: Vec<(u64, i64, String)> = Vec::new();
-        for (key, value) in self.store.kv_scan(JOURNAL_NS, "")? {
-            if let Ok(entry) = store::decode::<JournalEntry>(&value) {
+        self.store.kv_visit(JOURNAL_NS, "", &mut |key, value| {
+            if let Ok(entry) = store::decode::<Dated>(value) {
                 if entry.state == ReplyState::Delivered {
-                    settled.push((entry.seq, entry.at_ms, key));
+                    settled.push((entry.seq, entry.at_ms, key.to_owned()));
                 }
             }
-        }
+        })?;
         settled.sort_unstable();
         let over = settled.len().saturating_sub(MAX_SETTLED);
         let mut removed = 0;

@@ -192,6 +192,22 @@ impl StateStore for Coalescing {
         Ok(new)
     }
 
+    fn kv_visit(
+        &self,
+        ns: &str,
+        prefix: &str,
+        visit: &mut dyn FnMut(&str, &[u8]),
+    ) -> Result<(), StoreError> {
+        if self.lock().namespaces.contains(ns) {
+            // Held counters merge into the scan: collected, as `kv_scan` does.
+            for (key, value) in self.kv_scan(ns, prefix)? {
+                visit(&key, &value);
+            }
+            return Ok(());
+        }
+        self.inner.kv_visit(ns, prefix, visit)
+    }
+
     fn kv_scan(&self, ns: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let state = self.lock();
         if !state.namespaces.contains(ns) {

@@ -123,12 +123,16 @@ pub fn prune_dated(store: &(impl StateStore + ?Sized), now_ms: i64) -> Result<u6
     let mut removed = 0;
     for dated in store.dated_namespaces() {
         let oldest_kept = today - dated.keep_days;
-        for (key, _) in store.kv_scan(dated.ns, "")? {
+        let mut old = Vec::new();
+        store.kv_visit(dated.ns, "", &mut |key, _| {
             let day = key.split('/').next().and_then(|d| d.parse::<i64>().ok());
             if day.is_none_or(|day| day < oldest_kept) {
-                store.kv_remove(dated.ns, &key)?;
-                removed += 1;
+                old.push(key.to_owned());
             }
+        })?;
+        for key in old {
+            store.kv_remove(dated.ns, &key)?;
+            removed += 1;
         }
     }
     Ok(removed)
@@ -243,6 +247,22 @@ pub trait StateStore: Durable {
 
     /// All entries of namespace `ns` whose key starts with `prefix`, in key order.
     fn kv_scan(&self, ns: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Calls `visit` with each entry of namespace `ns` whose key starts with `prefix`, in key order,
+    /// one at a time: a sweep over thousands of records (the reply journal's prune reads ~11,000) must
+    /// not hold them all at once — that was a 4 MB spike every 1,000 messages. `visit` must not write to
+    /// the store. The default collects [`Self::kv_scan`]; a store that can iterate overrides it.
+    fn kv_visit(
+        &self,
+        ns: &str,
+        prefix: &str,
+        visit: &mut dyn FnMut(&str, &[u8]),
+    ) -> Result<(), StoreError> {
+        for (key, value) in self.kv_scan(ns, prefix)? {
+            visit(&key, &value);
+        }
+        Ok(())
+    }
 
     /// Declares a namespace of dated records, aged out by the retention sweep ([`prune_dated`]).
     fn declare_dated(&self, dated: DatedNamespace);

@@ -140,6 +140,13 @@ async fn reads_and_scans_see_held_changes_and_the_sweep_ages_them_out() {
         .map(|(k, _)| k)
         .collect();
     assert_eq!(scanned, ["9/kept", "9/new"]);
+    let mut visited = Vec::new();
+    store
+        .kv_visit(COUNTERS, "9/", &mut |k, v| {
+            visited.push((k.to_owned(), v.to_vec()));
+        })
+        .unwrap();
+    assert_eq!(visited, store.kv_scan(COUNTERS, "9/").unwrap());
     assert_eq!(count(store.as_ref(), "9/kept"), 2);
     // The retention sweep on day 10 removes day 1 through the layer, held removals included.
     let removed = prune_dated(store.as_ref(), 10 * 86_400_000).unwrap();

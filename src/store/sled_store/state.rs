@@ -63,6 +63,22 @@ impl StateStore for SledStore {
             .collect()
     }
 
+    fn kv_visit(
+        &self,
+        ns: &str,
+        prefix: &str,
+        visit: &mut dyn FnMut(&str, &[u8]),
+    ) -> Result<(), StoreError> {
+        let skip = ns.len() + 1;
+        for entry in self.kv.scan_prefix(Self::kv_key(ns, prefix)) {
+            let (k, v) = entry.map_err(backend)?;
+            let key = std::str::from_utf8(&k[skip..])
+                .map_err(|e| StoreError::Decode(format!("kv key: {e}")))?;
+            visit(key, &v);
+        }
+        Ok(())
+    }
+
     fn declare_dated(&self, dated: DatedNamespace) {
         self.dated.declare(dated);
     }
