@@ -33,7 +33,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 
 use super::{
     ConversationMeta, DatedNamespace, Durable, HistoryStore, PruneReport, RetentionPolicy,
-    StateStore, Store, StoreError, Turn, ValueUpdate,
+    StateStore, Store, StoreError, Turn, ValueUpdate, Visit,
 };
 use crate::domain::ConversationKey;
 
@@ -192,17 +192,10 @@ impl StateStore for Coalescing {
         Ok(new)
     }
 
-    fn kv_visit(
-        &self,
-        ns: &str,
-        prefix: &str,
-        visit: &mut dyn FnMut(&str, &[u8]),
-    ) -> Result<(), StoreError> {
+    fn kv_visit(&self, ns: &str, prefix: &str, visit: &mut Visit<'_>) -> Result<(), StoreError> {
         if self.lock().namespaces.contains(ns) {
             // Held counters merge into the scan: collected, as `kv_scan` does.
-            for (key, value) in self.kv_scan(ns, prefix)? {
-                visit(&key, &value);
-            }
+            super::visit_each(self.kv_scan(ns, prefix)?, visit);
             return Ok(());
         }
         self.inner.kv_visit(ns, prefix, visit)

@@ -168,6 +168,16 @@ pub enum StoreError {
 /// A read-modify-write step for [`StateStore::kv_update`]: old value in, new value (or `None` to delete) out.
 pub type ValueUpdate<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
 
+/// What [`StateStore::kv_visit`] calls with each entry: its key and its value.
+pub type Visit<'a> = dyn FnMut(&str, &[u8]) + 'a;
+
+/// Calls `visit` with each of `entries` (collected by a scan).
+pub fn visit_each(entries: Vec<(String, Vec<u8>)>, visit: &mut Visit<'_>) {
+    for (key, value) in entries {
+        visit(&key, &value);
+    }
+}
+
 /// What both halves of the store share: making what was written durable.
 ///
 /// `flush` belongs to both seams — the core flushes history after each turn, the router and the adapters
@@ -252,15 +262,8 @@ pub trait StateStore: Durable {
     /// one at a time: a sweep over thousands of records (the reply journal's prune reads ~11,000) must
     /// not hold them all at once — that was a 4 MB spike every 1,000 messages. `visit` must not write to
     /// the store. The default collects [`Self::kv_scan`]; a store that can iterate overrides it.
-    fn kv_visit(
-        &self,
-        ns: &str,
-        prefix: &str,
-        visit: &mut dyn FnMut(&str, &[u8]),
-    ) -> Result<(), StoreError> {
-        for (key, value) in self.kv_scan(ns, prefix)? {
-            visit(&key, &value);
-        }
+    fn kv_visit(&self, ns: &str, prefix: &str, visit: &mut Visit<'_>) -> Result<(), StoreError> {
+        visit_each(self.kv_scan(ns, prefix)?, visit);
         Ok(())
     }
 

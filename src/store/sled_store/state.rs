@@ -2,7 +2,7 @@
 //! implementation.
 
 use super::{backend, SledStore, SEP};
-use crate::store::{DatedNamespace, StateStore, StoreError, ValueUpdate};
+use crate::store::{DatedNamespace, StateStore, StoreError, ValueUpdate, Visit};
 
 impl SledStore {
     /// `namespace ‖ 0xFF ‖ key`.
@@ -63,12 +63,7 @@ impl StateStore for SledStore {
             .collect()
     }
 
-    fn kv_visit(
-        &self,
-        ns: &str,
-        prefix: &str,
-        visit: &mut dyn FnMut(&str, &[u8]),
-    ) -> Result<(), StoreError> {
+    fn kv_visit(&self, ns: &str, prefix: &str, visit: &mut Visit<'_>) -> Result<(), StoreError> {
         let skip = ns.len() + 1;
         for entry in self.kv.scan_prefix(Self::kv_key(ns, prefix)) {
             let (k, v) = entry.map_err(backend)?;
