@@ -233,19 +233,22 @@ async fn read_limited(
     }
 }
 
-/// A whole (non-streamed) answer as the events a stream would give: the body read in one piece
-/// (bounded by [`MAX_JSON_BODY_BYTES`] and `deadline`) and handed to `parse`. A body that cannot be
-/// read is the one error event, so the router can still fall back.
+/// A whole (non-streamed) answer as the events a stream would give: `request` sent, its head waited for
+/// until `deadline` (it comes only with the whole answer), the body read in one piece (bounded by
+/// [`MAX_JSON_BODY_BYTES`] and `deadline`) and handed to `parse`. A body that cannot be read is the one
+/// error event, so the router can still fall back.
 pub(crate) async fn whole_answer(
-    response: reqwest::Response,
+    request: reqwest::RequestBuilder,
     deadline: Instant,
+    clock: &SharedClock,
     parse: impl FnOnce(&[u8]) -> Vec<ParsedEvent>,
-) -> ProviderStream {
+) -> Result<ProviderStream, ProviderError> {
+    let response = send(request, deadline, deadline, clock).await?;
     let events = match read_limited(response, deadline, MAX_JSON_BODY_BYTES).await {
         Ok(body) => parse(&body),
         Err(e) => vec![Err(e)],
     };
-    futures_util::stream::iter(events).boxed()
+    Ok(futures_util::stream::iter(events).boxed())
 }
 
 /// Maps an error from sending a request (before any response) to a [`ProviderError`].

@@ -160,12 +160,11 @@ impl ChatProvider for OllamaClient {
         Box::pin(async move {
             if whole {
                 // `"stream": false` answers with the one final object, which the NDJSON parser reads
-                // as a stream of one line; its head comes only with it, so only the deadline bounds it.
-                let response = http::send(builder, deadline, deadline, &clock).await?;
-                return Ok(http::whole_answer(response, deadline, |body| {
+                // as a stream of one line.
+                return http::whole_answer(builder, deadline, &clock, |body| {
                     parse_all(NdjsonParser::new(), [body])
                 })
-                .await);
+                .await;
             }
             let head_by = Instant::now() + idle;
             let response = http::send(builder, head_by, deadline, &clock).await?;

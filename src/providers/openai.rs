@@ -302,9 +302,8 @@ impl ChatProvider for OpenAiClient {
         let idle = self.inner.timeouts.idle;
         Box::pin(async move {
             if whole {
-                // The head comes only with the whole answer: only the deadline bounds the wait.
-                let response = http::send(builder, deadline, deadline, &clock).await?;
-                return Ok(http::whole_answer(response, deadline, SseParser::whole_answer).await);
+                return http::whole_answer(builder, deadline, &clock, SseParser::whole_answer)
+                    .await;
             }
             let head_by = Instant::now() + idle;
             let response = http::send(builder, head_by, deadline, &clock).await?;

@@ -5,7 +5,7 @@
 
 mod stream;
 
-pub use stream::{scrub_reply, Cleaned, ReplyScrubber, StreamScrubber};
+pub use stream::{scrub_reply, Cleaned, ReplyScrubber};
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

@@ -172,7 +172,7 @@ pub type ValueUpdate<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
 pub type Visit<'a> = dyn FnMut(&str, &[u8]) + 'a;
 
 /// Calls `visit` with each of `entries` (collected by a scan).
-pub fn visit_each(entries: Vec<(String, Vec<u8>)>, visit: &mut Visit<'_>) {
+pub(crate) fn visit_each(entries: Vec<(String, Vec<u8>)>, visit: &mut Visit<'_>) {
     for (key, value) in entries {
         visit(&key, &value);
     }

@@ -50,17 +50,11 @@ impl StateStore for SledStore {
     }
 
     fn kv_scan(&self, ns: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let skip = ns.len() + 1;
-        self.kv
-            .scan_prefix(Self::kv_key(ns, prefix))
-            .map(|entry| {
-                let (k, v) = entry.map_err(backend)?;
-                let key = std::str::from_utf8(&k[skip..])
-                    .map_err(|e| StoreError::Decode(format!("kv key: {e}")))?
-                    .to_owned();
-                Ok((key, v.to_vec()))
-            })
-            .collect()
+        let mut entries = Vec::new();
+        self.kv_visit(ns, prefix, &mut |key, value| {
+            entries.push((key.to_owned(), value.to_vec()));
+        })?;
+        Ok(entries)
     }
 
     fn kv_visit(&self, ns: &str, prefix: &str, visit: &mut Visit<'_>) -> Result<(), StoreError> {
