@@ -1,7 +1,9 @@
 //! The router's mutable state and its persistence: the account book (quotas, holds, rejected keys) with
 //! the keys' secrets, the per-tier cursors, missing models, the paid day's counters, and every store
 //! write of that state. A routing decision takes one short mutex hold over it; store writes happen
-//! after the lock is released (versioned, so a late write of an older record is skipped).
+//! after the lock is released (versioned, so a late write of an older record is skipped). The count
+//! each request adds is written by a task of its own ([`Shared::write_soon`]), off the request's way
+//! to the provider; a hold is written before the turn goes on, and flushed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -167,9 +169,24 @@ impl Shared {
     }
 
     /// Writes an account record through to the store.
-    pub fn write(&self, (key, record): &Persist) {
-        if let Err(e) = write_newer(self.store.as_ref(), key, record) {
-            tracing::warn!("router state not written: {e}");
+    pub fn write(&self, persist: &Persist) {
+        write_record(self.store.as_ref(), persist);
+    }
+
+    /// Writes an account record from a task of its own, which runs once the current one yields: for
+    /// the count every request adds, so the store write (about a tenth of what switchboard itself
+    /// spends on a request) is not on the way to the provider. The record is versioned, so two such
+    /// writes landing out of order keep the newer. What a crash can lose is no more than before: sled
+    /// makes a write durable only at its next flush (every 500 ms) anyway, and a count lost that way
+    /// costs at most a request the provider refuses (429) and the router learns from. Outside a tokio
+    /// runtime (tools, synchronous tests) it writes at once.
+    pub fn write_soon(&self, persist: Persist) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let store = Arc::clone(&self.store);
+                runtime.spawn(async move { write_record(store.as_ref(), &persist) });
+            }
+            Err(_) => self.write(&persist),
         }
     }
 
@@ -275,7 +292,7 @@ impl Shared {
             ticket,
             persist,
         } = reserved?;
-        self.write(&persist);
+        self.write_soon(persist);
         if let Some(p) = paid_write {
             self.write_paid(&p);
         }
@@ -359,7 +376,7 @@ impl Shared {
             st.book.succeeded(lease.account, lease.ticket, now)
         };
         if let Some(p) = p {
-            self.write(&p);
+            self.write_soon(p);
         }
     }
 
@@ -482,6 +499,14 @@ fn why_unavailable(book: &AccountBook, accounts: &[usize], now: i64) -> TierOutc
 }
 
 /// The paid-day totals as persisted (or a fresh day).
+/// Writes `persist` unless the store holds a newer version; a failure is logged (the book in memory
+/// stays right, and the next write of the account carries the change).
+fn write_record(store: &dyn Store, (key, record): &Persist) {
+    if let Err(e) = write_newer(store, key, record) {
+        tracing::warn!("router state not written: {e}");
+    }
+}
+
 pub(super) fn load_paid(store: &dyn Store) -> PaidDay {
     store::get_json::<PaidDay>(store, NS, PAID_DAY_KEY)
         .ok()

@@ -133,6 +133,7 @@ async fn restart_keeps_quota_and_cooldown_state() {
         ask(&rig.router, request("c", "hi")).await;
     }
     assert_eq!(rig.free.keys(), ["k1", "k1", "k2", "k3"]);
+    settle().await;
     // A new router over the same store, with fresh fakes that record what the new process sends.
     let free2 = Fake::new("openrouter");
     let paid2 = Fake::new("ollama-cloud");
@@ -436,6 +437,7 @@ async fn over_the_coalescing_store_a_crash_keeps_every_hold_and_loses_only_count
         disk.kv_scan(USAGE_NS, "").unwrap().is_empty(),
         "counters are held back"
     );
+    settle().await;
     // The crash: a new router over what reached the store beneath, nothing written out.
     let again = build(
         &rig.config,

@@ -280,6 +280,16 @@ async fn ask(router: &FreeFirstRouter, req: CompletionRequest) -> Vec<ReplyEvent
     router.complete(req).collect().await
 }
 
+/// Lets the tasks the turns spawned run: the count each request adds is written by one of its own
+/// (`Shared::write_soon`), which in the daemon runs while the request is on its way to the provider.
+/// The fakes here answer without ever yielding, so a test that reads the store right after a turn
+/// gives those tasks their turn first.
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+}
+
 fn started(events: &[ReplyEvent]) -> (String, String) {
     events
         .iter()
