@@ -85,6 +85,9 @@ pub struct Endpoint {
     pub name: String,
     /// The base URL without a trailing slash.
     pub base: String,
+    /// `base` parsed once (None when it does not parse: the request then fails as a connect error),
+    /// so a request parses only its own path, not the scheme and host again (IDNA included).
+    base_url: Option<reqwest::Url>,
     /// The pooled client (connect timeout only; see [`build_client`]).
     pub http: reqwest::Client,
     /// Connect, idle and deadline limits.
@@ -100,9 +103,11 @@ impl Endpoint {
         base_url: &str,
         timeouts: Timeouts,
     ) -> Result<Self, ClientBuildError> {
+        let base = base_url.trim_end_matches('/').to_owned();
         Ok(Self {
             name: name.into(),
-            base: base_url.trim_end_matches('/').to_owned(),
+            base_url: reqwest::Url::parse(&base).ok(),
+            base,
             http: build_client(&timeouts)?,
             timeouts,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
@@ -125,10 +130,15 @@ impl Endpoint {
         path: &str,
         key: Option<&SecretString>,
     ) -> reqwest::RequestBuilder {
-        with_bearer(
-            self.http.request(method, format!("{}{path}", self.base)),
-            key,
-        )
+        let builder = match &self.base_url {
+            Some(base) => {
+                let mut url = base.clone();
+                url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+                self.http.request(method, url)
+            }
+            None => self.http.request(method, format!("{}{path}", self.base)),
+        };
+        with_bearer(builder, key)
     }
 
     /// The deadline of a call starting now.
@@ -477,210 +487,4 @@ struct StreamState<P> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use reqwest::header::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    const NOW: i64 = 1_700_000_000_000;
-
-    #[test]
-    fn rate_limits_per_minute_and_daily() {
-        let per_minute = map_status(
-            429,
-            &headers(&[
-                ("retry-after", "7"),
-                ("x-ratelimit-remaining", "0"),
-                ("x-ratelimit-reset", &(NOW + 30_000).to_string()),
-            ]),
-            r#"{"error":{"message":"Rate limit exceeded: free-models-per-min.","code":429}}"#,
-            NOW,
-        );
-        assert_eq!(
-            per_minute,
-            ProviderError::RateLimited {
-                retry_after: Some(Duration::from_secs(7)),
-                reset_at_ms: Some(NOW + 30_000),
-                daily: false
-            }
-        );
-        let daily_by_message = map_status(
-            429,
-            &HeaderMap::new(),
-            r#"{"error":{"message":"Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day","code":429}}"#,
-            NOW,
-        );
-        assert!(matches!(
-            daily_by_message,
-            ProviderError::RateLimited { daily: true, .. }
-        ));
-        let daily_by_headers = map_status(
-            429,
-            &headers(&[
-                ("x-ratelimit-remaining", "0"),
-                ("x-ratelimit-reset", &(NOW / 1000 + 3600).to_string()),
-            ]),
-            "",
-            NOW,
-        );
-        assert_eq!(
-            daily_by_headers,
-            ProviderError::RateLimited {
-                retry_after: None,
-                reset_at_ms: Some((NOW / 1000 + 3600) * 1000),
-                daily: true
-            }
-        );
-    }
-
-    #[test]
-    fn other_statuses() {
-        let h = HeaderMap::new();
-        assert_eq!(map_status(402, &h, "", NOW), ProviderError::PaymentRequired);
-        assert_eq!(
-            map_status(401, &h, "", NOW),
-            ProviderError::Unauthorized { status: 401 }
-        );
-        assert_eq!(
-            map_status(403, &h, "", NOW),
-            ProviderError::Unauthorized { status: 403 }
-        );
-        assert_eq!(
-            map_status(
-                400,
-                &h,
-                r#"{"error":{"message":"This endpoint's maximum context length is 8192 tokens. However, you requested about 9000 tokens"}}"#,
-                NOW
-            ),
-            ProviderError::ContextTooLong
-        );
-        assert_eq!(
-            map_status(400, &h, "bad", NOW),
-            ProviderError::Upstream { status: 400 }
-        );
-        assert_eq!(
-            map_status(404, &h, r#"{"error":"model 'x' not found"}"#, NOW),
-            ProviderError::ModelNotFound
-        );
-        assert_eq!(
-            map_status(503, &h, "", NOW),
-            ProviderError::Upstream { status: 503 }
-        );
-    }
-
-    #[test]
-    fn retry_after_as_an_http_date_is_a_wait_from_now() {
-        // NOW is 2023-11-14T22:13:20Z.
-        let limited = map_status(
-            429,
-            &headers(&[("retry-after", "Tue, 14 Nov 2023 22:13:50 GMT")]),
-            "",
-            NOW,
-        );
-        assert_eq!(
-            limited,
-            ProviderError::RateLimited {
-                retry_after: Some(Duration::from_secs(30)),
-                reset_at_ms: None,
-                daily: false
-            }
-        );
-        let past = map_status(
-            429,
-            &headers(&[("retry-after", "Tue, 14 Nov 2023 22:00:00 GMT")]),
-            "",
-            NOW,
-        );
-        assert!(
-            matches!(past, ProviderError::RateLimited { retry_after: Some(d), .. } if d.is_zero())
-        );
-        let garbage = map_status(429, &headers(&[("retry-after", "soon")]), "", NOW);
-        assert!(matches!(
-            garbage,
-            ProviderError::RateLimited {
-                retry_after: None,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn a_moderation_403_is_a_refusal_not_a_bad_key() {
-        let h = HeaderMap::new();
-        let flagged = r#"{"error":{"code":403,"message":"meta-llama/llama-guard requires moderation on OpenInference. Your input was flagged for \"violence\"","metadata":{"reasons":["violence"],"flagged_input":"...","provider_name":"X","model_slug":"m"}}}"#;
-        assert_eq!(map_status(403, &h, flagged, NOW), ProviderError::Refused);
-        let metadata_only =
-            r#"{"error":{"code":403,"message":"Forbidden","metadata":{"flagged_input":"..."}}}"#;
-        assert_eq!(
-            map_status(403, &h, metadata_only, NOW),
-            ProviderError::Refused
-        );
-        assert_eq!(
-            map_status(403, &h, r#"{"error":{"message":"Key disabled"}}"#, NOW),
-            ProviderError::Unauthorized { status: 403 }
-        );
-        // A 401 is always the key, whatever it says.
-        assert_eq!(
-            map_status(401, &h, r#"{"error":{"message":"flagged"}}"#, NOW),
-            ProviderError::Unauthorized { status: 401 }
-        );
-    }
-
-    #[test]
-    fn stream_error_codes_map_to_the_same_taxonomy() {
-        let v = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
-        assert_eq!(
-            map_stream_error(&v(
-                r#"{"code":429,"message":"Rate limit exceeded: free-models-per-min."}"#
-            )),
-            ProviderError::RateLimited {
-                retry_after: None,
-                reset_at_ms: None,
-                daily: false
-            }
-        );
-        assert!(matches!(
-            map_stream_error(&v(
-                r#"{"code":"429","message":"Rate limit exceeded: free-models-per-day"}"#
-            )),
-            ProviderError::RateLimited { daily: true, .. }
-        ));
-        assert_eq!(
-            map_stream_error(&v(r#"{"code":402,"message":"Insufficient credits"}"#)),
-            ProviderError::PaymentRequired
-        );
-        assert_eq!(
-            map_stream_error(&v(r#"{"code":401,"message":"User not found."}"#)),
-            ProviderError::Unauthorized { status: 401 }
-        );
-        assert_eq!(
-            map_stream_error(&v(r#"{"code":403,"message":"Your input was flagged"}"#)),
-            ProviderError::Refused
-        );
-        assert_eq!(
-            map_stream_error(&v(r#"{"code":"server_error","message":"overloaded"}"#)),
-            ProviderError::MidStream {
-                message: "overloaded".into()
-            }
-        );
-        assert_eq!(
-            map_stream_error(&v(r#"{"code":502,"message":"bad gateway"}"#)),
-            ProviderError::MidStream {
-                message: "bad gateway".into()
-            }
-        );
-        assert_eq!(
-            map_stream_error(&serde_json::Value::String("model crashed".into())),
-            ProviderError::MidStream {
-                message: "model crashed".into()
-            }
-        );
-    }
-}
+mod tests;
