@@ -234,6 +234,74 @@ fn chunked(text: &str, cuts: &[usize]) -> Vec<ReplyEvent> {
     events
 }
 
+/// `events` as hyper hands a response body over: the first at once (the reply held before the
+/// response began), the rest through a one-slot channel fed by a task of its own, one per task switch;
+/// the task sleeps `pause` before the event at index `at`.
+fn handed_over(
+    mut events: Vec<ReplyEvent>,
+    pause: Option<(usize, std::time::Duration)>,
+) -> futures_util::stream::BoxStream<'static, ReplyEvent> {
+    let first = events.remove(0);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for (i, event) in events.into_iter().enumerate() {
+            if let Some((at, wait)) = pause {
+                if i + 1 == at {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    let rest = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    stream::iter([first]).chain(rest).boxed()
+}
+
+/// A burst handed over one delta per task switch leaves in two writes, not one per delta: the first
+/// token at once, then everything the burst still held. The bytes are the same as framed at once.
+#[tokio::test(start_paused = true)]
+async fn a_burst_handed_over_piece_by_piece_leaves_in_two_writes() {
+    let events = chunked(
+        "one two three four five six seven eight",
+        &[4, 8, 14, 19, 24, 28, 34],
+    );
+    let whole = bytes_of(sse(SKind::Chat, false), events.clone()).await;
+    let chunks: Vec<_> = framed(sse(SKind::Chat, false), handed_over(events, None))
+        .collect()
+        .await;
+    assert_eq!(
+        chunks.len(),
+        2,
+        "the first token, then the rest of the burst"
+    );
+    assert!(String::from_utf8_lossy(&chunks[0]).contains("\"one \""));
+    assert_eq!(String::from_utf8(chunks.concat()).unwrap(), whole);
+}
+
+/// Gathering never holds an event back for one that has not arrived: a delta the model sends a
+/// second later leaves on its own, and the one before it left at once.
+#[tokio::test(start_paused = true)]
+async fn an_event_never_waits_for_a_later_one() {
+    let events = chunked("first second third", &[6, 13]);
+    let start = Instant::now();
+    let pause = Some((2, std::time::Duration::from_secs(1)));
+    let mut chunks = framed(sse(SKind::Chat, false), handed_over(events, pause));
+    let mut seen = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        seen.push((start.elapsed(), String::from_utf8(chunk.to_vec()).unwrap()));
+    }
+    let when = |piece: &str| seen.iter().find(|(_, c)| c.contains(piece)).unwrap().0;
+    assert_eq!(when("\"first \""), std::time::Duration::ZERO);
+    assert_eq!(
+        when("\"second \""),
+        std::time::Duration::ZERO,
+        "sent before the pause"
+    );
+    assert_eq!(when("\"third\""), std::time::Duration::from_secs(1));
+}
+
 proptest! {
     #[test]
     fn any_upstream_chunking_gives_the_same_client_view(
