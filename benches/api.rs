@@ -10,8 +10,9 @@
 //! reference for what a proxy hop costs here at all (measures 1 and 2 only).
 //!
 //! Measured, for each target (direct, switchboard, LiteLLM):
-//! 1. one request at a time, the targets interleaved: non-streaming latency and time to first token
-//!    (first SSE event with text); added = target p99 − direct p99, and per interleaved pair;
+//! 1. one request at a time, each proxy interleaved with the direct path in a loop of its own:
+//!    non-streaming latency and time to first token (first SSE event with text); added = proxy p99 −
+//!    direct p99 of the same loop, and per interleaved pair;
 //! 2. closed-loop throughput at rising concurrency, with p99 at each step;
 //! 3. 2,000 concurrent streams, every answer checked whole (text and `[DONE]`): no lost chunk;
 //! 4. RSS idle and at 1,000 concurrent open streams (`VmRSS` of the process and its children);
@@ -418,50 +419,47 @@ fn sse_text(sse: &str) -> (String, bool) {
 // ---------------------------------------------------------------------------------------------------
 // The measurements
 
-/// 1: one request at a time, the targets interleaved, non-streaming and time to first token.
+/// 1: one request at a time, non-streaming and time to first token: each proxy in a loop of its own,
+/// interleaved with the direct path (direct, proxy, direct, proxy, …). A loop per proxy, not one loop
+/// over all of them: a proxy's work after its answer (LiteLLM keeps a core busy after each request)
+/// would otherwise land on the next proxy's request instead of on its own figure.
 async fn singles(client: &reqwest::Client, targets: &[Target], report: &mut Report) {
-    for stream in [false, true] {
-        let what = if stream {
-            "time to first token"
-        } else {
-            "non-streaming latency"
-        };
-        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
-        for _ in 0..SINGLES {
-            for (i, t) in targets.iter().enumerate() {
-                samples[i].push(ask(client, t, stream).await.unwrap().latency);
+    let direct = &targets[0];
+    for proxy in &targets[1..] {
+        for stream in [false, true] {
+            let what = if stream {
+                "time to first token"
+            } else {
+                "non-streaming latency"
+            };
+            let (mut base, mut through) = (Vec::new(), Vec::new());
+            for _ in 0..SINGLES {
+                base.push(ask(client, direct, stream).await.unwrap().latency);
+                through.push(ask(client, proxy, stream).await.unwrap().latency);
             }
-        }
-        let direct = samples[0].clone();
-        for (t, s) in targets.iter().zip(samples) {
-            let pairs: Vec<Duration> = s
+            let mut pairs: Vec<Duration> = through
                 .iter()
-                .zip(&direct)
+                .zip(&base)
                 .map(|(a, d)| a.saturating_sub(*d))
                 .collect();
-            let (mut sorted, mut pairs) = (s, pairs);
-            sorted.sort();
+            base.sort();
+            through.sort();
             pairs.sort();
-            let added =
-                pct(&sorted, 0.99).as_secs_f64() - pct(&sorted_copy(&direct), 0.99).as_secs_f64();
+            let added = ms(pct(&through, 0.99)) - ms(pct(&base, 0.99));
             report.line(&format!(
-                "one at a time, {what}, {} (n = {SINGLES}): p50 {:.3} ms, p99 {:.3} ms; added p99 {:+.3} ms; \
+                "one at a time, {what}, {} (n = {SINGLES} pairs with direct): p50 {:.3} ms, p99 {:.3} ms; \
+                 direct p50 {:.3} ms, p99 {:.3} ms; added p99 {added:+.3} ms; \
                  per interleaved pair p50 {:.3} ms, p99 {:.3} ms",
-                t.name,
-                ms(pct(&sorted, 0.50)),
-                ms(pct(&sorted, 0.99)),
-                added * 1000.0,
+                proxy.name,
+                ms(pct(&through, 0.50)),
+                ms(pct(&through, 0.99)),
+                ms(pct(&base, 0.50)),
+                ms(pct(&base, 0.99)),
                 ms(pct(&pairs, 0.50)),
                 ms(pct(&pairs, 0.99)),
             ));
         }
     }
-}
-
-fn sorted_copy(d: &[Duration]) -> Vec<Duration> {
-    let mut v = d.to_vec();
-    v.sort();
-    v
 }
 
 /// 2: closed-loop throughput at each concurrency of [`LADDER`], non-streaming.
