@@ -1,9 +1,10 @@
 //! The router's mutable state and its persistence: the account book (quotas, holds, rejected keys) with
 //! the keys' secrets, the per-tier cursors, missing models, the paid day's counters, and every store
 //! write of that state. A routing decision takes one short mutex hold over it; store writes happen
-//! after the lock is released (versioned, so a late write of an older record is skipped). The count
-//! each request adds is written by a task of its own ([`Shared::write_soon`]), off the request's way
-//! to the provider; a hold is written before the turn goes on, and flushed.
+//! after the lock is released (versioned, so a late write of an older record is skipped). What every
+//! request changes (its count, a cleared backoff) is written by a task of its own
+//! ([`Shared::write_soon`]), off the request's way; a hold learned from an error is written before the
+//! turn goes on, and flushed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -174,12 +175,13 @@ impl Shared {
     }
 
     /// Writes an account record from a task of its own, which runs once the current one yields: for
-    /// the count every request adds, so the store write (about a tenth of what switchboard itself
-    /// spends on a request) is not on the way to the provider. The record is versioned, so two such
-    /// writes landing out of order keep the newer. What a crash can lose is no more than before: sled
-    /// makes a write durable only at its next flush (every 500 ms) anyway, and a count lost that way
-    /// costs at most a request the provider refuses (429) and the router learns from. Outside a tokio
-    /// runtime (tools, synchronous tests) it writes at once.
+    /// what every request changes (its count at the reservation; the backoff, or an expired hold,
+    /// cleared at its first token), so the store write (about a sixth of what switchboard itself
+    /// spends on a request) is not on the way to the provider or the client. The record is
+    /// versioned, so two such writes landing out of order keep the newer. What a crash can lose is no
+    /// more than before: sled makes a write durable only at its next flush (every 500 ms) anyway, and
+    /// a count lost that way costs at most a request the provider refuses (429) and the router learns
+    /// from. Outside a tokio runtime (tools, synchronous tests) it writes at once.
     pub fn write_soon(&self, persist: Persist) {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -498,7 +500,6 @@ fn why_unavailable(book: &AccountBook, accounts: &[usize], now: i64) -> TierOutc
     }
 }
 
-/// The paid-day totals as persisted (or a fresh day).
 /// Writes `persist` unless the store holds a newer version; a failure is logged (the book in memory
 /// stays right, and the next write of the account carries the change).
 fn write_record(store: &dyn Store, (key, record): &Persist) {
@@ -507,6 +508,7 @@ fn write_record(store: &dyn Store, (key, record): &Persist) {
     }
 }
 
+/// The paid-day totals as persisted (or a fresh day).
 pub(super) fn load_paid(store: &dyn Store) -> PaidDay {
     store::get_json::<PaidDay>(store, NS, PAID_DAY_KEY)
         .ok()
