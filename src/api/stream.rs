@@ -163,7 +163,6 @@ impl<F: Framing> Stream for Batched<F> {
                 return Poll::Pending;
             }
             this.sent_any = true;
-            this.idle_turns = 0;
             return Poll::Ready(Some(Bytes::from(std::mem::take(&mut this.pending))));
         }
         if this.ended {
