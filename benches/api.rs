@@ -7,7 +7,8 @@
 //! daemon and LiteLLM, so every figure includes that contention.
 //!
 //! A bare forwarder (`support/forwarder.rs`: axum + reqwest, no work) runs in this process as the
-//! reference for what a proxy hop costs here at all (measures 1 and 2 only).
+//! reference for what a proxy hop costs here at all (measures 1 and 2 only); `process` in
+//! `SB_BENCH_TARGETS` adds the same forwarder in a process of its own, as switchboard runs.
 //!
 //! Measured, for each target (direct, switchboard, LiteLLM):
 //! 1. one request at a time, each proxy interleaved with the direct path in a loop of its own:
@@ -76,6 +77,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const LITELLM_PORT: u16 = 41_731;
 
 fn main() {
+    // This executable is also the separate-process forwarder (`SB_BENCH_TARGETS=…,process`).
+    forwarder::child_main();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -152,6 +155,20 @@ async fn run() {
             pid: None,
         });
     }
+    // The same forwarder in its own process, as switchboard is: what the process boundary adds.
+    let forwarder_process = if wanted.contains("process") {
+        let upstream = format!("{}/chat/completions", sim.base_url());
+        let (child, url) = forwarder::spawn_process(&upstream, SIM_KEY).await;
+        targets.push(Target {
+            name: "forwarder process",
+            url,
+            key: None,
+            pid: None,
+        });
+        Some(child)
+    } else {
+        None
+    };
     if let Some(d) = &daemon {
         targets.push(Target {
             name: "switchboard",
@@ -201,7 +218,7 @@ async fn run() {
     }
     for t in targets
         .iter()
-        .filter(|t| t.name != "bare forwarder" && phases.contains("streams"))
+        .filter(|t| !t.name.contains("forwarder") && phases.contains("streams"))
     {
         streams(&client, t, &sim, &mut report).await;
     }
@@ -216,6 +233,7 @@ async fn run() {
         );
     }
     println!("simulator: unexpected requests: {:?}", sim.unexpected());
+    drop(forwarder_process);
 }
 
 /// The lines the run prints at the end (each also printed as it is measured).
