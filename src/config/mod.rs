@@ -446,24 +446,60 @@ where
     ))
 }
 
-/// Checks that `value` at `key` is an absolute http(s) URL.
+/// Checks that `value` at `key` is an absolute http(s) URL with a host, parsed as the HTTP clients
+/// parse it: a typo (a space, a bad port) stops the start-up here, naming the key, instead of failing
+/// every request later as a connect error.
 pub fn validate_url(key: &str, value: &str) -> Result<(), ConfigError> {
-    let ok = (value.starts_with("http://") || value.starts_with("https://"))
-        && value.len() > "https://".len();
-    if ok {
-        Ok(())
+    let why = match url::Url::parse(value) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            format!("its scheme is `{}`, not http or https", u.scheme())
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => "it has no host".to_owned(),
+        Ok(_) => return Ok(()),
+        Err(e) => format!("it does not parse ({e})"),
+    };
+    // A URL may carry credentials (a proxy's `user:password@`): such a value is not repeated.
+    let shown = if value.contains('@') {
+        "the URL".to_owned()
     } else {
-        Err(ConfigError::new(
-            key,
-            format!("`{value}` is not an http(s) URL"),
-            "give a full URL such as https://example.org/api",
-        ))
-    }
+        format!("`{value}`")
+    };
+    Err(ConfigError::new(
+        key,
+        format!("{shown} is not a usable http(s) URL: {why}"),
+        "give a full URL such as https://example.org/api",
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_is_parsed_as_the_clients_parse_it() {
+        for good in [
+            "https://openrouter.ai/api/v1",
+            "http://127.0.0.1:11434",
+            "http://[::1]:8080/x/",
+            "http://user:pw@proxy.example:3128",
+        ] {
+            assert!(validate_url("k", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "openrouter.ai/api",
+            "ftp://example.org",
+            "http://",
+            "https://exa mple.org",
+            "http://127.0.0.1:99999",
+        ] {
+            let e = validate_url("k", bad).unwrap_err().to_string();
+            assert!(e.contains("not a usable http(s) URL"), "{bad}: {e}");
+        }
+        let e = validate_url("k", "socks5://user:secret@proxy:1080")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("secret"), "{e}");
+    }
 
     #[test]
     fn empty_config_is_valid() {

@@ -73,7 +73,8 @@ impl Default for Timeouts {
     }
 }
 
-/// The HTTP client could not be built (TLS roots or resolver could not be initialised).
+/// The HTTP client could not be built: the base URL does not parse (configs are checked before, so
+/// only a caller's own URL), or TLS roots or the resolver could not be initialised.
 #[derive(Debug, thiserror::Error)]
 #[error("could not build the HTTP client: {0}")]
 pub struct ClientBuildError(String);
@@ -83,11 +84,9 @@ pub struct ClientBuildError(String);
 pub struct Endpoint {
     /// The provider's configured name (`openrouter`, `ollama-cloud`, a tier's name).
     pub name: String,
-    /// The base URL without a trailing slash.
-    pub base: String,
-    /// `base` parsed once (None when it does not parse: the request then fails as a connect error),
-    /// so a request parses only its own path, not the scheme and host again (IDNA included).
-    base_url: Option<reqwest::Url>,
+    /// The base URL, parsed once: a request parses only its own path, not the scheme and host again
+    /// (IDNA included).
+    base_url: reqwest::Url,
     /// The pooled client (connect timeout only; see [`build_client`]).
     pub http: reqwest::Client,
     /// Connect, idle and deadline limits.
@@ -103,11 +102,11 @@ impl Endpoint {
         base_url: &str,
         timeouts: Timeouts,
     ) -> Result<Self, ClientBuildError> {
-        let base = base_url.trim_end_matches('/').to_owned();
+        let base_url = reqwest::Url::parse(base_url)
+            .map_err(|e| ClientBuildError(format!("the base URL does not parse ({e})")))?;
         Ok(Self {
             name: name.into(),
-            base_url: reqwest::Url::parse(&base).ok(),
-            base,
+            base_url,
             http: build_client(&timeouts)?,
             timeouts,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
@@ -123,22 +122,20 @@ impl Endpoint {
         }
     }
 
-    /// A request to `{base}{path}`, with the bearer key when one is given.
+    /// A request to the base URL with `path` appended to its path (a trailing `/` of the base is not
+    /// doubled), with the bearer key when one is given.
     pub fn request(
         &self,
         method: reqwest::Method,
         path: &str,
         key: Option<&SecretString>,
     ) -> reqwest::RequestBuilder {
-        let builder = match &self.base_url {
-            Some(base) => {
-                let mut url = base.clone();
-                url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
-                self.http.request(method, url)
-            }
-            None => self.http.request(method, format!("{}{path}", self.base)),
-        };
-        with_bearer(builder, key)
+        let mut url = self.base_url.clone();
+        url.set_path(&format!(
+            "{}{path}",
+            self.base_url.path().trim_end_matches('/')
+        ));
+        with_bearer(self.http.request(method, url), key)
     }
 
     /// The deadline of a call starting now.
