@@ -204,6 +204,9 @@ async fn run() {
         std::env::var("SB_BENCH_PHASES").unwrap_or_else(|_| "singles,ladder,soak,streams".into());
     if phases.contains("singles") {
         singles(&client, &targets, &mut report).await;
+        if let Some(d) = &daemon {
+            own_time(&client, &d.base_url, &mut report).await;
+        }
     }
     if phases.contains("ladder") {
         ladder(&client, &targets, &mut report).await;
@@ -478,6 +481,41 @@ async fn singles(client: &reqwest::Client, targets: &[Target], report: &mut Repo
             ));
         }
     }
+}
+
+/// switchboard's own account of its time (its `/metrics` overhead histogram: each answered request's
+/// time less its wait on the provider), over every request so far: warm-up and the one-at-a-time loops.
+async fn own_time(client: &reqwest::Client, base_url: &str, report: &mut Report) {
+    const NAME: &str = "switchboard_api_latency_overhead_seconds";
+    let text = client
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let find = |suffix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{NAME}{suffix}")))
+            .and_then(value)
+            .unwrap_or(0.0)
+    };
+    let count = find("_count{surface=\"openai\"}");
+    let sum = find("_sum{surface=\"openai\"}");
+    let share = |le: &str| {
+        100.0 * find(&format!("_bucket{{surface=\"openai\",le=\"{le}\"}}")) / count.max(1.0)
+    };
+    report.line(&format!(
+        "switchboard's own time per answered request (its /metrics; warm-up and one-at-a-time, n = {count:.0}): \
+         mean {:.0} µs; within 50 µs {:.1} %, 100 µs {:.1} %, 250 µs {:.1} %, 1 ms {:.1} %",
+        sum / count.max(1.0) * 1e6,
+        share("0.00005"),
+        share("0.0001"),
+        share("0.00025"),
+        share("0.001"),
+    ));
 }
 
 /// 2: closed-loop throughput at each concurrency of [`LADDER`], non-streaming.

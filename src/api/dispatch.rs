@@ -21,6 +21,7 @@ use super::reply::{self, Answer, Cut, NotOpened, Opened};
 use super::stream::{self, Framing, Served};
 use super::ApiState;
 use crate::domain::{AnswerSource, ReplyEvent};
+use crate::providers::wait::measured;
 use crate::router::CompletionRequest;
 
 /// A request the router has begun to answer.
@@ -35,6 +36,8 @@ pub struct Begun {
     pub surface: Surface,
     /// The caller's key reservation, settled when the answer ends.
     pub ticket: Option<Ticket>,
+    /// Time spent waiting on providers so far (every attempt), not switchboard's own.
+    pub waited: Duration,
 }
 
 impl Begun {
@@ -84,24 +87,22 @@ pub async fn begin(
         .as_ref()
         .map(|gate| gate.admit(surface, &request))
         .transpose()?;
-    state.metrics.overhead(surface.as_str(), arrived.elapsed());
     // What the client sees never carries a loaded secret (a provider or proxy may echo a key), even one
     // split across two deltas.
     let reply = crate::secrets::scrub_reply(state.router.complete(request));
-    let opened = reply::open_within(reply, deadline, &state.cut)
-        .await
-        .map_err(|why| match why {
-            NotOpened::Failed(f) => ApiError::from_failure(surface, &f),
-            // Nothing came from the model before the deadline: the gateway timed out.
-            NotOpened::Cut(Cut::Deadline) => ApiError::new(
-                surface,
-                StatusCode::GATEWAY_TIMEOUT,
-                reply::cut_failure(Cut::Deadline).message,
-            ),
-            NotOpened::Cut(Cut::Shutdown) => {
-                ApiError::from_failure(surface, &reply::cut_failure(Cut::Shutdown))
-            }
-        })?;
+    let (opened, waited) = measured(reply::open_within(reply, deadline, &state.cut)).await;
+    let opened = opened.map_err(|why| match why {
+        NotOpened::Failed(f) => ApiError::from_failure(surface, &f),
+        // Nothing came from the model before the deadline: the gateway timed out.
+        NotOpened::Cut(Cut::Deadline) => ApiError::new(
+            surface,
+            StatusCode::GATEWAY_TIMEOUT,
+            reply::cut_failure(Cut::Deadline).message,
+        ),
+        NotOpened::Cut(Cut::Shutdown) => {
+            ApiError::from_failure(surface, &reply::cut_failure(Cut::Shutdown))
+        }
+    })?;
     let (provider, tier) = names(opened.source.as_ref());
     state
         .metrics
@@ -115,6 +116,7 @@ pub async fn begin(
         deadline,
         surface,
         ticket,
+        waited,
     })
 }
 
@@ -135,6 +137,7 @@ fn events(
         deadline,
         surface,
         ticket,
+        waited: _,
     } = begun;
     let (provider, tier) = names(opened.source.as_ref());
     let served = Served {
@@ -165,6 +168,7 @@ pub fn streamed(
     framing: impl Framing,
     content_type: &'static str,
 ) -> Response {
+    let (surface, arrived, waited) = (begun.surface, begun.arrived, begun.waited);
     let (events, served, source) = events(state, begun);
     let mut response = Response::new(stream::body(framing, events, served));
     let headers = response.headers_mut();
@@ -173,7 +177,16 @@ pub fn streamed(
     headers.insert("cache-control", HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     source_headers(source.as_ref(), headers);
+    own_time(state, surface, arrived, waited);
     response
+}
+
+/// Records switchboard's own share of a request that began to answer: its time so far (to the first
+/// byte when streamed, to the whole answer when not) less the time spent waiting on providers
+/// ([`measured`]). Waiting for an account to free up counts as switchboard's: the client waits for it.
+fn own_time(state: &ApiState, surface: Surface, arrived: Instant, waited: Duration) {
+    let own = arrived.elapsed().saturating_sub(waited);
+    state.metrics.overhead(surface.as_str(), own);
 }
 
 /// The whole answer, for a non-streamed response; a failure at any point is still a status.
@@ -181,7 +194,7 @@ pub async fn gathered(
     state: &ApiState,
     begun: Begun,
 ) -> Result<(Answer, Option<AnswerSource>), ApiError> {
-    let surface = begun.surface;
+    let (surface, arrived, waited_to_first) = (begun.surface, begun.arrived, begun.waited);
     let (events, served, source) = events(state, begun);
     let watched = events
         .map(move |event| {
@@ -193,9 +206,9 @@ pub async fn gathered(
             event
         })
         .boxed();
-    let answer = Answer::gather(watched)
-        .await
-        .map_err(|f| ApiError::from_failure(surface, &f))?;
+    let (answer, waited) = measured(Answer::gather(watched)).await;
+    let answer = answer.map_err(|f| ApiError::from_failure(surface, &f))?;
+    own_time(state, surface, arrived, waited_to_first + waited);
     Ok((answer, source))
 }
 

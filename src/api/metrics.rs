@@ -15,9 +15,10 @@ use crate::router::RouterStatus;
 const DURATION_BUCKETS: [f64; 12] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
 ];
-/// Bucket bounds for switchboard's own added latency (seconds): it should stay well under a millisecond.
-const OVERHEAD_BUCKETS: [f64; 10] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1,
+/// Bucket bounds for switchboard's own added latency (seconds): its work should stay well under a
+/// millisecond; the top bound catches a request kept waiting for an account to free up.
+const OVERHEAD_BUCKETS: [f64; 11] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
 ];
 /// Bucket bounds for token counts per request (OpenTelemetry's advice for `gen_ai.client.token.usage`).
 const TOKEN_BUCKETS: [f64; 10] = [
@@ -271,8 +272,8 @@ impl Metrics {
             ),
             overhead: HistogramFamily::new(
                 "switchboard_api_latency_overhead_seconds",
-                "Time switchboard itself spends on a request before handing it to the router \
-                 (reading, parsing, resolving the model).",
+                "Time switchboard itself spends on an answered request: its time to the first byte \
+                 (to the whole answer when not streamed) less the time spent waiting on providers.",
                 &["surface"],
                 &OVERHEAD_BUCKETS,
             ),
@@ -294,7 +295,7 @@ impl Metrics {
         self.requests.add(&[surface, route, &status.to_string()], 1);
     }
 
-    /// The time switchboard spent before handing the request to the router.
+    /// Switchboard's own time on an answered request (see `dispatch::own_time`).
     pub fn overhead(&self, surface: &str, spent: Duration) {
         self.overhead.observe(&[surface], spent.as_secs_f64());
     }

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::sanitize::sanitize_message;
+use super::wait::waiting;
 use super::{ParsedEvent, ProviderError, ProviderStream, StreamParser};
 use crate::body::BodyError;
 use crate::clock::SharedClock;
@@ -195,7 +196,7 @@ pub(crate) async fn send(
     clock: &SharedClock,
 ) -> Result<reqwest::Response, ProviderError> {
     let wake = head_by.min(deadline);
-    let response = match tokio::time::timeout_at(wake, request.send()).await {
+    let response = match waiting(tokio::time::timeout_at(wake, request.send())).await {
         Err(_) if wake < deadline => return Err(ProviderError::Stalled),
         Err(_) => return Err(ProviderError::Timeout),
         Ok(Err(e)) => return Err(send_error(e)),
@@ -230,7 +231,8 @@ async fn read_limited(
     deadline: Instant,
     limit: usize,
 ) -> Result<Vec<u8>, ProviderError> {
-    match tokio::time::timeout_at(deadline, crate::body::read_capped(response, limit)).await {
+    let read = tokio::time::timeout_at(deadline, crate::body::read_capped(response, limit));
+    match waiting(read).await {
         Err(_) => Err(ProviderError::Timeout),
         Ok(Err(BodyError::Read(e))) => Err(body_error(e)),
         Ok(Err(BodyError::TooLarge { .. })) => {
@@ -450,7 +452,7 @@ pub(crate) fn event_stream<P: StreamParser>(
             // The idle timer restarts on every chunk, but never reaches past the overall deadline.
             let wake = (Instant::now() + st.idle).min(st.deadline);
             let mut out = Vec::new();
-            match tokio::time::timeout_at(wake, st.body.next()).await {
+            match waiting(tokio::time::timeout_at(wake, st.body.next())).await {
                 Err(_) => {
                     st.cut = true;
                     let error = if wake >= st.deadline {

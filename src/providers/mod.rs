@@ -10,6 +10,7 @@
 //! | [`sse`], [`ndjson`] | pure incremental stream parsers ([`StreamParser`]) |
 //! | [`wire`] | request bodies in both formats (messages, images, tools, sampling, reasoning) |
 //! | [`lines`], [`sanitize`] | byte line splitting; making provider messages safe to carry |
+//! | [`wait`] | how long a request waited on providers (for the API's own-overhead metric) |
 
 pub mod http;
 mod item;
@@ -19,6 +20,7 @@ pub mod ollama;
 pub mod openai;
 pub mod sanitize;
 pub mod sse;
+pub mod wait;
 pub mod wire;
 
 use std::time::Duration;

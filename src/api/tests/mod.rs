@@ -3,6 +3,7 @@
 
 mod framing;
 mod http;
+mod overhead;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +26,10 @@ pub struct FakeRouter {
     pub dropped: Arc<AtomicUsize>,
     /// Requests seen.
     pub seen: Mutex<Vec<CompletionRequest>>,
+    /// Before its events, each stream waits this long as switchboard's own time (a queue)…
+    pub queue_wait: std::time::Duration,
+    /// …and then this long on a "provider" (counted by [`crate::providers::wait::waiting`]).
+    pub upstream_wait: std::time::Duration,
 }
 
 /// Counts a drop.
@@ -79,6 +84,17 @@ impl LlmRouter for FakeRouter {
                 scripts.front().cloned().unwrap_or_default()
             }
         };
+        let (queue, upstream) = (self.queue_wait, self.upstream_wait);
+        let waits = if queue.is_zero() && upstream.is_zero() {
+            stream::empty().boxed()
+        } else {
+            stream::once(async move {
+                tokio::time::sleep(queue).await;
+                crate::providers::wait::waiting(tokio::time::sleep(upstream)).await;
+            })
+            .filter_map(|()| std::future::ready(None::<ReplyEvent>))
+            .boxed()
+        };
         let flag = DropFlag(self.dropped.clone());
         let hold = self.hold_open.load(Ordering::SeqCst);
         let tail = if hold {
@@ -86,7 +102,8 @@ impl LlmRouter for FakeRouter {
         } else {
             stream::empty().boxed()
         };
-        stream::iter(events)
+        waits
+            .chain(stream::iter(events))
             .chain(tail)
             .map(move |e| {
                 let _ = &flag;

@@ -1,5 +1,5 @@
 //! Tests of the HTTP helpers every provider uses: how statuses, `Retry-After` and error codes map to
-//! the error taxonomy, and how a request URL is built.
+//! the error taxonomy, how a request URL is built, and that the wait on a provider is measured.
 
 use super::*;
 use reqwest::header::HeaderValue;
@@ -238,4 +238,31 @@ fn a_request_url_is_the_base_then_the_path() {
             .unwrap();
         assert_eq!(request.url().as_str(), want, "{base} + {path}");
     }
+}
+
+/// The time a call spends on the provider (its head, then its body) is what `wait::measured` counts.
+#[tokio::test]
+async fn the_wait_on_a_provider_is_measured() {
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            "{}"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let endpoint = Endpoint::new("p", &format!("http://{addr}"), Timeouts::default()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (body, waited) = crate::providers::wait::measured(async {
+        let request = endpoint.request(reqwest::Method::GET, "/slow", None);
+        let response = send(request, deadline, deadline, &endpoint.clock)
+            .await
+            .unwrap();
+        read_limited(response, deadline, 1024).await.unwrap()
+    })
+    .await;
+    assert_eq!(body, b"{}");
+    assert!(waited >= Duration::from_millis(60), "{waited:?}");
 }
