@@ -410,7 +410,35 @@ async fn embeddings_answer_on_both_surfaces_and_a_chat_model_cannot_embed() {
     assert_eq!(body["object"], "list");
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
     assert_eq!(body["data"][1]["index"], 1);
-    assert!(!body["data"][0]["embedding"].as_array().unwrap().is_empty());
+    let floats: Vec<f32> = serde_json::from_value(body["data"][0]["embedding"].clone()).unwrap();
+    assert!(!floats.is_empty());
+    // openai-node asks for base64 (little-endian float32) unless told otherwise: the same vector.
+    let r = post(
+        addr,
+        "/v1/embeddings",
+        &json!({"model": EMBED, "input": ["a", "b"], "encoding_format": "base64"}),
+    )
+    .await;
+    let body: Value = r.json().await.unwrap();
+    let packed = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        body["data"][0]["embedding"].as_str().unwrap(),
+    )
+    .unwrap();
+    let unpacked: Vec<f32> = packed
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(unpacked, floats);
+    let r = post(
+        addr,
+        "/v1/embeddings",
+        &json!({"model": EMBED, "input": "a", "encoding_format": "int8"}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "encoding_format", "{body}");
     let r = post(addr, "/api/embed", &json!({"model": EMBED, "input": "a"})).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();

@@ -138,6 +138,9 @@ def test_embeddings(oai, sc):
     assert vectors[0] == vectors[2] and vectors[0] != vectors[1]
     single = oai.embeddings.create(model=sc.embed_model, input="first text")
     assert single.data[0].embedding == vectors[0]
+    # Asked for floats outright (the call above let the client ask for base64 and decode it).
+    floats = oai.embeddings.create(model=sc.embed_model, input="first text", encoding_format="float")
+    assert floats.data[0].embedding == pytest.approx(vectors[0], rel=1e-6)
 
 
 def test_legacy_completions(oai, sc):

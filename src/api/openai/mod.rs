@@ -202,7 +202,10 @@ async fn embeddings(
         .vectors
         .iter()
         .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "embedding": v, "index": i}))
+        .map(|(i, v)| {
+            let embedding = req.encoding_format.write(v);
+            json!({"object": "embedding", "embedding": embedding, "index": i})
+        })
         .collect();
     let body = json!({
         "object": "list", "data": data, "model": e.source.model,

@@ -261,6 +261,36 @@ pub struct EmbeddingsRequest {
     pub model: String,
     /// A string or a list of strings.
     pub input: crate::api::ollama::wire::Input,
+    /// How each vector is written.
+    #[serde(default)]
+    pub encoding_format: EncodingFormat,
+}
+
+/// How `/v1/embeddings` writes each vector (`encoding_format`): a JSON array of floats, or base64 of
+/// its little-endian float32 bytes. openai-node asks for base64 whenever its caller did not choose and
+/// decodes the answer without looking: a float array there became a vector of zeros, silently.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    /// A JSON array of numbers (OpenAI's default).
+    #[default]
+    Float,
+    /// A base64 string of the float32 values, little-endian.
+    Base64,
+}
+
+impl EncodingFormat {
+    /// `vector` written this way.
+    pub fn write(self, vector: &[f32]) -> Value {
+        match self {
+            Self::Float => serde_json::json!(vector),
+            Self::Base64 => {
+                use base64::Engine as _;
+                let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+        }
+    }
 }
 
 /// Fields OpenAI defines that switchboard does not pass on (`n` > 1 is refused separately; `user` is
