@@ -284,6 +284,25 @@ async fn a_free_only_key_never_reaches_the_paid_simulator() {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["type"], "permission_error");
     }
+    // Ollama's "load" (a chat without messages) asks no provider, but still checks the key.
+    let load = reqwest::Client::new()
+        .post(format!("{}/api/chat", daemon.base))
+        .bearer_auth(&key)
+        .json(&json!({"model": PAID_MODEL, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(load.status(), 403);
+    let load = reqwest::Client::new()
+        .post(format!("{}/api/chat", daemon.base))
+        .bearer_auth(&key)
+        .json(&json!({"model": FREE_MODEL, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(load.status(), 200);
+    let body: Value = load.json().await.unwrap();
+    assert_eq!(body["done_reason"], "load");
     for _ in 0..2 {
         assert_eq!(
             post(&daemon.base, Some(&key), &chat("auto", false))

@@ -17,10 +17,12 @@ use tokio::time::Instant;
 
 use self::ndjson::{Kind, Ndjson, Timing};
 use crate::api::auth::Caller;
-use crate::api::convert::Ask;
+use crate::api::convert::{completion_request, Ask};
 use crate::api::dispatch::{self, not_implemented};
 use crate::api::error::{ApiError, Surface};
 use crate::api::{json, ApiState};
+use crate::domain::{ChatMessage, Role};
+use crate::generation::GenerationParams;
 use crate::router::EmbedRequest;
 
 /// NDJSON's media type, as Ollama sends it.
@@ -62,7 +64,7 @@ async fn chat(
     let req: wire::ChatRequest = json::parse(Surface::Ollama, body)?;
     let (ask, stream) = req.into_ask()?;
     if ask.messages.is_empty() {
-        return loaded(&state, &ask, Kind::Chat);
+        return loaded(&state, &caller, &ask, Kind::Chat);
     }
     answer(
         &state,
@@ -88,7 +90,7 @@ async fn generate(
     let empty = req.prompt.is_empty() && req.images.as_ref().is_none_or(Vec::is_empty);
     let (ask, stream) = req.into_ask()?;
     if empty {
-        return loaded(&state, &ask, Kind::Generate);
+        return loaded(&state, &caller, &ask, Kind::Generate);
     }
     answer(
         &state,
@@ -138,12 +140,18 @@ async fn answer(
     ))
 }
 
-/// Ollama's answer to a request without messages or prompt: the model is "loaded" (it exists), with
-/// `done_reason: "load"`.
-fn loaded(state: &ApiState, ask: &Ask, kind: Kind) -> Result<Response, ApiError> {
-    if state.router.resolve_model(&ask.model).is_none() {
-        return Err(ApiError::unknown_model(Surface::Ollama, &ask.model));
-    }
+/// Ollama's answer to a request without messages or prompt: the model is "loaded" (it exists and the
+/// caller may use it), with `done_reason: "load"`. Nothing is asked of a provider.
+fn loaded(state: &ApiState, caller: &Caller, ask: &Ask, kind: Kind) -> Result<Response, ApiError> {
+    // The model resolution and the key's permissions of a real request (404, 403), on a stand-in
+    // message, so a key learns nothing here about a model it may not use.
+    let probe = Ask {
+        model: ask.model.clone(),
+        messages: vec![ChatMessage::new(Role::User, "")],
+        params: GenerationParams::default(),
+        max_tokens: None,
+    };
+    completion_request(Surface::Ollama, &*state.router, caller, probe)?;
     let at = models::rfc3339(state.clock.now_ms());
     let body = match kind {
         Kind::Chat => json!({"model": ask.model, "created_at": at,
