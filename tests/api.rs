@@ -439,6 +439,22 @@ async fn embeddings_answer_on_both_surfaces_and_a_chat_model_cannot_embed() {
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["param"], "encoding_format", "{body}");
+    // Token ids (LangChain's default) get a 400 that says what to send instead.
+    let r = post(
+        addr,
+        "/v1/embeddings",
+        &json!({"model": EMBED, "input": [[1, 2, 3]]}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token ids are not accepted"),
+        "{body}"
+    );
     let r = post(addr, "/api/embed", &json!({"model": EMBED, "input": "a"})).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();

@@ -177,9 +177,15 @@ pub struct EmbedRequest {
     pub input: Input,
 }
 
-/// A string or a list of strings.
+/// A string or a list of strings. Token ids (OpenAI accepts them; LangChain's `OpenAIEmbeddings`
+/// sends them by default) are refused with a message that says so: switchboard has no tokenizer to
+/// turn them back into text for every provider.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a string or a list of strings (token ids are not accepted: send the text; with \
+                 LangChain's OpenAIEmbeddings set check_embedding_ctx_length=False)"
+)]
 pub enum Input {
     /// One text.
     One(String),
