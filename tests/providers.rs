@@ -863,7 +863,7 @@ async fn clients_built_from_config_send_attribution_and_keep_model_names() {
 use switchboard::generation::{
     GenerationParams, ImageData, Reasoning, ResponseFormat, ToolCall, ToolCallDelta,
 };
-use switchboard::providers::wire::{ollama_body, openai_body};
+use switchboard::providers::wire::{ollama_body, openai_body, Dialect};
 use switchboard::providers::EmbedCall;
 
 /// A one-pixel PNG, base64 (67 bytes decoded).
@@ -929,7 +929,7 @@ fn full_request() -> ProviderRequest {
 
 #[test]
 fn openai_request_body_is_golden() {
-    let body = openai_body(&full_request(), true);
+    let body = openai_body(&full_request(), true, Dialect::OpenRouter);
     let image = format!("data:image/png;base64,{PIXEL_PNG}");
     let expected = serde_json::json!({
         "model": "m",
@@ -957,12 +957,47 @@ fn openai_request_body_is_golden() {
     });
     assert_eq!(body, expected);
     // The bots' requests stay as they were: model, messages, stream, usage.
-    let plain = openai_body(&request("m", "hi"), false);
+    let plain = openai_body(&request("m", "hi"), false, Dialect::OpenRouter);
     assert_eq!(
         plain,
         serde_json::json!({"model": "m", "stream": false, "messages": [
             {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]})
     );
+}
+
+/// Another OpenAI-compatible server (an extra tier of kind `openai`) gets OpenAI's own fields only:
+/// no OpenRouter sampling extensions, no pass-through extras, the effort as `reasoning_effort`.
+#[test]
+fn an_openai_tier_gets_openais_fields_only() {
+    let body = openai_body(&full_request(), true, Dialect::OpenAi);
+    let openrouter = openai_body(&full_request(), true, Dialect::OpenRouter);
+    for gone in [
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+        "reasoning",
+        "provider",
+    ] {
+        assert!(body.get(gone).is_none(), "{gone} in {body}");
+        assert!(openrouter.get(gone).is_some(), "{gone}");
+    }
+    assert_eq!(body["reasoning_effort"], "low");
+    for kept in [
+        "messages",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "stop",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "stream_options",
+    ] {
+        assert_eq!(body[kept], openrouter[kept], "{kept}");
+    }
 }
 
 #[test]

@@ -291,6 +291,7 @@ pub fn client_for_tier(
                 timeouts,
                 openai::Attribution::default(),
             )?
+            .with_dialect(wire::Dialect::OpenAi)
             .with_clock(clock),
         ),
         ProviderKind::Ollama => std::sync::Arc::new(

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::http::{self, ClientBuildError, Endpoint, Timeouts};
 use super::sse::SseParser;
+use super::wire::Dialect;
 use super::{
     ChatProvider, Completion, EmbedCall, EmbedResult, ProviderError, ProviderRequest,
     ProviderStream,
@@ -71,6 +72,8 @@ pub struct OpenAiClient {
 struct Inner {
     endpoint: Endpoint,
     attribution: Attribution,
+    /// Which fields its bodies may carry beyond OpenAI's.
+    dialect: Dialect,
 }
 
 impl std::ops::Deref for Inner {
@@ -102,6 +105,7 @@ impl OpenAiClient {
             inner: Arc::new(Inner {
                 endpoint: Endpoint::new(name, base_url, timeouts)?,
                 attribution,
+                dialect: Dialect::OpenRouter,
             }),
         })
     }
@@ -132,6 +136,20 @@ impl OpenAiClient {
             inner: Arc::new(Inner {
                 endpoint: inner.endpoint.with_clock(clock),
                 attribution: inner.attribution.clone(),
+                dialect: inner.dialect,
+            }),
+        }
+    }
+
+    /// The same client writing bodies in `dialect` (OpenRouter's unless told otherwise).
+    #[must_use]
+    pub fn with_dialect(self, dialect: Dialect) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                endpoint: inner.endpoint.clone(),
+                attribution: inner.attribution.clone(),
+                dialect,
             }),
         }
     }
@@ -164,7 +182,7 @@ impl OpenAiClient {
         request: ProviderRequest,
     ) -> Result<Completion, ProviderError> {
         let deadline = self.deadline();
-        let body = chat_body(&request, false);
+        let body = super::wire::openai_body(&request, false, self.inner.dialect);
         let builder = self
             .request(reqwest::Method::POST, "/chat/completions", key)
             .json(&body);
@@ -292,7 +310,7 @@ impl ChatProvider for OpenAiClient {
     ) -> BoxFuture<'static, Result<ProviderStream, ProviderError>> {
         let deadline = self.deadline();
         let whole = request.params.whole;
-        let body = chat_body(&request, !whole);
+        let body = super::wire::openai_body(&request, !whole, self.inner.dialect);
         let mut builder = self.request(reqwest::Method::POST, "/chat/completions", key);
         if !whole {
             builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
@@ -452,9 +470,4 @@ struct FreeDaily {
     remaining: Option<u64>,
     #[serde(default)]
     used: Option<u64>,
-}
-
-/// The request body for this provider's wire format ([`super::wire`]).
-fn chat_body(request: &ProviderRequest, stream: bool) -> serde_json::Value {
-    super::wire::openai_body(request, stream)
 }

@@ -1,6 +1,7 @@
 //! Writing a [`ProviderRequest`] in the two wire formats: OpenAI-compatible `/chat/completions` bodies
-//! (content parts for images, `tool_calls` with string arguments, OpenRouter's `reasoning`, sampling
-//! fields and the client's pass-through extras) and Ollama `/api/chat` bodies (`images`, `tool_calls`
+//! (content parts for images, `tool_calls` with string arguments, sampling fields; for OpenRouter its
+//! `reasoning` object, its sampling extensions and the client's pass-through extras, see [`Dialect`])
+//! and Ollama `/api/chat` bodies (`images`, `tool_calls`
 //! with object arguments, `tool_name`, sampling in `options`, `format`, `think`). Fields a format has
 //! no place for are dropped here, nowhere else.
 
@@ -10,9 +11,23 @@ use super::ProviderRequest;
 use crate::domain::{ChatMessage, Role};
 use crate::generation::{GenerationParams, Reasoning, ResponseFormat, ToolCall};
 
-/// The `/chat/completions` body. A stream asks for usage in its last chunk (`stream_options`), which
-/// OpenAI-compatible servers send only when asked; `max_tokens` is the cap every one of them accepts.
-pub fn openai_body(request: &ProviderRequest, stream: bool) -> Value {
+/// Which OpenAI-compatible server a `/chat/completions` body is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenRouter: its extensions (`top_k`, `min_p`, `repetition_penalty`, the `reasoning` object)
+    /// and the client's pass-through extras (`provider`, `transforms`, …) go along.
+    #[default]
+    OpenRouter,
+    /// Any other OpenAI-compatible server (an extra `[[tiers]]` entry of kind `openai`): OpenAI's own
+    /// fields only, reasoning as `reasoning_effort`. OpenAI itself refuses a request that carries an
+    /// unknown field, which would turn a request OpenRouter could answer into a failure on that tier.
+    OpenAi,
+}
+
+/// The `/chat/completions` body in `dialect`. A stream asks for usage in its last chunk
+/// (`stream_options`), which OpenAI-compatible servers send only when asked; `max_tokens` is the cap
+/// every one of them accepts.
+pub fn openai_body(request: &ProviderRequest, stream: bool, dialect: Dialect) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), request.model.clone().into());
     let messages = request
@@ -29,7 +44,7 @@ pub fn openai_body(request: &ProviderRequest, stream: bool) -> Value {
     if let Some(max_tokens) = request.max_tokens {
         body.insert("max_tokens".into(), max_tokens.into());
     }
-    openai_params(&request.params, &mut body);
+    openai_params(&request.params, dialect, &mut body);
     Value::Object(body)
 }
 
@@ -177,13 +192,17 @@ fn arguments_object(arguments: &str) -> Value {
     serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()))
 }
 
-/// The sampling fields both formats share, under OpenAI's names but for the repetition penalty's,
-/// which each format names its own way (`repetition_penalty` on OpenRouter, `repeat_penalty` in Ollama).
-fn sampling(p: &GenerationParams, repetition_name: &str, out: &mut Map<String, Value>) {
+/// The sampling fields the formats share, under OpenAI's names but for the repetition penalty's,
+/// which each format names its own way (`repetition_penalty` on OpenRouter, `repeat_penalty` in Ollama);
+/// `None` for a server with no such field (OpenAI: no `top_k`, `min_p` or repetition penalty either).
+fn sampling(p: &GenerationParams, repetition_name: Option<&str>, out: &mut Map<String, Value>) {
     put(out, "temperature", p.temperature.map(Value::from));
     put(out, "top_p", p.top_p.map(Value::from));
-    put(out, "top_k", p.top_k.map(Value::from));
-    put(out, "min_p", p.min_p.map(Value::from));
+    if let Some(repetition_name) = repetition_name {
+        put(out, "top_k", p.top_k.map(Value::from));
+        put(out, "min_p", p.min_p.map(Value::from));
+        put(out, repetition_name, p.repetition_penalty.map(Value::from));
+    }
     put(out, "seed", p.seed.map(Value::from));
     put(out, "presence_penalty", p.presence_penalty.map(Value::from));
     put(
@@ -191,7 +210,6 @@ fn sampling(p: &GenerationParams, repetition_name: &str, out: &mut Map<String, V
         "frequency_penalty",
         p.frequency_penalty.map(Value::from),
     );
-    put(out, repetition_name, p.repetition_penalty.map(Value::from));
     let stop = (!p.stop.is_empty()).then(|| p.stop.clone().into());
     put(out, "stop", stop);
 }
@@ -203,10 +221,11 @@ fn put(out: &mut Map<String, Value>, key: &str, value: Option<Value>) {
     }
 }
 
-/// Sampling, output shape, tools and reasoning in OpenAI's (and OpenRouter's) names; the client's
-/// pass-through extras last, never replacing a field switchboard set.
-fn openai_params(p: &GenerationParams, body: &mut Map<String, Value>) {
-    sampling(p, "repetition_penalty", body);
+/// Sampling, output shape, tools and reasoning in OpenAI's (and OpenRouter's) names; for OpenRouter
+/// the client's pass-through extras last, never replacing a field switchboard set.
+fn openai_params(p: &GenerationParams, dialect: Dialect, body: &mut Map<String, Value>) {
+    let openrouter = dialect == Dialect::OpenRouter;
+    sampling(p, openrouter.then_some("repetition_penalty"), body);
     let format = p.response_format.as_ref().map(|f| match f {
         ResponseFormat::JsonObject => json!({"type": "json_object"}),
         ResponseFormat::JsonSchema {
@@ -225,6 +244,13 @@ fn openai_params(p: &GenerationParams, body: &mut Map<String, Value>) {
     let tools = (!p.tools.is_empty()).then(|| p.tools.clone().into());
     put(body, "tools", tools);
     put(body, "tool_choice", p.tool_choice.clone());
+    if !openrouter {
+        // OpenAI takes an effort only; "on" or "off" has no field there (a reasoning model reasons).
+        if let Some(Reasoning::Effort(level)) = &p.reasoning {
+            body.insert("reasoning_effort".into(), level.clone().into());
+        }
+        return;
+    }
     let reasoning = p.reasoning.as_ref().map(|r| match r {
         Reasoning::Enabled(on) => json!({ "enabled": on }),
         Reasoning::Effort(level) => json!({ "effort": level }),
@@ -240,7 +266,7 @@ fn openai_params(p: &GenerationParams, body: &mut Map<String, Value>) {
 fn ollama_options(p: &GenerationParams, max_tokens: Option<u32>) -> Map<String, Value> {
     let mut o = Map::new();
     put(&mut o, "num_predict", max_tokens.map(Value::from));
-    sampling(p, "repeat_penalty", &mut o);
+    sampling(p, Some("repeat_penalty"), &mut o);
     o
 }
 
@@ -273,7 +299,7 @@ mod tests {
             max_tokens: None,
             params: GenerationParams::default(),
         };
-        let body = openai_body(&request, true);
+        let body = openai_body(&request, true, Dialect::OpenRouter);
         assert_eq!(body["messages"][2]["tool_call_id"], "call_0");
         assert_eq!(body["messages"][3]["tool_call_id"], "call_1");
         assert!(body["messages"][0].get("tool_call_id").is_none());
