@@ -119,6 +119,9 @@ pub struct GenerationParams {
     /// Other top-level fields an OpenAI client sent that switchboard does not interpret; passed through
     /// to OpenAI-compatible providers only (OpenRouter's extras such as `provider`, `transforms`).
     pub passthrough: serde_json::Map<String, serde_json::Value>,
+    /// The caller's own context size (Ollama's `num_ctx`): the history is fitted to the smaller of it
+    /// and the model's window, as a local Ollama would cut a prompt to its `num_ctx`.
+    pub context_window: Option<u32>,
     /// The caller takes the answer only whole (a non-streamed API response): the provider is asked for
     /// one body instead of a stream, which spares reading, parsing and relaying every piece. Fallback
     /// works as for a stream (nothing reaches the client before the end), but a provider that stalls is

@@ -922,6 +922,7 @@ fn full_request() -> ProviderRequest {
             tool_choice: Some("auto".into()),
             reasoning: Some(Reasoning::Effort("low".into())),
             passthrough,
+            context_window: None,
             whole: false,
         },
     }

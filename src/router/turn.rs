@@ -255,7 +255,9 @@ impl<'a> Turn<'a> {
             .budgets
             .entry((t, model.name.clone()))
             .or_insert_with(|| {
-                prompt_budget(select::window_of(tier, &model, &self.shared.learned))
+                let window = select::window_of(tier, &model, &self.shared.learned);
+                let asked = req_window(self.req);
+                prompt_budget(window.min(asked))
             });
         let req = self.req;
         let messages = fit_context(&req.system_prompt, &req.history, &req.prompt, budget);
@@ -610,6 +612,13 @@ impl<'a> Turn<'a> {
         self.shared.kv_put(&key, told.as_bytes());
         true
     }
+}
+
+/// The context size the request's caller asked for (Ollama's `num_ctx`), or no bound.
+fn req_window(req: &CompletionRequest) -> usize {
+    req.params
+        .context_window
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// Keeps the first reason a tier did not answer, except that a plain failure gives way to a more

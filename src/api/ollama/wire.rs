@@ -105,7 +105,8 @@ pub enum Think {
 pub struct Options {
     /// → `max_tokens` (`-1`/`-2`: no cap).
     pub num_predict: Option<i64>,
-    /// The context size a local server would allocate; no upstream field.
+    /// The context size a local server would allocate; no upstream field, so it bounds the history
+    /// sent ([`GenerationParams::context_window`]).
     pub num_ctx: Option<u64>,
     /// Sampling temperature.
     pub temperature: Option<f64>,
@@ -253,6 +254,10 @@ pub fn params(
             Think::Effort(level) => Reasoning::Effort(level),
         }),
         passthrough: serde_json::Map::new(),
+        context_window: o
+            .num_ctx
+            .filter(|n| *n > 0)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
         // Set by `dispatch::begin_ask`, which knows whether the answer streams.
         whole: false,
     };
@@ -376,6 +381,8 @@ mod tests {
         assert_eq!(ask.params.temperature, Some(0.2));
         assert_eq!(ask.params.repetition_penalty, Some(1.1));
         assert_eq!(ask.params.stop, vec!["\n".to_owned()]);
+        // num_ctx bounds the history the router sends (no upstream field takes it).
+        assert_eq!(ask.params.context_window, Some(8192));
         assert_eq!(ask.params.response_format, Some(ResponseFormat::JsonObject));
         assert_eq!(ask.params.reasoning, Some(Reasoning::Effort("low".into())));
         assert_eq!(ask.messages[0].images[0].media_type, "image/jpeg");

@@ -347,6 +347,7 @@ impl Sampling {
             tool_choice,
             reasoning: self.reasoning_effort.map(Reasoning::Effort),
             passthrough: self.extra,
+            context_window: None,
             // Set by `dispatch::begin_ask`, which knows whether the answer streams.
             whole: false,
         };

@@ -73,6 +73,34 @@ async fn context_too_long_refits_never_resends_unchanged() {
     assert_eq!(models, ["a:free", "openrouter/free"]);
 }
 
+/// A caller's own context size (Ollama's `num_ctx`) trims the history further than the model's window.
+#[tokio::test]
+async fn the_callers_context_size_bounds_the_history_sent() {
+    let rig = rig_with(config(0), &["k1"], &[]);
+    let long = |conv: &str| {
+        let mut req = request(conv, "hi");
+        req.history = (0..10)
+            .map(|i| {
+                let role = if i % 2 == 0 {
+                    Role::User
+                } else {
+                    Role::Assistant
+                };
+                ChatMessage::new(role, "x".repeat(70))
+            })
+            .collect();
+        req
+    };
+    ask(&rig.router, long("a")).await;
+    let mut bounded = long("b");
+    // 100 tokens: a quarter for the answer leaves 75, room for two 24-token turns and the prompt.
+    bounded.params.context_window = Some(100);
+    ask(&rig.router, bounded).await;
+    let calls = rig.free.calls();
+    let prompt_and_system = calls[0].messages - 10;
+    assert_eq!(calls[1].messages, prompt_and_system + 2, "{calls:?}");
+}
+
 #[tokio::test]
 async fn missing_model_is_skipped_and_sticky_model_is_kept() {
     let rig = rig_with(config(0), &["k1"], &[]);
