@@ -285,23 +285,17 @@ async fn a_free_only_key_never_reaches_the_paid_simulator() {
         assert_eq!(body["error"]["type"], "permission_error");
     }
     // Ollama's "load" (a chat without messages) asks no provider, but still checks the key.
-    let load = reqwest::Client::new()
-        .post(format!("{}/api/chat", daemon.base))
-        .bearer_auth(&key)
-        .json(&json!({"model": PAID_MODEL, "messages": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(load.status(), 403);
-    let load = reqwest::Client::new()
-        .post(format!("{}/api/chat", daemon.base))
-        .bearer_auth(&key)
-        .json(&json!({"model": FREE_MODEL, "messages": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(load.status(), 200);
-    let body: Value = load.json().await.unwrap();
+    let load = |model: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/api/chat", daemon.base))
+            .bearer_auth(&key)
+            .json(&json!({"model": model, "messages": []}))
+            .send()
+    };
+    assert_eq!(load(PAID_MODEL).await.unwrap().status(), 403);
+    let loaded = load(FREE_MODEL).await.unwrap();
+    assert_eq!(loaded.status(), 200);
+    let body: Value = loaded.json().await.unwrap();
     assert_eq!(body["done_reason"], "load");
     for _ in 0..2 {
         assert_eq!(
