@@ -69,6 +69,7 @@ pub struct OpenAiClient {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     endpoint: Endpoint,
     attribution: Attribution,
@@ -131,26 +132,21 @@ impl OpenAiClient {
     /// The same client reading "now" from `clock` (used to judge whether a 429's reset is daily).
     #[must_use]
     pub fn with_clock(self, clock: SharedClock) -> Self {
-        let inner = &self.inner;
-        Self {
-            inner: Arc::new(Inner {
-                endpoint: inner.endpoint.with_clock(clock),
-                attribution: inner.attribution.clone(),
-                dialect: inner.dialect,
-            }),
-        }
+        self.changed(|inner| inner.endpoint = inner.endpoint.with_clock(clock))
     }
 
     /// The same client writing bodies in `dialect` (OpenRouter's unless told otherwise).
     #[must_use]
     pub fn with_dialect(self, dialect: Dialect) -> Self {
-        let inner = &self.inner;
+        self.changed(|inner| inner.dialect = dialect)
+    }
+
+    /// A copy of this client with `change` made to its settings.
+    fn changed(&self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Inner::clone(&self.inner);
+        change(&mut inner);
         Self {
-            inner: Arc::new(Inner {
-                endpoint: inner.endpoint.clone(),
-                attribution: inner.attribution.clone(),
-                dialect,
-            }),
+            inner: Arc::new(inner),
         }
     }
 

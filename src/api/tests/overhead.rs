@@ -72,14 +72,20 @@ impl Framing for Silent {
     fn event(&mut self, _event: &ReplyEvent, _out: &mut Vec<u8>) {}
 }
 
+/// The request begun as the local caller, answered whole or streamed, and when it arrived.
+async fn begun(state: &ApiState, stream: bool) -> (dispatch::Begun, Instant) {
+    let arrived = Instant::now();
+    let caller = Caller::local();
+    let (begun, _) = dispatch::begin_ask(state, Surface::OpenAi, &caller, ask(), stream, arrived)
+        .await
+        .unwrap();
+    (begun, arrived)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_whole_answer_counts_its_time_less_the_providers() {
     let (state, _config) = state();
-    let caller = Caller::local();
-    let arrived = Instant::now();
-    let (begun, _) = dispatch::begin_ask(&state, Surface::OpenAi, &caller, ask(), false, arrived)
-        .await
-        .unwrap();
+    let (begun, arrived) = begun(&state, false).await;
     let (answer, _) = dispatch::gathered(&state, begun).await.unwrap();
     assert_eq!(answer.content, "hi");
     assert_eq!(arrived.elapsed(), Duration::from_millis(2_300));
@@ -90,11 +96,7 @@ async fn a_whole_answer_counts_its_time_less_the_providers() {
 #[tokio::test(start_paused = true)]
 async fn a_stream_counts_its_time_to_the_first_byte_less_the_providers() {
     let (state, _config) = state();
-    let caller = Caller::local();
-    let arrived = Instant::now();
-    let (begun, _) = dispatch::begin_ask(&state, Surface::OpenAi, &caller, ask(), true, arrived)
-        .await
-        .unwrap();
+    let (begun, _) = begun(&state, true).await;
     let _response = dispatch::streamed(&state, begun, Silent, "text/event-stream");
     assert_eq!(overhead_sum(&state), "0.3");
 }
